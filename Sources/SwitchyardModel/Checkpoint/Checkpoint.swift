@@ -1,0 +1,116 @@
+import Foundation
+
+/// A Hugging Face checkpoint directory: `config.json`, one or more
+/// `*.safetensors` files (listed by `model.safetensors.index.json` when
+/// sharded), and optional tokenizer and generation config files. Tensors are
+/// memory-mapped and handed out in their stored dtype.
+public final class Checkpoint: @unchecked Sendable {
+    public let directory: URL
+    public let config: ModelConfig
+    public let tensors: [String: TensorRecord]
+    /// Copies made for tensors whose mapped bytes are misaligned for their dtype.
+    private var ownedCopies: [UnsafeMutableRawPointer] = []
+
+    public static let indexFile = "model.safetensors.index.json"
+
+    public init(directory path: String) throws {
+        directory = URL(fileURLWithPath: path).standardizedFileURL
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
+            throw CheckpointError.missingFile(file: directory.path, hint: "pass a checkpoint directory (with config.json and *.safetensors) to --model")
+        }
+        config = try ModelConfig.load(directory: directory)
+        tensors = try Checkpoint.loadTensors(directory: directory)
+    }
+
+    static func loadTensors(directory: URL) throws -> [String: TensorRecord] {
+        let indexURL = directory.appendingPathComponent(indexFile)
+        if FileManager.default.fileExists(atPath: indexURL.path) {
+            struct Index: Decodable { var weight_map: [String: String] }
+            let index: Index
+            do { index = try JSONDecoder().decode(Index.self, from: Data(contentsOf: indexURL)) } catch {
+                throw CheckpointError.invalidConfig(file: indexURL.path, reason: ModelConfig.describe(error))
+            }
+            var byFile: [String: [String]] = [:]
+            for (tensor, file) in index.weight_map { byFile[file, default: []].append(tensor) }
+            var all: [String: TensorRecord] = [:]
+            for (file, names) in byFile.sorted(by: { $0.key < $1.key }) {
+                let path = directory.appendingPathComponent(file).path
+                guard FileManager.default.fileExists(atPath: path) else {
+                    throw CheckpointError.indexNamesMissingFile(index: indexURL.path, tensor: names.sorted()[0], file: file)
+                }
+                let records = try Safetensors.read(path: path)
+                for name in names.sorted() {
+                    guard let r = records[name] else {
+                        throw CheckpointError.missingTensor(tensor: "\(name) (expected in \(file) by \(indexFile))", directory: directory.path)
+                    }
+                    all[name] = r
+                }
+            }
+            return all
+        }
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?
+            .filter { $0.hasSuffix(".safetensors") }.sorted() ?? []
+        guard !files.isEmpty else { throw CheckpointError.noWeights(directory: directory.path) }
+        var all: [String: TensorRecord] = [:]
+        for file in files {
+            for (name, r) in try Safetensors.read(path: directory.appendingPathComponent(file).path) {
+                all[name] = r
+            }
+        }
+        return all
+    }
+
+    public func has(_ name: String) -> Bool { tensors[name] != nil }
+
+    func record(_ name: String) throws -> TensorRecord {
+        guard let r = tensors[name] else {
+            throw CheckpointError.missingTensor(tensor: name, directory: directory.path)
+        }
+        return r
+    }
+
+    static func fileName(_ r: TensorRecord) -> String { (r.file.path as NSString).lastPathComponent }
+
+    /// A `[rows, cols]` weight matrix, checked against the shape the config implies.
+    public func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
+        let r = try record(name)
+        guard r.shape == [rows, cols] else {
+            throw CheckpointError.wrongShape(file: Checkpoint.fileName(r), tensor: name, expected: [rows, cols], found: r.shape)
+        }
+        return Matrix(rows: rows, cols: cols, dtype: r.dtype, data: aligned(r))
+    }
+
+    /// Expert `expert`'s slice of a fused `[experts, rows, cols]` tensor.
+    public func matrix(_ name: String, expert: Int, of experts: Int, rows rowRange: Range<Int>, totalRows: Int, cols: Int) throws -> Matrix {
+        let r = try record(name)
+        guard r.shape == [experts, totalRows, cols] else {
+            throw CheckpointError.wrongShape(file: Checkpoint.fileName(r), tensor: name, expected: [experts, totalRows, cols], found: r.shape)
+        }
+        let base = aligned(r) + (expert * totalRows + rowRange.lowerBound) * cols * r.dtype.byteSize
+        return Matrix(rows: rowRange.count, cols: cols, dtype: r.dtype, data: base)
+    }
+
+    /// A 1-D tensor widened to Float32 (norm weights, biases).
+    public func vector(_ name: String, count: Int) throws -> [Float] {
+        let r = try record(name)
+        guard r.shape == [count] else {
+            throw CheckpointError.wrongShape(file: Checkpoint.fileName(r), tensor: name, expected: [count], found: r.shape)
+        }
+        return [Float](unsafeUninitializedCapacity: count) { buf, n in
+            convertToFloat(r.data, dtype: r.dtype, count: count, into: buf.baseAddress!)
+            n = count
+        }
+    }
+
+    /// BLAS needs Float32 data 4-byte aligned; safetensors does not promise it.
+    private func aligned(_ r: TensorRecord) -> UnsafeRawPointer {
+        if Int(bitPattern: r.data) % r.dtype.byteSize == 0 { return r.data }
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: r.byteCount, alignment: 64)
+        copy.copyMemory(from: r.data, byteCount: r.byteCount)
+        ownedCopies.append(copy)
+        return UnsafeRawPointer(copy)
+    }
+
+    deinit { for p in ownedCopies { p.deallocate() } }
+}

@@ -1,0 +1,31 @@
+/// What the MoE layers did: tokens routed to each (layer, expert), and the
+/// expert weight bytes read (an expert's weights count once each time it is
+/// computed in a layer in a forward). The serving core aggregates these into
+/// benchmark results.
+public final class ExpertLoadCounters: @unchecked Sendable {
+    public let numLayers: Int
+    public let numExperts: Int
+    /// `tokens[layer * numExperts + expert]`.
+    public private(set) var tokens: [Int]
+    public private(set) var expertWeightBytesRead: Int = 0
+    public private(set) var expertActivations: Int = 0
+
+    public init(numLayers: Int, numExperts: Int) {
+        self.numLayers = numLayers
+        self.numExperts = max(numExperts, 1)
+        tokens = Array(repeating: 0, count: numLayers * self.numExperts)
+    }
+
+    @inline(__always)
+    func record(layer: Int, expert: Int, tokenCount: Int, bytes: Int) {
+        tokens[layer * numExperts + expert] += tokenCount
+        expertWeightBytesRead += bytes
+        expertActivations += 1
+    }
+
+    public func reset() {
+        for i in tokens.indices { tokens[i] = 0 }
+        expertWeightBytesRead = 0
+        expertActivations = 0
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+
+/// The sparse MoE feed-forward: route, group tokens by expert, run each
+/// active expert once over its whole token group, combine.
+///
+/// Grouping is a counting sort over the batch's (token, slot) assignments, so
+/// an expert's weights are read once per layer per forward however many
+/// tokens picked it. Experts with many tokens go through OpenBLAS sgemm (via
+/// `Linear`); the rest share one parallel pass of the 16-bit matrix-vector
+/// kernel, split by weight rows across threads.
+enum MoEBlock {
+    static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
+                        x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
+                        ws: Workspace, counters: ExpertLoadCounters?) {
+        let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
+        let assignments = tokens * k
+
+        // 1. Router: softmax over all experts in fp32, top-k, optional renormalisation.
+        let logits = ws.routerLogits.reserve(tokens * e)
+        Linear.apply(weights.router, x: x, tokens: tokens, y: logits, scratch: ws.linearTile)
+        let topE = ws.topExperts.reserve(assignments)
+        let topW = ws.topWeights.reserve(assignments)
+        for t in 0..<tokens {
+            let row = logits + t * e
+            Elementwise.softmax(row, n: e)
+            selectTopK(row, n: e, k: k, experts: topE + t * k, weights: topW + t * k)
+            if c.normTopKProb {
+                var s: Float = 0
+                for j in 0..<k { s += topW[t * k + j] }
+                for j in 0..<k { topW[t * k + j] /= s }
+            }
+        }
+
+        // 2. Counting sort of assignments by expert.
+        let count = ws.expertCount.reserve(e)
+        let offset = ws.expertOffset.reserve(e + 1)
+        count.initialize(repeating: 0, count: e)
+        for a in 0..<assignments { count[Int(topE[a])] += 1 }
+        offset[0] = 0
+        for j in 0..<e { offset[j + 1] = offset[j] + count[j] }
+        let rowOf = ws.assignmentRow.reserve(assignments)
+        count.initialize(repeating: 0, count: e)
+        for a in 0..<assignments {
+            let j = Int(topE[a])
+            rowOf[a] = offset[j] + count[j]
+            count[j] += 1
+        }
+
+        // 3. Gather each assignment's input row into its expert's group.
+        let gathered = ws.gathered.reserve(assignments * h)
+        nonisolated(unsafe) let xs = x, gs = gathered, rows = UnsafePointer(rowOf)
+        Parallel.forRanges(assignments, minChunk: 64) { r in
+            for a in r { (gs + Int(rows[a]) * h).update(from: xs + (a / k) * h, count: h) }
+        }
+
+        // 4. Experts.
+        let gate = ws.gateOut.reserve(assignments * inter)
+        let up = ws.upOut.reserve(assignments * inter)
+        let down = ws.downOut.reserve(assignments * h)
+        var small: [(expert: Int, start: Int, n: Int)] = []
+        small.reserveCapacity(e)
+        for j in 0..<e {
+            let n = Int(count[j]), start = Int(offset[j])
+            guard n > 0 else { continue }
+            let w = weights.experts[j]
+            counters?.record(layer: layer, expert: j, tokenCount: n, bytes: w.byteCount)
+            if n >= Linear.gemmMinTokens || w.gate.dtype == .f32 {
+                Linear.apply(w.gate, x: gathered + start * h, tokens: n, y: gate + start * inter, scratch: ws.linearTile)
+                Linear.apply(w.up, x: gathered + start * h, tokens: n, y: up + start * inter, scratch: ws.linearTile)
+                Elementwise.swiglu(gate: gate + start * inter, up: up + start * inter, n: n * inter)
+                Linear.apply(w.down, x: gate + start * inter, tokens: n, y: down + start * h, scratch: ws.linearTile)
+            } else {
+                small.append((j, start, n))
+            }
+        }
+        if !small.isEmpty {
+            runSmallExperts(small, weights: weights, h: h, inter: inter,
+                            gathered: gathered, gate: gate, up: up, down: down)
+        }
+
+        // 5. Combine in slot order, so the sum is the same however the batch was grouped.
+        nonisolated(unsafe) let os = out, ds = UnsafePointer(down), ws_ = UnsafePointer(topW)
+        Parallel.forRanges(tokens, minChunk: 16) { r in
+            for t in r {
+                let o = os + t * h
+                o.initialize(repeating: 0, count: h)
+                for j in 0..<k {
+                    let a = t * k + j
+                    Elementwise.axpy(ws_[a], ds + Int(rows[a]) * h, o, n: h)
+                }
+            }
+        }
+
+        // 6. Qwen2-MoE's shared expert, gated per token by a sigmoid.
+        if let shared = weights.shared, let sharedGate = weights.sharedGate {
+            let sharedOut = ws.sharedOut.reserve(tokens * h)
+            DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
+            let g = ws.sharedGate.reserve(tokens)
+            Linear.apply(sharedGate, x: x, tokens: tokens, y: g, scratch: ws.linearTile)
+            for t in 0..<tokens {
+                Elementwise.axpy(Elementwise.sigmoid(g[t]), sharedOut + t * h, out + t * h, n: h)
+            }
+        }
+    }
+
+    /// Picks the `k` largest of `n` probabilities, largest first; on ties the
+    /// lower expert index wins.
+    @inline(__always)
+    static func selectTopK(_ p: UnsafePointer<Float>, n: Int, k: Int,
+                           experts: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) {
+        for j in 0..<k {
+            var best = -1
+            var bestValue = -Float.infinity
+            for i in 0..<n {
+                var taken = false
+                for q in 0..<j where experts[q] == Int32(i) { taken = true; break }
+                if !taken && (best < 0 || p[i] > bestValue) { best = i; bestValue = p[i] }
+            }
+            experts[j] = Int32(best)
+            weights[j] = bestValue
+        }
+    }
+
+    /// Experts with few tokens: one parallel pass over all their gate/up rows,
+    /// then one over all their down rows, each thread taking a contiguous
+    /// share of the concatenated rows.
+    static func runSmallExperts(_ small: [(expert: Int, start: Int, n: Int)], weights: MoEWeights, h: Int, inter: Int,
+                                gathered: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
+                                up: UnsafeMutablePointer<Float>, down: UnsafeMutablePointer<Float>) {
+        nonisolated(unsafe) let gs = gathered, gt = gate, us = up, dn = down
+        let experts = weights.experts
+        Parallel.forRanges(small.count * inter, minChunk: 32) { range in
+            forEachSegment(range, segmentLength: inter, count: small.count) { s, rows in
+                let (j, start, n) = small[s]
+                let w = experts[j]
+                MatVec.compute(w.gate, rows: rows, x: gs + start * h, ldx: h, tokens: n, y: gt + start * inter, ldy: inter)
+                MatVec.compute(w.up, rows: rows, x: gs + start * h, ldx: h, tokens: n, y: us + start * inter, ldy: inter)
+            }
+        }
+        for (_, start, n) in small {
+            Elementwise.swiglu(gate: gate + start * inter, up: up + start * inter, n: n * inter)
+        }
+        Parallel.forRanges(small.count * h, minChunk: 32) { range in
+            forEachSegment(range, segmentLength: h, count: small.count) { s, rows in
+                let (j, start, n) = small[s]
+                MatVec.compute(experts[j].down, rows: rows, x: gt + start * inter, ldx: inter, tokens: n, y: dn + start * h, ldy: h)
+            }
+        }
+    }
+
+    /// Splits a range over `count` concatenated segments of equal length into per-segment row ranges.
+    @inline(__always)
+    static func forEachSegment(_ range: Range<Int>, segmentLength: Int, count: Int, _ body: (Int, Range<Int>) -> Void) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let s = i / segmentLength
+            let lo = i - s * segmentLength
+            let hi = min(segmentLength, range.upperBound - s * segmentLength)
+            body(s, lo..<hi)
+            i = s * segmentLength + hi
+        }
+    }
+}
+
+/// A dense SwiGLU MLP over all tokens (dense layers, shared experts).
+enum DenseMLP {
+    static func forward(_ w: ExpertWeights, x: UnsafePointer<Float>, tokens: Int,
+                        out: UnsafeMutablePointer<Float>, ws: Workspace) {
+        let inter = w.gate.rows
+        let g = ws.gateOut.reserve(tokens * inter)
+        let u = ws.upOut.reserve(tokens * inter)
+        Linear.apply(w.gate, x: x, tokens: tokens, y: g, scratch: ws.linearTile)
+        Linear.apply(w.up, x: x, tokens: tokens, y: u, scratch: ws.linearTile)
+        Elementwise.swiglu(gate: g, up: u, n: tokens * inter)
+        Linear.apply(w.down, x: g, tokens: tokens, y: out, scratch: ws.linearTile)
+    }
+}

@@ -1,0 +1,135 @@
+/// The SwiGLU MLP of one expert (or of a dense layer, or a shared expert):
+/// `down(silu(gate(x)) * up(x))`.
+public struct ExpertWeights: Sendable {
+    public let gate: Matrix
+    public let up: Matrix
+    public let down: Matrix
+    public var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
+}
+
+/// The feed-forward half of a decoder layer.
+public enum FeedForwardWeights: Sendable {
+    case dense(ExpertWeights)
+    case moe(MoEWeights)
+}
+
+public struct MoEWeights: Sendable {
+    /// `[numExperts, hidden]`.
+    public let router: Matrix
+    public let experts: [ExpertWeights]
+    /// Qwen2-MoE's always-on expert, scaled by `sigmoid(sharedGate · x)`.
+    public let shared: ExpertWeights?
+    public let sharedGate: Matrix?
+}
+
+public struct AttentionWeights: Sendable {
+    public let q: Matrix, k: Matrix, v: Matrix, o: Matrix
+    public let qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
+    public let qNorm: [Float]?, kNorm: [Float]?
+}
+
+public struct LayerWeights: Sendable {
+    public let inputNorm: [Float]
+    public let postAttentionNorm: [Float]
+    public let attention: AttentionWeights
+    public let feedForward: FeedForwardWeights
+}
+
+/// All weights of a model, bound to the checkpoint's memory mappings.
+public struct ModelWeights: Sendable {
+    public let config: ModelConfig
+    public let embedding: Matrix
+    public let layers: [LayerWeights]
+    public let finalNorm: [Float]
+    public let lmHead: Matrix
+    /// Keeps the mappings the matrices point into alive.
+    public let checkpoint: Checkpoint
+
+    public init(checkpoint ckpt: Checkpoint) throws {
+        let c = ckpt.config
+        checkpoint = ckpt
+        config = c
+        embedding = try ckpt.matrix("model.embed_tokens.weight", rows: c.vocabSize, cols: c.hiddenSize)
+        finalNorm = try ckpt.vector("model.norm.weight", count: c.hiddenSize)
+        if c.tieWordEmbeddings && !ckpt.has("lm_head.weight") {
+            lmHead = embedding
+        } else {
+            lmHead = try ckpt.matrix("lm_head.weight", rows: c.vocabSize, cols: c.hiddenSize)
+        }
+        layers = try (0..<c.numLayers).map { try ModelWeights.layer($0, ckpt) }
+    }
+
+    static func layer(_ i: Int, _ ckpt: Checkpoint) throws -> LayerWeights {
+        let c = ckpt.config
+        let p = "model.layers.\(i)."
+        let h = c.hiddenSize
+        let attn = AttentionWeights(
+            q: try ckpt.matrix(p + "self_attn.q_proj.weight", rows: c.qSize, cols: h),
+            k: try ckpt.matrix(p + "self_attn.k_proj.weight", rows: c.kvSize, cols: h),
+            v: try ckpt.matrix(p + "self_attn.v_proj.weight", rows: c.kvSize, cols: h),
+            o: try ckpt.matrix(p + "self_attn.o_proj.weight", rows: h, cols: c.qSize),
+            qBias: c.qkvBias ? try ckpt.vector(p + "self_attn.q_proj.bias", count: c.qSize) : nil,
+            kBias: c.qkvBias ? try ckpt.vector(p + "self_attn.k_proj.bias", count: c.kvSize) : nil,
+            vBias: c.qkvBias ? try ckpt.vector(p + "self_attn.v_proj.bias", count: c.kvSize) : nil,
+            qNorm: try qkNorm(p + "self_attn.q_norm.weight", c, perHead: c.headDim, whole: c.qSize, ckpt),
+            kNorm: try qkNorm(p + "self_attn.k_norm.weight", c, perHead: c.headDim, whole: c.kvSize, ckpt))
+        let ff: FeedForwardWeights
+        if c.sparseLayers[i] {
+            ff = .moe(try moe(p, c, ckpt))
+        } else {
+            ff = .dense(try mlp(p + "mlp.", inter: c.denseIntermediateSize, hidden: h, names: qwenNames, ckpt))
+        }
+        return LayerWeights(inputNorm: try ckpt.vector(p + "input_layernorm.weight", count: h),
+                            postAttentionNorm: try ckpt.vector(p + "post_attention_layernorm.weight", count: h),
+                            attention: attn, feedForward: ff)
+    }
+
+    static func qkNorm(_ name: String, _ c: ModelConfig, perHead: Int, whole: Int, _ ckpt: Checkpoint) throws -> [Float]? {
+        switch c.qkNorm {
+        case .none: return nil
+        case .perHead: return try ckpt.vector(name, count: perHead)
+        case .wholeProjection: return try ckpt.vector(name, count: whole)
+        }
+    }
+
+    typealias MLPNames = (gate: String, up: String, down: String)
+    static let qwenNames: MLPNames = ("gate_proj.weight", "up_proj.weight", "down_proj.weight")
+    static let mixtralNames: MLPNames = ("w1.weight", "w3.weight", "w2.weight")
+
+    static func mlp(_ prefix: String, inter: Int, hidden: Int, names: MLPNames, _ ckpt: Checkpoint) throws -> ExpertWeights {
+        ExpertWeights(gate: try ckpt.matrix(prefix + names.gate, rows: inter, cols: hidden),
+                      up: try ckpt.matrix(prefix + names.up, rows: inter, cols: hidden),
+                      down: try ckpt.matrix(prefix + names.down, rows: hidden, cols: inter))
+    }
+
+    static func moe(_ p: String, _ c: ModelConfig, _ ckpt: Checkpoint) throws -> MoEWeights {
+        let h = c.hiddenSize, inter = c.moeIntermediateSize, e = c.numExperts
+        let block = c.architecture == .mixtral ? "block_sparse_moe." : "mlp."
+        let names = c.architecture == .mixtral ? mixtralNames : qwenNames
+        let router = try ckpt.matrix(p + block + "gate.weight", rows: e, cols: h)
+        let experts: [ExpertWeights]
+        let fusedGateUp = p + block + "experts.gate_up_proj"
+        if ckpt.has(fusedGateUp) {
+            // transformers 5 in-memory layout: gate_up_proj [E, 2I, H] (gate
+            // rows first), down_proj [E, H, I].
+            let fusedDown = p + block + "experts.down_proj"
+            experts = try (0..<e).map { j in
+                ExpertWeights(
+                    gate: try ckpt.matrix(fusedGateUp, expert: j, of: e, rows: 0..<inter, totalRows: 2 * inter, cols: h),
+                    up: try ckpt.matrix(fusedGateUp, expert: j, of: e, rows: inter..<(2 * inter), totalRows: 2 * inter, cols: h),
+                    down: try ckpt.matrix(fusedDown, expert: j, of: e, rows: 0..<h, totalRows: h, cols: inter))
+            }
+        } else {
+            experts = try (0..<e).map { j in
+                try mlp(p + block + "experts.\(j).", inter: inter, hidden: h, names: names, ckpt)
+            }
+        }
+        var shared: ExpertWeights?
+        var sharedGate: Matrix?
+        if c.hasSharedExpert {
+            shared = try mlp(p + "mlp.shared_expert.", inter: c.sharedExpertIntermediateSize, hidden: h, names: qwenNames, ckpt)
+            sharedGate = try ckpt.matrix(p + "mlp.shared_expert_gate.weight", rows: 1, cols: h)
+        }
+        return MoEWeights(router: router, experts: experts, shared: shared, sharedGate: sharedGate)
+    }
+}

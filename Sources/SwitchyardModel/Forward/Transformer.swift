@@ -1,0 +1,231 @@
+import Foundation
+
+public enum ForwardError: Error, CustomStringConvertible, Equatable {
+    case tokenOutOfRange(token: Int, vocabSize: Int)
+    case blockTableTooShort(sequence: Int, needed: Int, have: Int)
+    case invalidBlock(sequence: Int, block: Int, numBlocks: Int)
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(token, vocab):
+            return "token id \(token) is outside the vocabulary (0..<\(vocab))"
+        case let .blockTableTooShort(seq, needed, have):
+            return "sequence \(seq) needs \(needed) KV blocks but its block table has \(have)"
+        case let .invalidBlock(seq, block, n):
+            return "sequence \(seq) references KV block \(block); the cache has \(n)"
+        }
+    }
+}
+
+/// Logits rows of the last forward, in batch-sequence order (see
+/// `LogitsSelection`). Valid until the next forward on the same `Transformer`.
+public struct LogitsView: @unchecked Sendable {
+    public let base: UnsafePointer<Float>
+    public let rows: Int
+    public let vocabSize: Int
+
+    public func row(_ i: Int) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: base + i * vocabSize, count: vocabSize)
+    }
+
+    public func toArrays() -> [[Float]] { (0..<rows).map { Array(row($0)) } }
+}
+
+/// The decoder-only MoE transformer: embedding, `numLayers` pre-norm decoder
+/// layers (attention, then a dense or MoE SwiGLU feed-forward), final norm,
+/// LM head. One instance owns its scratch buffers, so it runs one forward at
+/// a time.
+public final class Transformer: @unchecked Sendable {
+    public let weights: ModelWeights
+    public let config: ModelConfig
+    public let counters: ExpertLoadCounters
+    let ws = Workspace()
+    let rope: Rope
+
+    public init(weights: ModelWeights) {
+        self.weights = weights
+        config = weights.config
+        counters = ExpertLoadCounters(numLayers: config.numLayers, numExperts: config.numExperts)
+        rope = Rope(headDim: config.headDim, theta: config.ropeTheta)
+    }
+
+    public convenience init(checkpoint: Checkpoint) throws {
+        self.init(weights: try ModelWeights(checkpoint: checkpoint))
+    }
+
+    public convenience init(directory: String) throws {
+        try self.init(checkpoint: Checkpoint(directory: directory))
+    }
+
+    /// Runs the whole model over `batch`, writing its keys and values into
+    /// `cache`, and returns the logits rows the batch asked for.
+    public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> LogitsView {
+        try validate(batch, cache: cache)
+        let hidden = ws.hidden.reserve(batch.tokenCount * config.hiddenSize)
+        embed(batch, into: hidden)
+        runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
+        return logits(batch, hidden: hidden)
+    }
+
+    /// Checks token ids and block tables, so bad input is an error, not a crash.
+    public func validate(_ batch: ForwardBatch, cache: PagedKVCache) throws {
+        for t in batch.tokens where t < 0 || Int(t) >= config.vocabSize {
+            throw ForwardError.tokenOutOfRange(token: Int(t), vocabSize: config.vocabSize)
+        }
+        for (i, s) in batch.sequences.enumerated() {
+            let needed = (s.startPosition + s.tokenCount + cache.blockSize - 1) / cache.blockSize
+            if s.blockTable.count < needed {
+                throw ForwardError.blockTableTooShort(sequence: i, needed: needed, have: s.blockTable.count)
+            }
+            for b in s.blockTable.prefix(needed) where b < 0 || Int(b) >= cache.numBlocks {
+                throw ForwardError.invalidBlock(sequence: i, block: Int(b), numBlocks: cache.numBlocks)
+            }
+        }
+    }
+
+    /// Embedding lookup for every batch token into `hidden` (`[T, hiddenSize]`).
+    public func embed(_ batch: ForwardBatch, into hidden: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        for (t, token) in batch.tokens.enumerated() {
+            weights.embedding.copyRow(Int(token), into: hidden + t * h)
+        }
+    }
+
+    /// Runs decoder layers `layers` over the batch's hidden states in place.
+    /// Layered prefill runs a prompt through a few layers per iteration, keeping
+    /// its hidden states in between.
+    public func runLayers(_ layers: Range<Int>, batch: ForwardBatch, cache: PagedKVCache,
+                          hidden: UnsafeMutablePointer<Float>) {
+        let tokens = batch.tokenCount
+        guard tokens > 0 else { return }
+        prepareTokenIndex(batch)
+        for l in layers {
+            attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden)
+            feedForwardBlock(layer: l, tokens: tokens, hidden: hidden)
+        }
+    }
+
+    /// Final norm and LM head for the rows the batch selected.
+    public func logits(_ batch: ForwardBatch, hidden: UnsafePointer<Float>) -> LogitsView {
+        let h = config.hiddenSize, v = config.vocabSize
+        let rows = batch.logitsRowCount
+        let input = ws.logitsInput.reserve(max(rows, 1) * h)
+        var r = 0
+        for s in batch.sequences {
+            let range: Range<Int>
+            switch s.logits {
+            case .none: continue
+            case .last: range = (s.tokenStart + s.tokenCount - 1)..<(s.tokenStart + s.tokenCount)
+            case .all: range = s.tokenStart..<(s.tokenStart + s.tokenCount)
+            }
+            for t in range {
+                Elementwise.rmsNorm(hidden + t * h, weight: weights.finalNorm, eps: config.rmsNormEps, n: h, out: input + r * h)
+                r += 1
+            }
+        }
+        let out = ws.logits.reserve(max(rows, 1) * v)
+        Linear.apply(weights.lmHead, x: input, tokens: rows, y: out, scratch: ws.linearTile)
+        return LogitsView(base: out, rows: rows, vocabSize: v)
+    }
+
+    private func prepareTokenIndex(_ batch: ForwardBatch) {
+        let seqOf = ws.tokenSequence.reserve(batch.tokenCount)
+        let posOf = ws.tokenPosition.reserve(batch.tokenCount)
+        let half = config.headDim / 2
+        let cosT = ws.ropeCos.reserve(batch.tokenCount * half)
+        let sinT = ws.ropeSin.reserve(batch.tokenCount * half)
+        for (i, s) in batch.sequences.enumerated() {
+            for j in 0..<s.tokenCount {
+                let t = s.tokenStart + j
+                seqOf[t] = Int32(i)
+                posOf[t] = Int32(s.startPosition + j)
+                rope.angles(position: s.startPosition + j, cos: cosT + t * half, sin: sinT + t * half)
+            }
+        }
+    }
+
+    private func attentionBlock(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
+        let c = config, h = c.hiddenSize, tokens = batch.tokenCount
+        let w = weights.layers[l]
+        let a = w.attention
+        let normed = ws.normed.reserve(tokens * h)
+        rmsNormRows(hidden, weight: w.inputNorm, n: h, rows: tokens, out: normed)
+        let q = ws.q.reserve(tokens * c.qSize)
+        let k = ws.k.reserve(tokens * c.kvSize)
+        let v = ws.v.reserve(tokens * c.kvSize)
+        Linear.apply(a.q, x: normed, tokens: tokens, y: q, scratch: ws.linearTile)
+        Linear.apply(a.k, x: normed, tokens: tokens, y: k, scratch: ws.linearTile)
+        Linear.apply(a.v, x: normed, tokens: tokens, y: v, scratch: ws.linearTile)
+        if let b = a.qBias { addBias(q, b, rows: tokens) }
+        if let b = a.kBias { addBias(k, b, rows: tokens) }
+        if let b = a.vBias { addBias(v, b, rows: tokens) }
+        switch c.qkNorm {
+        case .none: break
+        case .perHead:
+            rmsNormRows(q, weight: a.qNorm!, n: c.headDim, rows: tokens * c.numHeads, out: q)
+            rmsNormRows(k, weight: a.kNorm!, n: c.headDim, rows: tokens * c.numKVHeads, out: k)
+        case .wholeProjection:
+            rmsNormRows(q, weight: a.qNorm!, n: c.qSize, rows: tokens, out: q)
+            rmsNormRows(k, weight: a.kNorm!, n: c.kvSize, rows: tokens, out: k)
+        }
+        if let clip = c.clipQKV {
+            clamp(q, tokens * c.qSize, clip)
+            clamp(k, tokens * c.kvSize, clip)
+            clamp(v, tokens * c.kvSize, clip)
+        }
+        let half = c.headDim / 2
+        let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
+        for t in 0..<tokens {
+            rope.apply(q + t * c.qSize, heads: c.numHeads, cos: cosT + t * half, sin: sinT + t * half)
+            rope.apply(k + t * c.kvSize, heads: c.numKVHeads, cos: cosT + t * half, sin: sinT + t * half)
+        }
+        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
+        let attn = ws.attention.reserve(tokens * c.qSize)
+        PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, q: q, out: attn,
+                               tokenSequence: ws.tokenSequence.pointer, scratch: ws.attentionScores)
+        let projected = ws.projected.reserve(tokens * h)
+        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, scratch: ws.linearTile)
+        addInPlace(hidden, projected, count: tokens * h)
+    }
+
+    private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        let w = weights.layers[l]
+        let normed = ws.normed.reserve(tokens * h)
+        rmsNormRows(hidden, weight: w.postAttentionNorm, n: h, rows: tokens, out: normed)
+        let out = ws.projected.reserve(tokens * h)
+        switch w.feedForward {
+        case .dense(let mlp):
+            DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
+        case .moe(let moe):
+            MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
+                             ws: ws, counters: counters)
+        }
+        addInPlace(hidden, out, count: tokens * h)
+    }
+
+    private func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: [Float], n: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
+        let eps = config.rmsNormEps
+        weight.withUnsafeBufferPointer { wb in
+            nonisolated(unsafe) let xs = x, os = out
+            let wp = wb.baseAddress!
+            nonisolated(unsafe) let wps = wp
+            Parallel.forRanges(rows, minChunk: max(1, 32768 / max(n, 1))) { r in
+                for i in r { Elementwise.rmsNorm(xs + i * n, weight: wps, eps: eps, n: n, out: os + i * n) }
+            }
+        }
+    }
+
+    private func addBias(_ x: UnsafeMutablePointer<Float>, _ b: [Float], rows: Int) {
+        let n = b.count
+        for r in 0..<rows { for i in 0..<n { x[r * n + i] += b[i] } }
+    }
+
+    private func clamp(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ limit: Float) {
+        for i in 0..<n { x[i] = min(max(x[i], -limit), limit) }
+    }
+
+    private func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        Elementwise.axpy(1, x, y, n: count)
+    }
+}

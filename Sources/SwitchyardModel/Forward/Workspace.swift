@@ -1,0 +1,32 @@
+/// Every buffer one forward needs, kept across forwards and grown only when a
+/// batch is larger than any before it, so the hot path does not allocate.
+final class Workspace: @unchecked Sendable {
+    let hidden = ScratchBuffer()
+    let normed = ScratchBuffer()
+    let q = ScratchBuffer()
+    let k = ScratchBuffer()
+    let v = ScratchBuffer()
+    let attention = ScratchBuffer()
+    let projected = ScratchBuffer()
+    let ropeCos = ScratchBuffer()
+    let ropeSin = ScratchBuffer()
+    let tokenSequence = IndexBuffer()
+    let tokenPosition = IndexBuffer()
+    let attentionScores = ScratchBuffer()
+    let linearTile = ScratchBuffer()
+    let logits = ScratchBuffer()
+    let logitsInput = ScratchBuffer()
+    // MoE dispatch.
+    let routerLogits = ScratchBuffer()
+    let topExperts = IndexBuffer()
+    let topWeights = ScratchBuffer()
+    let assignmentRow = IndexBuffer()
+    let expertCount = IndexBuffer()
+    let expertOffset = IndexBuffer()
+    let gathered = ScratchBuffer()
+    let gateOut = ScratchBuffer()
+    let upOut = ScratchBuffer()
+    let downOut = ScratchBuffer()
+    let sharedGate = ScratchBuffer()
+    let sharedOut = ScratchBuffer()
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+/// Small per-row kernels of the forward pass. Each works on one row so the
+/// caller decides how rows are spread over threads.
+public enum Elementwise {
+    /// `out = x / sqrt(mean(x²) + eps) * weight`, over `n` values (HF RMSNorm, fp32).
+    @inline(__always)
+    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float, n: Int,
+                               out: UnsafeMutablePointer<Float>) {
+        let xr = UnsafeRawPointer(x)
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            let v = (xr + 4 * i).loadUnaligned(as: SIMD8<Float>.self)
+            acc.addProduct(v, v)
+            i += 8
+        }
+        var ss = acc.sum()
+        while i < n { ss += x[i] * x[i]; i += 1 }
+        let scale = 1 / (ss / Float(n) + eps).squareRoot()
+        for j in 0..<n { out[j] = weight[j] * (x[j] * scale) }
+    }
+
+    @inline(__always)
+    public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
+
+    @inline(__always)
+    public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+
+    /// `gate[i] = silu(gate[i]) * up[i]`: the SwiGLU combine.
+    @inline(__always)
+    public static func swiglu(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, n: Int) {
+        for i in 0..<n { gate[i] = silu(gate[i]) * up[i] }
+    }
+
+    /// In-place softmax over `n` values; returns nothing, keeps fp32 like torch.
+    @inline(__always)
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, n: Int) {
+        var m = -Float.infinity
+        for i in 0..<n where x[i] > m { m = x[i] }
+        var s: Float = 0
+        for i in 0..<n { let e = expf(x[i] - m); x[i] = e; s += e }
+        let inv = 1 / s
+        for i in 0..<n { x[i] *= inv }
+    }
+
+    /// `y += a * x` over `n` values.
+    @inline(__always)
+    public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int) {
+        let av = SIMD8<Float>(repeating: a)
+        let xr = UnsafeRawPointer(x)
+        let yr = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 8 <= n {
+            var v = (yr + 4 * i).loadUnaligned(as: SIMD8<Float>.self)
+            v.addProduct(av, (xr + 4 * i).loadUnaligned(as: SIMD8<Float>.self))
+            (yr + 4 * i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { y[i] += a * x[i]; i += 1 }
+    }
+
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, n: Int) -> Float {
+        let ar = UnsafeRawPointer(a), br = UnsafeRawPointer(b)
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            acc.addProduct((ar + 4 * i).loadUnaligned(as: SIMD8<Float>.self), (br + 4 * i).loadUnaligned(as: SIMD8<Float>.self))
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+}

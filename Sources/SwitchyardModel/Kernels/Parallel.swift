@@ -1,0 +1,61 @@
+import Foundation
+import Dispatch
+
+/// Fork-join over the machine's cores. Work is split into one contiguous
+/// range per thread, so each call costs one dispatch round, not one per item.
+public enum Parallel {
+    /// Threads the kernels split work across. Defaults to the active cores;
+    /// `SWITCHYARD_THREADS` overrides it (for scaling measurements).
+    public static let threadCount: Int = {
+        if let s = ProcessInfo.processInfo.environment["SWITCHYARD_THREADS"], let n = Int(s), n > 0 { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+
+    /// Calls `body` with disjoint ranges covering `0..<total`, in parallel when
+    /// `total` is at least `2 * minChunk`.
+    @inline(__always)
+    public static func forRanges(_ total: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        guard total > 0 else { return }
+        let parts = min(threadCount, max(1, total / max(1, minChunk)))
+        if parts <= 1 {
+            body(0..<total)
+            return
+        }
+        // The work closure never outlives this call: concurrentPerform
+        // returns only after every iteration has finished.
+        withoutActuallyEscaping(body) { b in
+            nonisolated(unsafe) let work = b
+            DispatchQueue.concurrentPerform(iterations: parts) { p in
+                let lo = total * p / parts
+                let hi = total * (p + 1) / parts
+                if lo < hi { work(lo..<hi) }
+            }
+        }
+    }
+
+    /// Like `forRanges`, also passing the part index (`0..<threadCount`), so a
+    /// part can use its own slice of a preallocated scratch buffer.
+    @inline(__always)
+    public static func forParts(_ total: Int, minChunk: Int = 1, _ body: (Int, Range<Int>) -> Void) {
+        guard total > 0 else { return }
+        let parts = min(threadCount, max(1, total / max(1, minChunk)))
+        if parts <= 1 {
+            body(0, 0..<total)
+            return
+        }
+        withoutActuallyEscaping(body) { b in
+            nonisolated(unsafe) let work = b
+            DispatchQueue.concurrentPerform(iterations: parts) { p in
+                let lo = total * p / parts
+                let hi = total * (p + 1) / parts
+                if lo < hi { work(p, lo..<hi) }
+            }
+        }
+    }
+
+    /// Runs `body(i)` for `i in 0..<count` spread over the threads.
+    @inline(__always)
+    public static func forEach(_ count: Int, _ body: (Int) -> Void) {
+        forRanges(count) { r in for i in r { body(i) } }
+    }
+}

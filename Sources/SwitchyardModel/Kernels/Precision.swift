@@ -1,0 +1,77 @@
+/// Widening of 16-bit weight formats to Float32. BF16 is the top half of an
+/// IEEE float, so widening is a shift; F16 uses the hardware conversion (F16C
+/// on x86-64-v3).
+@inline(__always)
+func widenBF16(_ v: SIMD8<UInt16>) -> SIMD8<Float> {
+    let u = SIMD8<UInt32>(truncatingIfNeeded: v) &<< 16
+    return unsafeBitCast(u, to: SIMD8<Float>.self)
+}
+
+@inline(__always)
+func widenBF16(_ v: UInt16) -> Float {
+    Float(bitPattern: UInt32(v) << 16)
+}
+
+/// Round-to-nearest-even narrowing, as torch does for `.to(torch.bfloat16)`.
+@inline(__always)
+public func narrowToBF16(_ f: Float) -> UInt16 {
+    let bits = f.bitPattern
+    if f.isNaN { return 0x7FC0 }
+    let rounding = UInt32(0x7FFF) + ((bits >> 16) & 1)
+    return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
+}
+
+@inline(__always)
+func widenF16(_ v: SIMD8<UInt16>) -> SIMD8<Float> {
+    #if arch(x86_64) || arch(arm64)
+    return SIMD8<Float>(unsafeBitCast(v, to: SIMD8<Float16>.self))
+    #else
+    var out = SIMD8<Float>()
+    for i in 0..<8 { out[i] = widenF16(v[i]) }
+    return out
+    #endif
+}
+
+@inline(__always)
+func widenF16(_ v: UInt16) -> Float {
+    #if arch(x86_64) || arch(arm64)
+    return Float(Float16(bitPattern: v))
+    #else
+    // IEEE half to single by hand, for targets without Float16.
+    let sign = UInt32(v & 0x8000) << 16
+    var exp = Int32((v >> 10) & 0x1F)
+    var mant = UInt32(v & 0x3FF)
+    if exp == 0 {
+        if mant == 0 { return Float(bitPattern: sign) }
+        while mant & 0x400 == 0 { mant <<= 1; exp -= 1 }
+        exp += 1; mant &= 0x3FF
+    } else if exp == 31 {
+        return Float(bitPattern: sign | 0x7F80_0000 | (mant << 13))
+    }
+    return Float(bitPattern: sign | UInt32(exp + 112) << 23 | (mant << 13))
+    #endif
+}
+
+/// Converts `count` elements of `dtype` at `src` to Float32 at `dst`.
+public func convertToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    switch dtype {
+    case .f32:
+        dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
+    case .bf16:
+        var i = 0
+        while i + 8 <= count {
+            let v = (src + 2 * i).loadUnaligned(as: SIMD8<UInt16>.self)
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: widenBF16(v), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { dst[i] = widenBF16((src + 2 * i).loadUnaligned(as: UInt16.self)); i += 1 }
+    case .f16:
+        var i = 0
+        while i + 8 <= count {
+            let v = (src + 2 * i).loadUnaligned(as: SIMD8<UInt16>.self)
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: widenF16(v), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { dst[i] = widenF16((src + 2 * i).loadUnaligned(as: UInt16.self)); i += 1 }
+    }
+}

@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import SwitchyardModel
+
+@main
+struct Switchyard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchyard",
+        abstract: "A serving engine for Mixture-of-Experts language models.",
+        subcommands: [LogitsCommand.self])
+}
+
+/// Parses "3,17,250" (spaces allowed) into token ids.
+func parseTokenList(_ s: String) throws -> [Int32] {
+    let parts = s.split(whereSeparator: { $0 == "," || $0 == " " })
+    var ids: [Int32] = []
+    for p in parts {
+        guard let v = Int32(p), v >= 0 else {
+            throw ValidationError("--tokens expects comma-separated non-negative integers; \"\(p)\" is not one")
+        }
+        ids.append(v)
+    }
+    guard !ids.isEmpty else { throw ValidationError("--tokens is empty; pass ids like 3,17,250") }
+    return ids
+}
+
+/// Errors from the library print as their message, not as a Swift dump.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+func loadModel(_ path: String) throws -> Transformer {
+    do {
+        return try Transformer(directory: path)
+    } catch let e as CheckpointError {
+        throw CLIError("error: \(e.description)")
+    }
+}
