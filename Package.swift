@@ -28,7 +28,7 @@ let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
 
 let package = Package(
     name: "Switchyard",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "switchyard", targets: ["switchyard"]),
         .library(name: "SwitchyardModel", targets: ["SwitchyardModel"]),

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+@testable import SwitchyardModel
+
+/// The serving engine batches prefill chunks and decodes of different
+/// sequences into one ragged forward; each sequence must get the logits it
+/// would get alone.
+@Suite struct BatchedForwardTests {
+    func maxRelativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+        zip(a, b).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
+    }
+
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded"])
+    func raggedBatchMatchesSequencesRunAlone(_ name: String) throws {
+        let model = try Transformer(directory: Fixtures.model(name))
+        let (ref, _) = try Fixtures.reference(name)
+        let gen = Generator(model: model, blockSize: 4)
+        let prompts: [[Int32]] = [Array(ref.tokens.prefix(9)), Array(ref.tokens.suffix(5)), [ref.tokens[3]], Array(ref.tokens)]
+        let alone = try prompts.map { try gen.allLogits($0) }
+
+        // Same prompts as one batch, each in its own blocks of a shared cache,
+        // non-contiguous and in reverse order to exercise the block tables.
+        let blockSize = 4
+        let cache = PagedKVCache(config: model.config, numBlocks: 40, blockSize: blockSize)
+        var batch = ForwardBatch()
+        var next = Int32(39)
+        for p in prompts {
+            let blocks = (p.count + blockSize - 1) / blockSize
+            var table: [Int32] = []
+            for _ in 0..<blocks { table.append(next); next -= 1 }
+            batch.append(tokens: p, startPosition: 0, blockTable: table, logits: .all)
+        }
+        let logits = try model.forward(batch, cache: cache).toArrays()
+        var row = 0
+        for (i, p) in prompts.enumerated() {
+            for j in 0..<p.count {
+                #expect(maxRelativeDifference(logits[row], alone[i][j]) < 1e-5, "prompt \(i) position \(j)")
+                row += 1
+            }
+        }
+    }
+
+    @Test func chunkedPrefillAndDecodeMatchOneFullPrefill() throws {
+        let model = try Transformer(directory: Fixtures.model("qwen3_moe"))
+        let (ref, _) = try Fixtures.reference("qwen3_moe")
+        let full = try Generator(model: model).allLogits(ref.tokens)
+        let cache = PagedKVCache(config: model.config, numBlocks: 8, blockSize: 4)
+        let table: [Int32] = [5, 2, 7, 0, 1, 3]
+        // Prefill in chunks of 7, 6, then decode the remaining tokens one by one.
+        var position = 0
+        var produced: [[Float]] = []
+        for chunk in [7, 6, 1, 1, 1, 1, 1, 1, 1, 1] {
+            var batch = ForwardBatch()
+            batch.append(tokens: ref.tokens[position..<(position + chunk)], startPosition: position, blockTable: table, logits: .all)
+            produced += try model.forward(batch, cache: cache).toArrays()
+            position += chunk
+        }
+        #expect(position == ref.tokens.count)
+        for (a, b) in zip(produced, full) { #expect(maxRelativeDifference(a, b) < 1e-5) }
+    }
+
+    @Test func invalidTokenOrBlockTableIsAnErrorNotACrash() throws {
+        let model = try Transformer(directory: Fixtures.model("mixtral"))
+        let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 4)
+        var batch = ForwardBatch()
+        batch.append(tokens: [1, 2, 999], startPosition: 0, blockTable: [0], logits: .last)
+        #expect(throws: ForwardError.tokenOutOfRange(token: 999, vocabSize: 251)) { try model.forward(batch, cache: cache) }
+        var short = ForwardBatch()
+        short.append(tokens: [1, 2, 3, 4, 5], startPosition: 0, blockTable: [0], logits: .last)
+        #expect(throws: ForwardError.blockTableTooShort(sequence: 0, needed: 2, have: 1)) { try model.forward(short, cache: cache) }
+        var bad = ForwardBatch()
+        bad.append(tokens: [1], startPosition: 0, blockTable: [7], logits: .last)
+        #expect(throws: ForwardError.invalidBlock(sequence: 0, block: 7, numBlocks: 2)) { try model.forward(bad, cache: cache) }
+    }
+
+    @Test func expertCountersSeeEveryRoutedToken() throws {
+        let model = try Transformer(directory: Fixtures.model("olmoe"))
+        let (ref, _) = try Fixtures.reference("olmoe")
+        _ = try Generator(model: model).allLogits(ref.tokens)
+        let c = model.config
+        for l in 0..<c.numLayers {
+            let perLayer = model.counters.tokens[(l * c.numExperts)..<((l + 1) * c.numExperts)].reduce(0, +)
+            #expect(perLayer == ref.tokens.count * c.numExpertsPerToken)
+        }
+        #expect(model.counters.expertWeightBytesRead > 0)
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+
+enum Fixtures {
+    static let root: URL = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+    static func tokenizer(_ name: String) -> String { root.appendingPathComponent("tokenizers/\(name)").path }
+
+    static let modelCases = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3_moe_bf16_sharded"]
+
+    struct Reference: Decodable {
+        let tokens: [Int32]
+        let greedy: [Int32]
+        let rows: Int
+        let vocab: Int
+    }
+
+    static func reference(_ name: String) throws -> (Reference, [Float]) {
+        let dir = URL(fileURLWithPath: model(name))
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
+        let raw = try Data(contentsOf: dir.appendingPathComponent("reference_logits.f32"))
+        let logits = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return (ref, logits)
+    }
+
+    /// A fresh temporary copy of a fixture model, for tests that corrupt it.
+    static func scratchCopy(of name: String) throws -> URL {
+        let dst = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(UUID().uuidString)")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: model(name)), to: dst)
+        return dst
+    }
+}
