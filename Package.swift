@@ -2,7 +2,7 @@
 import PackageDescription
 import Foundation
 
-// Release builds on x86-64 target x86-64-v3 (AVX2, FMA, F16C): Swift's default
+// Release builds on x86-64 target Haswell (x86-64-v3: AVX2, FMA, F16C): Swift's default
 // x86 target is baseline SSE2, which makes the BF16 matrix-vector kernel ~20x
 // slower. The flag is only added when the building machine itself supports
 // AVX2 and FMA (read from /proc/cpuinfo), so other CPUs fall back to the
@@ -20,8 +20,8 @@ func hostSupportsX86V3() -> Bool {
 }
 
 let cpuFlags: [SwiftSetting] = hostSupportsX86V3()
-    ? [.unsafeFlags(["-target-cpu", "x86-64-v3"], .when(configuration: .release)),
-       .unsafeFlags(["-Xcc", "-march=x86-64-v3"], .when(configuration: .release))]
+    ? [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)),
+       .unsafeFlags(["-Xcc", "-march=haswell"], .when(configuration: .release))]
     : []
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "SwitchyardModel",
             dependencies: [
-                "CBLAS",
+                "CBLAS", "CNuma", "CHwloc",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -7,7 +7,8 @@ struct Switchyard: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A serving engine for Mixture-of-Experts language models.",
-        subcommands: [LogitsCommand.self])
+        subcommands: [GenerateCommand.self, LogitsCommand.self, ModelCommand.self,
+                      KernelBenchCommand.self, ForwardBenchCommand.self])
 }
 
 /// Parses "3,17,250" (spaces allowed) into token ids.
@@ -36,4 +37,9 @@ func loadModel(_ path: String) throws -> Transformer {
     } catch let e as CheckpointError {
         throw CLIError("error: \(e.description)")
     }
+}
+
+/// Streams partial output lines; `stdout` is a C global Swift 6 will not touch directly.
+func flushStandardOutput() {
+    fflush(nil)
 }

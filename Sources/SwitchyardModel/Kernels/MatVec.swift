@@ -11,134 +11,90 @@ enum MatVec {
                         x: UnsafePointer<Float>, ldx: Int, tokens: Int,
                         y: UnsafeMutablePointer<Float>, ldy: Int) {
         switch w.dtype {
-        case .bf16:
-            kernel16(w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy,
-                     widen: { (v: SIMD8<UInt16>) -> SIMD8<Float> in widenBF16(v) },
-                     scalarWiden: { (v: UInt16) -> Float in widenBF16(v) })
-        case .f16:
-            kernel16(w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy,
-                     widen: { (v: SIMD8<UInt16>) -> SIMD8<Float> in widenF16(v) },
-                     scalarWiden: { (v: UInt16) -> Float in widenF16(v) })
+        case .bf16: kernel16(BF16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
+        case .f16: kernel16(F16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
         case .f32: kernel32(w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
         }
     }
 
+    /// Generic over the format (not closures) so each format gets its own
+    /// fully inlined copy: an out-of-line widen per 8 weights costs ~3x.
     @inline(__always)
-    private static func kernel16(_ w: Matrix, rows rowRange: Range<Int>,
-                                 x: UnsafePointer<Float>, ldx: Int, tokens: Int,
-                                 y: UnsafeMutablePointer<Float>, ldy: Int,
-                                 widen: (SIMD8<UInt16>) -> SIMD8<Float>,
-                                 scalarWiden: (UInt16) -> Float) {
+    private static func kernel16<F: HalfWidthFormat>(_ format: F.Type, _ w: Matrix, rows rowRange: Range<Int>,
+                                                      x: UnsafePointer<Float>, ldx: Int, tokens: Int,
+                                                      y: UnsafeMutablePointer<Float>, ldy: Int) {
+        @inline(__always) func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float> { F.widen(v) }
+        @inline(__always) func scalarWiden(_ v: UInt16) -> Float { F.widen(v) }
         let k = w.cols
         let k16 = k & ~15
         let k8 = k & ~7
         let rowBytes = k * 2
         let xr = UnsafeRawPointer(x)
-        if tokens == 1 {
-            // One token: four rows at a time, two accumulators each, so eight
-            // independent FMA chains keep the loads in flight.
-            var r = rowRange.lowerBound
-            while r + 4 <= rowRange.upperBound {
-                let w0 = w.data + r * rowBytes
-                let w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes
-                var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-                var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
-                var c = 0
-                while c < k16 {
-                    let xa = (xr + 4 * c).loadUnaligned(as: SIMD8<Float>.self)
-                    let xb = (xr + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self)
-                    a0.addProduct(widen((w0 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    b0.addProduct(widen((w0 + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self)), xb)
-                    a1.addProduct(widen((w1 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    b1.addProduct(widen((w1 + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self)), xb)
-                    a2.addProduct(widen((w2 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    b2.addProduct(widen((w2 + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self)), xb)
-                    a3.addProduct(widen((w3 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    b3.addProduct(widen((w3 + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self)), xb)
-                    c += 16
-                }
-                while c < k8 {
-                    let xa = (xr + 4 * c).loadUnaligned(as: SIMD8<Float>.self)
-                    a0.addProduct(widen((w0 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    a1.addProduct(widen((w1 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    a2.addProduct(widen((w2 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    a3.addProduct(widen((w3 + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self)), xa)
-                    c += 8
-                }
-                var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
-                while c < k {
-                    let xv = x[c]
-                    s0 += scalarWiden((w0 + 2 * c).loadUnaligned(as: UInt16.self)) * xv
-                    s1 += scalarWiden((w1 + 2 * c).loadUnaligned(as: UInt16.self)) * xv
-                    s2 += scalarWiden((w2 + 2 * c).loadUnaligned(as: UInt16.self)) * xv
-                    s3 += scalarWiden((w3 + 2 * c).loadUnaligned(as: UInt16.self)) * xv
-                    c += 1
-                }
-                y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3
-                r += 4
-            }
-            while r < rowRange.upperBound {
-                y[r] = dot16(w.data + r * rowBytes, x, k: k, widen: widen, scalarWiden: scalarWiden)
-                r += 1
-            }
-            return
-        }
-        // Several tokens: one row at a time against four tokens at a time;
-        // the row stays in L1 across the token groups. Each token keeps two
-        // accumulators over 16-wide steps, the same order as `dot16`.
-        for r in rowRange {
-            let wr = w.data + r * rowBytes
+        // Rows are processed in blocks of ~64 KiB of weights: the block streams
+        // from memory once and stays in L2 while every group of four tokens
+        // (whose inputs stay in L1) passes over it.
+        let rowBlock = max(4, 65536 / max(rowBytes, 1))
+        var rb = rowRange.lowerBound
+        while rb < rowRange.upperBound {
+            let re = min(rb + rowBlock, rowRange.upperBound)
             var t = 0
             while t + 4 <= tokens {
                 let x0 = xr + 4 * (t * ldx), x1 = x0 + 4 * ldx, x2 = x1 + 4 * ldx, x3 = x2 + 4 * ldx
-                var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-                var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
-                var c = 0
-                while c < k16 {
-                    let wa = widen((wr + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self))
-                    let wb = widen((wr + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self))
-                    a0.addProduct(wa, (x0 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    b0.addProduct(wb, (x0 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
-                    a1.addProduct(wa, (x1 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    b1.addProduct(wb, (x1 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
-                    a2.addProduct(wa, (x2 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    b2.addProduct(wb, (x2 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
-                    a3.addProduct(wa, (x3 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    b3.addProduct(wb, (x3 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
-                    c += 16
+                for r in rb..<re {
+                    let wr = w.data + r * rowBytes
+                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                    var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+                    var c = 0
+                    while c < k16 {
+                        let wa = widen((wr + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self))
+                        let wb = widen((wr + 2 * c + 16).loadUnaligned(as: SIMD8<UInt16>.self))
+                        a0.addProduct(wa, (x0 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        b0.addProduct(wb, (x0 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
+                        a1.addProduct(wa, (x1 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        b1.addProduct(wb, (x1 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
+                        a2.addProduct(wa, (x2 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        b2.addProduct(wb, (x2 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
+                        a3.addProduct(wa, (x3 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        b3.addProduct(wb, (x3 + 4 * c + 32).loadUnaligned(as: SIMD8<Float>.self))
+                        c += 16
+                    }
+                    while c < k8 {
+                        let wa = widen((wr + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self))
+                        a0.addProduct(wa, (x0 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        a1.addProduct(wa, (x1 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        a2.addProduct(wa, (x2 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        a3.addProduct(wa, (x3 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
+                        c += 8
+                    }
+                    var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
+                    while c < k {
+                        let wv = scalarWiden((wr + 2 * c).loadUnaligned(as: UInt16.self))
+                        s0 += wv * x[t * ldx + c]; s1 += wv * x[(t + 1) * ldx + c]
+                        s2 += wv * x[(t + 2) * ldx + c]; s3 += wv * x[(t + 3) * ldx + c]
+                        c += 1
+                    }
+                    y[t * ldy + r] = s0; y[(t + 1) * ldy + r] = s1
+                    y[(t + 2) * ldy + r] = s2; y[(t + 3) * ldy + r] = s3
                 }
-                while c < k8 {
-                    let wa = widen((wr + 2 * c).loadUnaligned(as: SIMD8<UInt16>.self))
-                    a0.addProduct(wa, (x0 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    a1.addProduct(wa, (x1 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    a2.addProduct(wa, (x2 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    a3.addProduct(wa, (x3 + 4 * c).loadUnaligned(as: SIMD8<Float>.self))
-                    c += 8
-                }
-                var s0 = (a0 + b0).sum(), s1 = (a1 + b1).sum(), s2 = (a2 + b2).sum(), s3 = (a3 + b3).sum()
-                while c < k {
-                    let wv = scalarWiden((wr + 2 * c).loadUnaligned(as: UInt16.self))
-                    s0 += wv * x[t * ldx + c]; s1 += wv * x[(t + 1) * ldx + c]
-                    s2 += wv * x[(t + 2) * ldx + c]; s3 += wv * x[(t + 3) * ldx + c]
-                    c += 1
-                }
-                y[t * ldy + r] = s0; y[(t + 1) * ldy + r] = s1
-                y[(t + 2) * ldy + r] = s2; y[(t + 3) * ldy + r] = s3
                 t += 4
             }
             while t < tokens {
-                y[t * ldy + r] = dot16(wr, x + t * ldx, k: k, widen: widen, scalarWiden: scalarWiden)
+                for r in rb..<re {
+                    y[t * ldy + r] = dot16(F.self, w.data + r * rowBytes, x + t * ldx, k: k)
+                }
                 t += 1
             }
+            rb = re
         }
     }
 
-    /// Same accumulation order as the four-row path above (two interleaved
-    /// accumulators over 16-wide steps), so a row gives the same bits whichever
-    /// path computes it.
+    /// Same accumulation order as the four-token path above (two interleaved
+    /// accumulators over 16-wide steps), so a (row, token) gives the same bits
+    /// whichever path computes it.
     @inline(__always)
-    private static func dot16(_ wr: UnsafeRawPointer, _ x: UnsafePointer<Float>, k: Int,
-                              widen: (SIMD8<UInt16>) -> SIMD8<Float>, scalarWiden: (UInt16) -> Float) -> Float {
+    private static func dot16<F: HalfWidthFormat>(_ format: F.Type, _ wr: UnsafeRawPointer, _ x: UnsafePointer<Float>, k: Int) -> Float {
+        @inline(__always) func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float> { F.widen(v) }
+        @inline(__always) func scalarWiden(_ v: UInt16) -> Float { F.widen(v) }
         let xr = UnsafeRawPointer(x)
         var a = SIMD8<Float>(), b = SIMD8<Float>()
         var c = 0

@@ -3,8 +3,11 @@
 /// on x86-64-v3).
 @inline(__always)
 func widenBF16(_ v: SIMD8<UInt16>) -> SIMD8<Float> {
-    let u = SIMD8<UInt32>(truncatingIfNeeded: v) &<< 16
-    return unsafeBitCast(u, to: SIMD8<Float>.self)
+    // Interleave a zero below each value: the BF16 bits land in the top half
+    // of each 32-bit lane (vpunpcklwd), with no generic conversion call.
+    var z = SIMD16<UInt16>()
+    z.oddHalf = v
+    return unsafeBitCast(z, to: SIMD8<Float>.self)
 }
 
 @inline(__always)
@@ -74,4 +77,20 @@ public func convertToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, in
         }
         while i < count { dst[i] = widenF16((src + 2 * i).loadUnaligned(as: UInt16.self)); i += 1 }
     }
+}
+
+/// A 16-bit weight format the matrix-vector kernel is specialised for.
+protocol HalfWidthFormat {
+    static func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float>
+    static func widen(_ v: UInt16) -> Float
+}
+
+enum BF16Format: HalfWidthFormat {
+    @inline(__always) static func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float> { widenBF16(v) }
+    @inline(__always) static func widen(_ v: UInt16) -> Float { widenBF16(v) }
+}
+
+enum F16Format: HalfWidthFormat {
+    @inline(__always) static func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float> { widenF16(v) }
+    @inline(__always) static func widen(_ v: UInt16) -> Float { widenF16(v) }
 }

@@ -1,0 +1,102 @@
+import Foundation
+
+/// Whole-model speed behind `switchyard forward-bench`: decode tokens/s at
+/// several batch sizes and prefill tokens/s, next to the decode roofline
+/// (active weight bytes per token ÷ streaming read bandwidth measured in the
+/// same run).
+public struct ForwardBenchmark {
+    public struct Options: Sendable {
+        public var batchSizes = [1, 16]
+        public var context = 64
+        public var decodeSteps = 32
+        public var prefillLength = 512
+        public var seed: UInt64 = 0
+        public var bandwidthBytes = 256 << 20
+        public init() {}
+    }
+
+    public struct Result: Codable, Sendable {
+        public var threads: Int
+        public var streamingReadGBs: Double
+        /// Weight bytes one decode token reads at batch 1 (attention, router,
+        /// its top-k experts, shared/dense MLPs, LM head row-set).
+        public var activeWeightBytesPerToken: Int
+        public var rooflineDecodeTokensPerSecond: Double
+        public var decode: [Row]
+        public var prefillTokens: Int
+        public var prefillTokensPerSecond: Double
+        public var expertWeightBytesPerPrefillToken: Double
+
+        public struct Row: Codable, Sendable {
+            public var batch: Int
+            public var tokensPerSecond: Double
+            public var msPerIteration: Double
+            public var fractionOfRoofline: Double?
+            public var expertWeightBytesPerToken: Double
+        }
+    }
+
+    /// Active weight bytes of one decode token at batch 1.
+    public static func activeBytesPerToken(_ w: ModelWeights) -> Int {
+        var bytes = w.lmHead.byteCount + w.embedding.cols * w.embedding.dtype.byteSize
+        for l in w.layers {
+            let a = l.attention
+            bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount + a.o.byteCount
+            switch l.feedForward {
+            case .dense(let mlp): bytes += mlp.byteCount
+            case .moe(let moe):
+                bytes += moe.router.byteCount
+                // Mean expert size times k (experts of one layer are equal-sized).
+                bytes += (moe.experts.first?.byteCount ?? 0) * w.config.numExpertsPerToken
+                if let s = moe.shared { bytes += s.byteCount + (moe.sharedGate?.byteCount ?? 0) }
+            }
+        }
+        return bytes
+    }
+
+    public static func run(model: Transformer, _ o: Options) throws -> Result {
+        let c = model.config
+        let stream = MemoryBandwidth.streamingRead(bytes: o.bandwidthBytes)
+        let active = activeBytesPerToken(model.weights)
+        let roofline = stream / Double(active)
+        var rng = Xoshiro256(seed: o.seed)
+        func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) } }
+        let blockSize = 16
+        var rows: [Result.Row] = []
+        for b in o.batchSizes {
+            let perSeq = (o.context + o.decodeSteps + 1 + blockSize - 1) / blockSize
+            let cache = PagedKVCache(config: c, numBlocks: perSeq * b, blockSize: blockSize)
+            let tables = (0..<b).map { s in (0..<perSeq).map { Int32(s * perSeq + $0) } }
+            var prefill = ForwardBatch()
+            for s in 0..<b { prefill.append(tokens: randomTokens(o.context), startPosition: 0, blockTable: tables[s], logits: .last) }
+            _ = try model.forward(prefill, cache: cache)
+            var next = randomTokens(b)
+            model.counters.reset()
+            let t0 = monotonicSeconds()
+            for step in 0..<o.decodeSteps {
+                var batch = ForwardBatch()
+                for s in 0..<b { batch.append(tokens: [next[s]], startPosition: o.context + step, blockTable: tables[s], logits: .last) }
+                let logits = try model.forward(batch, cache: cache)
+                for s in 0..<b { next[s] = Int32(Sampler.argmax(logits.row(s))) }
+            }
+            let seconds = monotonicSeconds() - t0
+            let tps = Double(b * o.decodeSteps) / seconds
+            rows.append(.init(batch: b, tokensPerSecond: tps, msPerIteration: seconds / Double(o.decodeSteps) * 1000,
+                              fractionOfRoofline: b == 1 ? tps / roofline : nil,
+                              expertWeightBytesPerToken: Double(model.counters.expertWeightBytesRead) / Double(b * o.decodeSteps)))
+        }
+        let blocks = (o.prefillLength + blockSize - 1) / blockSize
+        let cache = PagedKVCache(config: c, numBlocks: blocks, blockSize: blockSize)
+        var batch = ForwardBatch()
+        batch.append(tokens: randomTokens(o.prefillLength), startPosition: 0,
+                     blockTable: (0..<Int32(blocks)).map { $0 }, logits: .last)
+        model.counters.reset()
+        let t0 = monotonicSeconds()
+        _ = try model.forward(batch, cache: cache)
+        let prefillSeconds = monotonicSeconds() - t0
+        return Result(threads: Parallel.threadCount, streamingReadGBs: stream / 1e9, activeWeightBytesPerToken: active,
+                      rooflineDecodeTokensPerSecond: roofline, decode: rows, prefillTokens: o.prefillLength,
+                      prefillTokensPerSecond: Double(o.prefillLength) / prefillSeconds,
+                      expertWeightBytesPerPrefillToken: Double(model.counters.expertWeightBytesRead) / Double(o.prefillLength))
+    }
+}

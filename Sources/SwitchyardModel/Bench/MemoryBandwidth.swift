@@ -1,0 +1,34 @@
+/// A plain streaming read: the baseline that bandwidth-bound kernels are
+/// compared against in the same run. Sums a buffer far larger than the last
+/// level cache with all kernel threads.
+public enum MemoryBandwidth {
+    /// Bytes per second read by summing `bytes` of Float32 with SIMD loads.
+    public static func streamingRead(bytes: Int, minSeconds: Double = 0.5) -> Double {
+        let count = bytes / 4
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        // Touch every page (and give the data a value) before timing.
+        for i in 0..<count { buffer[i] = Float(i & 7) }
+        nonisolated(unsafe) let b = UnsafeRawPointer(buffer)
+        // One partial sum per thread, read after the run so the loads are not dead code.
+        let partials = UnsafeMutablePointer<Float>.allocate(capacity: Parallel.threadCount)
+        defer { partials.deallocate() }
+        partials.initialize(repeating: 0, count: Parallel.threadCount)
+        nonisolated(unsafe) let sums = partials
+        let seconds = measure(minSeconds: minSeconds) {
+            Parallel.forParts(count / 32, minChunk: 1024) { part, r in
+                var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+                for i in r {
+                    let p = b + i * 128
+                    a0 += p.loadUnaligned(as: SIMD8<Float>.self)
+                    a1 += (p + 32).loadUnaligned(as: SIMD8<Float>.self)
+                    a2 += (p + 64).loadUnaligned(as: SIMD8<Float>.self)
+                    a3 += (p + 96).loadUnaligned(as: SIMD8<Float>.self)
+                }
+                sums[part] += (a0 + a1 + a2 + a3).sum()
+            }
+        }
+        if (0..<Parallel.threadCount).reduce(0, { $0 + partials[$1] }) == -1 { print("") }
+        return Double(count / 32 * 128) / seconds
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+
+/// Writes a random-weight checkpoint in exactly Hugging Face's layout
+/// (config.json, generation_config.json, model.safetensors, tokenizer.json,
+/// tokenizer_config.json), loadable by `transformers` and by this engine.
+/// Weights are uniform with the preset's standard deviation; norms are 1, as
+/// transformers initialises them. The same seed gives the same bytes.
+public enum RandomCheckpoint {
+    public struct Options: Sendable {
+        public var architecture: Architecture
+        public var preset: ModelPreset
+        public var seed: UInt64
+        public var dtype: DType
+        public init(architecture: Architecture, preset: ModelPreset, seed: UInt64 = 0, dtype: DType = .bf16) {
+            self.architecture = architecture
+            self.preset = preset
+            self.seed = seed
+            self.dtype = dtype
+        }
+    }
+
+    enum Fill { case weight, ones, bias }
+
+    public static func create(_ o: Options, at dir: URL) throws {
+        let p = o.preset
+        if o.architecture != .qwen3Moe && p.headDim * p.numAttentionHeads != p.hiddenSize {
+            throw CheckpointError.invalidConfig(file: "preset",
+                reason: "\(o.architecture.rawValue) derives head_dim from hidden_size / num_attention_heads, but the preset has head_dim \(p.headDim) ≠ \(p.hiddenSize) / \(p.numAttentionHeads); use qwen3_moe or fix the preset")
+        }
+        if p.vocabSize < 257 {
+            throw CheckpointError.invalidConfig(file: "preset", reason: "vocab_size must be at least 257 (256 byte tokens and <|endoftext|>)")
+        }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tensors = tensorList(o.architecture, p)
+        var writer = SafetensorsWriter()
+        for t in tensors { writer.declare(t.name, dtype: o.dtype, shape: t.shape) }
+        let std = Float(p.initializerRange)
+        try writer.write(to: dir.appendingPathComponent("model.safetensors")) { entry, buffer in
+            let index = tensors.firstIndex { $0.name == entry.name }!
+            fill(buffer, count: entry.shape.reduce(1, *), dtype: o.dtype, kind: tensors[index].fill, std: std,
+                 seed: o.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index))
+        }
+        try writeJSON(config(o), to: dir.appendingPathComponent("config.json"))
+        let eos = 256
+        try writeJSON(["bos_token_id": eos, "eos_token_id": eos, "_from_model_config": true],
+                      to: dir.appendingPathComponent("generation_config.json"))
+        try writeJSON(tokenizerJSON(vocabSize: p.vocabSize), to: dir.appendingPathComponent("tokenizer.json"))
+        try writeJSON(["tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
+                       "eos_token": "<|endoftext|>", "model_max_length": p.maxPositionEmbeddings],
+                      to: dir.appendingPathComponent("tokenizer_config.json"))
+    }
+
+    struct TensorSpec { let name: String; let shape: [Int]; let fill: Fill }
+
+    static func tensorList(_ arch: Architecture, _ p: ModelPreset) -> [TensorSpec] {
+        let h = p.hiddenSize, q = p.numAttentionHeads * p.headDim, kv = p.numKeyValueHeads * p.headDim
+        var t: [TensorSpec] = [TensorSpec(name: "model.embed_tokens.weight", shape: [p.vocabSize, h], fill: .weight)]
+        for l in 0..<p.numHiddenLayers {
+            let pre = "model.layers.\(l)."
+            t.append(TensorSpec(name: pre + "input_layernorm.weight", shape: [h], fill: .ones))
+            t.append(TensorSpec(name: pre + "post_attention_layernorm.weight", shape: [h], fill: .ones))
+            t.append(TensorSpec(name: pre + "self_attn.q_proj.weight", shape: [q, h], fill: .weight))
+            t.append(TensorSpec(name: pre + "self_attn.k_proj.weight", shape: [kv, h], fill: .weight))
+            t.append(TensorSpec(name: pre + "self_attn.v_proj.weight", shape: [kv, h], fill: .weight))
+            t.append(TensorSpec(name: pre + "self_attn.o_proj.weight", shape: [h, q], fill: .weight))
+            switch arch {
+            case .qwen2Moe:
+                t.append(TensorSpec(name: pre + "self_attn.q_proj.bias", shape: [q], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.k_proj.bias", shape: [kv], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.v_proj.bias", shape: [kv], fill: .bias))
+            case .qwen3Moe:
+                t.append(TensorSpec(name: pre + "self_attn.q_norm.weight", shape: [p.headDim], fill: .ones))
+                t.append(TensorSpec(name: pre + "self_attn.k_norm.weight", shape: [p.headDim], fill: .ones))
+            case .olmoe:
+                t.append(TensorSpec(name: pre + "self_attn.q_norm.weight", shape: [q], fill: .ones))
+                t.append(TensorSpec(name: pre + "self_attn.k_norm.weight", shape: [kv], fill: .ones))
+            case .mixtral:
+                break
+            }
+            let block = arch == .mixtral ? "block_sparse_moe." : "mlp."
+            t.append(TensorSpec(name: pre + block + "gate.weight", shape: [p.numExperts, h], fill: .weight))
+            let i = p.moeIntermediateSize
+            for e in 0..<p.numExperts {
+                let ex = pre + block + "experts.\(e)."
+                if arch == .mixtral {
+                    t.append(TensorSpec(name: ex + "w1.weight", shape: [i, h], fill: .weight))
+                    t.append(TensorSpec(name: ex + "w2.weight", shape: [h, i], fill: .weight))
+                    t.append(TensorSpec(name: ex + "w3.weight", shape: [i, h], fill: .weight))
+                } else {
+                    t.append(TensorSpec(name: ex + "gate_proj.weight", shape: [i, h], fill: .weight))
+                    t.append(TensorSpec(name: ex + "up_proj.weight", shape: [i, h], fill: .weight))
+                    t.append(TensorSpec(name: ex + "down_proj.weight", shape: [h, i], fill: .weight))
+                }
+            }
+            if arch == .qwen2Moe {
+                let s = p.sharedExpertIntermediateSize
+                t.append(TensorSpec(name: pre + "mlp.shared_expert.gate_proj.weight", shape: [s, h], fill: .weight))
+                t.append(TensorSpec(name: pre + "mlp.shared_expert.up_proj.weight", shape: [s, h], fill: .weight))
+                t.append(TensorSpec(name: pre + "mlp.shared_expert.down_proj.weight", shape: [h, s], fill: .weight))
+                t.append(TensorSpec(name: pre + "mlp.shared_expert_gate.weight", shape: [1, h], fill: .weight))
+            }
+        }
+        t.append(TensorSpec(name: "model.norm.weight", shape: [h], fill: .ones))
+        if !p.tieWordEmbeddings {
+            t.append(TensorSpec(name: "lm_head.weight", shape: [p.vocabSize, h], fill: .weight))
+        }
+        return t.sorted { $0.name < $1.name }
+    }
+
+    /// Fills in fixed 64 Ki-element chunks, each with its own RNG stream, so
+    /// the bytes do not depend on the thread count.
+    static func fill(_ buffer: UnsafeMutableRawBufferPointer, count: Int, dtype: DType, kind: Fill, std: Float, seed: UInt64) {
+        let chunk = 1 << 16
+        let chunks = (count + chunk - 1) / chunk
+        let a = std * Float(3).squareRoot()
+        nonisolated(unsafe) let base = buffer.baseAddress!
+        Parallel.forEach(chunks) { c in
+            var rng = Xoshiro256(seed: seed ^ (UInt64(c) &* 0xD1B5_4A32_D192_ED03))
+            for i in (c * chunk)..<min(count, (c + 1) * chunk) {
+                let v: Float
+                switch kind {
+                case .weight: v = (rng.nextUnitFloat() * 2 - 1) * a
+                case .ones: v = 1
+                case .bias: v = 0
+                }
+                switch dtype {
+                case .f32: (base + 4 * i).storeBytes(of: v, as: Float.self)
+                case .bf16: (base + 2 * i).storeBytes(of: narrowToBF16(v), as: UInt16.self)
+                case .f16: (base + 2 * i).storeBytes(of: Float16(v).bitPattern, as: UInt16.self)
+                }
+            }
+        }
+    }
+
+    static func config(_ o: Options) -> [String: Any] {
+        let p = o.preset
+        var c: [String: Any] = [
+            "model_type": o.architecture.rawValue,
+            "vocab_size": p.vocabSize, "hidden_size": p.hiddenSize, "num_hidden_layers": p.numHiddenLayers,
+            "num_attention_heads": p.numAttentionHeads, "num_key_value_heads": p.numKeyValueHeads,
+            "max_position_embeddings": p.maxPositionEmbeddings, "rms_norm_eps": p.rmsNormEps,
+            "rope_theta": p.ropeTheta, "tie_word_embeddings": p.tieWordEmbeddings, "hidden_act": "silu",
+            "initializer_range": p.initializerRange, "attention_dropout": 0.0, "use_cache": true,
+            "torch_dtype": o.dtype == .bf16 ? "bfloat16" : (o.dtype == .f16 ? "float16" : "float32"),
+            "bos_token_id": 256, "eos_token_id": 256, "num_experts_per_tok": p.numExpertsPerTok,
+            "output_router_logits": false,
+        ]
+        switch o.architecture {
+        case .mixtral:
+            c["architectures"] = ["MixtralForCausalLM"]
+            c["intermediate_size"] = p.moeIntermediateSize
+            c["num_local_experts"] = p.numExperts
+            c["head_dim"] = p.headDim
+        case .qwen2Moe:
+            c["architectures"] = ["Qwen2MoeForCausalLM"]
+            c["intermediate_size"] = p.intermediateSize
+            c["moe_intermediate_size"] = p.moeIntermediateSize
+            c["shared_expert_intermediate_size"] = p.sharedExpertIntermediateSize
+            c["num_experts"] = p.numExperts
+            c["norm_topk_prob"] = false
+            c["decoder_sparse_step"] = 1
+            c["mlp_only_layers"] = [Int]()
+            c["use_sliding_window"] = false
+        case .qwen3Moe:
+            c["architectures"] = ["Qwen3MoeForCausalLM"]
+            c["intermediate_size"] = p.intermediateSize
+            c["moe_intermediate_size"] = p.moeIntermediateSize
+            c["num_experts"] = p.numExperts
+            c["head_dim"] = p.headDim
+            c["norm_topk_prob"] = true
+            c["decoder_sparse_step"] = 1
+            c["mlp_only_layers"] = [Int]()
+            c["attention_bias"] = false
+        case .olmoe:
+            c["architectures"] = ["OlmoeForCausalLM"]
+            c["intermediate_size"] = p.moeIntermediateSize
+            c["num_experts"] = p.numExperts
+            c["norm_topk_prob"] = false
+            c["attention_bias"] = false
+        }
+        return c
+    }
+
+    /// A byte-level BPE tokenizer with no merges: ids 0–255 are the bytes, 256
+    /// is `<|endoftext|>`, the rest are placeholders so every id decodes.
+    static func tokenizerJSON(vocabSize: Int) -> [String: Any] {
+        var vocab: [String: Int] = [:]
+        for b in 0..<256 { vocab[String(ByteLevelAlphabet.byteToScalar[b])] = b }
+        vocab["<|endoftext|>"] = 256
+        for i in 257..<vocabSize { vocab["<extra_\(i)>"] = i }
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        return [
+            "version": "1.0",
+            "truncation": NSNull(), "padding": NSNull(),
+            "added_tokens": [["id": 256, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true]],
+            "normalizer": NSNull(),
+            "pre_tokenizer": byteLevel,
+            "post_processor": byteLevel,
+            "decoder": byteLevel,
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
+                      "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": vocab, "merges": [String]()] as [String: Any],
+        ]
+    }
+
+    static func writeJSON(_ object: Any, to url: URL) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: url)
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import SwitchyardModel
+
+struct KernelBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernel-bench",
+        abstract: "Measure the expert GEMM and BF16 matrix-vector kernels against OpenBLAS peak sgemm and a streaming read, in the same run.")
+
+    @Option(help: "Seconds to spend on each measurement (median of runs).")
+    var seconds: Double = 0.5
+
+    @Option(name: .customLong("save-result"), help: "Write the results as JSON to this file.")
+    var saveResult: String?
+
+    func run() throws {
+        var o = KernelBenchmark.Options()
+        o.minSeconds = seconds
+        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount); gemm from \(Linear.gemmMinTokens) tokens")
+        let r = KernelBenchmark.run(o)
+        print(String(format: "OpenBLAS peak sgemm (%dx%d f32): %.1f GFLOP/s", o.peakGemmSize, o.peakGemmSize, r.peakSgemmGflops))
+        print(String(format: "streaming read (%d MiB): %.2f GB/s", o.matVecBytes >> 20, r.streamingReadGBs))
+        print(String(format: "BF16 matrix-vector (%d MiB): %.2f GB/s = %.1f%% of the streaming read",
+                     o.matVecBytes >> 20, r.bf16MatVecGBs, 100 * r.bf16MatVecGBs / r.streamingReadGBs))
+        print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts:")
+        print("  tokens | direct GFLOP/s  GB/s | widen+sgemm GFLOP/s (of peak)  GB/s | used")
+        for row in r.expertProjection {
+            print(String(format: "  %6d | %14.1f %5.1f | %19.1f (%5.1f%%) %5.1f | %@", row.tokens, row.directGflops, row.directWeightGBs,
+                         row.sgemmGflops, 100 * row.sgemmGflops / r.peakSgemmGflops, row.sgemmWeightGBs, row.chosen))
+        }
+        if let path = saveResult { try writeJSON(r, to: path) }
+    }
+}
+
+struct ForwardBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forward-bench",
+        abstract: "Measure decode tokens/s at several batch sizes and prefill tokens/s, next to the decode roofline.")
+
+    @Option(help: "Checkpoint directory.")
+    var model: String
+
+    @Option(name: .customLong("batch-sizes"), help: "Comma-separated decode batch sizes.")
+    var batchSizes: String = "1,16"
+
+    @Option(help: "Context tokens per sequence before decoding.")
+    var context: Int = 64
+
+    @Option(name: .customLong("decode-steps"), help: "Timed decode iterations per batch size.")
+    var decodeSteps: Int = 32
+
+    @Option(name: .customLong("prefill-len"), help: "Prompt length of the prefill measurement.")
+    var prefillLen: Int = 512
+
+    @Option(name: .customLong("save-result"), help: "Write the results as JSON to this file.")
+    var saveResult: String?
+
+    func run() throws {
+        let t = try loadModel(model)
+        var o = ForwardBenchmark.Options()
+        o.batchSizes = try parseTokenList(batchSizes).map(Int.init)
+        o.context = context
+        o.decodeSteps = decodeSteps
+        o.prefillLength = prefillLen
+        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount)")
+        let r = try ForwardBenchmark.run(model: t, o)
+        print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token → decode roofline %.1f tok/s",
+                     r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, r.rooflineDecodeTokensPerSecond))
+        print("  batch   tok/s    ms/iter   of roofline   expert MiB/token")
+        for row in r.decode {
+            let frac = row.fractionOfRoofline.map { String(format: "%9.1f%%", 100 * $0) } ?? "        -"
+            print(String(format: "  %5d  %7.1f  %8.2f  %@   %8.2f", row.batch, row.tokensPerSecond, row.msPerIteration, frac,
+                         row.expertWeightBytesPerToken / 1048576))
+        }
+        print(String(format: "prefill %d tokens: %.1f tok/s (expert weights %.3f MiB/token)", r.prefillTokens,
+                     r.prefillTokensPerSecond, r.expertWeightBytesPerPrefillToken / 1048576))
+        if let path = saveResult { try writeJSON(r, to: path) }
+    }
+}
+
+func writeJSON(_ value: some Encodable, to path: String) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try enc.encode(value).write(to: URL(fileURLWithPath: path))
+}

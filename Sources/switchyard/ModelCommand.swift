@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import SwitchyardModel
+
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Create and inspect checkpoints.",
+        subcommands: [Create.self, Info.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a random-weight checkpoint in Hugging Face format from a preset in models/presets.")
+
+        @Option(help: "Architecture: \(Architecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+        var arch: String
+
+        @Option(help: "Preset name in models/presets (e.g. tiny, bench) or a path to a preset JSON file.")
+        var preset: String
+
+        @Option(help: "Output directory.")
+        var out: String
+
+        @Option(help: "Random seed for the weights.")
+        var seed: UInt64 = 0
+
+        @Option(help: "Weight dtype: bf16, f16 or f32.")
+        var dtype: String = "bf16"
+
+        func run() throws {
+            guard let architecture = Architecture(rawValue: arch) else {
+                throw ValidationError("unknown --arch \"\(arch)\"; valid: \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard let dt = DType(name: dtype) else { throw ValidationError("unknown --dtype \"\(dtype)\"; valid: bf16, f16, f32") }
+            do {
+                let p = try ModelPreset.load(preset)
+                let t0 = Date()
+                try RandomCheckpoint.create(.init(architecture: architecture, preset: p, seed: seed, dtype: dt),
+                                            at: URL(fileURLWithPath: out))
+                let ckpt = try Checkpoint(directory: out)
+                let bytes = ckpt.tensors.values.reduce(0) { $0 + $1.byteCount }
+                print(String(format: "wrote %@ (%@, %@, %.1f MiB of weights) in %.1f s", out, arch, preset,
+                             Double(bytes) / 1048576, Date().timeIntervalSince(t0)))
+            } catch let e as CheckpointError {
+                throw CLIError("error: \(e.description)")
+            }
+        }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Summarise a checkpoint's architecture and weight sizes.")
+
+        @Option(help: "Checkpoint directory.")
+        var model: String
+
+        func run() throws {
+            let t = try loadModel(model)
+            let c = t.config
+            let w = t.weights
+            var expertBytes = 0
+            var perExpert = 0
+            for l in w.layers { if case .moe(let m) = l.feedForward { expertBytes += m.experts.reduce(0) { $0 + $1.byteCount }; perExpert = m.experts.first?.byteCount ?? 0 } }
+            let total = w.checkpoint.tensors.values.reduce(0) { $0 + $1.byteCount }
+            print("""
+            architecture: \(c.architecture.rawValue)
+            layers: \(c.numLayers) (\(c.sparseLayers.filter { $0 }.count) MoE), hidden \(c.hiddenSize), heads \(c.numHeads)/\(c.numKVHeads) kv, head_dim \(c.headDim)
+            experts: \(c.numExperts) per layer, top-\(c.numExpertsPerToken), intermediate \(c.moeIntermediateSize), norm_topk_prob \(c.normTopKProb)\(c.hasSharedExpert ? ", shared expert \(c.sharedExpertIntermediateSize)" : "")
+            vocab: \(c.vocabSize), tied embeddings: \(c.tieWordEmbeddings)
+            weights: \(String(format: "%.1f", Double(total) / 1048576)) MiB total, \(String(format: "%.1f", Double(expertBytes) / 1048576)) MiB experts (\(String(format: "%.2f", Double(perExpert) / 1048576)) MiB each)
+            active weight bytes per decode token: \(String(format: "%.1f", Double(ForwardBenchmark.activeBytesPerToken(w)) / 1048576)) MiB
+            """)
+        }
+    }
+}
