@@ -59,6 +59,35 @@ import Testing
         for (a, b) in zip(produced, full) { #expect(maxRelativeDifference(a, b) < 1e-5) }
     }
 
+    /// Long prefill chunks take the GEMM attention path; short chunks the
+    /// per-token one. Both must agree, including when the chunk starts
+    /// mid-sequence (causal mask offset) and with a decode in the same batch.
+    @Test func gemmAttentionPathMatchesPerTokenPath() throws {
+        let model = try Transformer(directory: Fixtures.model("qwen2_moe"))
+        var rng = Xoshiro256(seed: 5)
+        let tokens = (0..<150).map { _ in Int32(rng.next() % 317) }
+        let blockSize = 8
+        let table = (0..<Int32(19)).reversed().map { $0 }
+        func run(chunks: [Int]) throws -> [[Float]] {
+            let cache = PagedKVCache(config: model.config, numBlocks: 40, blockSize: blockSize)
+            var rows: [[Float]] = []
+            var position = 0
+            for chunk in chunks {
+                var batch = ForwardBatch()
+                batch.append(tokens: tokens[position..<(position + chunk)], startPosition: position, blockTable: table, logits: .all)
+                // A one-token decode of another sequence rides along.
+                batch.append(tokens: [7], startPosition: 0, blockTable: [39], logits: .none)
+                rows += try model.forward(batch, cache: cache).toArrays()
+                position += chunk
+            }
+            return rows
+        }
+        let viaGemm = try run(chunks: [40, 110])  // both chunks ≥ 32 tokens
+        let perToken = try run(chunks: Array(repeating: 25, count: 6))
+        #expect(viaGemm.count == 150 && perToken.count == 150)
+        for (a, b) in zip(viaGemm, perToken) { #expect(maxRelativeDifference(a, b) < 1e-5) }
+    }
+
     @Test func invalidTokenOrBlockTableIsAnErrorNotACrash() throws {
         let model = try Transformer(directory: Fixtures.model("mixtral"))
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 4)

@@ -1,3 +1,4 @@
+import CBLAS
 import Foundation
 
 /// Causal grouped-query attention over a paged KV cache, for a ragged batch.
@@ -24,24 +25,110 @@ enum PagedAttention {
         }
     }
 
+    /// Sequences with at least this many new tokens (prefill chunks) go
+    /// through the GEMM path; decodes and short chunks use the per-token path.
+    static let gemmMinTokens = 32
+    /// Query tokens per GEMM block, bounding the score matrix.
+    static let queryBlock = 128
+
     /// `out[t, h*d ..< (h+1)*d] = softmax(q_h · Kᵀ / √d) · V` for every token
     /// and query head. `tokenSequence[t]` indexes `batch.sequences`.
     static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
                         q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                        tokenSequence: UnsafePointer<Int32>, scratch: ScratchBuffer) {
+                        tokenSequence: UnsafePointer<Int32>, scratch: ScratchBuffer, tokenList: IndexBuffer) {
+        // Tokens of short sequences, for the per-token path.
+        let list = tokenList.reserve(batch.tokenCount)
+        var n = 0
+        for s in batch.sequences where s.tokenCount < gemmMinTokens {
+            for i in 0..<s.tokenCount { list[n] = Int32(s.tokenStart + i); n += 1 }
+        }
+        if n > 0 {
+            computePerToken(cache: cache, layer: layer, batch: batch, numHeads: numHeads, q: q, out: out,
+                            tokenSequence: tokenSequence, tokens: list, count: n, scratch: scratch)
+        }
+        for s in batch.sequences where s.tokenCount >= gemmMinTokens {
+            computeChunk(cache: cache, layer: layer, sequence: s, numHeads: numHeads, q: q, out: out, scratch: scratch)
+        }
+    }
+
+    /// A prefill chunk: per kv head, gather the context's keys and values
+    /// contiguously, then `S = Q·Kᵀ` and `O = softmax(S)·V` with OpenBLAS,
+    /// in blocks of query tokens with the causal mask applied to `S`.
+    static func computeChunk(cache: PagedKVCache, layer: Int, sequence s: BatchSequence, numHeads: Int,
+                             q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
+        let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
+        let rep = numHeads / kvh
+        let scale = 1 / Float(d).squareRoot()
+        let ctx = s.startPosition + s.tokenCount
+        let qb = min(queryBlock, s.tokenCount)
+        let kSize = ctx * d, qSize = qb * rep * d, sSize = qb * rep * ctx
+        let base = scratch.reserve(2 * kSize + 2 * qSize + sSize)
+        let kc = base, vc = base + kSize, qc = vc + kSize, oc = qc + qSize, sc = oc + qSize
+        for g in 0..<kvh {
+            var j = 0
+            while j < ctx {
+                let block = Int(s.blockTable[j / bs])
+                let n = min(bs, ctx - j)
+                let off = cache.offset(layer: layer, block: block, head: g)
+                (kc + j * d).update(from: cache.keys + off, count: n * d)
+                (vc + j * d).update(from: cache.values + off, count: n * d)
+                j += n
+            }
+            var i0 = 0
+            while i0 < s.tokenCount {
+                let m = min(qb, s.tokenCount - i0)
+                let rows = m * rep
+                // Query rows ordered (token, head-in-group).
+                for i in 0..<m {
+                    for r in 0..<rep {
+                        (qc + (i * rep + r) * d).update(from: q + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
+                    }
+                }
+                // Only the columns any row of this block can see.
+                let cols = s.startPosition + i0 + m
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
+                            scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
+                nonisolated(unsafe) let scs = sc
+                let startPosition = s.startPosition
+                Parallel.forRanges(rows, minChunk: 16) { range in
+                    for row in range {
+                        let visible = startPosition + i0 + row / rep + 1
+                        let r = scs + row * cols
+                        Elementwise.softmax(r, n: visible)
+                        for c in visible..<cols { r[c] = 0 }
+                    }
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(cols),
+                            1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(d))
+                for i in 0..<m {
+                    for r in 0..<rep {
+                        (out + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
+                    }
+                }
+                i0 += m
+            }
+        }
+    }
+
+    /// Decodes and short chunks: one task per (token, kv head), scores kept
+    /// in per-thread scratch.
+    static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
+                                q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                tokenSequence: UnsafePointer<Int32>, tokens: UnsafePointer<Int32>, count: Int,
+                                scratch: ScratchBuffer) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
         let scale = 1 / Float(d).squareRoot()
         let maxContext = batch.sequences.reduce(0) { max($0, $1.startPosition + $1.tokenCount) }
         let perPart = rep * maxContext
         let scores = scratch.reserve(perPart * Parallel.threadCount)
-        let tasks = batch.tokenCount * kvh
-        nonisolated(unsafe) let qs = q, os = out, ts = tokenSequence, ss = scores
+        let tasks = count * kvh
+        nonisolated(unsafe) let qs = q, os = out, ts = tokenSequence, ss = scores, tl = tokens
         let sequences = batch.sequences
         Parallel.forParts(tasks, minChunk: 1) { part, range in
             let sc = ss + part * perPart
             for task in range {
-                let t = task / kvh
+                let t = Int(tl[task / kvh])
                 let g = task % kvh
                 let seq = sequences[Int(ts[t])]
                 let pos = seq.startPosition + (t - seq.tokenStart)

@@ -153,9 +153,7 @@ public final class Transformer: @unchecked Sendable {
         let q = ws.q.reserve(tokens * c.qSize)
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
-        Linear.apply(a.q, x: normed, tokens: tokens, y: q, scratch: ws.linearTile)
-        Linear.apply(a.k, x: normed, tokens: tokens, y: k, scratch: ws.linearTile)
-        Linear.apply(a.v, x: normed, tokens: tokens, y: v, scratch: ws.linearTile)
+        Linear.applyFused([(a.q, q), (a.k, k), (a.v, v)], x: normed, tokens: tokens, scratch: ws.linearTile)
         if let b = a.qBias { addBias(q, b, rows: tokens) }
         if let b = a.kBias { addBias(k, b, rows: tokens) }
         if let b = a.vBias { addBias(v, b, rows: tokens) }
@@ -182,7 +180,8 @@ public final class Transformer: @unchecked Sendable {
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
         let attn = ws.attention.reserve(tokens * c.qSize)
         PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, q: q, out: attn,
-                               tokenSequence: ws.tokenSequence.pointer, scratch: ws.attentionScores)
+                               tokenSequence: ws.tokenSequence.pointer, scratch: ws.attentionScores,
+                               tokenList: ws.attentionTokens)
         let projected = ws.projected.reserve(tokens * h)
         Linear.apply(a.o, x: attn, tokens: tokens, y: projected, scratch: ws.linearTile)
         addInPlace(hidden, projected, count: tokens * h)

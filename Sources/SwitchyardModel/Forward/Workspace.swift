@@ -13,6 +13,7 @@ final class Workspace: @unchecked Sendable {
     let tokenSequence = IndexBuffer()
     let tokenPosition = IndexBuffer()
     let attentionScores = ScratchBuffer()
+    let attentionTokens = IndexBuffer()
     let linearTile = ScratchBuffer()
     let logits = ScratchBuffer()
     let logitsInput = ScratchBuffer()

@@ -31,7 +31,7 @@ public enum Linear {
         }
         if tokens < gemmMinTokens {
             nonisolated(unsafe) let xs = x, ys = y
-            Parallel.forRanges(w.rows, minChunk: max(8, 4096 / max(1, w.cols))) { range in
+            Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
                 MatVec.compute(w, rows: range, x: xs, ldx: ldx, tokens: tokens, y: ys, ldy: ldy)
             }
             return
@@ -44,6 +44,38 @@ public enum Linear {
             widen(w.rows(r0..<(r0 + n)), into: tile)
             sgemm(tokens: tokens, x: x, ldx: ldx, weights: tile, rows: n, cols: w.cols, y: y + r0, ldy: ldy)
             r0 += n
+        }
+    }
+
+    /// Rows per thread such that each thread streams at least 64 KiB of
+    /// weights: below that, waking a thread costs more than it saves.
+    @inline(__always)
+    static func minRowsPerThread(_ w: Matrix) -> Int {
+        max(4, 65536 / max(1, w.cols * w.dtype.byteSize))
+    }
+
+    /// Several products of the same input (q, k and v projections) in one
+    /// parallel pass over their concatenated rows, saving a fork-join per
+    /// matrix when few tokens make each product short.
+    public static func applyFused(_ outputs: [(w: Matrix, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
+                                  tokens: Int, scratch: ScratchBuffer) {
+        let allDirect = tokens < gemmMinTokens && outputs.allSatisfy { $0.w.dtype != .f32 && $0.w.cols == outputs[0].w.cols }
+        guard allDirect, let first = outputs.first else {
+            for o in outputs { apply(o.w, x: x, tokens: tokens, y: o.y, scratch: scratch) }
+            return
+        }
+        let starts = outputs.reduce(into: [0]) { $0.append($0.last! + $1.w.rows) }
+        let total = starts.last!
+        nonisolated(unsafe) let xs = x
+        let outs = outputs.map { (w: $0.w, y: UnsafeSendablePointer($0.y)) }
+        Parallel.forRanges(total, minChunk: minRowsPerThread(first.w)) { range in
+            for (i, o) in outs.enumerated() {
+                let lo = max(range.lowerBound, starts[i]), hi = min(range.upperBound, starts[i + 1])
+                if lo < hi {
+                    MatVec.compute(o.w, rows: (lo - starts[i])..<(hi - starts[i]), x: xs, ldx: o.w.cols, tokens: tokens,
+                                   y: o.y.pointer, ldy: o.w.rows)
+                }
+            }
         }
     }
 
@@ -68,4 +100,11 @@ public enum Linear {
                         1, x, Int32(ldx), weights, Int32(cols), 0, y, Int32(ldy))
         }
     }
+}
+
+/// A pointer that may cross into the fork-join closures; the kernels
+/// guarantee that threads write disjoint parts.
+struct UnsafeSendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ p: UnsafeMutablePointer<Float>) { pointer = p }
 }
