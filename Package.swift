@@ -32,6 +32,7 @@ let package = Package(
     products: [
         .executable(name: "switchyard", targets: ["switchyard"]),
         .library(name: "SwitchyardModel", targets: ["SwitchyardModel"]),
+        .library(name: "SwitchyardCore", targets: ["SwitchyardCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -52,10 +53,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SwitchyardCore",
+            dependencies: ["SwitchyardModel"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ChunkedScheduler",
+            dependencies: ["SwitchyardCore"],
+            path: "Plugins/Scheduler/Chunked",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardModel",
+                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -65,6 +77,11 @@ let package = Package(
             name: "SwitchyardModelTests",
             dependencies: ["SwitchyardModel"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchyardCoreTests",
+            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler"],
             swiftSettings: swiftSettings
         ),
     ]

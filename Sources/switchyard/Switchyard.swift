@@ -1,6 +1,20 @@
 import ArgumentParser
 import Foundation
+import Logging
 import SwitchyardModel
+
+/// Logs go to stderr; `SWITCHYARD_LOG_LEVEL` (trace, debug, info, notice,
+/// warning, error) sets the level, `warning` by default so command output
+/// stays clean.
+let log: Logger = {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        let name = ProcessInfo.processInfo.environment["SWITCHYARD_LOG_LEVEL"] ?? "warning"
+        handler.logLevel = Logger.Level(rawValue: name.lowercased()) ?? .warning
+        return handler
+    }
+    return Logger(label: "switchyard")
+}()
 
 @main
 struct Switchyard: ParsableCommand {
@@ -33,7 +47,14 @@ struct CLIError: Error, CustomStringConvertible {
 
 func loadModel(_ path: String) throws -> Transformer {
     do {
-        return try Transformer(directory: path)
+        let t0 = Date()
+        let model = try Transformer(directory: path)
+        let c = model.config
+        log.info("loaded model", metadata: [
+            "path": "\(path)", "architecture": "\(c.architecture.rawValue)", "layers": "\(c.numLayers)",
+            "experts": "\(c.numExperts)", "top_k": "\(c.numExpertsPerToken)",
+            "load_ms": "\(Int(Date().timeIntervalSince(t0) * 1000))", "kernel_threads": "\(Parallel.threadCount)"])
+        return model
     } catch let e as CheckpointError {
         throw CLIError("error: \(e.description)")
     }

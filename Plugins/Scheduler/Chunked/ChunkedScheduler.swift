@@ -1,0 +1,58 @@
+import SwitchyardCore
+
+/// Sarathi-Serve's stall-free batching: every iteration gets a token budget,
+/// filled by running decodes first, then ongoing partial prefills, then new
+/// requests in arrival order, chunking prompts to fit what is left.
+public final class ChunkedScheduler: Scheduler, @unchecked Sendable {
+    public struct Config: Sendable, Codable, Equatable {
+        public var maxNumBatchedTokens: Int
+        public var maxNumSeqs: Int
+        public init(maxNumBatchedTokens: Int = 512, maxNumSeqs: Int = 256) {
+            self.maxNumBatchedTokens = maxNumBatchedTokens
+            self.maxNumSeqs = maxNumSeqs
+        }
+        enum CodingKeys: String, CodingKey {
+            case maxNumBatchedTokens = "max_num_batched_tokens"
+            case maxNumSeqs = "max_num_seqs"
+        }
+    }
+
+    public let config: Config
+
+    public init(_ config: Config = Config()) {
+        self.config = config
+    }
+
+    public func schedule(_ ctx: SchedulingContext) -> IterationPlan {
+        var budget = config.maxNumBatchedTokens
+        var seqs = 0
+        var freeBlocks = ctx.freeBlocks
+        var plan = IterationPlan()
+        // 1. Decodes of running sequences.
+        for s in ctx.running where s.pendingTokens == 1 && budget > 0 && seqs < config.maxNumSeqs {
+            plan.work.append(ScheduledWork(handle: s.handle, tokens: 1))
+            freeBlocks -= ctx.blocksNeeded(s, tokens: 1)
+            budget -= 1
+            seqs += 1
+        }
+        // 2. Running sequences still in (chunked) prefill.
+        for s in ctx.running where s.pendingTokens > 1 && budget > 0 && seqs < config.maxNumSeqs {
+            let n = min(s.pendingTokens, budget)
+            plan.work.append(ScheduledWork(handle: s.handle, tokens: n))
+            freeBlocks -= ctx.blocksNeeded(s, tokens: n)
+            budget -= n
+            seqs += 1
+        }
+        // 3. New (or preempted) requests in order, while blocks are free for them.
+        for s in ctx.waiting where budget > 0 && seqs < config.maxNumSeqs {
+            let n = min(s.pendingTokens, budget)
+            let need = ctx.blocksNeeded(s, tokens: n)
+            if need > freeBlocks { break }
+            plan.work.append(ScheduledWork(handle: s.handle, tokens: n))
+            freeBlocks -= need
+            budget -= n
+            seqs += 1
+        }
+        return plan
+    }
+}

@@ -1,0 +1,301 @@
+import Foundation
+import Synchronization
+import SwitchyardModel
+
+/// The serving engine: continuous batching over a paged KV cache.
+///
+/// Requests arrive through `submit` from any thread or task; one dedicated
+/// thread runs the iteration loop: the scheduler plans a batch, the engine
+/// allocates KV blocks (preempting by recompute when they run out), the model
+/// runs one ragged forward, tokens are sampled and streamed to each request's
+/// `AsyncStream`.
+public final class Engine: @unchecked Sendable {
+    public let model: Transformer
+    public let config: EngineConfig
+    public let scheduler: any Scheduler
+    public let tokenizer: (any Tokenizer)?
+    let cache: PagedKVCache
+    let eosTokens: [Int32]
+
+    // Loop-thread state.
+    private var allocator: BlockAllocator
+    private var sequences: [Int: SequenceState] = [:]
+    private var waiting: [SequenceState] = []
+    private var running: [SequenceState] = []
+    private var nextAdmission = 0
+    private var loopStats = EngineStats()
+
+    // Shared with submitters.
+    private struct Inbox {
+        var pending: [(GenerationRequest, AsyncStream<RequestEvent>.Continuation, Double)] = []
+        var nextHandle = 0
+        var stopping = false
+        var stats = EngineStats()
+        var running = 0
+        var waiting = 0
+        var kvUsage = 0.0
+    }
+    private let inbox = Mutex(Inbox())
+    private let wake = NSCondition()
+    private var thread: Thread?
+    private let clockStart = monotonicSeconds()
+
+    public init(model: Transformer, config: EngineConfig, scheduler: any Scheduler, tokenizer: (any Tokenizer)? = nil) {
+        self.model = model
+        self.config = config
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        cache = PagedKVCache(config: model.config, numBlocks: config.numKVBlocks, blockSize: config.blockSize)
+        allocator = BlockAllocator(numBlocks: config.numKVBlocks, blockSize: config.blockSize)
+        var eos = Set(model.config.eosTokenIds.map(Int32.init))
+        if let e = tokenizer?.eosTokenId { eos.insert(e) }
+        eosTokens = eos.sorted()
+        loopStats.totalKVBlocks = config.numKVBlocks
+    }
+
+    /// Seconds since the engine was created (the clock of all timestamps).
+    public func now() -> Double { monotonicSeconds() - clockStart }
+
+    /// Queues a request; its tokens and final output arrive on the stream.
+    public func submit(_ request: GenerationRequest) -> AsyncStream<RequestEvent> {
+        let (stream, continuation) = AsyncStream<RequestEvent>.makeStream(bufferingPolicy: .unbounded)
+        let t = now()
+        inbox.withLock { $0.pending.append((request, continuation, t)) }
+        wake.lock(); wake.signal(); wake.unlock()
+        return stream
+    }
+
+    /// A snapshot of the loop's counters.
+    public var stats: EngineStats { inbox.withLock { $0.stats } }
+    public var numRunning: Int { inbox.withLock { $0.running } }
+    public var numWaiting: Int { inbox.withLock { $0.waiting } }
+    public var kvCacheUsage: Double { inbox.withLock { $0.kvUsage } }
+    public var freeKVBlocks: Int { freeBlocksSnapshot.withLock { $0 } }
+    private let freeBlocksSnapshot = Mutex(0)
+
+    public func start() {
+        guard thread == nil else { return }
+        freeBlocksSnapshot.withLock { $0 = allocator.freeBlocks }
+        let t = Thread { [self] in loop() }
+        t.name = "switchyard-engine"
+        t.stackSize = 8 << 20
+        thread = t
+        t.start()
+    }
+
+    /// Stops the loop after the current iteration; unfinished requests are aborted.
+    public func shutdown() {
+        inbox.withLock { $0.stopping = true }
+        wake.lock(); wake.signal(); wake.unlock()
+        while thread != nil && !doneFlag.withLock({ $0 }) { usleep(1000) }
+    }
+    private let doneFlag = Mutex(false)
+
+    /// Offline API: runs `requests` to completion and returns their outputs in order.
+    public func generate(_ requests: [GenerationRequest]) async -> [RequestOutput] {
+        start()
+        let streams = requests.map { submit($0) }
+        var outputs: [RequestOutput] = []
+        for s in streams {
+            for await event in s {
+                if case .finished(let out) = event { outputs.append(out) }
+            }
+        }
+        return outputs
+    }
+
+    // MARK: - The loop
+
+    private func loop() {
+        while true {
+            let (newRequests, stopping) = inbox.withLock { box -> ([(GenerationRequest, AsyncStream<RequestEvent>.Continuation, Double)], Bool) in
+                let p = box.pending
+                box.pending.removeAll()
+                return (p, box.stopping)
+            }
+            if stopping { abortAll(); break }
+            for (req, cont, t) in newRequests { admit(req, cont, arrival: t) }
+            if waiting.isEmpty && running.isEmpty {
+                wake.lock()
+                if inbox.withLock({ $0.pending.isEmpty && !$0.stopping }) { wake.wait(until: Date().addingTimeInterval(0.05)) }
+                wake.unlock()
+                continue
+            }
+            step()
+            publish()
+        }
+        publish()
+        doneFlag.withLock { $0 = true }
+    }
+
+    private func publish() {
+        let s = loopStats
+        let r = running.count, w = waiting.count, u = allocator.usage, f = allocator.freeBlocks
+        inbox.withLock { $0.stats = s; $0.running = r; $0.waiting = w; $0.kvUsage = u }
+        freeBlocksSnapshot.withLock { $0 = f }
+    }
+
+    private func admit(_ req: GenerationRequest, _ cont: AsyncStream<RequestEvent>.Continuation, arrival: Double) {
+        let handle = inbox.withLock { box -> Int in box.nextHandle += 1; return box.nextHandle }
+        let seq = SequenceState(handle: handle, request: req, arrivalTime: arrival, eosTokens: eosTokens, continuation: cont)
+        if let error = validate(req) {
+            loopStats.rejectedRequests += 1
+            finish(seq, reason: .abort, error: error)
+            return
+        }
+        sequences[handle] = seq
+        waiting.append(seq)
+    }
+
+    private func validate(_ r: GenerationRequest) -> RequestError? {
+        if r.promptTokens.isEmpty { return .emptyPrompt(id: r.id) }
+        if r.maxTokens < 1 { return .invalidMaxTokens(id: r.id, value: r.maxTokens) }
+        if r.promptTokens.count >= config.maxModelLen {
+            return .promptTooLong(id: r.id, promptTokens: r.promptTokens.count, maxModelLen: config.maxModelLen)
+        }
+        if let bad = r.promptTokens.first(where: { $0 < 0 || Int($0) >= model.config.vocabSize }) {
+            return .tokenOutOfRange(id: r.id, token: bad, vocabSize: model.config.vocabSize)
+        }
+        do { try r.sampling.validate() } catch { return .invalidSampling(id: r.id, reason: "\(error)") }
+        let need = min(r.promptTokens.count + r.maxTokens, config.maxModelLen)
+        if allocator.blocks(forTokens: need) > allocator.numBlocks {
+            return .exceedsKVCapacity(id: r.id, tokensNeeded: need, capacity: allocator.numBlocks * allocator.blockSize)
+        }
+        return nil
+    }
+
+    private func step() {
+        let t0 = monotonicSeconds()
+        let context = SchedulingContext(
+            waiting: waiting.map { $0.snapshot() }, running: running.map { $0.snapshot() },
+            freeBlocks: allocator.freeBlocks, totalBlocks: allocator.numBlocks, blockSize: allocator.blockSize,
+            numLayers: model.config.numLayers, now: now())
+        let plan = scheduler.schedule(context)
+
+        // Allocate blocks in plan order; on shortage preempt the most recently
+        // admitted running sequence not yet placed in this batch.
+        var placed: [(SequenceState, Int)] = []
+        var placedHandles = Set<Int>()
+        for item in plan.work {
+            guard let seq = sequences[item.handle], seq.status != .finished, item.tokens > 0 else { continue }
+            let tokens = min(item.tokens, seq.tokens.count - seq.computedTokens)
+            guard tokens > 0 else { continue }
+            var ok = allocator.ensure(&seq.blockTable, coveringTokens: seq.computedTokens + tokens)
+            while !ok {
+                guard let victim = running.last(where: { !placedHandles.contains($0.handle) && $0 !== seq }) else { break }
+                preempt(victim)
+                ok = allocator.ensure(&seq.blockTable, coveringTokens: seq.computedTokens + tokens)
+            }
+            if !ok {
+                if seq.status == .running { preempt(seq) }
+                continue
+            }
+            if seq.status == .waiting {
+                waiting.removeAll { $0 === seq }
+                seq.status = .running
+                seq.admissionOrder = nextAdmission
+                nextAdmission += 1
+                running.append(seq)
+            }
+            placed.append((seq, tokens))
+            placedHandles.insert(seq.handle)
+        }
+        loopStats.peakKVBlocksUsed = max(loopStats.peakKVBlocksUsed, allocator.usedBlocks)
+        let t1 = monotonicSeconds()
+        loopStats.scheduleSeconds += t1 - t0
+        guard !placed.isEmpty else { return }
+
+        var batch = ForwardBatch()
+        for (seq, tokens) in placed {
+            let end = seq.computedTokens + tokens
+            batch.append(tokens: seq.tokens[seq.computedTokens..<end], startPosition: seq.computedTokens,
+                         blockTable: seq.blockTable, logits: end == seq.tokens.count ? .last : .none)
+        }
+        let logits: LogitsView
+        do {
+            logits = try model.forward(batch, cache: cache)
+        } catch {
+            // Inputs were validated on admission; a failure here is a bug, so
+            // fail these requests rather than the whole engine.
+            for (seq, _) in placed { finish(seq, reason: .abort, error: nil) }
+            return
+        }
+        let t2 = monotonicSeconds()
+        loopStats.forwardSeconds += t2 - t1
+
+        let time = now()
+        var row = 0
+        for (seq, tokens) in placed {
+            seq.computedTokens += tokens
+            guard seq.computedTokens == seq.tokens.count else { continue }
+            let token = Int32(seq.sampler.sample(logits.row(row)))
+            row += 1
+            seq.tokens.append(token)
+            if seq.firstTokenTime == nil { seq.firstTokenTime = time }
+            seq.tokenTimes.append(time)
+            seq.continuation?.yield(.token(token, time: time))
+            if let reason = stopReason(seq, last: token) { finish(seq, reason: reason, error: nil) }
+        }
+        // A decode that was running but got no token this iteration stalled.
+        for seq in running where seq.status == .running && seq.outputCount > 0 && !placedHandles.contains(seq.handle) {
+            loopStats.decodeStalls += 1
+            break
+        }
+        running.removeAll { $0.status == .finished }
+        loopStats.iterations += 1
+        loopStats.batchSizeHistogram[placed.count, default: 0] += 1
+        loopStats.scheduledTokens += batch.tokenCount
+        loopStats.sampleSeconds += monotonicSeconds() - t2
+    }
+
+    private func stopReason(_ seq: SequenceState, last token: Int32) -> FinishReason? {
+        if seq.stopTokens.contains(token) { return .stop }
+        if !seq.request.stopStrings.isEmpty, let tok = tokenizer {
+            let text = tok.decode(Array(seq.outputTokens), skipSpecialTokens: true)
+            for s in seq.request.stopStrings where !s.isEmpty {
+                if let r = text.range(of: s) {
+                    seq.text = String(text[..<r.lowerBound])
+                    return .stop
+                }
+            }
+        }
+        if seq.outputCount >= seq.request.maxTokens { return .length }
+        if seq.tokens.count >= config.maxModelLen { return .length }
+        return nil
+    }
+
+    private func preempt(_ seq: SequenceState) {
+        allocator.release(&seq.blockTable)
+        seq.computedTokens = 0
+        seq.status = .waiting
+        seq.preemptions += 1
+        loopStats.preemptions += 1
+        running.removeAll { $0 === seq }
+        waiting.insert(seq, at: 0)
+    }
+
+    private func finish(_ seq: SequenceState, reason: FinishReason, error: RequestError?) {
+        allocator.release(&seq.blockTable)
+        seq.status = .finished
+        sequences[seq.handle] = nil
+        waiting.removeAll { $0 === seq }
+        var text = seq.text
+        if text == nil, let tok = tokenizer { text = tok.decode(Array(seq.outputTokens), skipSpecialTokens: true) }
+        let out = RequestOutput(id: seq.request.id, promptTokens: seq.request.promptTokens.count,
+                                outputTokens: Array(seq.outputTokens), text: text, finishReason: reason, error: error,
+                                arrivalTime: seq.arrivalTime, firstTokenTime: seq.firstTokenTime, finishTime: now(),
+                                tokenTimes: seq.tokenTimes, preemptions: seq.preemptions)
+        seq.continuation?.yield(.finished(out))
+        seq.continuation?.finish()
+        seq.continuation = nil
+    }
+
+    private func abortAll() {
+        for seq in running + waiting { finish(seq, reason: .abort, error: nil) }
+        running.removeAll()
+        waiting.removeAll()
+    }
+
+    /// Blocks in use; 0 once every request has finished.
+    public var usedKVBlocks: Int { config.numKVBlocks - freeKVBlocks }
+}

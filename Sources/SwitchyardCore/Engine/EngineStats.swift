@@ -1,0 +1,24 @@
+/// Counters of the engine loop, for benchmark results.
+public struct EngineStats: Sendable, Codable {
+    public var iterations = 0
+    /// Sequences per iteration → number of iterations.
+    public var batchSizeHistogram: [Int: Int] = [:]
+    /// Tokens per iteration, summed (for the mean).
+    public var scheduledTokens = 0
+    public var preemptions = 0
+    public var peakKVBlocksUsed = 0
+    public var totalKVBlocks = 0
+    public var scheduleSeconds = 0.0
+    public var forwardSeconds = 0.0
+    /// Sampling, stop checks, streaming and bookkeeping.
+    public var sampleSeconds = 0.0
+    /// Iterations in which a running, unfinished decode produced no token.
+    public var decodeStalls = 0
+    public var rejectedRequests = 0
+
+    public var peakKVUsage: Double { totalKVBlocks > 0 ? Double(peakKVBlocksUsed) / Double(totalKVBlocks) : 0 }
+    public var engineOverheadShare: Double {
+        let total = scheduleSeconds + forwardSeconds + sampleSeconds
+        return total > 0 ? (scheduleSeconds + sampleSeconds) / total : 0
+    }
+}

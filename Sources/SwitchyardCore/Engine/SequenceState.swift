@@ -1,0 +1,56 @@
+import SwitchyardModel
+
+/// The engine's mutable state for one request.
+final class SequenceState {
+    enum Status { case waiting, running, finished }
+
+    let handle: Int
+    let request: GenerationRequest
+    let arrivalTime: Double
+    var status: Status = .waiting
+    /// Prompt followed by generated tokens.
+    var tokens: [Int32]
+    var computedTokens = 0
+    var blockTable: [Int32] = []
+    var sampler: Sampler
+    var admissionOrder = -1
+    var firstTokenTime: Double?
+    var tokenTimes: [Double] = []
+    var preemptions = 0
+    var continuation: AsyncStream<RequestEvent>.Continuation?
+    let stopTokens: Set<Int32>
+    var text: String?
+
+    init(handle: Int, request: GenerationRequest, arrivalTime: Double, eosTokens: [Int32],
+         continuation: AsyncStream<RequestEvent>.Continuation?) {
+        self.handle = handle
+        self.request = request
+        self.arrivalTime = arrivalTime
+        self.continuation = continuation
+        tokens = request.promptTokens
+        var params = request.sampling
+        // A request without a seed still samples reproducibly per request id.
+        if params.seed == nil { params.seed = stableHash(request.id) }
+        sampler = Sampler(params)
+        var stops = Set(request.stopTokenIds)
+        if !request.ignoreEOS { stops.formUnion(eosTokens) }
+        stopTokens = stops
+    }
+
+    var outputTokens: ArraySlice<Int32> { tokens[request.promptTokens.count...] }
+    var outputCount: Int { tokens.count - request.promptTokens.count }
+
+    func snapshot() -> SequenceSnapshot {
+        SequenceSnapshot(handle: handle, requestId: request.id, arrivalTime: arrivalTime,
+                         promptLength: request.promptTokens.count, totalTokens: tokens.count,
+                         computedTokens: computedTokens, outputTokens: outputCount,
+                         allocatedBlocks: blockTable.count, admissionOrder: admissionOrder)
+    }
+}
+
+/// FNV-1a: Swift's `hashValue` is seeded per process, this is not.
+func stableHash(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    return h
+}

@@ -1,0 +1,28 @@
+/// What a request's stream carries: each new token as it is sampled, then
+/// exactly one `.finished`.
+public enum RequestEvent: Sendable {
+    case token(Int32, time: Double)
+    case finished(RequestOutput)
+}
+
+/// The complete result of one request, with its timeline (seconds on the
+/// engine's monotonic clock).
+public struct RequestOutput: Sendable {
+    public var id: String
+    public var promptTokens: Int
+    public var outputTokens: [Int32]
+    /// Decoded output (set when the engine has a tokenizer), stop string removed.
+    public var text: String?
+    public var finishReason: FinishReason
+    public var error: RequestError?
+    public var arrivalTime: Double
+    public var firstTokenTime: Double?
+    public var finishTime: Double
+    public var tokenTimes: [Double]
+    public var preemptions: Int
+
+    public var ttft: Double? { firstTokenTime.map { $0 - arrivalTime } }
+    public var e2eLatency: Double { finishTime - arrivalTime }
+    /// Gaps between consecutive tokens.
+    public var interTokenLatencies: [Double] { zip(tokenTimes.dropFirst(), tokenTimes).map { $0 - $1 } }
+}

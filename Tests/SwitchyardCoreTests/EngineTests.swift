@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+import ChunkedScheduler
+@testable import SwitchyardCore
+@testable import SwitchyardModel
+
+/// Continuous batching must not change what a request generates: greedy
+/// outputs equal the request run alone, with chunked prefills, mixed lengths,
+/// and preemption forced by a small KV cache; afterwards every block is free.
+@Suite struct EngineTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("SwitchyardModelTests/Fixtures/models")
+
+    func model(_ name: String = "qwen2_moe") throws -> Transformer {
+        try Transformer(directory: Self.fixtures.appendingPathComponent(name).path)
+    }
+
+    func prompts(count: Int, vocab: Int, seed: UInt64) -> [[Int32]] {
+        var rng = Xoshiro256(seed: seed)
+        return (0..<count).map { i in
+            let len = [3, 17, 40, 9, 64, 1, 25, 33][i % 8]
+            return (0..<len).map { _ in Int32(rng.next() % UInt64(vocab)) }
+        }
+    }
+
+    func alone(_ m: Transformer, _ p: [Int32], _ n: Int) throws -> [Int32] {
+        try Generator(model: m).generate(prompt: p, maxTokens: n).tokens
+    }
+
+    @Test func batchedGreedyEqualsAloneWithoutPreemption() async throws {
+        let m = try model()
+        let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: 1)
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
+        let reqs = ps.enumerated().map { GenerationRequest(id: "r\($0)", promptTokens: $1, maxTokens: 12, ignoreEOS: true) }
+        let outs = await engine.generate(reqs)
+        for (i, out) in outs.enumerated() {
+            #expect(out.outputTokens == (try alone(m, ps[i], 12)), "request \(i)")
+            #expect(out.finishReason == .length)
+        }
+        #expect(engine.stats.preemptions == 0)
+        #expect(engine.freeKVBlocks == 512)
+        engine.shutdown()
+    }
+
+    @Test func preemptionByRecomputeKeepsOutputsAndFreesEveryBlock() async throws {
+        let m = try model()
+        let ps = prompts(count: 10, vocab: m.config.vocabSize, seed: 2)
+        // 40 blocks of 4 tokens: far less than 10 requests need at once.
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 40),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 64, maxNumSeqs: 10)))
+        let reqs = ps.enumerated().map { GenerationRequest(id: "p\($0)", promptTokens: $1, maxTokens: 20, ignoreEOS: true) }
+        let outs = await engine.generate(reqs)
+        #expect(engine.stats.preemptions > 0)
+        #expect(outs.contains { $0.preemptions > 0 })
+        for (i, out) in outs.enumerated() {
+            #expect(out.outputTokens == (try alone(m, ps[i], 20)), "request \(i)")
+        }
+        #expect(engine.freeKVBlocks == 40)
+        engine.shutdown()
+    }
+
+    @Test func promptLongerThanContextIsRejectedAndOthersContinue() async throws {
+        let m = try model()
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 32, blockSize: 4, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler())
+        let reqs = [
+            GenerationRequest(id: "ok1", promptTokens: [1, 2, 3], maxTokens: 4, ignoreEOS: true),
+            GenerationRequest(id: "long", promptTokens: Array(repeating: 5, count: 40), maxTokens: 4),
+            GenerationRequest(id: "badtoken", promptTokens: [1, 99999], maxTokens: 4),
+            GenerationRequest(id: "ok2", promptTokens: [4, 5], maxTokens: 4, ignoreEOS: true),
+        ]
+        let outs = await engine.generate(reqs)
+        #expect(outs[1].finishReason == .abort)
+        #expect(outs[1].error == .promptTooLong(id: "long", promptTokens: 40, maxModelLen: 32))
+        #expect(outs[1].error!.description.contains("--max-model-len"))
+        #expect(outs[2].error == .tokenOutOfRange(id: "badtoken", token: 99999, vocabSize: 317))
+        #expect(outs[0].outputTokens.count == 4 && outs[3].outputTokens.count == 4)
+        #expect(engine.stats.rejectedRequests == 2)
+        #expect(engine.freeKVBlocks == 64)
+        engine.shutdown()
+    }
+
+    @Test func outputStopsAtContextLengthAndStopTokens() async throws {
+        let m = try model()
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 12, blockSize: 4, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler())
+        let free = try alone(m, [1, 2, 3], 6)
+        let outs = await engine.generate([
+            GenerationRequest(id: "ctx", promptTokens: Array(repeating: 3, count: 10), maxTokens: 50, ignoreEOS: true),
+            GenerationRequest(id: "stop", promptTokens: [1, 2, 3], maxTokens: 6, stopTokenIds: [free[2]]),
+        ])
+        #expect(outs[0].outputTokens.count == 2 && outs[0].finishReason == .length)
+        let firstStop = free.firstIndex(of: free[2])!
+        #expect(outs[1].outputTokens == Array(free.prefix(firstStop + 1)))
+        #expect(outs[1].finishReason == .stop)
+        engine.shutdown()
+    }
+
+    @Test func streamDeliversEveryTokenBeforeFinishing() async throws {
+        let m = try model()
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 64, blockSize: 4, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler())
+        engine.start()
+        var streamed: [Int32] = []
+        var final: RequestOutput?
+        for await e in engine.submit(GenerationRequest(id: "s", promptTokens: [7, 8, 9], maxTokens: 7, ignoreEOS: true)) {
+            switch e {
+            case .token(let t, _): streamed.append(t)
+            case .finished(let o): final = o
+            }
+        }
+        #expect(streamed == final?.outputTokens)
+        #expect(final?.tokenTimes.count == 7)
+        #expect(final!.ttft! >= 0 && final!.e2eLatency >= final!.ttft!)
+        engine.shutdown()
+    }
+}
