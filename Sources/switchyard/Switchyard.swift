@@ -17,11 +17,11 @@ let log: Logger = {
 }()
 
 @main
-struct Switchyard: ParsableCommand {
+struct Switchyard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A serving engine for Mixture-of-Experts language models.",
-        subcommands: [GenerateCommand.self, LogitsCommand.self, ModelCommand.self,
+        subcommands: [GenerateCommand.self, LogitsCommand.self, BenchCommand.self, ModelCommand.self,
                       KernelBenchCommand.self, ForwardBenchCommand.self])
 }
 

@@ -22,10 +22,11 @@ public final class PagedKVCache: @unchecked Sendable {
         self.numKVHeads = numKVHeads
         self.headDim = headDim
         let count = numLayers * numBlocks * blockSize * numKVHeads * headDim
+        // Left uninitialised on purpose: attention only reads slots a forward
+        // has written, and untouched pages of a large allocation cost no
+        // memory until used.
         keys = .allocate(capacity: count)
         values = .allocate(capacity: count)
-        keys.initialize(repeating: 0, count: count)
-        values.initialize(repeating: 0, count: count)
     }
 
     public convenience init(config: ModelConfig, numBlocks: Int, blockSize: Int = 16) {

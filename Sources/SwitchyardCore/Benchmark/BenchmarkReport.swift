@@ -1,0 +1,147 @@
+import Foundation
+import SwitchyardModel
+
+/// The result of one benchmark run in vLLM's formats: the printed "Serving
+/// Benchmark Result" block and the `--save-result` JSON (vLLM's keys, plus
+/// `engine` and `moe` objects).
+public struct BenchmarkReport {
+    public var metrics: ServingMetrics
+    public var records: [ClientRecord]
+    public var engine: EngineStats
+    public var moe: MoEReport
+    public var label: String?
+    public var requestRate: Double
+    public var burstiness: Double
+    public var model: String
+
+    public struct MoEReport: Sendable {
+        public var numLayers: Int
+        public var numExperts: Int
+        /// `tokensPerExpert[layer][expert]`.
+        public var tokensPerExpert: [[Int]]
+        public var expertWeightBytesRead: Int
+        public var expertActivations: Int
+        public var promptTokens: Int
+        public var outputTokens: Int
+
+        public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int) {
+            numLayers = counters.numLayers
+            numExperts = counters.numExperts
+            tokensPerExpert = (0..<counters.numLayers).map { l in Array(counters.tokens[(l * counters.numExperts)..<((l + 1) * counters.numExperts)]) }
+            expertWeightBytesRead = counters.expertWeightBytesRead
+            expertActivations = counters.expertActivations
+            self.promptTokens = promptTokens
+            self.outputTokens = outputTokens
+        }
+
+        /// Worst over layers of max/mean tokens per expert.
+        public var maxOverMeanLoad: Double {
+            tokensPerExpert.map { row in
+                let m = Double(row.reduce(0, +)) / Double(max(row.count, 1))
+                return m > 0 ? Double(row.max() ?? 0) / m : 0
+            }.max() ?? 0
+        }
+    }
+
+    public init(metrics: ServingMetrics, records: [ClientRecord], engine: EngineStats, moe: MoEReport,
+                label: String?, requestRate: Double, burstiness: Double, model: String) {
+        self.metrics = metrics
+        self.records = records
+        self.engine = engine
+        self.moe = moe
+        self.label = label
+        self.requestRate = requestRate
+        self.burstiness = burstiness
+        self.model = model
+    }
+
+    static func line(_ label: String, _ value: String) -> String {
+        label.padding(toLength: max(40, label.count), withPad: " ", startingAt: 0) + " " + value
+    }
+
+    static func f2(_ v: Double) -> String { String(format: "%.2f", v) }
+
+    static func header(_ title: String, width: Int = 50, fill: Character = "-") -> String {
+        let pad = max(0, width - title.count)
+        return String(repeating: fill, count: pad / 2) + title + String(repeating: fill, count: pad - pad / 2)
+    }
+
+    /// The printed block, with vLLM's labels and layout.
+    public func formatted() -> String {
+        let m = metrics
+        var out: [String] = [Self.header(" Serving Benchmark Result ", fill: "=")]
+        out.append(Self.line("Successful requests:", "\(m.completed)"))
+        if m.failed > 0 { out.append(Self.line("Failed requests:", "\(m.failed)")) }
+        out.append(Self.line("Benchmark duration (s):", Self.f2(m.duration)))
+        out.append(Self.line("Total input tokens:", "\(m.totalInputTokens)"))
+        out.append(Self.line("Total generated tokens:", "\(m.totalOutputTokens)"))
+        out.append(Self.line("Request throughput (req/s):", Self.f2(m.requestThroughput)))
+        if let g = m.requestGoodput { out.append(Self.line("Request goodput (req/s):", Self.f2(g))) }
+        out.append(Self.line("Output token throughput (tok/s):", Self.f2(m.outputThroughput)))
+        out.append(Self.line("Total token throughput (tok/s):", Self.f2(m.totalTokenThroughput)))
+        for (title, key, values) in [("Time to First Token", "TTFT", m.ttftsMs),
+                                     ("Time per Output Token (excl. 1st token)", "TPOT", m.tpotsMs),
+                                     ("Inter-token Latency", "ITL", m.itlsMs)] {
+            out.append(Self.header(title))
+            out.append(Self.line("Mean \(key) (ms):", Self.f2(ServingMetrics.mean(values))))
+            out.append(Self.line("Median \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 50))))
+            out.append(Self.line("P99 \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 99))))
+        }
+        out.append(String(repeating: "=", count: 50))
+        return out.joined(separator: "\n")
+    }
+
+    /// vLLM's result JSON plus `engine` and `moe`.
+    public func json() -> [String: Any] {
+        let m = metrics
+        let ok = records.filter(\.success)
+        var j: [String: Any] = [
+            "date": ISO8601DateFormatter().string(from: Date()),
+            "backend": "switchyard", "model_id": model,
+            "request_rate": requestRate.isFinite ? requestRate as Any : "inf", "burstiness": burstiness,
+            "duration": m.duration, "completed": m.completed, "failed": m.failed,
+            "total_input_tokens": m.totalInputTokens, "total_output_tokens": m.totalOutputTokens,
+            "request_throughput": m.requestThroughput, "output_throughput": m.outputThroughput,
+            "total_token_throughput": m.totalTokenThroughput,
+            "request_goodput": m.requestGoodput as Any? ?? NSNull(),
+            "input_lens": ok.map(\.promptTokens), "output_lens": ok.map(\.outputTokens),
+            "ttfts": ok.map(\.ttft), "itls": ok.map(\.itls), "latencies": ok.map(\.latency),
+            "start_times": ok.map(\.startTime), "errors": records.map(\.error),
+        ]
+        if let label { j["label"] = label }
+        for (key, values) in [("ttft", m.ttftsMs), ("tpot", m.tpotsMs), ("itl", m.itlsMs), ("e2el", m.e2elsMs)] {
+            j["mean_\(key)_ms"] = ServingMetrics.mean(values)
+            j["median_\(key)_ms"] = ServingMetrics.percentile(values, 50)
+            j["std_\(key)_ms"] = ServingMetrics.std(values)
+            j["p99_\(key)_ms"] = ServingMetrics.percentile(values, 99)
+        }
+        let e = engine
+        let iterSeconds = e.scheduleSeconds + e.forwardSeconds + e.sampleSeconds
+        j["engine"] = [
+            "iterations": e.iterations,
+            "batch_size_histogram": Dictionary(uniqueKeysWithValues: e.batchSizeHistogram.map { ("\($0.key)", $0.value) }),
+            "mean_tokens_per_iteration": e.iterations > 0 ? Double(e.scheduledTokens) / Double(e.iterations) : 0,
+            "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,
+            "peak_kv_cache_usage": e.peakKVUsage, "num_kv_blocks": e.totalKVBlocks,
+            "rejected_requests": e.rejectedRequests,
+            "time_s": ["schedule": e.scheduleSeconds, "forward": e.forwardSeconds, "sample_and_bookkeeping": e.sampleSeconds],
+            "overhead_share": iterSeconds > 0 ? (e.scheduleSeconds + e.sampleSeconds) / iterSeconds : 0,
+        ] as [String: Any]
+        let mo = moe
+        j["moe"] = [
+            "num_layers": mo.numLayers, "num_experts": mo.numExperts,
+            "tokens_per_layer_expert": mo.tokensPerExpert,
+            "expert_weight_bytes_read": mo.expertWeightBytesRead,
+            "expert_weight_bytes_per_prompt_token": mo.promptTokens > 0 ? Double(mo.expertWeightBytesRead) / Double(mo.promptTokens) : 0,
+            "expert_weight_bytes_per_output_token": mo.outputTokens > 0 ? Double(mo.expertWeightBytesRead) / Double(mo.outputTokens) : 0,
+            "expert_activations": mo.expertActivations,
+            "max_over_mean_expert_load": mo.maxOverMeanLoad,
+        ] as [String: Any]
+        return j
+    }
+
+    public func save(to path: String) throws {
+        let data = try JSONSerialization.data(withJSONObject: json(), options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import SwitchyardModel
+
+/// Replays a workload against an engine in real time: each request is
+/// submitted at its arrival time and its tokens are timestamped as the
+/// client receives them from the stream.
+public struct BenchmarkRunner {
+    public let engine: Engine
+    public let workload: [WorkloadRequest]
+    public var progress: (@Sendable (Int, Int) -> Void)?
+
+    public init(engine: Engine, workload: [WorkloadRequest], progress: (@Sendable (Int, Int) -> Void)? = nil) {
+        self.engine = engine
+        self.workload = workload
+        self.progress = progress
+    }
+
+    public func run(seed: UInt64 = 0, samplingTemperature: Float = 0, ignoreEOS: Bool = true) async -> (records: [ClientRecord], duration: Double) {
+        engine.start()
+        let start = monotonicSeconds()
+        let total = workload.count
+        let done = Counter()
+        let records = await withTaskGroup(of: (Int, ClientRecord).self) { group in
+            for (i, w) in workload.enumerated() {
+                group.addTask { [engine, progress] in
+                    let wait = w.arrival - (monotonicSeconds() - start)
+                    if wait > 0 { try? await Task.sleep(nanoseconds: UInt64(wait * 1e9)) }
+                    let submitted = monotonicSeconds()
+                    let req = GenerationRequest(id: "bench-\(i)", promptTokens: w.promptTokens,
+                                                sampling: SamplingParams(temperature: samplingTemperature, seed: seed &+ UInt64(i)),
+                                                maxTokens: w.maxTokens, ignoreEOS: ignoreEOS)
+                    var times: [Double] = []
+                    var output: RequestOutput?
+                    for await event in engine.submit(req) {
+                        switch event {
+                        case .token: times.append(monotonicSeconds())
+                        case .finished(let o): output = o
+                        }
+                    }
+                    let end = monotonicSeconds()
+                    let ok = output?.error == nil && output?.finishReason != .abort && !times.isEmpty
+                    progress?(done.increment(), total)
+                    return (i, ClientRecord(promptTokens: w.promptTokens.count, outputTokens: times.count, success: ok,
+                                            error: output?.error?.description ?? "",
+                                            startTime: submitted - start, ttft: (times.first ?? end) - submitted,
+                                            latency: end - submitted, itls: zip(times.dropFirst(), times).map { $0 - $1 }))
+                }
+            }
+            var out = [ClientRecord?](repeating: nil, count: total)
+            for await (i, r) in group { out[i] = r }
+            return out.map { $0! }
+        }
+        return (records, monotonicSeconds() - start)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import SwitchyardCore
+import SwitchyardModel
+
+/// Workload flags (vLLM `bench serve` names).
+struct WorkloadOptions: ParsableArguments {
+    @Option(name: .customLong("num-prompts"), help: "Requests in a synthetic or JSONL workload.")
+    var numPrompts: Int = 64
+
+    @Option(name: .customLong("request-rate"), help: "Requests per second; inf submits all at t=0.")
+    var requestRate: String = "inf"
+
+    @Option(help: "Arrival burstiness: 1 is Poisson, below 1 burstier (Gamma arrivals).")
+    var burstiness: Double = 1
+
+    @Option(name: .customLong("input-len"), help: "Mean prompt tokens (synthetic).")
+    var inputLen: Int = 128
+
+    @Option(name: .customLong("output-len"), help: "Mean output tokens (synthetic; default for JSONL).")
+    var outputLen: Int = 32
+
+    @Option(name: .customLong("range-ratio"), help: "Lengths uniform in [len·(1−r), len·(1+r)].")
+    var rangeRatio: Double = 0
+
+    @Option(help: "Random seed for prompts, arrivals and sampling.")
+    var seed: UInt64 = 0
+
+    @Option(name: .customLong("burstgpt"), help: "Replay a BurstGPT CSV trace instead of a synthetic workload.")
+    var burstGPT: String?
+
+    @Option(name: .customLong("trace-scale"), help: "Replay the trace this many times faster.")
+    var traceScale: Double = 1
+
+    @Option(name: .customLong("trace-limit"), help: "Use only the first N successful trace rows.")
+    var traceLimit: Int?
+
+    @Option(name: .customLong("jsonl"), help: "A JSONL file of {\"prompt\": ..., \"max_tokens\": ...} records.")
+    var jsonl: String?
+
+    var rate: Double {
+        get throws {
+            if requestRate == "inf" { return .infinity }
+            guard let r = Double(requestRate), r > 0 else { throw ValidationError("--request-rate must be a positive number or inf") }
+            return r
+        }
+    }
+
+    func build(vocabSize: Int, maxModelLen: Int, tokenizer: (any Tokenizer)?) throws -> [WorkloadRequest] {
+        do {
+            if let path = burstGPT {
+                return try Workload.burstGPT(path: path, scale: traceScale, limit: traceLimit, vocabSize: vocabSize,
+                                             maxModelLen: maxModelLen, seed: seed)
+            }
+            if let path = jsonl {
+                guard let tokenizer else { throw ValidationError("--jsonl needs the model's tokenizer.json") }
+                var reqs = try Workload.jsonl(path: path, tokenizer: tokenizer, requestRate: try rate, burstiness: burstiness,
+                                              defaultMaxTokens: outputLen, seed: seed)
+                if reqs.count > numPrompts { reqs = Array(reqs.prefix(numPrompts)) }
+                return reqs
+            }
+            return try Workload.synthetic(numPrompts: numPrompts, inputLen: inputLen, outputLen: outputLen, rangeRatio: rangeRatio,
+                                          requestRate: try rate, burstiness: burstiness, vocabSize: vocabSize, seed: seed)
+        } catch let e as WorkloadError {
+            throw CLIError("error: \(e.description)")
+        }
+    }
+}
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Run a workload against the engine in real time and print vLLM's serving benchmark result.")
+
+    @OptionGroup var engine: EngineOptions
+    @OptionGroup var workload: WorkloadOptions
+
+    @Option(parsing: .upToNextOption, help: "SLOs for goodput in ms, e.g. --goodput ttft:500 tpot:50 e2el:2000.")
+    var goodput: [String] = []
+
+    @Option(name: .customLong("save-result"), help: "Write vLLM's result JSON (plus engine and moe objects) to this file.")
+    var saveResult: String?
+
+    @Option(help: "A label stored in the result JSON.")
+    var label: String?
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
+    func run() async throws {
+        let slo: GoodputSLO
+        do { slo = try GoodputSLO.parse(goodput) } catch let e as WorkloadError { throw CLIError("error: \(e.description)") }
+        let eng = try engine.makeEngine()
+        let requests = try workload.build(vocabSize: eng.model.config.vocabSize, maxModelLen: eng.config.maxModelLen,
+                                          tokenizer: eng.tokenizer)
+        let showProgress = !quiet && isatty(2) != 0
+        let runner = BenchmarkRunner(engine: eng, workload: requests, progress: showProgress ? progressBar : nil)
+        eng.model.counters.reset()
+        let (records, duration) = await runner.run(seed: workload.seed)
+        let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
+        let moe = BenchmarkReport.MoEReport(counters: eng.model.counters, promptTokens: metrics.totalInputTokens,
+                                           outputTokens: metrics.totalOutputTokens)
+        let stats = eng.stats
+        eng.shutdown()
+        let report = BenchmarkReport(metrics: metrics, records: records, engine: stats, moe: moe, label: label,
+                                     requestRate: try workload.rate, burstiness: workload.burstiness, model: engine.model)
+        print(report.formatted())
+        for r in records where !r.success && !r.error.isEmpty {
+            FileHandle.standardError.write(Data("rejected: \(r.error)\n".utf8))
+        }
+        if let path = saveResult { try report.save(to: path) }
+    }
+}
+
+/// A one-line progress bar on stderr.
+@Sendable func progressBar(done: Int, total: Int) {
+    let width = 30
+    let filled = width * done / max(total, 1)
+    let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+    FileHandle.standardError.write(Data("\r[\(bar)] \(done)/\(total) requests".utf8))
+    if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
+}
