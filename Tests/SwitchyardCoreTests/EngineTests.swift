@@ -97,6 +97,32 @@ import ChunkedScheduler
         engine.shutdown()
     }
 
+    @Test func stopStringEndsTheRequestAndIsCutFromTheText() async throws {
+        let preset = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stop-\(UUID().uuidString)")
+        try RandomCheckpoint.create(.init(architecture: .mixtral, preset: ModelPreset.load(preset), seed: 2), at: dir)
+        let m = try Transformer(directory: dir.path)
+        let tok = try TokenizerLoader.load(directory: dir.path)
+        // Byte-level ids 0-255 decode to single bytes; use ASCII letters so the text is plain.
+        let prompt: [Int32] = Array("Hello".utf8).map { Int32($0) }
+        let free = try Generator(model: m).generate(prompt: prompt, maxTokens: 24).tokens
+        let fullText = tok.decode(free, skipSpecialTokens: true)
+        // The stop string: the first printable ASCII character after the first
+        // three of the free-running text (random weights emit arbitrary bytes).
+        let chars = Array(fullText)
+        let stopIndex = try #require(chars.indices.dropFirst(3).first { chars[$0].isASCII && chars[$0].unicodeScalars.first!.value >= 32 })
+        let stop = String(chars[stopIndex])
+        let cut = fullText.range(of: stop)!.lowerBound
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 64, blockSize: 4, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler(), tokenizer: tok)
+        let out = await engine.generate([GenerationRequest(id: "s", promptTokens: prompt, maxTokens: 24, stopStrings: [stop], ignoreEOS: true)])[0]
+        #expect(out.finishReason == .stop)
+        #expect(out.text == String(fullText[..<cut]))
+        #expect(out.outputTokens.count < free.count)
+        engine.shutdown()
+    }
+
     @Test func streamDeliversEveryTokenBeforeFinishing() async throws {
         let m = try model()
         let engine = Engine(model: m, config: EngineConfig(maxModelLen: 64, blockSize: 4, numKVBlocks: 64),
