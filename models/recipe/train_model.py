@@ -1,9 +1,12 @@
 """Step 3: train the default model, a small Qwen3-MoE, on the tokenized corpus.
 
 Uses transformers' own Qwen3MoeForCausalLM (so the trained weights are, by
-construction, what Hugging Face computes) with its load-balancing auxiliary
-loss (`output_router_logits=True`, `router_aux_loss_coef`). Saves in BF16 with
-`save_pretrained`, exactly Hugging Face's checkpoint format.
+construction, what Hugging Face computes). The load-balancing loss is the
+Switch-Transformer one, but applied per layer and averaged: transformers'
+built-in version concatenates the router logits of all layers first, which
+only balances each expert's load summed over layers and lets single layers
+collapse onto a few experts. Saves in BF16 with `save_pretrained`, exactly
+Hugging Face's checkpoint format.
 """
 import argparse, json, math, os, time
 import numpy as np
@@ -18,6 +21,17 @@ def config(vocab):
         mlp_only_layers=[], rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=1024,
         tie_word_embeddings=True, output_router_logits=True, router_aux_loss_coef=0.01,
         bos_token_id=0, eos_token_id=0, pad_token_id=0)
+
+def per_layer_balance_loss(router_logits, top_k):
+    """Mean over layers of E * sum_e f_e * P_e (f: share of top-k slots, P: mean router probability)."""
+    losses = []
+    for logits in router_logits:
+        probs = torch.softmax(logits.float(), dim=-1)
+        E = probs.shape[-1]
+        top = torch.topk(probs, top_k, dim=-1).indices
+        f = torch.zeros(E).scatter_add_(0, top.reshape(-1), torch.ones(top.numel())) / top.numel()
+        losses.append(E * torch.sum(f * probs.mean(dim=0)))
+    return torch.stack(losses).mean()
 
 def batches(data, seq, bs, rng):
     while True:
@@ -74,18 +88,18 @@ def main():
     t0 = time.time()
     for step in range(args.steps):
         x = next(it)
-        out = model(input_ids=x[:, :-1], labels=x[:, :-1])
-        # out.loss = LM loss + coef * aux loss (HF adds the aux term when
-        # output_router_logits is set); report the parts separately.
-        loss = out.loss
+        out = model(input_ids=x[:, :-1], output_router_logits=True)
+        logits = out.logits
+        lm = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), x[:, 1:].reshape(-1))
+        aux_loss = per_layer_balance_loss(out.router_logits, cfg.num_experts_per_tok)
+        loss = lm + cfg.router_aux_loss_coef * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % 50 == 0 or step == args.steps - 1:
-            aux = float(out.aux_loss) if out.aux_loss is not None else float("nan")
-            rec = {"step": step, "loss": round(loss.item(), 4), "aux": round(aux, 4),
+            rec = {"step": step, "lm_loss": round(lm.item(), 4), "balance_loss": round(aux_loss.item(), 4),
                    "elapsed_s": round(time.time() - t0, 1), "lr": sched.get_last_lr()[0]}
             if step % 500 == 0 or step == args.steps - 1:
                 rec["val_loss"] = round(evaluate(model, val, args.seq), 4)
