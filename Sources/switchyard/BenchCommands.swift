@@ -72,6 +72,12 @@ struct ForwardBenchCommand: ParsableCommand {
             print(String(format: "  %5d  %7.1f  %8.2f  %@   %8.2f", row.batch, row.tokensPerSecond, row.msPerIteration, frac,
                          row.expertWeightBytesPerToken / 1048576))
         }
+        print("  time per decode iteration by phase (ms): qkv / attention / o-proj / feed-forward / lm-head / other")
+        for row in r.decode {
+            let p = row.profile, n = Double(max(p.forwards, 1)) / 1000
+            print(String(format: "  %5d  %6.3f / %6.3f / %6.3f / %6.3f / %6.3f / %6.3f", row.batch, p.qkvSeconds / n,
+                         p.attentionSeconds / n, p.outputProjectionSeconds / n, p.feedForwardSeconds / n, p.lmHeadSeconds / n, p.otherSeconds / n))
+        }
         print(String(format: "prefill %d tokens: %.1f tok/s (expert weights %.3f MiB/token)", r.prefillTokens,
                      r.prefillTokensPerSecond, r.expertWeightBytesPerPrefillToken / 1048576))
         if let path = saveResult { try writeJSON(r, to: path) }

@@ -33,6 +33,8 @@ public struct ForwardBenchmark {
             public var msPerIteration: Double
             public var fractionOfRoofline: Double?
             public var expertWeightBytesPerToken: Double
+            /// Time per phase over the timed iterations.
+            public var profile: ForwardProfile
         }
     }
 
@@ -72,6 +74,7 @@ public struct ForwardBenchmark {
             _ = try model.forward(prefill, cache: cache)
             var next = randomTokens(b)
             model.counters.reset()
+            model.resetProfile()
             let t0 = monotonicSeconds()
             for step in 0..<o.decodeSteps {
                 var batch = ForwardBatch()
@@ -83,7 +86,8 @@ public struct ForwardBenchmark {
             let tps = Double(b * o.decodeSteps) / seconds
             rows.append(.init(batch: b, tokensPerSecond: tps, msPerIteration: seconds / Double(o.decodeSteps) * 1000,
                               fractionOfRoofline: b == 1 ? tps / roofline : nil,
-                              expertWeightBytesPerToken: Double(model.counters.expertWeightBytesRead) / Double(b * o.decodeSteps)))
+                              expertWeightBytesPerToken: Double(model.counters.expertWeightBytesRead) / Double(b * o.decodeSteps),
+                              profile: model.profile))
         }
         let blocks = (o.prefillLength + blockSize - 1) / blockSize
         let cache = PagedKVCache(config: c, numBlocks: blocks, blockSize: blockSize)

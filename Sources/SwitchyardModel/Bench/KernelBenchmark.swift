@@ -93,9 +93,7 @@ public struct KernelBenchmark {
             let viaSgemm = measure(minSeconds: o.minSeconds) {
                 for _ in 0..<batch {
                     let m = expert()
-                    let buf = scratch.reserve(perExpert)
-                    Linear.widen(m, into: buf)
-                    Linear.sgemm(tokens: n, x: xs, ldx: m.cols, weights: buf, rows: m.rows, cols: m.cols, y: ys, ldy: m.rows)
+                    Linear.applyWidenedGemm(m, x: xs, ldx: m.cols, tokens: n, y: ys, ldy: m.rows, scratch: scratch)
                 }
             } / Double(batch)
             let flops = 2 * Double(n * perExpert)
@@ -109,7 +107,8 @@ public struct KernelBenchmark {
                       expertProjection: table)
     }
 
-    /// OpenBLAS sgemm on square Float32 matrices: the compute ceiling.
+    /// OpenBLAS sgemm on square Float32 matrices, split over the kernel
+    /// threads exactly as `Linear` runs it: the compute ceiling.
     public static func peakSgemm(n: Int, minSeconds: Double) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
@@ -117,8 +116,10 @@ public struct KernelBenchmark {
         defer { a.deallocate(); b.deallocate(); c.deallocate() }
         a.initialize(repeating: 0.5, count: n * n)
         b.initialize(repeating: 0.25, count: n * n)
+        let m = Matrix(rows: n, cols: n, dtype: .f32, data: UnsafeRawPointer(b))
+        let scratch = ScratchBuffer()
         let s = measure(minSeconds: minSeconds) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, c, Int32(n))
+            Linear.apply(m, x: a, tokens: n, y: c, scratch: scratch)
         }
         return 2 * Double(n * n * n) / s / 1e9
     }

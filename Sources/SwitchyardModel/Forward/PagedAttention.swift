@@ -125,7 +125,10 @@ enum PagedAttention {
         let tasks = count * kvh
         nonisolated(unsafe) let qs = q, os = out, ts = tokenSequence, ss = scores, tl = tokens
         let sequences = batch.sequences
-        Parallel.forParts(tasks, minChunk: 1) { part, range in
+        // Split across threads only when each share has enough work (~1M
+        // flops) to pay for waking a thread: short decodes run on one.
+        let flopsPerTask = max(1, 4 * maxContext * rep * d)
+        Parallel.forParts(tasks, minChunk: max(1, 1_000_000 / flopsPerTask)) { part, range in
             let sc = ss + part * perPart
             for task in range {
                 let t = Int(tl[task / kvh])

@@ -41,6 +41,11 @@ public final class Transformer: @unchecked Sendable {
     public let counters: ExpertLoadCounters
     let ws = Workspace()
     let rope: Rope
+    /// Accumulated time per phase since the last `resetProfile()`.
+    public private(set) var profile = ForwardProfile()
+
+    public func resetProfile() { profile = ForwardProfile() }
+    private var layerSeconds = 0.0
 
     public init(weights: ModelWeights) {
         self.weights = weights
@@ -61,10 +66,18 @@ public final class Transformer: @unchecked Sendable {
     /// `cache`, and returns the logits rows the batch asked for.
     public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> LogitsView {
         try validate(batch, cache: cache)
+        let t0 = monotonicSeconds()
         let hidden = ws.hidden.reserve(batch.tokenCount * config.hiddenSize)
         embed(batch, into: hidden)
         runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
-        return logits(batch, hidden: hidden)
+        let t1 = monotonicSeconds()
+        let out = logits(batch, hidden: hidden)
+        let t2 = monotonicSeconds()
+        profile.lmHeadSeconds += t2 - t1
+        profile.otherSeconds += (t1 - t0) - layerSeconds
+        layerSeconds = 0
+        profile.forwards += 1
+        return out
     }
 
     /// Checks token ids and block tables, so bad input is an error, not a crash.
@@ -101,7 +114,11 @@ public final class Transformer: @unchecked Sendable {
         prepareTokenIndex(batch)
         for l in layers {
             attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden)
+            let t = monotonicSeconds()
             feedForwardBlock(layer: l, tokens: tokens, hidden: hidden)
+            let dt = monotonicSeconds() - t
+            profile.feedForwardSeconds += dt
+            layerSeconds += dt
         }
     }
 
@@ -153,7 +170,9 @@ public final class Transformer: @unchecked Sendable {
         let q = ws.q.reserve(tokens * c.qSize)
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
+        let t0 = monotonicSeconds()
         Linear.applyFused([(a.q, q), (a.k, k), (a.v, v)], x: normed, tokens: tokens, scratch: ws.linearTile)
+        let t1 = monotonicSeconds()
         if let b = a.qBias { addBias(q, b, rows: tokens) }
         if let b = a.kBias { addBias(k, b, rows: tokens) }
         if let b = a.vBias { addBias(v, b, rows: tokens) }
@@ -177,14 +196,21 @@ public final class Transformer: @unchecked Sendable {
             rope.apply(q + t * c.qSize, heads: c.numHeads, cos: cosT + t * half, sin: sinT + t * half)
             rope.apply(k + t * c.kvSize, heads: c.numKVHeads, cos: cosT + t * half, sin: sinT + t * half)
         }
+        let t2 = monotonicSeconds()
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
         let attn = ws.attention.reserve(tokens * c.qSize)
         PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, q: q, out: attn,
                                tokenSequence: ws.tokenSequence.pointer, scratch: ws.attentionScores,
                                tokenList: ws.attentionTokens)
+        let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
         Linear.apply(a.o, x: attn, tokens: tokens, y: projected, scratch: ws.linearTile)
         addInPlace(hidden, projected, count: tokens * h)
+        let t4 = monotonicSeconds()
+        profile.qkvSeconds += t1 - t0
+        profile.attentionSeconds += t3 - t2
+        profile.outputProjectionSeconds += t4 - t3
+        layerSeconds += (t1 - t0) + (t4 - t2)
     }
 
     private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>) {

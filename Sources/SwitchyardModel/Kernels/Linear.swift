@@ -14,9 +14,18 @@ public enum Linear {
         return 12
     }()
 
-    /// Float32 elements widened per sgemm tile: large enough that sgemm runs at
-    /// full speed, small enough to stay in L2/L3 and to bound scratch memory.
-    static let tileElements = 1 << 20
+    /// Float32 elements widened per sgemm tile (per thread): large enough that
+    /// sgemm runs at full speed, small enough to stay in L2 and to bound
+    /// scratch memory.
+    static let tileElements = 1 << 18
+
+    /// OpenBLAS runs single-threaded inside our own fork-join threads. Two
+    /// thread pools on the same cores (OpenBLAS's spinning workers and ours)
+    /// were measured to slow a 16-token product down 30-fold.
+    public static let blasConfigured: Bool = {
+        openblas_set_num_threads(1)
+        return true
+    }()
 
     /// Computes `y[t * ldy + r] = Σ_c W[r, c] · x[t * ldx + c]` for all rows of `w`.
     public static func apply(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int? = nil, tokens: Int,
@@ -24,26 +33,49 @@ public enum Linear {
         let ldx = ldx ?? w.cols
         let ldy = ldy ?? w.rows
         guard tokens > 0, w.rows > 0 else { return }
+        _ = blasConfigured
+        nonisolated(unsafe) let xs = x, ys = y
         if w.dtype == .f32 {
-            sgemm(tokens: tokens, x: x, ldx: ldx, weights: w.data.assumingMemoryBound(to: Float.self),
-                  rows: w.rows, cols: w.cols, y: y, ldy: ldy)
+            // Split output rows across threads, single-threaded BLAS in each.
+            let weights = w.data.assumingMemoryBound(to: Float.self)
+            nonisolated(unsafe) let ws = weights
+            let cols = w.cols
+            Parallel.forRanges(w.rows, minChunk: max(16, minRowsPerThread(w) / max(1, tokens))) { r in
+                sgemm(tokens: tokens, x: xs, ldx: ldx, weights: ws + r.lowerBound * cols, rows: r.count, cols: cols,
+                      y: ys + r.lowerBound, ldy: ldy)
+            }
             return
         }
         if tokens < gemmMinTokens {
-            nonisolated(unsafe) let xs = x, ys = y
             Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
                 MatVec.compute(w, rows: range, x: xs, ldx: ldx, tokens: tokens, y: ys, ldy: ldy)
             }
             return
         }
+        applyWidenedGemm(w, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy, scratch: scratch)
+    }
+
+    /// The many-token path for 16-bit weights: each thread widens tiles of
+    /// its own rows into its own scratch and multiplies them with
+    /// single-threaded sgemm.
+    public static func applyWidenedGemm(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int, tokens: Int,
+                                        y: UnsafeMutablePointer<Float>, ldy: Int, scratch: ScratchBuffer) {
+        _ = blasConfigured
+        nonisolated(unsafe) let xs = x, ys = y
         let tileRows = max(1, min(w.rows, tileElements / max(1, w.cols)))
-        let tile = scratch.reserve(tileRows * w.cols)
-        var r0 = 0
-        while r0 < w.rows {
-            let n = min(tileRows, w.rows - r0)
-            widen(w.rows(r0..<(r0 + n)), into: tile)
-            sgemm(tokens: tokens, x: x, ldx: ldx, weights: tile, rows: n, cols: w.cols, y: y + r0, ldy: ldy)
-            r0 += n
+        let perPart = tileRows * w.cols
+        let tiles = scratch.reserve(perPart * Parallel.threadCount)
+        nonisolated(unsafe) let ts = tiles
+        Parallel.forParts(w.rows, minChunk: max(8, tileRows / 4)) { part, range in
+            let tile = ts + part * perPart
+            var r0 = range.lowerBound
+            while r0 < range.upperBound {
+                let n = min(tileRows, range.upperBound - r0)
+                let src = w.rows(r0..<(r0 + n))
+                convertToFloat(src.data, dtype: src.dtype, count: n * src.cols, into: tile)
+                sgemm(tokens: tokens, x: xs, ldx: ldx, weights: tile, rows: n, cols: w.cols, y: ys + r0, ldy: ldy)
+                r0 += n
+            }
         }
     }
 
