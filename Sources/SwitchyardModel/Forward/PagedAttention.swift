@@ -51,61 +51,62 @@ enum PagedAttention {
         }
     }
 
-    /// A prefill chunk: per kv head, gather the context's keys and values
-    /// contiguously, then `S = Q·Kᵀ` and `O = softmax(S)·V` with OpenBLAS,
-    /// in blocks of query tokens with the causal mask applied to `S`.
+    /// A prefill chunk: for each (kv head, block of query tokens), gather the
+    /// visible keys and values contiguously, then `S = Q·Kᵀ` and
+    /// `O = softmax(S)·V` with single-threaded OpenBLAS, the tasks spread
+    /// over the kernel threads, with the causal mask applied to `S`.
     static func computeChunk(cache: PagedKVCache, layer: Int, sequence s: BatchSequence, numHeads: Int,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
+        _ = Linear.blasConfigured
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
         let scale = 1 / Float(d).squareRoot()
         let ctx = s.startPosition + s.tokenCount
         let qb = min(queryBlock, s.tokenCount)
+        let blocks = (s.tokenCount + qb - 1) / qb
         let kSize = ctx * d, qSize = qb * rep * d, sSize = qb * rep * ctx
-        let base = scratch.reserve(2 * kSize + 2 * qSize + sSize)
-        let kc = base, vc = base + kSize, qc = vc + kSize, oc = qc + qSize, sc = oc + qSize
-        for g in 0..<kvh {
-            var j = 0
-            while j < ctx {
-                let block = Int(s.blockTable[j / bs])
-                let n = min(bs, ctx - j)
-                let off = cache.offset(layer: layer, block: block, head: g)
-                (kc + j * d).update(from: cache.keys + off, count: n * d)
-                (vc + j * d).update(from: cache.values + off, count: n * d)
-                j += n
-            }
-            var i0 = 0
-            while i0 < s.tokenCount {
+        let perPart = 2 * kSize + 2 * qSize + sSize
+        let base = scratch.reserve(perPart * Parallel.threadCount)
+        nonisolated(unsafe) let bp = base, qs = q, os = out
+        Parallel.forParts(kvh * blocks) { part, range in
+            let kc = bp + part * perPart, vc = kc + kSize, qc = vc + kSize, oc = qc + qSize, sc = oc + qSize
+            for task in range {
+                let g = task / blocks
+                let i0 = (task % blocks) * qb
                 let m = min(qb, s.tokenCount - i0)
                 let rows = m * rep
+                // Only the columns some row of this block can see.
+                let cols = s.startPosition + i0 + m
+                var j = 0
+                while j < cols {
+                    let block = Int(s.blockTable[j / bs])
+                    let n = min(bs, cols - j)
+                    let off = cache.offset(layer: layer, block: block, head: g)
+                    (kc + j * d).update(from: cache.keys + off, count: n * d)
+                    (vc + j * d).update(from: cache.values + off, count: n * d)
+                    j += n
+                }
                 // Query rows ordered (token, head-in-group).
                 for i in 0..<m {
                     for r in 0..<rep {
-                        (qc + (i * rep + r) * d).update(from: q + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
+                        (qc + (i * rep + r) * d).update(from: qs + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
                     }
                 }
-                // Only the columns any row of this block can see.
-                let cols = s.startPosition + i0 + m
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
                             scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
-                nonisolated(unsafe) let scs = sc
-                let startPosition = s.startPosition
-                Parallel.forRanges(rows, minChunk: 16) { range in
-                    for row in range {
-                        let visible = startPosition + i0 + row / rep + 1
-                        let r = scs + row * cols
-                        Elementwise.softmax(r, n: visible)
-                        for c in visible..<cols { r[c] = 0 }
-                    }
+                for row in 0..<rows {
+                    let visible = s.startPosition + i0 + row / rep + 1
+                    let r = sc + row * cols
+                    Elementwise.softmax(r, n: visible)
+                    for c in visible..<cols { r[c] = 0 }
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(cols),
                             1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(d))
                 for i in 0..<m {
                     for r in 0..<rep {
-                        (out + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
+                        (os + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
                     }
                 }
-                i0 += m
             }
         }
     }
