@@ -22,6 +22,8 @@ struct KernelBenchCommand: ParsableCommand {
         print(String(format: "streaming read (%d MiB): %.2f GB/s", o.matVecBytes >> 20, r.streamingReadGBs))
         print(String(format: "BF16 matrix-vector (%d MiB): %.2f GB/s = %.1f%% of the streaming read",
                      o.matVecBytes >> 20, r.bf16MatVecGBs, 100 * r.bf16MatVecGBs / r.streamingReadGBs))
+        print(String(format: "decode MoE layer (%d cold experts, 1 token each, gate/up then down): %.2f GB/s = %.1f%% of the streaming read",
+                     r.moeDecodeExperts, r.moeDecodeGBs, 100 * r.moeDecodeGBs / r.streamingReadGBs))
         print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts:")
         print("  tokens | direct GFLOP/s  GB/s | widen+sgemm GFLOP/s (of peak)  GB/s | used")
         for row in r.expertProjection {

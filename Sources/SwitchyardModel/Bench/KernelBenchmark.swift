@@ -28,6 +28,10 @@ public struct KernelBenchmark {
         /// BF16 matrix-vector product over a matrix far beyond the caches.
         public var bf16MatVecGBs: Double
         public var expertProjection: [Row]
+        /// The decode MoE path: `moeExperts` cold experts (gate, up, down), one
+        /// token each, through `MoEBlock.runSmallExperts`; weight GB/s.
+        public var moeDecodeExperts: Int
+        public var moeDecodeGBs: Double
 
         public struct Row: Codable, Sendable {
             public var tokens: Int
@@ -102,9 +106,36 @@ public struct KernelBenchmark {
                                sgemmGflops: flops / viaSgemm / 1e9, sgemmWeightGBs: bytes / viaSgemm / 1e9,
                                chosen: n >= Linear.gemmMinTokens ? "sgemm" : "direct"))
         }
+        // A decode MoE layer: k experts of [rows, cols] gate/up and [cols, rows] down, from the pool.
+        let k = 4
+        let experts3 = max(1, experts / 3)
+        var nextExpert = 0
+        func expertWeights() -> ExpertWeights {
+            nextExpert = (nextExpert + 1) % experts3
+            let base = pool + nextExpert * 3 * perExpert
+            return ExpertWeights(gate: Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(base)),
+                                 up: Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(base + perExpert)),
+                                 down: Matrix(rows: o.expertCols, cols: o.expertRows, dtype: .bf16, data: UnsafeRawPointer(base + 2 * perExpert)))
+        }
+        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertCols)
+        let gateOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertRows)
+        let upOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertRows)
+        let downOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertCols)
+        defer { gathered.deallocate(); gateOut.deallocate(); upOut.deallocate(); downOut.deallocate() }
+        gathered.initialize(repeating: 0.01, count: k * o.expertCols)
+        let layers = 16
+        let moeSeconds = measure(minSeconds: o.minSeconds) {
+            for _ in 0..<layers {
+                let ws = (0..<k).map { _ in expertWeights() }
+                let moe = MoEWeights(router: ws[0].gate, experts: ws, shared: nil, sharedGate: nil)
+                MoEBlock.runSmallExperts((0..<k).map { ($0, $0, 1) }, weights: moe, h: o.expertCols, inter: o.expertRows,
+                                         gathered: gathered, gate: gateOut, up: upOut, down: downOut)
+            }
+        } / Double(layers)
         return Result(threads: Parallel.threadCount, gemmMinTokens: Linear.gemmMinTokens, peakSgemmGflops: peak,
                       streamingReadGBs: stream / 1e9, bf16MatVecGBs: Double(bm.byteCount) / mvSeconds / 1e9,
-                      expertProjection: table)
+                      expertProjection: table, moeDecodeExperts: k,
+                      moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9)
     }
 
     /// OpenBLAS sgemm on square Float32 matrices, split over the kernel

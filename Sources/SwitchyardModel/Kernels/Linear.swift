@@ -11,7 +11,7 @@ public enum Linear {
     /// `SWITCHYARD_GEMM_MIN_TOKENS`.
     public static let gemmMinTokens: Int = {
         if let s = ProcessInfo.processInfo.environment["SWITCHYARD_GEMM_MIN_TOKENS"], let n = Int(s), n > 0 { return n }
-        return 12
+        return 24
     }()
 
     /// Float32 elements widened per sgemm tile (per thread): large enough that
@@ -108,16 +108,6 @@ public enum Linear {
                                    y: o.y.pointer, ldy: o.w.rows)
                 }
             }
-        }
-    }
-
-    /// Widens a whole 16-bit matrix into `dst`, split across threads.
-    public static func widen(_ w: Matrix, into dst: UnsafeMutablePointer<Float>) {
-        nonisolated(unsafe) let d = dst
-        let cols = w.cols
-        Parallel.forRanges(w.rows, minChunk: max(1, 16384 / max(1, cols))) { range in
-            convertToFloat(w.data + range.lowerBound * cols * w.dtype.byteSize, dtype: w.dtype,
-                           count: range.count * cols, into: d + range.lowerBound * cols)
         }
     }
 

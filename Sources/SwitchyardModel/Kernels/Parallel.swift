@@ -11,26 +11,13 @@ public enum Parallel {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
+    static let pool = SpinPool(threads: threadCount)
+
     /// Calls `body` with disjoint ranges covering `0..<total`, in parallel when
     /// `total` is at least `2 * minChunk`.
     @inline(__always)
     public static func forRanges(_ total: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
-        guard total > 0 else { return }
-        let parts = min(threadCount, max(1, total / max(1, minChunk)))
-        if parts <= 1 {
-            body(0..<total)
-            return
-        }
-        // The work closure never outlives this call: concurrentPerform
-        // returns only after every iteration has finished.
-        withoutActuallyEscaping(body) { b in
-            nonisolated(unsafe) let work = b
-            DispatchQueue.concurrentPerform(iterations: parts) { p in
-                let lo = total * p / parts
-                let hi = total * (p + 1) / parts
-                if lo < hi { work(lo..<hi) }
-            }
-        }
+        forParts(total, minChunk: minChunk) { _, r in body(r) }
     }
 
     /// Like `forRanges`, also passing the part index (`0..<threadCount`), so a
@@ -43,6 +30,14 @@ public enum Parallel {
             body(0, 0..<total)
             return
         }
+        let ran = pool.run(parts: parts) { p in
+            let lo = total * p / parts
+            let hi = total * (p + 1) / parts
+            if lo < hi { body(p, lo..<hi) }
+        }
+        if ran { return }
+        // The pool is taken (another thread, or a nested call): fall back to
+        // libdispatch. The closure never outlives this call.
         withoutActuallyEscaping(body) { b in
             nonisolated(unsafe) let work = b
             DispatchQueue.concurrentPerform(iterations: parts) { p in
