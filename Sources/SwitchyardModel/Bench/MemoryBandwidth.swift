@@ -9,7 +9,14 @@ public enum MemoryBandwidth {
         defer { buffer.deallocate() }
         // Touch every page (and give the data a value) before timing.
         for i in 0..<count { buffer[i] = Float(i & 7) }
-        nonisolated(unsafe) let b = UnsafeRawPointer(buffer)
+        return streamingRead(UnsafeRawPointer(buffer), bytes: bytes, minSeconds: minSeconds)
+    }
+
+    /// The same read over existing memory (for example a model's mapped
+    /// weights, so the baseline reads the very pages the kernels read).
+    public static func streamingRead(_ base: UnsafeRawPointer, bytes: Int, minSeconds: Double = 0.5) -> Double {
+        let count = bytes / 4
+        nonisolated(unsafe) let b = base
         // One partial sum per thread, read after the run so the loads are not dead code.
         let partials = UnsafeMutablePointer<Float>.allocate(capacity: Parallel.threadCount)
         defer { partials.deallocate() }
