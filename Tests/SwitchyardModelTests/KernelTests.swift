@@ -45,6 +45,37 @@ import Testing
         for i in 0..<y.count { #expect(abs(y[i] - expected[i]) < 1e-4, "index \(i)") }
     }
 
+    @Test(arguments: [1, 5, 30])
+    func f16WeightsMatchNaiveProduct(_ tokens: Int) {
+        let rows = 19, cols = 45
+        var rng = Xoshiro256(seed: 8)
+        let halves = (0..<(rows * cols)).map { _ in Float16(rng.nextUnitFloat() * 2 - 1) }
+        let floats = halves.map(Float.init)
+        let x = (0..<(tokens * cols)).map { _ in rng.nextUnitFloat() - 0.5 }
+        let expected = naive(floats, rows: rows, cols: cols, x: x, tokens: tokens)
+        var y = [Float](repeating: .nan, count: tokens * rows)
+        halves.map(\.bitPattern).withUnsafeBytes { wb in
+            let m = Matrix(rows: rows, cols: cols, dtype: .f16, data: wb.baseAddress!)
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeMutableBufferPointer { yb in
+                    Linear.apply(m, x: xb.baseAddress!, tokens: tokens, y: yb.baseAddress!, scratch: ScratchBuffer())
+                }
+            }
+        }
+        for i in 0..<y.count { #expect(abs(y[i] - expected[i]) < 1e-4, "index \(i)") }
+    }
+
+    @Test func f16CheckpointLoadsAndRuns() throws {
+        let preset = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("f16-\(UUID().uuidString)")
+        try RandomCheckpoint.create(.init(architecture: .olmoe, preset: ModelPreset.load(preset), seed: 3, dtype: .f16), at: dir)
+        let model = try Transformer(directory: dir.path)
+        #expect(model.weights.embedding.dtype == .f16)
+        let logits = try Generator(model: model).allLogits([1, 2, 3, 4, 5])
+        #expect(logits.count == 5 && logits.allSatisfy { $0.allSatisfy(\.isFinite) })
+    }
+
     @Test func matVecGivesTheSameBitsAloneAndBatched() {
         let rows = 33, cols = 200
         let (bits, _) = randomBF16(rows: rows, cols: cols, seed: 3)
