@@ -64,10 +64,16 @@ let package = Package(
             path: "Plugins/Scheduler/Chunked",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "FCFSScheduler",
+            dependencies: ["SwitchyardCore"],
+            path: "Plugins/Scheduler/FCFS",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler",
+                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -81,7 +87,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchyardCoreTests",
-            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler"],
+            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler"],
             swiftSettings: swiftSettings
         ),
     ]

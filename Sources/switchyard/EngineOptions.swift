@@ -1,5 +1,4 @@
 import ArgumentParser
-import ChunkedScheduler
 import Foundation
 import SwitchyardCore
 import SwitchyardModel
@@ -21,17 +20,23 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache-memory"), help: "KV-cache memory budget, e.g. 512MiB or 2GiB.")
     var kvCacheMemory: String = "1GiB"
 
-    @Option(name: .customLong("max-num-batched-tokens"), help: "Token budget per iteration.")
-    var maxNumBatchedTokens: Int = 512
+    @Option(help: "Scheduler strategy (see `switchyard strategies`).")
+    var scheduler: String = "chunked"
 
-    @Option(name: .customLong("max-num-seqs"), help: "Most sequences per iteration.")
-    var maxNumSeqs: Int = 256
+    @Option(name: .customLong("scheduler-config"), help: "Scheduler options as JSON, e.g. '{\"max_num_batched_tokens\": 1024}'.")
+    var schedulerConfig: String?
+
+    @Option(name: .customLong("max-num-batched-tokens"), help: "Shorthand for the scheduler option max_num_batched_tokens.")
+    var maxNumBatchedTokens: Int?
+
+    @Option(name: .customLong("max-num-seqs"), help: "Shorthand for the scheduler option max_num_seqs.")
+    var maxNumSeqs: Int?
 
     func validate() throws {
         if blockSize < 1 { throw ValidationError("--block-size must be positive") }
         if let n = numKVBlocks, n < 1 { throw ValidationError("--num-kv-blocks must be positive") }
-        if maxNumBatchedTokens < 1 { throw ValidationError("--max-num-batched-tokens must be positive") }
-        if maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be positive") }
+        if let n = maxNumBatchedTokens, n < 1 { throw ValidationError("--max-num-batched-tokens must be positive") }
+        if let n = maxNumSeqs, n < 1 { throw ValidationError("--max-num-seqs must be positive") }
         if let m = maxModelLen, m < 2 { throw ValidationError("--max-model-len must be at least 2") }
         _ = try parseBytes(kvCacheMemory)
     }
@@ -42,11 +47,40 @@ struct EngineOptions: ParsableArguments {
         return EngineConfig.fromMemory(model: model, kvCacheBytes: try parseBytes(kvCacheMemory), maxModelLen: maxLen, blockSize: blockSize)
     }
 
+    /// The scheduler options: `--scheduler-config` JSON, plus the shorthand
+    /// flags when given (a key set both ways is an error).
+    func schedulerOptions() throws -> [String: Any] {
+        var values: [String: Any] = [:]
+        if let json = schedulerConfig {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else {
+                throw ValidationError("--scheduler-config must be a JSON object, e.g. '{\"max_num_batched_tokens\": 1024}'")
+            }
+            values = object
+        }
+        for (key, value) in [("max_num_batched_tokens", maxNumBatchedTokens), ("max_num_seqs", maxNumSeqs)] {
+            guard let value else { continue }
+            if values[key] != nil { throw ValidationError("\(key) is given both in --scheduler-config and as a flag") }
+            values[key] = value
+        }
+        return values
+    }
+
+    func makeScheduler(numLayers: Int, maxModelLen: Int) throws -> any Scheduler {
+        do {
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: try schedulerOptions()), as: UTF8.self)
+            return try strategies.makeScheduler(scheduler, config: json,
+                                                environment: SchedulerEnvironment(numLayers: numLayers, maxModelLen: maxModelLen))
+        } catch let e as StrategyError {
+            throw CLIError("error: \(e.description)")
+        }
+    }
+
     func makeEngine() throws -> Engine {
         let transformer = try loadModel(model)
         let tokenizer = try? TokenizerLoader.load(directory: model)
-        let scheduler = ChunkedScheduler(.init(maxNumBatchedTokens: maxNumBatchedTokens, maxNumSeqs: maxNumSeqs))
-        return Engine(model: transformer, config: try engineConfig(for: transformer.config), scheduler: scheduler, tokenizer: tokenizer)
+        let config = try engineConfig(for: transformer.config)
+        let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)
+        return Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer)
     }
 }
 

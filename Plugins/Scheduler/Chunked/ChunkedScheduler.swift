@@ -23,6 +23,19 @@ public final class ChunkedScheduler: Scheduler, @unchecked Sendable {
         self.config = config
     }
 
+    public static let options = [
+        StrategyOption("max_num_batched_tokens", type: "int", default: "512", help: "token budget per iteration"),
+        StrategyOption("max_num_seqs", type: "int", default: "256", help: "most sequences per iteration"),
+    ]
+
+    public static func register(in registry: StrategyRegistry) {
+        registry.registerScheduler("chunked", summary: "Sarathi-Serve stall-free batching: decodes first, then prefill chunks under a token budget",
+                                   options: options) { config, _ in
+            ChunkedScheduler(Config(maxNumBatchedTokens: try config.int("max_num_batched_tokens", default: 512),
+                                    maxNumSeqs: try config.int("max_num_seqs", default: 256)))
+        }
+    }
+
     public func schedule(_ ctx: SchedulingContext) -> IterationPlan {
         var budget = config.maxNumBatchedTokens
         var seqs = 0

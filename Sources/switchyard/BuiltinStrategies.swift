@@ -1,0 +1,12 @@
+import ChunkedScheduler
+import FCFSScheduler
+import SwitchyardCore
+
+/// The strategies this binary ships, one module each under `Plugins/`.
+/// A new plug-in adds its module to Package.swift and one line here.
+let strategies: StrategyRegistry = {
+    let registry = StrategyRegistry()
+    ChunkedScheduler.register(in: registry)
+    FCFSScheduler.register(in: registry)
+    return registry
+}()

@@ -1,0 +1,109 @@
+import ChunkedScheduler
+import FCFSScheduler
+import Foundation
+import Testing
+@testable import SwitchyardCore
+@testable import SwitchyardModel
+
+@Suite struct StrategyRegistryTests {
+    func registry() -> StrategyRegistry {
+        let r = StrategyRegistry()
+        ChunkedScheduler.register(in: r)
+        FCFSScheduler.register(in: r)
+        return r
+    }
+    let env = SchedulerEnvironment(numLayers: 4, maxModelLen: 128)
+
+    @Test func schedulersAreBuiltByNameWithTheirOptions() throws {
+        let s = try registry().makeScheduler("chunked", config: #"{"max_num_batched_tokens": 1024, "max_num_seqs": 8}"#, environment: env)
+        let chunked = try #require(s as? ChunkedScheduler)
+        #expect(chunked.config == ChunkedScheduler.Config(maxNumBatchedTokens: 1024, maxNumSeqs: 8))
+        let f = try #require(try registry().makeScheduler("fcfs", environment: env) as? FCFSScheduler)
+        #expect(f.config == FCFSScheduler.Config())
+        #expect(registry().names(.scheduler) == ["chunked", "fcfs"])
+    }
+
+    @Test func unknownNameListsTheValidOnes() {
+        #expect(throws: StrategyError.unknown(kind: .scheduler, name: "lifo", valid: ["chunked", "fcfs"])) {
+            try registry().makeScheduler("lifo", environment: env)
+        }
+    }
+
+    @Test func badOptionsAreRejectedWithTheKeyNamed() {
+        #expect(throws: StrategyError.invalidConfig(strategy: "chunked", reason: "unknown option \"max_num_seq\"; valid options: max_num_batched_tokens, max_num_seqs")) {
+            try registry().makeScheduler("chunked", config: #"{"max_num_seq": 4}"#, environment: env)
+        }
+        #expect(throws: StrategyError.invalidConfig(strategy: "fcfs", reason: "\"max_num_seqs\" must be an integer, got true")) {
+            try registry().makeScheduler("fcfs", config: #"{"max_num_seqs": true}"#, environment: env)
+        }
+        #expect(throws: StrategyError.invalidConfig(strategy: "chunked", reason: "\"max_num_batched_tokens\" must be in 1..., got 0")) {
+            try registry().makeScheduler("chunked", config: #"{"max_num_batched_tokens": 0}"#, environment: env)
+        }
+        #expect(throws: StrategyError.self) { try registry().makeScheduler("chunked", config: "[1, 2]", environment: env) }
+    }
+}
+
+/// Scheduling policy, checked on plans and on whole runs.
+@Suite struct SchedulerBehaviourTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("SwitchyardModelTests/Fixtures/models")
+
+    func snapshot(_ handle: Int, prompt: Int, computed: Int, output: Int = 0) -> SequenceSnapshot {
+        SequenceSnapshot(handle: handle, requestId: "r\(handle)", arrivalTime: 0, promptLength: prompt,
+                         totalTokens: prompt + output, computedTokens: computed, outputTokens: output,
+                         allocatedBlocks: (computed + 15) / 16, admissionOrder: handle)
+    }
+
+    func context(waiting: [SequenceSnapshot], running: [SequenceSnapshot]) -> SchedulingContext {
+        SchedulingContext(waiting: waiting, running: running, freeBlocks: 1000, totalBlocks: 1000, blockSize: 16, numLayers: 4, now: 0)
+    }
+
+    @Test func chunkedPutsDecodesFirstThenChunksPromptsIntoTheBudget() {
+        let running = [snapshot(1, prompt: 10, computed: 10, output: 1), snapshot(2, prompt: 300, computed: 100)]
+        let waiting = [snapshot(3, prompt: 500, computed: 0)]
+        let plan = ChunkedScheduler(.init(maxNumBatchedTokens: 256)).schedule(context(waiting: waiting, running: running))
+        #expect(plan.work == [ScheduledWork(handle: 1, tokens: 1), ScheduledWork(handle: 2, tokens: 200), ScheduledWork(handle: 3, tokens: 55)])
+        #expect(plan.tokenCount == 256)
+    }
+
+    @Test func fcfsRunsWholePromptsAloneThenDecodes() {
+        let running = [snapshot(1, prompt: 10, computed: 10, output: 1)]
+        let waiting = [snapshot(3, prompt: 500, computed: 0), snapshot(4, prompt: 700, computed: 0)]
+        let fcfs = FCFSScheduler(.init(maxNumBatchedTokens: 1024))
+        #expect(fcfs.schedule(context(waiting: waiting, running: running)).work == [ScheduledWork(handle: 3, tokens: 500)])
+        #expect(fcfs.schedule(context(waiting: [], running: running)).work == [ScheduledWork(handle: 1, tokens: 1)])
+        // A prompt over the budget still runs, alone.
+        let long = [snapshot(5, prompt: 3000, computed: 0)]
+        #expect(fcfs.schedule(context(waiting: long, running: running)).work == [ScheduledWork(handle: 5, tokens: 3000)])
+    }
+
+    @Test func greedyOutputsAreIdenticalUnderBothSchedulersAndFCFSStallsDecodes() async throws {
+        let model = try Transformer(directory: Self.fixtures.appendingPathComponent("qwen3_moe").path)
+        var rng = Xoshiro256(seed: 12)
+        let prompts = (0..<8).map { i in (0..<(5 + 11 * i)).map { _ in Int32(rng.next() % 199) } }
+        var outputs: [[[Int32]]] = []
+        var stalls: [Int] = []
+        for scheduler in [FCFSScheduler(.init(maxNumBatchedTokens: 64)) as any Scheduler,
+                          ChunkedScheduler(.init(maxNumBatchedTokens: 32)) as any Scheduler] {
+            let engine = Engine(model: model, config: EngineConfig(maxModelLen: 256, blockSize: 8, numKVBlocks: 256), scheduler: scheduler)
+            engine.start()
+            // Staggered arrivals so prompts arrive while others decode.
+            var streams: [AsyncStream<RequestEvent>] = []
+            for (i, p) in prompts.enumerated() {
+                streams.append(engine.submit(GenerationRequest(id: "q\(i)", promptTokens: p, maxTokens: 10, ignoreEOS: true)))
+                try await Task.sleep(nanoseconds: 2_000_000)
+            }
+            var outs: [[Int32]] = []
+            for s in streams { for await e in s { if case .finished(let o) = e { outs.append(o.outputTokens) } } }
+            outputs.append(outs)
+            stalls.append(engine.stats.decodeStalls)
+            engine.shutdown()
+        }
+        #expect(outputs[0] == outputs[1])
+        for (i, p) in prompts.enumerated() {
+            #expect(outputs[1][i] == (try Generator(model: model).generate(prompt: p, maxTokens: 10).tokens))
+        }
+        // Chunked never leaves a running decode without a token.
+        #expect(stalls[1] == 0)
+    }
+}
