@@ -16,22 +16,31 @@ public struct BenchmarkRunner {
     }
 
     public func run(seed: UInt64 = 0, samplingTemperature: Float = 0, ignoreEOS: Bool = true) async -> (records: [ClientRecord], duration: Double) {
-        engine.start()
+        let requests = workload.enumerated().map { i, w in
+            GenerationRequest(id: "bench-\(i)", promptTokens: w.promptTokens,
+                              sampling: SamplingParams(temperature: samplingTemperature, seed: seed &+ UInt64(i)),
+                              maxTokens: w.maxTokens, ignoreEOS: ignoreEOS)
+        }
+        // Requests due at t = 0 are queued before the loop starts, so its
+        // first iteration sees all of them: with `--request-rate inf` the
+        // schedule (and every engine counter) is the same on every run.
         let start = monotonicSeconds()
+        var early: [Int: AsyncStream<RequestEvent>] = [:]
+        for (i, w) in workload.enumerated() where w.arrival <= 0 { early[i] = engine.submit(requests[i]) }
+        engine.start()
         let total = workload.count
         let done = Counter()
         let records = await withTaskGroup(of: (Int, ClientRecord).self) { group in
             for (i, w) in workload.enumerated() {
+                let queued = early[i]
+                let req = requests[i]
                 group.addTask { [engine, progress] in
                     let wait = w.arrival - (monotonicSeconds() - start)
                     if wait > 0 { try? await Task.sleep(nanoseconds: UInt64(wait * 1e9)) }
-                    let submitted = monotonicSeconds()
-                    let req = GenerationRequest(id: "bench-\(i)", promptTokens: w.promptTokens,
-                                                sampling: SamplingParams(temperature: samplingTemperature, seed: seed &+ UInt64(i)),
-                                                maxTokens: w.maxTokens, ignoreEOS: ignoreEOS)
+                    let submitted = queued == nil ? monotonicSeconds() : start
                     var times: [Double] = []
                     var output: RequestOutput?
-                    for await event in engine.submit(req) {
+                    for await event in queued ?? engine.submit(req) {
                         switch event {
                         case .token: times.append(monotonicSeconds())
                         case .finished(let o): output = o

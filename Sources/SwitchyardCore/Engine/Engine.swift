@@ -24,6 +24,9 @@ public final class Engine: @unchecked Sendable {
     private var running: [SequenceState] = []
     private var nextAdmission = 0
     private var loopStats = EngineStats()
+    /// Final outputs, delivered after the iteration's stats are published so
+    /// a client that sees `.finished` also sees that iteration in `stats`.
+    private var finishedOutputs: [(AsyncStream<RequestEvent>.Continuation, RequestOutput)] = []
 
     // Shared with submitters.
     private struct Inbox {
@@ -116,6 +119,7 @@ public final class Engine: @unchecked Sendable {
             if stopping { abortAll(); break }
             for (req, cont, t) in newRequests { admit(req, cont, arrival: t) }
             if waiting.isEmpty && running.isEmpty {
+                publish()
                 wake.lock()
                 if inbox.withLock({ $0.pending.isEmpty && !$0.stopping }) { wake.wait(until: Date().addingTimeInterval(0.05)) }
                 wake.unlock()
@@ -133,6 +137,11 @@ public final class Engine: @unchecked Sendable {
         let r = running.count, w = waiting.count, u = allocator.usage, f = allocator.freeBlocks
         inbox.withLock { $0.stats = s; $0.running = r; $0.waiting = w; $0.kvUsage = u }
         freeBlocksSnapshot.withLock { $0 = f }
+        for (continuation, output) in finishedOutputs {
+            continuation.yield(.finished(output))
+            continuation.finish()
+        }
+        finishedOutputs.removeAll()
     }
 
     private func admit(_ req: GenerationRequest, _ cont: AsyncStream<RequestEvent>.Continuation, arrival: Double) {
@@ -285,8 +294,7 @@ public final class Engine: @unchecked Sendable {
                                 outputTokens: Array(seq.outputTokens), text: text, finishReason: reason, error: error,
                                 arrivalTime: seq.arrivalTime, firstTokenTime: seq.firstTokenTime, finishTime: now(),
                                 tokenTimes: seq.tokenTimes, preemptions: seq.preemptions)
-        seq.continuation?.yield(.finished(out))
-        seq.continuation?.finish()
+        if let c = seq.continuation { finishedOutputs.append((c, out)) }
         seq.continuation = nil
     }
 
