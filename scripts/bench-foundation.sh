@@ -4,12 +4,9 @@
 # Results are written to docs/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-system-packages.sh
-swift build -c release --product switchyard
+scripts/prepare-bench-model.sh
 BIN=.build/release/switchyard
 MODEL=bench-models/bench-qwen3_moe
-[ -f "$MODEL/model.safetensors" ] || $BIN model create --arch qwen3_moe --preset bench --out "$MODEL" --seed 0
-mkdir -p docs/results
 $BIN kernel-bench --save-result docs/results/kernel-bench.json
 $BIN forward-bench --model "$MODEL" --batch-sizes 1,16,64 --context 64 --decode-steps 32 --prefill-len 512 \
   --save-result docs/results/forward-bench.json

@@ -4,12 +4,9 @@
 # time and with up to 64 sequences per iteration, on the `bench` preset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-system-packages.sh
-swift build -c release --product switchyard
+scripts/prepare-bench-model.sh
 BIN=.build/release/switchyard
 MODEL=bench-models/bench-qwen3_moe
-[ -f "$MODEL/model.safetensors" ] || $BIN model create --arch qwen3_moe --preset bench --out "$MODEL" --seed 0
-mkdir -p docs/results
 COMMON="--model $MODEL --num-prompts 64 --request-rate inf --input-len 128 --output-len 64 --seed 1 --quiet"
 $BIN bench $COMMON --max-num-seqs 1 --max-num-batched-tokens 512 --label batch1 --save-result docs/results/serving-batch1.json
 $BIN bench $COMMON --max-num-seqs 64 --max-num-batched-tokens 512 --label batch64 --save-result docs/results/serving-batch64.json
