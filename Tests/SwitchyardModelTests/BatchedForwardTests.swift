@@ -88,6 +88,42 @@ import Testing
         for (a, b) in zip(viaGemm, perToken) { #expect(maxRelativeDifference(a, b) < 1e-5) }
     }
 
+    /// Layered prefill: a prompt advancing one layer group per forward, its
+    /// hidden states carried between forwards, while another sequence decodes
+    /// through every layer in the same forwards, gets the same logits as a
+    /// plain prefill.
+    @Test func layerGroupsWithCarriedHiddenStatesMatchAFullPrefill() throws {
+        let model = try Transformer(directory: Fixtures.model("qwen2_moe"))
+        let (ref, _) = try Fixtures.reference("qwen2_moe")
+        let h = model.config.hiddenSize
+        let prompt = Array(ref.tokens)
+        let expected = try Generator(model: model).allLogits(prompt).last!
+        let decodeAlone = try Generator(model: model).allLogits([5, 6, 7, 8])
+        let cache = PagedKVCache(config: model.config, numBlocks: 16, blockSize: 8)
+        let promptTable: [Int32] = [3, 4, 5]
+        let otherTable: [Int32] = [9]
+        var carried: [Float]? = nil
+        var other: [Int32] = [5, 6, 7, 8]
+        for (g, layers) in [0..<1, 1..<2, 2..<3].enumerated() {
+            var batch = ForwardBatch()
+            batch.append(tokens: prompt, startPosition: 0, blockTable: promptTable, logits: layers.upperBound == 3 ? .last : .none,
+                         layers: layers, inputHidden: carried)
+            batch.append(tokens: [other[g]], startPosition: g, blockTable: otherTable, logits: .last)
+            let logits = try model.forward(batch, cache: cache).toArrays()
+            // The decode rides along at full depth and matches its own prefill.
+            #expect(maxRelativeDifference(logits.last!, decodeAlone[g]) < 1e-5)
+            if layers.upperBound == 3 {
+                #expect(maxRelativeDifference(logits[0], expected) < 1e-5)
+            } else {
+                carried = Array(UnsafeBufferPointer(start: model.lastHidden!, count: prompt.count * h))
+            }
+        }
+        _ = other.removeFirst()
+        var bad = ForwardBatch()
+        bad.append(tokens: prompt, startPosition: 0, blockTable: promptTable, logits: .none, layers: 1..<2, inputHidden: nil)
+        #expect(throws: ForwardError.self) { try model.forward(bad, cache: cache) }
+    }
+
     @Test func invalidTokenOrBlockTableIsAnErrorNotACrash() throws {
         let model = try Transformer(directory: Fixtures.model("mixtral"))
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 4)

@@ -16,13 +16,22 @@ public struct BatchSequence: Sendable {
     /// KV blocks covering at least `startPosition + tokenCount` positions.
     public var blockTable: [Int32]
     public var logits: LogitsSelection
+    /// Decoder layers these tokens run this forward; nil means all. Layered
+    /// prefill runs a prompt through one group of layers per iteration.
+    public var layers: Range<Int>?
+    /// Hidden states (`tokenCount × hiddenSize`) entering `layers.lowerBound`
+    /// when it is above 0: what the previous group produced.
+    public var inputHidden: [Float]?
 
-    public init(tokenStart: Int, tokenCount: Int, startPosition: Int, blockTable: [Int32], logits: LogitsSelection) {
+    public init(tokenStart: Int, tokenCount: Int, startPosition: Int, blockTable: [Int32], logits: LogitsSelection,
+                layers: Range<Int>? = nil, inputHidden: [Float]? = nil) {
         self.tokenStart = tokenStart
         self.tokenCount = tokenCount
         self.startPosition = startPosition
         self.blockTable = blockTable
         self.logits = logits
+        self.layers = layers
+        self.inputHidden = inputHidden
     }
 }
 
@@ -39,9 +48,11 @@ public struct ForwardBatch: Sendable {
 
     /// Appends a sequence's new tokens.
     public mutating func append(tokens newTokens: some Collection<Int32>, startPosition: Int,
-                                blockTable: [Int32], logits: LogitsSelection) {
+                                blockTable: [Int32], logits: LogitsSelection,
+                                layers: Range<Int>? = nil, inputHidden: [Float]? = nil) {
         sequences.append(BatchSequence(tokenStart: tokens.count, tokenCount: newTokens.count,
-                                       startPosition: startPosition, blockTable: blockTable, logits: logits))
+                                       startPosition: startPosition, blockTable: blockTable, logits: logits,
+                                       layers: layers, inputHidden: inputHidden))
         tokens.append(contentsOf: newTokens)
     }
 

@@ -4,6 +4,7 @@ public enum ForwardError: Error, CustomStringConvertible, Equatable {
     case tokenOutOfRange(token: Int, vocabSize: Int)
     case blockTableTooShort(sequence: Int, needed: Int, have: Int)
     case invalidBlock(sequence: Int, block: Int, numBlocks: Int)
+    case invalidLayers(sequence: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -13,6 +14,8 @@ public enum ForwardError: Error, CustomStringConvertible, Equatable {
             return "sequence \(seq) needs \(needed) KV blocks but its block table has \(have)"
         case let .invalidBlock(seq, block, n):
             return "sequence \(seq) references KV block \(block); the cache has \(n)"
+        case let .invalidLayers(seq, reason):
+            return "sequence \(seq): \(reason)"
         }
     }
 }
@@ -69,7 +72,12 @@ public final class Transformer: @unchecked Sendable {
         let t0 = monotonicSeconds()
         let hidden = ws.hidden.reserve(batch.tokenCount * config.hiddenSize)
         embed(batch, into: hidden)
-        runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
+        if batch.sequences.allSatisfy({ $0.layers == nil || $0.layers == 0..<config.numLayers }) {
+            runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
+        } else {
+            runMixedLayers(batch: batch, cache: cache, hidden: hidden)
+        }
+        lastHidden = UnsafePointer(hidden)
         let t1 = monotonicSeconds()
         let out = logits(batch, hidden: hidden)
         let t2 = monotonicSeconds()
@@ -78,6 +86,43 @@ public final class Transformer: @unchecked Sendable {
         layerSeconds = 0
         profile.forwards += 1
         return out
+    }
+
+    /// Hidden states after the last forward, `[tokens, hiddenSize]` in batch
+    /// order: where a sequence's rows stand after its last layer this forward
+    /// (what layered prefill keeps for the next group). Valid until the next forward.
+    public private(set) var lastHidden: UnsafePointer<Float>?
+
+    /// Layered prefill: each layer runs over the rows of the sequences whose
+    /// layer range contains it (decodes: every layer; a prompt cohort: its
+    /// group), gathered into one sub-batch so they share each expert's GEMM.
+    private func runMixedLayers(batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        let all = 0..<config.numLayers
+        for l in all {
+            let active = batch.sequences.indices.filter { (batch.sequences[$0].layers ?? all).contains(l) }
+            if active.isEmpty { continue }
+            if active.count == batch.sequences.count {
+                runLayers(l..<(l + 1), batch: batch, cache: cache, hidden: hidden)
+                continue
+            }
+            var sub = ForwardBatch()
+            for i in active {
+                let s = batch.sequences[i]
+                sub.append(tokens: batch.tokens[s.tokenStart..<(s.tokenStart + s.tokenCount)], startPosition: s.startPosition,
+                           blockTable: s.blockTable, logits: .none)
+            }
+            let rows = ws.subHidden.reserve(sub.tokenCount * h)
+            for (j, i) in active.enumerated() {
+                let s = batch.sequences[i]
+                (rows + sub.sequences[j].tokenStart * h).update(from: hidden + s.tokenStart * h, count: s.tokenCount * h)
+            }
+            runLayers(l..<(l + 1), batch: sub, cache: cache, hidden: rows)
+            for (j, i) in active.enumerated() {
+                let s = batch.sequences[i]
+                (hidden + s.tokenStart * h).update(from: rows + sub.sequences[j].tokenStart * h, count: s.tokenCount * h)
+            }
+        }
     }
 
     /// Checks token ids and block tables, so bad input is an error, not a crash.
@@ -93,14 +138,31 @@ public final class Transformer: @unchecked Sendable {
             for b in s.blockTable.prefix(needed) where b < 0 || Int(b) >= cache.numBlocks {
                 throw ForwardError.invalidBlock(sequence: i, block: Int(b), numBlocks: cache.numBlocks)
             }
+            if let layers = s.layers {
+                if layers.isEmpty || layers.lowerBound < 0 || layers.upperBound > config.numLayers {
+                    throw ForwardError.invalidLayers(sequence: i, reason: "layer range \(layers) is outside 0..<\(config.numLayers)")
+                }
+                if layers.lowerBound > 0 && s.inputHidden?.count != s.tokenCount * config.hiddenSize {
+                    throw ForwardError.invalidLayers(sequence: i, reason: "starts at layer \(layers.lowerBound) without its \(s.tokenCount)×\(config.hiddenSize) input hidden states")
+                }
+                if layers.upperBound < config.numLayers && s.logits != .none {
+                    throw ForwardError.invalidLayers(sequence: i, reason: "asks for logits but stops before the last layer")
+                }
+            }
         }
     }
 
     /// Embedding lookup for every batch token into `hidden` (`[T, hiddenSize]`).
     public func embed(_ batch: ForwardBatch, into hidden: UnsafeMutablePointer<Float>) {
         let h = config.hiddenSize
-        for (t, token) in batch.tokens.enumerated() {
-            weights.embedding.copyRow(Int(token), into: hidden + t * h)
+        for s in batch.sequences {
+            if let input = s.inputHidden, (s.layers?.lowerBound ?? 0) > 0 {
+                input.withUnsafeBufferPointer { (hidden + s.tokenStart * h).update(from: $0.baseAddress!, count: s.tokenCount * h) }
+                continue
+            }
+            for t in s.tokenStart..<(s.tokenStart + s.tokenCount) {
+                weights.embedding.copyRow(Int(batch.tokens[t]), into: hidden + t * h)
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 /// batch is larger than any before it, so the hot path does not allocate.
 final class Workspace: @unchecked Sendable {
     let hidden = ScratchBuffer()
+    let subHidden = ScratchBuffer()
     let normed = ScratchBuffer()
     let q = ScratchBuffer()
     let k = ScratchBuffer()
