@@ -70,10 +70,16 @@ let package = Package(
             path: "Plugins/Scheduler/FCFS",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "LayeredScheduler",
+            dependencies: ["SwitchyardCore"],
+            path: "Plugins/Scheduler/Layered",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler",
+                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -87,7 +93,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchyardCoreTests",
-            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler"],
+            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,5 +1,6 @@
 import ChunkedScheduler
 import FCFSScheduler
+import LayeredScheduler
 import SwitchyardCore
 
 /// The strategies this binary ships, one module each under `Plugins/`.
@@ -8,5 +9,6 @@ let strategies: StrategyRegistry = {
     let registry = StrategyRegistry()
     ChunkedScheduler.register(in: registry)
     FCFSScheduler.register(in: registry)
+    LayeredScheduler.register(in: registry)
     return registry
 }()

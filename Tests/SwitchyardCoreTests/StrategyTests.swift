@@ -1,5 +1,6 @@
 import ChunkedScheduler
 import FCFSScheduler
+import LayeredScheduler
 import Foundation
 import Testing
 @testable import SwitchyardCore
@@ -77,6 +78,53 @@ import Testing
         #expect(fcfs.schedule(context(waiting: long, running: running)).work == [ScheduledWork(handle: 5, tokens: 3000)])
     }
 
+    @Test func layeredGroupsFollowTheReferenceRule() {
+        let l = LayeredScheduler(.init(tokensPerGroup: 512, maxGroups: 16), numLayers: 10)
+        #expect([100, 512, 513, 1024, 1500, 4096, 5000, 100_000].map { l.groupCount(tokens: $0) } == [1, 1, 2, 2, 4, 8, 10, 10])
+        #expect(l.groups(4) == [0..<3, 3..<6, 6..<8, 8..<10])
+        #expect(l.groups(1) == [0..<10])
+    }
+
+    @Test func layeredAdvancesACohortOneGroupPerIterationWhileDecodesRunAllLayers() {
+        let l = LayeredScheduler(.init(tokensPerGroup: 16), numLayers: 4)
+        let decode = snapshot(1, prompt: 10, computed: 10, output: 1)
+        let waiting = [snapshot(2, prompt: 20, computed: 0), snapshot(3, prompt: 30, computed: 0)]
+        // 50 tokens / 16 → 4 groups of one layer each.
+        let first = l.schedule(context(waiting: waiting, running: [decode]))
+        #expect(first.work == [ScheduledWork(handle: 1, tokens: 1), ScheduledWork(handle: 2, tokens: 20, layers: 0..<1),
+                               ScheduledWork(handle: 3, tokens: 30, layers: 0..<1)])
+        let inFlight = [SequenceSnapshot(handle: 2, requestId: "r2", arrivalTime: 0, promptLength: 20, totalTokens: 20, computedTokens: 0,
+                                         outputTokens: 0, allocatedBlocks: 2, admissionOrder: 2, nextLayer: 2, inFlightTokens: 20),
+                        SequenceSnapshot(handle: 3, requestId: "r3", arrivalTime: 0, promptLength: 30, totalTokens: 30, computedTokens: 0,
+                                         outputTokens: 0, allocatedBlocks: 2, admissionOrder: 3, nextLayer: 2, inFlightTokens: 30)]
+        let third = l.schedule(context(waiting: [snapshot(4, prompt: 5, computed: 0)], running: [decode] + inFlight))
+        // No new cohort while one is in flight.
+        #expect(third.work == [ScheduledWork(handle: 1, tokens: 1), ScheduledWork(handle: 2, tokens: 20, layers: 2..<3),
+                               ScheduledWork(handle: 3, tokens: 30, layers: 2..<3)])
+    }
+
+    @Test func layeredReadsEachExpertOncePerCohortNotOncePerChunk() async throws {
+        var bytes: [Int] = []
+        var outputs: [[[Int32]]] = []
+        var rng = Xoshiro256(seed: 21)
+        let prompts = (0..<6).map { _ in (0..<40).map { _ in Int32(rng.next() % 199) } }
+        for make in [{ (l: Int) in ChunkedScheduler(.init(maxNumBatchedTokens: 32)) as any Scheduler },
+                     { (l: Int) in LayeredScheduler(.init(tokensPerGroup: 96), numLayers: l) as any Scheduler }] {
+            let model = try Transformer(directory: Self.fixtures.appendingPathComponent("qwen3_moe").path)
+            let engine = Engine(model: model, config: EngineConfig(maxModelLen: 128, blockSize: 8, numKVBlocks: 128),
+                                scheduler: make(model.config.numLayers))
+            model.counters.reset()
+            let outs = await engine.generate(prompts.enumerated().map { GenerationRequest(id: "c\($0)", promptTokens: $1, maxTokens: 1) })
+            outputs.append(outs.map(\.outputTokens))
+            bytes.append(model.counters.expertWeightBytesRead)
+            engine.shutdown()
+        }
+        #expect(outputs[0] == outputs[1])
+        // 240 prompt tokens: chunked runs 8 chunks of 32 through every layer,
+        // layered one cohort; every chunk routes to most of the 6 experts.
+        #expect(Double(bytes[1]) < 0.5 * Double(bytes[0]))
+    }
+
     @Test func greedyOutputsAreIdenticalUnderBothSchedulersAndFCFSStallsDecodes() async throws {
         let model = try Transformer(directory: Self.fixtures.appendingPathComponent("qwen3_moe").path)
         var rng = Xoshiro256(seed: 12)
@@ -84,7 +132,8 @@ import Testing
         var outputs: [[[Int32]]] = []
         var stalls: [Int] = []
         for scheduler in [FCFSScheduler(.init(maxNumBatchedTokens: 64)) as any Scheduler,
-                          ChunkedScheduler(.init(maxNumBatchedTokens: 32)) as any Scheduler] {
+                          ChunkedScheduler(.init(maxNumBatchedTokens: 32)) as any Scheduler,
+                          LayeredScheduler(.init(maxCohortTokens: 128, tokensPerGroup: 16), numLayers: model.config.numLayers) as any Scheduler] {
             let engine = Engine(model: model, config: EngineConfig(maxModelLen: 256, blockSize: 8, numKVBlocks: 256), scheduler: scheduler)
             engine.start()
             // Staggered arrivals so prompts arrive while others decode.
@@ -100,6 +149,7 @@ import Testing
             engine.shutdown()
         }
         #expect(outputs[0] == outputs[1])
+        #expect(outputs[2] == outputs[1])
         for (i, p) in prompts.enumerated() {
             #expect(outputs[1][i] == (try Generator(model: model).generate(prompt: p, maxTokens: 10).tokens))
         }

@@ -183,10 +183,22 @@ public final class Engine: @unchecked Sendable {
 
         // Allocate blocks in plan order; on shortage preempt the most recently
         // admitted running sequence not yet placed in this batch.
-        var placed: [(SequenceState, Int)] = []
+        let numLayers = model.config.numLayers
+        var placed: [(SequenceState, Int, Range<Int>)] = []
         var placedHandles = Set<Int>()
         for item in plan.work {
             guard let seq = sequences[item.handle], seq.status != .finished, item.tokens > 0 else { continue }
+            let layers = item.layers ?? 0..<numLayers
+            guard !layers.isEmpty, layers.lowerBound >= 0, layers.upperBound <= numLayers else { continue }
+            if layers.lowerBound > 0 || seq.nextLayer > 0 {
+                // Continuing a chunk part-way through the layers: it must pick
+                // up exactly where it stopped, with the same tokens (its blocks
+                // are already allocated).
+                guard seq.status == .running, seq.nextLayer == layers.lowerBound, seq.inFlightTokens == item.tokens else { continue }
+                placed.append((seq, item.tokens, layers))
+                placedHandles.insert(seq.handle)
+                continue
+            }
             let tokens = min(item.tokens, seq.tokens.count - seq.computedTokens)
             guard tokens > 0 else { continue }
             var ok = allocator.ensure(&seq.blockTable, coveringTokens: seq.computedTokens + tokens)
@@ -206,7 +218,7 @@ public final class Engine: @unchecked Sendable {
                 nextAdmission += 1
                 running.append(seq)
             }
-            placed.append((seq, tokens))
+            placed.append((seq, tokens, layers))
             placedHandles.insert(seq.handle)
         }
         loopStats.peakKVBlocksUsed = max(loopStats.peakKVBlocksUsed, allocator.usedBlocks)
@@ -215,10 +227,13 @@ public final class Engine: @unchecked Sendable {
         guard !placed.isEmpty else { return }
 
         var batch = ForwardBatch()
-        for (seq, tokens) in placed {
+        for (seq, tokens, layers) in placed {
             let end = seq.computedTokens + tokens
+            let last = layers.upperBound == numLayers
             batch.append(tokens: seq.tokens[seq.computedTokens..<end], startPosition: seq.computedTokens,
-                         blockTable: seq.blockTable, logits: end == seq.tokens.count ? .last : .none)
+                         blockTable: seq.blockTable, logits: last && end == seq.tokens.count ? .last : .none,
+                         layers: layers == 0..<numLayers ? nil : layers,
+                         inputHidden: layers.lowerBound > 0 ? seq.carriedHidden : nil)
         }
         let logits: LogitsView
         do {
@@ -226,7 +241,7 @@ public final class Engine: @unchecked Sendable {
         } catch {
             // Inputs were validated on admission; a failure here is a bug, so
             // fail these requests rather than the whole engine.
-            for (seq, _) in placed { finish(seq, reason: .abort, error: nil) }
+            for (seq, _, _) in placed { finish(seq, reason: .abort, error: nil) }
             return
         }
         let t2 = monotonicSeconds()
@@ -234,7 +249,19 @@ public final class Engine: @unchecked Sendable {
 
         let time = now()
         var row = 0
-        for (seq, tokens) in placed {
+        let h = model.config.hiddenSize
+        for (i, (seq, tokens, layers)) in placed.enumerated() {
+            if layers.upperBound < numLayers {
+                // Keep this chunk's hidden states for its next layer group.
+                let start = batch.sequences[i].tokenStart
+                seq.carriedHidden = Array(UnsafeBufferPointer(start: model.lastHidden! + start * h, count: tokens * h))
+                seq.nextLayer = layers.upperBound
+                seq.inFlightTokens = tokens
+                continue
+            }
+            seq.carriedHidden = nil
+            seq.nextLayer = 0
+            seq.inFlightTokens = 0
             seq.computedTokens += tokens
             guard seq.computedTokens == seq.tokens.count else { continue }
             let token = Int32(seq.sampler.sample(logits.row(row)))
@@ -276,6 +303,9 @@ public final class Engine: @unchecked Sendable {
     private func preempt(_ seq: SequenceState) {
         allocator.release(&seq.blockTable)
         seq.computedTokens = 0
+        seq.carriedHidden = nil
+        seq.nextLayer = 0
+        seq.inFlightTokens = 0
         seq.status = .waiting
         seq.preemptions += 1
         loopStats.preemptions += 1

@@ -18,6 +18,10 @@ final class SequenceState {
     var tokenTimes: [Double] = []
     var preemptions = 0
     var continuation: AsyncStream<RequestEvent>.Continuation?
+    /// Layered prefill: hidden states of a chunk part-way through the layers.
+    var carriedHidden: [Float]?
+    var nextLayer = 0
+    var inFlightTokens = 0
     let stopTokens: Set<Int32>
     var text: String?
 
@@ -44,7 +48,8 @@ final class SequenceState {
         SequenceSnapshot(handle: handle, requestId: request.id, arrivalTime: arrivalTime,
                          promptLength: request.promptTokens.count, totalTokens: tokens.count,
                          computedTokens: computedTokens, outputTokens: outputCount,
-                         allocatedBlocks: blockTable.count, admissionOrder: admissionOrder)
+                         allocatedBlocks: blockTable.count, admissionOrder: admissionOrder,
+                         nextLayer: nextLayer, inFlightTokens: inFlightTokens)
     }
 }
 

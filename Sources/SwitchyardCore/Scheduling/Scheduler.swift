@@ -13,6 +13,26 @@ public struct SequenceSnapshot: Sendable {
     public let allocatedBlocks: Int
     /// Order of admission to the running set (later admitted = larger).
     public let admissionOrder: Int
+    /// Layered prefill in flight: the layer its chunk continues from (0 when
+    /// no chunk is part-way through the layers) and that chunk's tokens.
+    public let nextLayer: Int
+    public let inFlightTokens: Int
+
+    public init(handle: Int, requestId: String, arrivalTime: Double, promptLength: Int, totalTokens: Int,
+                computedTokens: Int, outputTokens: Int, allocatedBlocks: Int, admissionOrder: Int,
+                nextLayer: Int = 0, inFlightTokens: Int = 0) {
+        self.handle = handle
+        self.requestId = requestId
+        self.arrivalTime = arrivalTime
+        self.promptLength = promptLength
+        self.totalTokens = totalTokens
+        self.computedTokens = computedTokens
+        self.outputTokens = outputTokens
+        self.allocatedBlocks = allocatedBlocks
+        self.admissionOrder = admissionOrder
+        self.nextLayer = nextLayer
+        self.inFlightTokens = inFlightTokens
+    }
 
     /// Tokens still to run before this sequence can sample: 1 for a decode.
     public var pendingTokens: Int { totalTokens - computedTokens }
@@ -37,13 +57,18 @@ public struct SchedulingContext: Sendable {
     }
 }
 
-/// One sequence's share of an iteration: its next `tokens` tokens.
+/// One sequence's share of an iteration: its next `tokens` tokens, through
+/// `layers` (nil: all). A chunk that stops before the last layer keeps its
+/// hidden states in the engine and must continue, with the same token count,
+/// from exactly that layer in a later iteration.
 public struct ScheduledWork: Sendable, Equatable {
     public var handle: Int
     public var tokens: Int
-    public init(handle: Int, tokens: Int) {
+    public var layers: Range<Int>?
+    public init(handle: Int, tokens: Int, layers: Range<Int>? = nil) {
         self.handle = handle
         self.tokens = tokens
+        self.layers = layers
     }
 }
 
