@@ -82,6 +82,8 @@ struct ABCommand: AsyncParsableCommand {
             if String(describing: options.workload) != String(describing: base.workload) {
                 throw CLIError("error: workload flags belong to the shared flags, not to --a/--b (\"\(spec)\")")
             }
+            // Fail on a bad arm before anything runs.
+            _ = try options.engine.makeScheduler(numLayers: 1, maxModelLen: 2)
             return options
         }
         var workload: [WorkloadRequest]?
