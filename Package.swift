@@ -76,10 +76,17 @@ let package = Package(
             path: "Plugins/Scheduler/Layered",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "ShortestPromptFirstScheduler",
+            dependencies: ["SwitchyardCore"],
+            path: "Plugins/Scheduler/ShortestPromptFirst",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
+                "ShortestPromptFirstScheduler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -93,7 +100,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchyardCoreTests",
-            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler"],
+            dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
+                           "ShortestPromptFirstScheduler"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,6 +1,7 @@
 import ChunkedScheduler
 import FCFSScheduler
 import LayeredScheduler
+import ShortestPromptFirstScheduler
 import SwitchyardCore
 
 /// The strategies this binary ships, one module each under `Plugins/`.
@@ -10,5 +11,6 @@ let strategies: StrategyRegistry = {
     ChunkedScheduler.register(in: registry)
     FCFSScheduler.register(in: registry)
     LayeredScheduler.register(in: registry)
+    ShortestPromptFirstScheduler.register(in: registry)
     return registry
 }()
