@@ -91,6 +91,7 @@ struct GenerateCommand: ParsableCommand {
             if text.count > printed.count, text.hasPrefix(printed) { print(text.dropFirst(printed.count), terminator: "") }
             print("")
         }
+        flushStandardOutput()
         let prefillTPS = Double(result.promptTokens) / max(result.prefillSeconds, 1e-9)
         FileHandle.standardError.write(Data(String(format: "prompt %d tokens, prefill %.1f tok/s; generated %d tokens, decode %.1f tok/s%@\n",
             result.promptTokens, prefillTPS, result.tokens.count, result.decodeTokensPerSecond,
