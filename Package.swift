@@ -26,6 +26,11 @@ let cpuFlags: [SwiftSetting] = hostSupportsX86V3()
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
 
+/// A placement plug-in: one module depending only on the core.
+func placementPlugin(_ name: String, _ path: String) -> Target {
+    .target(name: name, dependencies: ["SwitchyardCore"], path: path, swiftSettings: swiftSettings)
+}
+
 let package = Package(
     name: "Switchyard",
     platforms: [.macOS(.v15)],
@@ -82,11 +87,16 @@ let package = Package(
             path: "Plugins/Scheduler/ShortestPromptFirst",
             swiftSettings: swiftSettings
         ),
+        placementPlugin("LinearPlacement", "Plugins/Placement/Linear"),
+        placementPlugin("RoundRobinPlacement", "Plugins/Placement/RoundRobin"),
+        placementPlugin("BalancedPlacement", "Plugins/Placement/Balanced"),
+        placementPlugin("FilePlacement", "Plugins/Placement/File"),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                 "ShortestPromptFirstScheduler",
+                "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -101,7 +111,8 @@ let package = Package(
         .testTarget(
             name: "SwitchyardCoreTests",
             dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
-                           "ShortestPromptFirstScheduler"],
+                           "ShortestPromptFirstScheduler",
+                           "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement"],
             swiftSettings: swiftSettings
         ),
     ]

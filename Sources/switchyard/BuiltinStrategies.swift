@@ -2,6 +2,10 @@ import ChunkedScheduler
 import FCFSScheduler
 import LayeredScheduler
 import ShortestPromptFirstScheduler
+import LinearPlacement
+import RoundRobinPlacement
+import BalancedPlacement
+import FilePlacement
 import SwitchyardCore
 
 /// The strategies this binary ships, one module each under `Plugins/`.
@@ -12,5 +16,9 @@ let strategies: StrategyRegistry = {
     FCFSScheduler.register(in: registry)
     LayeredScheduler.register(in: registry)
     ShortestPromptFirstScheduler.register(in: registry)
+    LinearPlacement.register(in: registry)
+    RoundRobinPlacement.register(in: registry)
+    BalancedPlacement.register(in: registry)
+    FilePlacement.register(in: registry)
     return registry
 }()

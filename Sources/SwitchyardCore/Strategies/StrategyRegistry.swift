@@ -51,7 +51,27 @@ public struct SchedulerEnvironment: Sendable {
 public final class StrategyRegistry: @unchecked Sendable {
     public typealias SchedulerFactory = @Sendable (StrategyConfig, SchedulerEnvironment) throws -> any Scheduler
 
+    public typealias PlacementFactory = @Sendable (StrategyConfig) throws -> any ExpertPlacement
+
     private var schedulers: [String: (info: StrategyInfo, make: SchedulerFactory)] = [:]
+    private var placements: [String: (info: StrategyInfo, make: PlacementFactory)] = [:]
+
+    public func registerPlacement(_ name: String, summary: String, options: [StrategyOption] = [],
+                                  factory: @escaping PlacementFactory) {
+        precondition(placements[name] == nil, "placement \(name) registered twice")
+        placements[name] = (StrategyInfo(kind: .placement, name: name, summary: summary, options: options), factory)
+    }
+
+    /// Builds placement `name` from its JSON options.
+    public func makePlacement(_ name: String, config json: String? = nil) throws -> any ExpertPlacement {
+        guard let entry = placements[name] else {
+            throw StrategyError.unknown(kind: .placement, name: name, valid: placements.keys.sorted())
+        }
+        let config = try StrategyConfig(strategy: name, json: json)
+        let placement = try entry.make(config)
+        try config.finish()
+        return placement
+    }
 
     public init() {}
 
@@ -75,7 +95,7 @@ public final class StrategyRegistry: @unchecked Sendable {
 
     /// Every registered strategy, by kind then name.
     public var all: [StrategyInfo] {
-        schedulers.values.map(\.info).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
+        (schedulers.values.map(\.info) + placements.values.map(\.info)).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
     }
 
     public func names(_ kind: StrategyKind) -> [String] {

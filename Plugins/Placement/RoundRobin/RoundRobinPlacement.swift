@@ -1,0 +1,19 @@
+import SwitchyardCore
+
+/// vLLM's `round_robin` expert placement: expert e on device e mod N
+/// (4 experts on 2 devices: [0, 2] and [1, 3]), the same in every layer.
+public struct RoundRobinPlacement: ExpertPlacement {
+    public init() {}
+
+    public func place(_ p: PlacementProblem) throws -> ExpertMap {
+        guard p.numDevices > 0, p.numExperts % p.numDevices == 0 else {
+            throw PlacementError.invalidPlacement("\(p.numExperts) experts do not split evenly over \(p.numDevices) devices")
+        }
+        return ExpertMap(numDevices: p.numDevices,
+                         device: Array(repeating: (0..<p.numExperts).map { $0 % p.numDevices }, count: p.numLayers))
+    }
+
+    public static func register(in registry: StrategyRegistry) {
+        registry.registerPlacement("round-robin", summary: "expert e on device e mod N, same in every layer (vLLM's round_robin)") { _ in RoundRobinPlacement() }
+    }
+}

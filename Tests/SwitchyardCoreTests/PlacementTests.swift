@@ -1,0 +1,90 @@
+import BalancedPlacement
+import FilePlacement
+import Foundation
+import LinearPlacement
+import RoundRobinPlacement
+import Testing
+@testable import SwitchyardCore
+
+@Suite struct PlacementTests {
+    /// The real Mixtral-8x7B routing trace in ../shared (test data only).
+    static let traceDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/data/routing/mixtral-8x7b")
+
+    func mixtral() throws -> RoutingProfile {
+        try RoutingProfile.importTokenRecords(paths: ["gsm8k_2_routing.jsonl", "humaneval_2_routing.jsonl"].map { Self.traceDir.appendingPathComponent($0).path },
+                                              numLayers: 32, numExperts: 8)
+    }
+
+    @Test func mixtralTraceImportKeepsCompleteTokenPaths() throws {
+        let p = try mixtral()
+        // 333 + 244 (problem, token) keys have all 32 layers (the trace's README).
+        #expect(p.tokens == 577 && p.topK == 2)
+        #expect(p.expertTokens.allSatisfy { $0.reduce(0, +) == 577 * 2 })
+        #expect(p.pairTokens.allSatisfy { $0.joined().reduce(0, +) == 577 * 4 })
+    }
+
+    func problem(_ p: RoutingProfile, devices: Int = 4) -> PlacementProblem {
+        PlacementProblem(numLayers: p.numLayers, numExperts: p.numExperts, numDevices: devices, profile: p)
+    }
+
+    /// The best worst-layer imbalance with two experts per device, by trying
+    /// every pairing of the 8 experts (105 per layer).
+    func bruteForceBestWorstImbalance(_ p: RoutingProfile) -> Double {
+        func pairings(_ items: [Int]) -> [[[Int]]] {
+            guard let first = items.first else { return [[]] }
+            var out: [[[Int]]] = []
+            for i in 1..<items.count {
+                var rest = items
+                rest.remove(at: i); rest.removeFirst()
+                for tail in pairings(rest) { out.append([[first, items[i]]] + tail) }
+            }
+            return out
+        }
+        let all = pairings(Array(0..<8))
+        return (0..<p.numLayers).map { l in
+            let mean = Double(p.expertTokens[l].reduce(0, +)) / 4
+            return all.map { pairs in Double(pairs.map { p.expertTokens[l][$0[0]] + p.expertTokens[l][$0[1]] }.max()!) / mean }.min()!
+        }.max()!
+    }
+
+    @Test func linearAndBalancedOnTheRealMixtralProfile() throws {
+        let p = try mixtral()
+        let linear = PlacementReport(map: try LinearPlacement().place(problem(p)), profile: p)
+        let balanced = PlacementReport(map: try BalancedPlacement().place(problem(p)), profile: p)
+        let best = bruteForceBestWorstImbalance(p)
+        #expect(abs(linear.worstImbalance - 1.39) < 0.01)
+        #expect(abs(best - 1.15) < 0.01)
+        #expect(balanced.worstImbalance >= best - 1e-12)
+        #expect(balanced.worstImbalance <= best + 0.01)
+    }
+
+    @Test func reportCountsLoadsAndCrossDevicePairsByHand() {
+        var p = RoutingProfile(numLayers: 2, numExperts: 4, topK: 1)
+        for path in [[[0], [1]], [[0], [2]], [[3], [3]], [[1], [0]]] { p.add(path: path) }
+        let map = ExpertMap(numDevices: 2, device: [[0, 0, 1, 1], [0, 0, 1, 1]])
+        let r = PlacementReport(map: map, profile: p)
+        #expect(r.deviceLoad == [[3, 1], [2, 2]])
+        #expect(r.imbalance == [1.5, 1.0])
+        // Only 0 → 2 crosses devices.
+        #expect(r.crossDevicePairs == [1])
+    }
+
+    @Test func staticPlacementsMatchVLLMsLayouts() throws {
+        let p = PlacementProblem(numLayers: 1, numExperts: 4, numDevices: 2, profile: nil)
+        #expect(try LinearPlacement().place(p).device == [[0, 0, 1, 1]])
+        #expect(try RoundRobinPlacement().place(p).device == [[0, 1, 0, 1]])
+        #expect(throws: PlacementError.self) { try LinearPlacement().place(PlacementProblem(numLayers: 1, numExperts: 5, numDevices: 2, profile: nil)) }
+        #expect(throws: PlacementError.self) { try BalancedPlacement().place(p) }
+    }
+
+    @Test func fileMapsRoundTripAndAreValidated() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("map-\(UUID().uuidString).json")
+        let map = ExpertMap(numDevices: 2, device: [[1, 0, 1, 0]])
+        try JSONEncoder().encode(map).write(to: url)
+        #expect(try FilePlacement(path: url.path).place(PlacementProblem(numLayers: 1, numExperts: 4, numDevices: 2, profile: nil)) == map)
+        #expect(throws: PlacementError.self) {
+            try FilePlacement(path: url.path).place(PlacementProblem(numLayers: 1, numExperts: 4, numDevices: 3, profile: nil))
+        }
+    }
+}
