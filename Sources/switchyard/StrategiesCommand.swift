@@ -9,10 +9,16 @@ struct StrategiesCommand: ParsableCommand {
     func run() throws {
         for kind in StrategyKind.allCases {
             let infos = strategies.all.filter { $0.kind == kind }
-            print("\(kind.rawValue)s (--\(kind.rawValue) NAME --\(kind.rawValue)-config JSON):")
+            let usage: String
+            switch kind {
+            case .scheduler: usage = "bench, ab: --scheduler NAME --scheduler-config JSON"
+            case .placement: usage = "place: --placement NAME --placement-config JSON"
+            case .execution: usage = "not selectable yet"
+            }
+            print("\(kind.rawValue)s (\(usage)):")
             if infos.isEmpty { print("  (none registered yet)") }
             for info in infos {
-                print("  \(info.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(info.summary)")
+                print("  \(info.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(info.summary)")
                 for o in info.options {
                     print("      \(o.name) (\(o.type), default \(o.defaultValue)): \(o.help)")
                 }
