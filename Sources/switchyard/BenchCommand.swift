@@ -87,6 +87,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "No progress bar.")
     var quiet = false
 
+    @Option(name: .customLong("record-routing"), help: "Record the run's routing profile (P and R, see docs/placement.md) to this file.")
+    var recordRouting: String?
+
     func run() async throws {
         let slo: GoodputSLO
         do { slo = try GoodputSLO.parse(goodput) } catch let e as WorkloadError { throw CLIError("error: \(e.description)") }
@@ -96,6 +99,7 @@ struct BenchCommand: AsyncParsableCommand {
         let showProgress = !quiet && isatty(2) != 0
         let runner = BenchmarkRunner(engine: eng, workload: requests, progress: showProgress ? progressBar : nil)
         eng.model.counters.reset()
+        if recordRouting != nil { eng.model.counters.recordPairs() }
         let (records, duration) = await runner.run(seed: workload.seed)
         let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
         let moe = BenchmarkReport.MoEReport(counters: eng.model.counters, promptTokens: metrics.totalInputTokens,
@@ -109,6 +113,11 @@ struct BenchCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("rejected: \(r.error)\n".utf8))
         }
         if let path = saveResult { try report.save(to: path) }
+        if let path = recordRouting {
+            let profile = RoutingProfile(counters: eng.model.counters, topK: eng.model.config.numExpertsPerToken,
+                                         source: "switchyard bench --model \(engine.model)")
+            try profile.save(path: path)
+        }
     }
 }
 

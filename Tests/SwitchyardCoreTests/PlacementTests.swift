@@ -1,10 +1,13 @@
 import BalancedPlacement
+import ChunkedScheduler
+import LayeredScheduler
 import FilePlacement
 import Foundation
 import LinearPlacement
 import RoundRobinPlacement
 import Testing
 @testable import SwitchyardCore
+@testable import SwitchyardModel
 
 @Suite struct PlacementTests {
     /// The real Mixtral-8x7B routing trace in ../shared (test data only).
@@ -61,6 +64,33 @@ import Testing
         #expect(abs(best - 1.15) < 0.01)
         #expect(balanced.worstImbalance >= best - 1e-12)
         #expect(balanced.worstImbalance <= best + 0.01)
+    }
+
+    /// Recording during serving: every computed token's route counts once in
+    /// P and its k×k pairs once in R, whether prompts run chunked (all layers
+    /// per iteration) or layered (routes carried across layer groups).
+    @Test func recordedProfilesAreCompleteAndIdenticalUnderChunkedAndLayered() async throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SwitchyardModelTests/Fixtures/models/olmoe").path
+        var profiles: [RoutingProfile] = []
+        let prompts: [[Int32]] = [Array(1...60), Array(100...140), [5, 6, 7]]
+        for scheduler in [ChunkedScheduler(.init(maxNumBatchedTokens: 16)) as any Scheduler,
+                          LayeredScheduler(.init(tokensPerGroup: 32), numLayers: 2) as any Scheduler] {
+            let model = try Transformer(directory: dir)
+            model.counters.recordPairs()
+            let engine = Engine(model: model, config: EngineConfig(maxModelLen: 128, blockSize: 8, numKVBlocks: 64), scheduler: scheduler)
+            _ = await engine.generate(prompts.enumerated().map { GenerationRequest(id: "r\($0)", promptTokens: $1, maxTokens: 4, ignoreEOS: true) })
+            engine.shutdown()
+            profiles.append(RoutingProfile(counters: model.counters, topK: model.config.numExpertsPerToken, source: "test"))
+        }
+        // Tokens computed: every prompt token and every output token but the last.
+        let computed = prompts.map(\.count).reduce(0, +) + prompts.count * 3
+        let k = 4
+        #expect(profiles[0].tokens == computed)
+        #expect(profiles[0].expertTokens.allSatisfy { $0.reduce(0, +) == computed * k })
+        #expect(profiles[0].pairTokens.allSatisfy { $0.joined().reduce(0, +) == computed * k * k })
+        #expect(profiles[1].expertTokens == profiles[0].expertTokens)
+        #expect(profiles[1].pairTokens == profiles[0].pairTokens)
     }
 
     @Test func reportCountsLoadsAndCrossDevicePairsByHand() {

@@ -233,7 +233,8 @@ public final class Engine: @unchecked Sendable {
             batch.append(tokens: seq.tokens[seq.computedTokens..<end], startPosition: seq.computedTokens,
                          blockTable: seq.blockTable, logits: last && end == seq.tokens.count ? .last : .none,
                          layers: layers == 0..<numLayers ? nil : layers,
-                         inputHidden: layers.lowerBound > 0 ? seq.carriedHidden : nil)
+                         inputHidden: layers.lowerBound > 0 ? seq.carriedHidden : nil,
+                         inputRoutes: layers.lowerBound > 0 ? seq.carriedRoutes : nil)
         }
         let logits: LogitsView
         do {
@@ -255,11 +256,17 @@ public final class Engine: @unchecked Sendable {
                 // Keep this chunk's hidden states for its next layer group.
                 let start = batch.sequences[i].tokenStart
                 seq.carriedHidden = Array(UnsafeBufferPointer(start: model.lastHidden! + start * h, count: tokens * h))
+                if model.counters.recordsPairs {
+                    let k = model.config.numExpertsPerToken
+                    seq.carriedRoutes = Array(UnsafeBufferPointer(
+                        start: model.recordedRoute(layer: layers.upperBound - 1, row: start, tokens: batch.tokenCount), count: tokens * k))
+                }
                 seq.nextLayer = layers.upperBound
                 seq.inFlightTokens = tokens
                 continue
             }
             seq.carriedHidden = nil
+            seq.carriedRoutes = nil
             seq.nextLayer = 0
             seq.inFlightTokens = 0
             seq.computedTokens += tokens
@@ -304,6 +311,7 @@ public final class Engine: @unchecked Sendable {
         allocator.release(&seq.blockTable)
         seq.computedTokens = 0
         seq.carriedHidden = nil
+        seq.carriedRoutes = nil
         seq.nextLayer = 0
         seq.inFlightTokens = 0
         seq.status = .waiting

@@ -20,6 +20,8 @@ final class SequenceState {
     var continuation: AsyncStream<RequestEvent>.Continuation?
     /// Layered prefill: hidden states of a chunk part-way through the layers.
     var carriedHidden: [Float]?
+    /// With route recording: top-k experts of the chunk's tokens at the last layer it ran.
+    var carriedRoutes: [Int32]?
     var nextLayer = 0
     var inFlightTokens = 0
     let stopTokens: Set<Int32>

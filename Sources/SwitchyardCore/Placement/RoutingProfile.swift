@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardModel
 
 /// Where tokens went: `P[l][e]`, tokens routed to expert e at layer l, and
 /// `R[l][a][b]`, tokens routed to a at layer l and to b at layer l+1 (each
@@ -46,6 +47,20 @@ public struct RoutingProfile: Codable, Sendable, Equatable {
                 for a in experts { for b in path[l + 1] { pairTokens[l][a][b] += 1 } }
             }
         }
+    }
+
+    /// The profile an engine recorded (`ExpertLoadCounters.recordPairs()`
+    /// before the run).
+    public init(counters: ExpertLoadCounters, topK: Int, source: String) {
+        self.init(numLayers: counters.numLayers, numExperts: counters.numExperts, topK: topK, source: source)
+        let e = counters.numExperts
+        for l in 0..<numLayers { expertTokens[l] = Array(counters.tokens[(l * e)..<((l + 1) * e)]) }
+        if counters.recordsPairs {
+            for l in 0..<(numLayers - 1) {
+                for a in 0..<e { pairTokens[l][a] = Array(counters.pairs[((l * e + a) * e)..<((l * e + a) * e + e)]) }
+            }
+        }
+        tokens = (expertTokens.map { $0.reduce(0, +) }.max() ?? 0) / max(topK, 1)
     }
 
     public static func load(path: String) throws -> RoutingProfile {

@@ -9,6 +9,21 @@ public final class ExpertLoadCounters: @unchecked Sendable {
     public private(set) var tokens: [Int]
     public private(set) var expertWeightBytesRead: Int = 0
     public private(set) var expertActivations: Int = 0
+    /// Consecutive-layer pairs, `pairs[(l * E + a) * E + b]`: tokens routed to
+    /// a at layer l and b at layer l+1. Empty unless `recordPairs()` was called
+    /// (it costs (L−1)·E² counters and a copy of every token's route).
+    public private(set) var pairs: [Int] = []
+    public var recordsPairs: Bool { !pairs.isEmpty }
+
+    public func recordPairs() {
+        if pairs.isEmpty { pairs = Array(repeating: 0, count: max(0, numLayers - 1) * numExperts * numExperts) }
+    }
+
+    @inline(__always)
+    func recordPair(layer: Int, from a: UnsafePointer<Int32>, to b: UnsafePointer<Int32>, k: Int) {
+        let e = numExperts
+        for i in 0..<k { for j in 0..<k { pairs[(layer * e + Int(a[i])) * e + Int(b[j])] += 1 } }
+    }
 
     public init(numLayers: Int, numExperts: Int) {
         self.numLayers = numLayers
@@ -25,6 +40,7 @@ public final class ExpertLoadCounters: @unchecked Sendable {
 
     public func reset() {
         for i in tokens.indices { tokens[i] = 0 }
+        for i in pairs.indices { pairs[i] = 0 }
         expertWeightBytesRead = 0
         expertActivations = 0
     }

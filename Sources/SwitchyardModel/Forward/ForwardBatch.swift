@@ -22,9 +22,13 @@ public struct BatchSequence: Sendable {
     /// Hidden states (`tokenCount × hiddenSize`) entering `layers.lowerBound`
     /// when it is above 0: what the previous group produced.
     public var inputHidden: [Float]?
+    /// With route recording: the top-k experts (`tokenCount × k`) these tokens
+    /// chose at layer `layers.lowerBound − 1`, so the pair across the layer
+    /// group boundary is counted.
+    public var inputRoutes: [Int32]?
 
     public init(tokenStart: Int, tokenCount: Int, startPosition: Int, blockTable: [Int32], logits: LogitsSelection,
-                layers: Range<Int>? = nil, inputHidden: [Float]? = nil) {
+                layers: Range<Int>? = nil, inputHidden: [Float]? = nil, inputRoutes: [Int32]? = nil) {
         self.tokenStart = tokenStart
         self.tokenCount = tokenCount
         self.startPosition = startPosition
@@ -32,6 +36,7 @@ public struct BatchSequence: Sendable {
         self.logits = logits
         self.layers = layers
         self.inputHidden = inputHidden
+        self.inputRoutes = inputRoutes
     }
 }
 
@@ -49,10 +54,10 @@ public struct ForwardBatch: Sendable {
     /// Appends a sequence's new tokens.
     public mutating func append(tokens newTokens: some Collection<Int32>, startPosition: Int,
                                 blockTable: [Int32], logits: LogitsSelection,
-                                layers: Range<Int>? = nil, inputHidden: [Float]? = nil) {
+                                layers: Range<Int>? = nil, inputHidden: [Float]? = nil, inputRoutes: [Int32]? = nil) {
         sequences.append(BatchSequence(tokenStart: tokens.count, tokenCount: newTokens.count,
                                        startPosition: startPosition, blockTable: blockTable, logits: logits,
-                                       layers: layers, inputHidden: inputHidden))
+                                       layers: layers, inputHidden: inputHidden, inputRoutes: inputRoutes))
         tokens.append(contentsOf: newTokens)
     }
 

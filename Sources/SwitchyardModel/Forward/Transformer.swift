@@ -49,6 +49,8 @@ public final class Transformer: @unchecked Sendable {
 
     public func resetProfile() { profile = ForwardProfile() }
     private var layerSeconds = 0.0
+    /// Rows of the whole batch while a layered sub-batch runs (route log stride).
+    private var routeBatchTokens = 0
 
     public init(weights: ModelWeights) {
         self.weights = weights
@@ -72,12 +74,16 @@ public final class Transformer: @unchecked Sendable {
         let t0 = monotonicSeconds()
         let hidden = ws.hidden.reserve(batch.tokenCount * config.hiddenSize)
         embed(batch, into: hidden)
+        if counters.recordsPairs {
+            _ = ws.routeLog.reserve(config.numLayers * batch.tokenCount * config.numExpertsPerToken)
+        }
         if batch.sequences.allSatisfy({ $0.layers == nil || $0.layers == 0..<config.numLayers }) {
             runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
         } else {
             runMixedLayers(batch: batch, cache: cache, hidden: hidden)
         }
         lastHidden = UnsafePointer(hidden)
+        if counters.recordsPairs { recordRoutePairs(batch) }
         let t1 = monotonicSeconds()
         let out = logits(batch, hidden: hidden)
         let t2 = monotonicSeconds()
@@ -92,6 +98,36 @@ public final class Transformer: @unchecked Sendable {
     /// order: where a sequence's rows stand after its last layer this forward
     /// (what layered prefill keeps for the next group). Valid until the next forward.
     public private(set) var lastHidden: UnsafePointer<Float>?
+
+    /// The top-k experts of batch row `row` at layer `l` in the last forward
+    /// (route recording only).
+    public func recordedRoute(layer l: Int, row: Int, tokens: Int) -> UnsafePointer<Int32> {
+        UnsafePointer(ws.routeLog.pointer + (l * tokens + row) * config.numExpertsPerToken)
+    }
+
+    /// Counts each row's expert pairs between consecutive MoE layers it ran in
+    /// this forward, and across its group boundary when routes were carried in.
+    private func recordRoutePairs(_ batch: ForwardBatch) {
+        let k = config.numExpertsPerToken, T = batch.tokenCount
+        let all = 0..<config.numLayers
+        for s in batch.sequences {
+            let range = s.layers ?? all
+            for i in 0..<s.tokenCount {
+                let row = s.tokenStart + i
+                if range.lowerBound > 0, let carried = s.inputRoutes, config.sparseLayers[range.lowerBound - 1],
+                   config.sparseLayers[range.lowerBound] {
+                    carried.withUnsafeBufferPointer { c in
+                        counters.recordPair(layer: range.lowerBound - 1, from: c.baseAddress! + i * k,
+                                            to: recordedRoute(layer: range.lowerBound, row: row, tokens: T), k: k)
+                    }
+                }
+                for l in range.dropLast() where config.sparseLayers[l] && config.sparseLayers[l + 1] {
+                    counters.recordPair(layer: l, from: recordedRoute(layer: l, row: row, tokens: T),
+                                        to: recordedRoute(layer: l + 1, row: row, tokens: T), k: k)
+                }
+            }
+        }
+    }
 
     /// Layered prefill: each layer runs over the rows of the sequences whose
     /// layer range contains it (decodes: every layer; a prompt cohort: its
@@ -117,7 +153,18 @@ public final class Transformer: @unchecked Sendable {
                 let s = batch.sequences[i]
                 (rows + sub.sequences[j].tokenStart * h).update(from: hidden + s.tokenStart * h, count: s.tokenCount * h)
             }
+            if counters.recordsPairs {
+                let map = ws.rowMap.reserve(sub.tokenCount)
+                for (j, i) in active.enumerated() {
+                    for t in 0..<sub.sequences[j].tokenCount {
+                        map[sub.sequences[j].tokenStart + t] = Int32(batch.sequences[i].tokenStart + t)
+                    }
+                }
+                ws.rowMapActive = true
+            }
+            routeBatchTokens = batch.tokenCount
             runLayers(l..<(l + 1), batch: sub, cache: cache, hidden: rows)
+            ws.rowMapActive = false
             for (j, i) in active.enumerated() {
                 let s = batch.sequences[i]
                 (hidden + s.tokenStart * h).update(from: rows + sub.sequences[j].tokenStart * h, count: s.tokenCount * h)
@@ -287,6 +334,15 @@ public final class Transformer: @unchecked Sendable {
         case .moe(let moe):
             MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
                              ws: ws, counters: counters)
+            if counters.recordsPairs {
+                // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
+                let k = config.numExpertsPerToken
+                let T = ws.rowMapActive ? routeBatchTokens : tokens
+                for t in 0..<tokens {
+                    let row = ws.rowMapActive ? Int(ws.rowMap.pointer[t]) : t
+                    (ws.routeLog.pointer + (l * T + row) * k).update(from: ws.topExperts.pointer + t * k, count: k)
+                }
+            }
         }
         addInPlace(hidden, out, count: tokens * h)
     }

@@ -3,6 +3,11 @@
 final class Workspace: @unchecked Sendable {
     let hidden = ScratchBuffer()
     let subHidden = ScratchBuffer()
+    /// Route recording: `[layer][batch row][k]` expert ids, and the map from
+    /// a layered sub-batch's rows to the batch's rows.
+    let routeLog = IndexBuffer()
+    let rowMap = IndexBuffer()
+    var rowMapActive = false
     let normed = ScratchBuffer()
     let q = ScratchBuffer()
     let k = ScratchBuffer()
