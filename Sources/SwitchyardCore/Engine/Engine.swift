@@ -121,7 +121,7 @@ public final class Engine: @unchecked Sendable {
             if waiting.isEmpty && running.isEmpty {
                 publish()
                 wake.lock()
-                if inbox.withLock({ $0.pending.isEmpty && !$0.stopping }) { wake.wait(until: Date().addingTimeInterval(0.05)) }
+                if inbox.withLock({ $0.pending.isEmpty && !$0.stopping }) { _ = wake.wait(until: Date().addingTimeInterval(0.05)) }
                 wake.unlock()
                 continue
             }

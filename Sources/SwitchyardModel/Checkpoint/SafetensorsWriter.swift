@@ -33,7 +33,9 @@ public struct SafetensorsWriter {
         header += "}"
         // Pad so the data section starts 8-byte aligned, as the reference writer does.
         while (header.utf8.count) % 8 != 0 { header += " " }
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw CheckpointError.fileUnreadable(file: url.path, reason: "cannot create the file (does the directory exist and is it writable?)")
+        }
         let handle = try FileHandle(forWritingTo: url)
         defer { try? handle.close() }
         var length = UInt64(header.utf8.count).littleEndian
