@@ -47,10 +47,12 @@ import Testing
 
 @Suite struct PageLocationTests {
     @Test func touchedPagesAreFoundOnANodeAndUntouchedOnesAreNotResident() {
-        let page = 4096, count = 64
-        var raw: UnsafeMutableRawPointer?
-        precondition(posix_memalign(&raw, page, page * count) == 0)
-        defer { free(raw) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = 64
+        // A fresh anonymous mapping: no page is resident until written (heap
+        // memory could reuse pages other tests already touched).
+        let raw = mmap(nil, page * count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        precondition(raw != MAP_FAILED)
+        defer { munmap(raw, page * count) }
         // Touch the first half only.
         for i in 0..<(count / 2) { raw!.storeBytes(of: UInt8(1), toByteOffset: i * page, as: UInt8.self) }
         let s = PageLocation.query(UnsafeRawPointer(raw!), bytes: page * count)
