@@ -11,9 +11,7 @@ public struct BalancedPlacement: ExpertPlacement {
         guard let profile = p.profile else {
             throw PlacementError.invalidPlacement("balanced needs a routing profile (--profile FILE)")
         }
-        guard p.numDevices > 0, p.numExperts % p.numDevices == 0 else {
-            throw PlacementError.invalidPlacement("\(p.numExperts) experts do not split evenly over \(p.numDevices) devices")
-        }
+        try p.requireEvenSplit()
         let capacity = p.numExperts / p.numDevices
         var device: [[Int]] = []
         for l in 0..<p.numLayers {

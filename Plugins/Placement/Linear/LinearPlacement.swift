@@ -6,7 +6,7 @@ public struct LinearPlacement: ExpertPlacement {
     public init() {}
 
     public func place(_ p: PlacementProblem) throws -> ExpertMap {
-        try checkDivisible(p)
+        try p.requireEvenSplit()
         let per = p.numExperts / p.numDevices
         return ExpertMap(numDevices: p.numDevices,
                          device: Array(repeating: (0..<p.numExperts).map { $0 / per }, count: p.numLayers))
@@ -17,9 +17,3 @@ public struct LinearPlacement: ExpertPlacement {
     }
 }
 
-/// Every static placement here needs the experts to split evenly.
-func checkDivisible(_ p: PlacementProblem) throws {
-    guard p.numDevices > 0, p.numExperts % p.numDevices == 0 else {
-        throw PlacementError.invalidPlacement("\(p.numExperts) experts do not split evenly over \(p.numDevices) devices; choose a device count that divides the expert count")
-    }
-}

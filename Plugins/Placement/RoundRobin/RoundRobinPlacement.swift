@@ -6,9 +6,7 @@ public struct RoundRobinPlacement: ExpertPlacement {
     public init() {}
 
     public func place(_ p: PlacementProblem) throws -> ExpertMap {
-        guard p.numDevices > 0, p.numExperts % p.numDevices == 0 else {
-            throw PlacementError.invalidPlacement("\(p.numExperts) experts do not split evenly over \(p.numDevices) devices")
-        }
+        try p.requireEvenSplit()
         return ExpertMap(numDevices: p.numDevices,
                          device: Array(repeating: (0..<p.numExperts).map { $0 % p.numDevices }, count: p.numLayers))
     }

@@ -33,6 +33,16 @@ public struct PlacementProblem: Sendable {
     }
 }
 
+extension PlacementProblem {
+    /// Placements that give every device the same number of experts need
+    /// the device count to divide the expert count.
+    public func requireEvenSplit() throws {
+        guard numDevices > 0, numExperts % numDevices == 0 else {
+            throw PlacementError.invalidPlacement("\(numExperts) experts do not split evenly over \(numDevices) devices; choose a device count that divides the expert count")
+        }
+    }
+}
+
 /// An expert placement maps logical experts to devices.
 public protocol ExpertPlacement: Sendable {
     func place(_ problem: PlacementProblem) throws -> ExpertMap
