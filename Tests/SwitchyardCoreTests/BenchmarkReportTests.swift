@@ -27,9 +27,10 @@ import Testing
                                      label: "tiny", requestRate: .infinity, burstiness: 1, model: dir.path)
         engine.shutdown()
         let j = report.json()
+        let statKeys = ["ttft", "tpot", "itl", "e2el"].flatMap { ["mean_\($0)_ms", "median_\($0)_ms", "p99_\($0)_ms"] }
         for key in ["duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
                     "request_goodput", "output_throughput", "total_token_throughput", "input_lens", "output_lens",
-                    "ttfts", "itls", "engine", "moe"] + ["ttft", "tpot", "itl", "e2el"].flatMap { ["mean_\($0)_ms", "median_\($0)_ms", "p99_\($0)_ms"] } {
+                    "ttfts", "itls", "engine", "moe"] + statKeys {
             #expect(j[key] != nil, "missing \(key)")
         }
         #expect(j["completed"] as? Int == 64)

@@ -34,9 +34,6 @@ public final class Engine: @unchecked Sendable {
         var nextHandle = 0
         var stopping = false
         var stats = EngineStats()
-        var running = 0
-        var waiting = 0
-        var kvUsage = 0.0
     }
     private let inbox = Mutex(Inbox())
     private let wake = NSCondition()
@@ -70,9 +67,6 @@ public final class Engine: @unchecked Sendable {
 
     /// A snapshot of the loop's counters.
     public var stats: EngineStats { inbox.withLock { $0.stats } }
-    public var numRunning: Int { inbox.withLock { $0.running } }
-    public var numWaiting: Int { inbox.withLock { $0.waiting } }
-    public var kvCacheUsage: Double { inbox.withLock { $0.kvUsage } }
     public var freeKVBlocks: Int { freeBlocksSnapshot.withLock { $0 } }
     private let freeBlocksSnapshot = Mutex(0)
 
@@ -133,9 +127,8 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func publish() {
-        let s = loopStats
-        let r = running.count, w = waiting.count, u = allocator.usage, f = allocator.freeBlocks
-        inbox.withLock { $0.stats = s; $0.running = r; $0.waiting = w; $0.kvUsage = u }
+        let s = loopStats, f = allocator.freeBlocks
+        inbox.withLock { $0.stats = s }
         freeBlocksSnapshot.withLock { $0 = f }
         for (continuation, output) in finishedOutputs {
             continuation.yield(.finished(output))
@@ -341,7 +334,4 @@ public final class Engine: @unchecked Sendable {
         running.removeAll()
         waiting.removeAll()
     }
-
-    /// Blocks in use; 0 once every request has finished.
-    public var usedKVBlocks: Int { config.numKVBlocks - freeKVBlocks }
 }

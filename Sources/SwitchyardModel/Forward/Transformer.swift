@@ -350,11 +350,9 @@ public final class Transformer: @unchecked Sendable {
     private func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: [Float], n: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
         let eps = config.rmsNormEps
         weight.withUnsafeBufferPointer { wb in
-            nonisolated(unsafe) let xs = x, os = out
-            let wp = wb.baseAddress!
-            nonisolated(unsafe) let wps = wp
+            nonisolated(unsafe) let xs = x, os = out, ws = wb.baseAddress!
             Parallel.forRanges(rows, minChunk: max(1, 32768 / max(n, 1))) { r in
-                for i in r { Elementwise.rmsNorm(xs + i * n, weight: wps, eps: eps, n: n, out: os + i * n) }
+                for i in r { Elementwise.rmsNorm(xs + i * n, weight: ws, eps: eps, n: n, out: os + i * n) }
             }
         }
     }

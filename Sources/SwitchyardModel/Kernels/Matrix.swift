@@ -21,17 +21,6 @@ public struct Matrix: @unchecked Sendable {
         Matrix(rows: range.count, cols: cols, dtype: dtype, data: data + range.lowerBound * cols * dtype.byteSize)
     }
 
-    /// Element `(r, c)` widened to Float (slow path; tests and embeddings).
-    @inline(__always)
-    public func element(_ r: Int, _ c: Int) -> Float {
-        let i = r * cols + c
-        switch dtype {
-        case .f32: return (data + 4 * i).loadUnaligned(as: Float.self)
-        case .bf16: return widenBF16((data + 2 * i).loadUnaligned(as: UInt16.self))
-        case .f16: return widenF16((data + 2 * i).loadUnaligned(as: UInt16.self))
-        }
-    }
-
     /// Copies row `r` into `dst` as Float32 (embedding lookup).
     public func copyRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
         convertToFloat(data + r * cols * dtype.byteSize, dtype: dtype, count: cols, into: dst)
