@@ -26,8 +26,8 @@ let cpuFlags: [SwiftSetting] = hostSupportsX86V3()
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
 
-/// A placement plug-in: one module depending only on the core.
-func placementPlugin(_ name: String, _ path: String) -> Target {
+/// A strategy plug-in: one module depending only on the core.
+func plugin(_ name: String, _ path: String) -> Target {
     .target(name: name, dependencies: ["SwitchyardCore"], path: path, swiftSettings: swiftSettings)
 }
 
@@ -50,6 +50,8 @@ let package = Package(
                        providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
                        providers: [.apt(["libhwloc-dev"])]),
+        .systemLibrary(name: "CCbc", path: "Sources/CCbc", pkgConfig: "cbc",
+                       providers: [.apt(["coinor-libcbc-dev"])]),
         .target(
             name: "SwitchyardModel",
             dependencies: [
@@ -87,16 +89,20 @@ let package = Package(
             path: "Plugins/Scheduler/ShortestPromptFirst",
             swiftSettings: swiftSettings
         ),
-        placementPlugin("LinearPlacement", "Plugins/Placement/Linear"),
-        placementPlugin("RoundRobinPlacement", "Plugins/Placement/RoundRobin"),
-        placementPlugin("BalancedPlacement", "Plugins/Placement/Balanced"),
-        placementPlugin("FilePlacement", "Plugins/Placement/File"),
+        plugin("LinearPlacement", "Plugins/Placement/Linear"),
+        plugin("RoundRobinPlacement", "Plugins/Placement/RoundRobin"),
+        plugin("BalancedPlacement", "Plugins/Placement/Balanced"),
+        plugin("FilePlacement", "Plugins/Placement/File"),
+        .target(name: "ILPPlacement", dependencies: ["SwitchyardCore", "CCbc"], path: "Plugins/Placement/ILP",
+                swiftSettings: swiftSettings),
+        plugin("CPUExecution", "Plugins/Execution/CPU"),
+        plugin("ExpertParallelExecution", "Plugins/Execution/ExpertParallel"),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                 "ShortestPromptFirstScheduler",
-                "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement",
+                "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement", "CPUExecution", "ExpertParallelExecution",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -112,7 +118,8 @@ let package = Package(
             name: "SwitchyardCoreTests",
             dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                            "ShortestPromptFirstScheduler",
-                           "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement"],
+                           "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement",
+                           "CPUExecution", "ExpertParallelExecution"],
             swiftSettings: swiftSettings
         ),
     ]

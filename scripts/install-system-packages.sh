@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system libraries Switchyard links against, if any is missing:
-# OpenBLAS (cblas), libnuma, hwloc, and pkg-config to find them.
+# OpenBLAS (cblas), libnuma, hwloc, COIN-OR CBC (the MILP solver of the `ilp`
+# placement), and pkg-config to find them.
 # Runs `apt-get update` once, then `apt-get install -y` of what is missing.
 set -euo pipefail
-PACKAGES=(libopenblas-dev libnuma-dev libhwloc-dev pkg-config)
+PACKAGES=(libopenblas-dev libnuma-dev libhwloc-dev coinor-libcbc-dev pkg-config)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -70,6 +70,11 @@ struct ABCommand: AsyncParsableCommand {
                value: { Double($0.moe.expertWeightBytesRead) / 1024 / Double(max($0.moe.promptTokens, 1)) }, deterministic: true),
         Metric(name: "Expert bytes per output token (KiB)",
                value: { Double($0.moe.expertWeightBytesRead) / 1024 / Double(max($0.moe.outputTokens, 1)) }, deterministic: true),
+        Metric(name: "Forward time (s)", value: { $0.engine.forwardSeconds }, deterministic: false),
+        Metric(name: "Expert phase time (s)", value: { $0.moe.devices?.expertPhaseSeconds ?? .nan }, deterministic: false),
+        Metric(name: "Busiest device busy time (s)", value: { $0.moe.devices?.busySeconds.max() ?? .nan }, deterministic: false),
+        Metric(name: "Worst-layer device load (max/mean)", value: { $0.moe.devices?.worstLayerImbalance ?? .nan }, deterministic: false),
+        Metric(name: "Cross-device token pairs", value: { $0.moe.devices?.crossDevicePairs.map { Double($0.reduce(0, +)) } ?? .nan }, deterministic: false),
     ]
 
     func run() async throws {
@@ -97,13 +102,16 @@ struct ABCommand: AsyncParsableCommand {
                 }
                 FileHandle.standardError.write(Data("run \(r + 1)/\(repeats), arm \(i == 0 ? "A" : "B")\n".utf8))
                 engine.model.counters.reset()
+                engine.model.expertParallel?.resetStats()
+                if engine.model.expertParallel != nil { engine.model.counters.recordPairs() }
                 let (records, duration) = await BenchmarkRunner(engine: engine, workload: workload!).run(seed: base.workload.seed)
                 let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
                 let stats = engine.stats
                 engine.shutdown()
                 runs[i].append(BenchmarkReport(
                     metrics: metrics, records: records, engine: stats,
-                    moe: .init(counters: engine.model.counters, promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens),
+                    moe: .init(counters: engine.model.counters, promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens,
+                               parallel: engine.model.expertParallel),
                     label: i == 0 ? "A" : "B", requestRate: try base.workload.rate, burstiness: base.workload.burstiness,
                     model: arm.engine.model))
             }

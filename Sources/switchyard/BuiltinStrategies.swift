@@ -6,6 +6,9 @@ import LinearPlacement
 import RoundRobinPlacement
 import BalancedPlacement
 import FilePlacement
+import ILPPlacement
+import CPUExecution
+import ExpertParallelExecution
 import SwitchyardCore
 
 /// The strategies this binary ships, one module each under `Plugins/`.
@@ -20,5 +23,8 @@ let strategies: StrategyRegistry = {
     RoundRobinPlacement.register(in: registry)
     BalancedPlacement.register(in: registry)
     FilePlacement.register(in: registry)
+    ILPPlacement.register(in: registry)
+    CPUExecution.register(in: registry)
+    ExpertParallelExecution.register(in: registry)
     return registry
 }()

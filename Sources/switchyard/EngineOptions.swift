@@ -32,12 +32,34 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("max-num-seqs"), help: "Shorthand for the scheduler option max_num_seqs.")
     var maxNumSeqs: Int?
 
+    @Option(help: "Execution strategy: cpu (default) or cpu-ep (expert parallel core pools; see `switchyard strategies`).")
+    var execution: String = "cpu"
+
+    @Option(name: .customLong("execution-config"), help: "Execution options as JSON, e.g. '{\"devices\": 2, \"pin\": true}'.")
+    var executionConfig: String?
+
+    @Option(help: "Shorthand for the execution option devices (core pools for cpu-ep).")
+    var devices: Int?
+
+    @Flag(help: "Shorthand for the execution option numa (one pool per NUMA node for cpu-ep).")
+    var numa = false
+
+    @Option(help: "Expert placement over the execution's devices (see `switchyard strategies`).")
+    var placement: String = "linear"
+
+    @Option(name: .customLong("placement-config"), help: "Placement options as JSON, e.g. '{\"time_limit_s\": 5}'.")
+    var placementConfig: String?
+
+    @Option(name: .customLong("placement-profile"), help: "Routing profile JSON for placements that need one (balanced, ilp); record one with bench --record-routing.")
+    var placementProfile: String?
+
     func validate() throws {
         if blockSize < 1 { throw ValidationError("--block-size must be positive") }
         if let n = numKVBlocks, n < 1 { throw ValidationError("--num-kv-blocks must be positive") }
         if let n = maxNumBatchedTokens, n < 1 { throw ValidationError("--max-num-batched-tokens must be positive") }
         if let n = maxNumSeqs, n < 1 { throw ValidationError("--max-num-seqs must be positive") }
         if let m = maxModelLen, m < 2 { throw ValidationError("--max-model-len must be at least 2") }
+        if let d = devices, d < 1 { throw ValidationError("--devices must be positive") }
         _ = try parseBytes(kvCacheMemory)
     }
 
@@ -75,8 +97,52 @@ struct EngineOptions: ParsableArguments {
         }
     }
 
+    /// The execution options: `--execution-config` JSON plus `--devices` / `--numa`.
+    func executionOptions() throws -> String {
+        var values: [String: Any] = [:]
+        if let json = executionConfig {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else {
+                throw ValidationError("--execution-config must be a JSON object, e.g. '{\"devices\": 2}'")
+            }
+            values = object
+        }
+        for (key, value) in [("devices", devices.map { $0 as Any }), ("numa", numa ? true as Any : nil)] {
+            guard let value else { continue }
+            if values[key] != nil { throw ValidationError("\(key) is given both in --execution-config and as a flag") }
+            values[key] = value
+        }
+        return String(decoding: try JSONSerialization.data(withJSONObject: values), as: UTF8.self)
+    }
+
+    /// Applies the execution strategy (and through it the placement) to a loaded model.
+    @discardableResult
+    func prepareExecution(_ transformer: Transformer) throws -> ExecutionSummary {
+        do {
+            let strategy = try strategies.makeExecution(execution, config: try executionOptions())
+            let placementName = placement, placementJSON = placementConfig
+            let profile = try placementProfile.map { try RoutingProfile.load(path: $0) }
+            let c = transformer.config
+            let summary = try strategy.prepare(ExecutionContext(model: transformer, topology: try CPUTopology.load()) { devices in
+                let p = try strategies.makePlacement(placementName, config: placementJSON)
+                return try p.place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts, numDevices: devices, profile: profile))
+            })
+            log.info("execution", metadata: ["strategy": "\(summary.strategy)", "devices": "\(summary.devices.map { "\($0.name) cores \($0.cores) node \($0.numaNode) experts \($0.experts)" })",
+                                             "notes": "\(summary.notes)"])
+            return summary
+        } catch let e as StrategyError {
+            throw CLIError("error: \(e.description)")
+        } catch let e as PlacementError {
+            throw CLIError("error: placement \(placement): \(e.description)")
+        } catch let e as ExecutionError {
+            throw CLIError("error: execution \(execution): \(e.description)")
+        } catch let e as CPUTopology.TopologyError {
+            throw CLIError("error: \(e.description)")
+        }
+    }
+
     func makeEngine() throws -> Engine {
         let transformer = try loadModel(model)
+        try prepareExecution(transformer)
         let tokenizer = try? TokenizerLoader.load(directory: model)
         let config = try engineConfig(for: transformer.config)
         let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)

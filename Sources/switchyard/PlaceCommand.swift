@@ -6,7 +6,7 @@ struct ProfileCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "profile",
         abstract: "Routing profiles (expert token counts P and consecutive-layer pair counts R).",
-        subcommands: [Import.self])
+        subcommands: [Import.self, Synthetic.self])
 
     struct Import: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -27,6 +27,33 @@ struct ProfileCommand: ParsableCommand {
         func run() throws {
             do {
                 let p = try RoutingProfile.importTokenRecords(paths: trace, numLayers: layers, numExperts: experts)
+                try p.save(path: output)
+                print("wrote \(output): \(p.tokens) tokens × \(p.numLayers) layers, top-\(p.topK) of \(p.numExperts) experts")
+            } catch let e as PlacementError {
+                throw CLIError("error: \(e.description)")
+            }
+        }
+    }
+}
+
+extension ProfileCommand {
+    struct Synthetic: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a reproducible skewed profile (Zipf expert popularity, consecutive-layer affinity) for placement scaling runs.")
+
+        @Option(help: "Layers.") var layers: Int
+        @Option(help: "Experts per layer.") var experts: Int
+        @Option(name: .customLong("top-k"), help: "Experts per token.") var topK: Int = 2
+        @Option(help: "Token paths to draw.") var tokens: Int = 4096
+        @Option(help: "Zipf exponent of expert popularity (0 = uniform).") var skew: Double = 1.0
+        @Option(help: "Probability that a token's first expert follows its previous layer's first expert's fixed successor.") var affinity: Double = 0.3
+        @Option(help: "Random seed.") var seed: UInt64 = 0
+        @Option(help: "Where to write the profile JSON.") var output: String
+
+        func run() throws {
+            do {
+                let p = try RoutingProfile.synthetic(numLayers: layers, numExperts: experts, topK: topK, tokens: tokens,
+                                                     skew: skew, affinity: affinity, seed: seed)
                 try p.save(path: output)
                 print("wrote \(output): \(p.tokens) tokens × \(p.numLayers) layers, top-\(p.topK) of \(p.numExperts) experts")
             } catch let e as PlacementError {
@@ -79,6 +106,11 @@ struct PlaceCommand: ParsableCommand {
                          r.imbalance.reduce(0, +) / Double(max(r.imbalance.count, 1))))
             print("cross-device pairs between consecutive layers: \(r.totalCrossDevicePairs) total, worst boundary \(r.crossDevicePairs.max() ?? 0)")
             print(String(format: "solve time: %.3f s", seconds))
+            if let info = map.solver {
+                print(String(format: "solver: %@; gap: balance %.4f, traffic %.4f; %d subproblems exact, %d heuristic; %d refinement sweeps",
+                             info.method, info.balanceGap, info.trafficGap, info.exactSubproblems, info.heuristicSubproblems,
+                             info.refinementSweeps))
+            }
             if let output {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.sortedKeys]

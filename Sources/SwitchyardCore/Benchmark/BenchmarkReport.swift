@@ -24,7 +24,18 @@ public struct BenchmarkReport {
         public var promptTokens: Int
         public var outputTokens: Int
 
-        public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int) {
+        /// Per-device results when experts ran on several devices.
+        public var devices: DeviceReport?
+
+        public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int, parallel: ExpertParallel? = nil) {
+            if let ep = parallel {
+                var cross: [Int]?
+                if counters.recordsPairs {
+                    let profile = RoutingProfile(counters: counters, topK: 1, source: "")
+                    cross = PlacementReport(map: ExpertMap(numDevices: ep.numDevices, device: ep.device), profile: profile).crossDevicePairs
+                }
+                devices = DeviceReport(stats: ep.stats, crossDevicePairs: cross)
+            }
             numLayers = counters.numLayers
             numExperts = counters.numExperts
             tokensPerExpert = (0..<counters.numLayers).map { l in Array(counters.tokens[(l * counters.numExperts)..<((l + 1) * counters.numExperts)]) }
@@ -32,6 +43,29 @@ public struct BenchmarkReport {
             expertActivations = counters.expertActivations
             self.promptTokens = promptTokens
             self.outputTokens = outputTokens
+        }
+
+        /// What each device did under expert parallelism.
+        public struct DeviceReport: Sendable {
+            public var stats: ExpertParallel.Stats
+            /// Per layer boundary: consecutive-layer expert pairs whose experts
+            /// sit on different devices (tokens moving between devices); nil
+            /// unless routes were recorded.
+            public var crossDevicePairs: [Int]?
+
+            public var numDevices: Int { stats.deviceTokens.first?.count ?? 0 }
+            /// Seconds each device spent on experts, over all layers.
+            public var busySeconds: [Double] {
+                (0..<numDevices).map { d in stats.deviceBusySeconds.reduce(0) { $0 + $1[d] } }
+            }
+            public var expertPhaseSeconds: Double { stats.expertPhaseSeconds.reduce(0, +) }
+            /// Worst layer's max/mean device token load.
+            public var worstLayerImbalance: Double {
+                stats.deviceTokens.map { row in
+                    let m = Double(row.reduce(0, +)) / Double(max(row.count, 1))
+                    return m > 0 ? Double(row.max() ?? 0) / m : 1
+                }.max() ?? 1
+            }
         }
 
         /// Worst over layers of max/mean tokens per expert.
@@ -87,6 +121,14 @@ public struct BenchmarkReport {
             out.append(Self.line("Median \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 50))))
             out.append(Self.line("P99 \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 99))))
         }
+        if let d = moe.devices {
+            out.append(Self.header("Expert Devices"))
+            out.append(Self.line("Devices:", "\(d.numDevices)"))
+            out.append(Self.line("Worst-layer device load (max/mean):", String(format: "%.3f", d.worstLayerImbalance)))
+            out.append(Self.line("Expert phase time (s):", String(format: "%.3f", d.expertPhaseSeconds)))
+            out.append(Self.line("Device busy time (s):", d.busySeconds.map { String(format: "%.3f", $0) }.joined(separator: " / ")))
+            if let c = d.crossDevicePairs { out.append(Self.line("Cross-device token pairs:", "\(c.reduce(0, +))")) }
+        }
         out.append(String(repeating: "=", count: 50))
         return out.joined(separator: "\n")
     }
@@ -137,6 +179,22 @@ public struct BenchmarkReport {
             "expert_activations": mo.expertActivations,
             "max_over_mean_expert_load": mo.maxOverMeanLoad,
         ] as [String: Any]
+        if let d = mo.devices {
+            var dj: [String: Any] = [
+                "num_devices": d.numDevices,
+                "tokens_per_layer_device": d.stats.deviceTokens,
+                "busy_seconds_per_layer_device": d.stats.deviceBusySeconds,
+                "busy_seconds_per_device": d.busySeconds,
+                "expert_phase_seconds_per_layer": d.stats.expertPhaseSeconds,
+                "expert_phase_seconds": d.expertPhaseSeconds,
+                "worst_layer_device_imbalance": d.worstLayerImbalance,
+            ]
+            if let c = d.crossDevicePairs {
+                dj["cross_device_pairs_per_boundary"] = c
+                dj["cross_device_pairs"] = c.reduce(0, +)
+            }
+            j["devices"] = dj
+        }
         return j
     }
 

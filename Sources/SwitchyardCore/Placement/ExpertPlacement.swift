@@ -5,15 +5,57 @@ public struct ExpertMap: Codable, Sendable, Equatable {
     public var numDevices: Int
     /// `device[layer][expert]`.
     public var device: [[Int]]
+    /// How an optimising placement's solver did; nil for static placements.
+    public var solver: PlacementSolverInfo?
 
     enum CodingKeys: String, CodingKey {
         case numDevices = "num_devices"
         case device = "expert_device"
+        case solver
     }
 
-    public init(numDevices: Int, device: [[Int]]) {
+    public init(numDevices: Int, device: [[Int]], solver: PlacementSolverInfo? = nil) {
         self.numDevices = numDevices
         self.device = device
+        self.solver = solver
+    }
+}
+
+/// What a solver-based placement reports about its solution: relative gaps
+/// between what it found and the best bound it proved (0 = optimal), and how
+/// many of its subproblems it solved exactly.
+public struct PlacementSolverInfo: Codable, Sendable, Equatable {
+    public var method: String
+    /// Worst layer's (max load − bound) / max load, for the balance objective.
+    public var balanceGap: Double
+    /// (found − bound) / found for the traffic objective, summed over the
+    /// per-layer subproblems, each given the placement of the layer before.
+    public var trafficGap: Double
+    public var exactSubproblems: Int
+    public var heuristicSubproblems: Int
+    /// Passes of local re-optimisation after the main solve.
+    public var refinementSweeps: Int
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case method
+        case balanceGap = "balance_gap"
+        case trafficGap = "traffic_gap"
+        case exactSubproblems = "exact_subproblems"
+        case heuristicSubproblems = "heuristic_subproblems"
+        case refinementSweeps = "refinement_sweeps"
+        case seconds
+    }
+
+    public init(method: String, balanceGap: Double, trafficGap: Double, exactSubproblems: Int, heuristicSubproblems: Int,
+                refinementSweeps: Int, seconds: Double) {
+        self.method = method
+        self.balanceGap = balanceGap
+        self.trafficGap = trafficGap
+        self.exactSubproblems = exactSubproblems
+        self.heuristicSubproblems = heuristicSubproblems
+        self.refinementSweeps = refinementSweeps
+        self.seconds = seconds
     }
 }
 

@@ -42,6 +42,31 @@ public final class StrategyConfig: @unchecked Sendable {
         return n.intValue
     }
 
+    /// A true/false option.
+    public func bool(_ key: String, default value: Bool) throws -> Bool {
+        known.append(key)
+        guard let raw = values[key] else { return value }
+        read.insert(key)
+        guard let n = raw as? NSNumber, String(cString: n.objCType) == "c" else {
+            throw StrategyError.invalidConfig(strategy: strategy, reason: "\"\(key)\" must be true or false, got \(StrategyConfig.describe(raw))")
+        }
+        return n.boolValue
+    }
+
+    /// A number option within `range` (integers are accepted).
+    public func double(_ key: String, default value: Double, in range: ClosedRange<Double>) throws -> Double {
+        known.append(key)
+        guard let raw = values[key] else { return value }
+        read.insert(key)
+        guard let n = raw as? NSNumber, String(cString: n.objCType) != "c" else {
+            throw StrategyError.invalidConfig(strategy: strategy, reason: "\"\(key)\" must be a number, got \(StrategyConfig.describe(raw))")
+        }
+        guard range.contains(n.doubleValue) else {
+            throw StrategyError.invalidConfig(strategy: strategy, reason: "\"\(key)\" must be in \(range.lowerBound)...\(range.upperBound), got \(n.doubleValue)")
+        }
+        return n.doubleValue
+    }
+
     /// A string option, one of `allowed` when given.
     public func string(_ key: String, default value: String, allowed: [String]? = nil) throws -> String {
         known.append(key)

@@ -53,7 +53,27 @@ public final class StrategyRegistry: @unchecked Sendable {
 
     public typealias PlacementFactory = @Sendable (StrategyConfig) throws -> any ExpertPlacement
 
+    public typealias ExecutionFactory = @Sendable (StrategyConfig) throws -> any ExecutionStrategy
+
     private var schedulers: [String: (info: StrategyInfo, make: SchedulerFactory)] = [:]
+    private var executions: [String: (info: StrategyInfo, make: ExecutionFactory)] = [:]
+
+    public func registerExecution(_ name: String, summary: String, options: [StrategyOption] = [],
+                                  factory: @escaping ExecutionFactory) {
+        precondition(executions[name] == nil, "execution strategy \(name) registered twice")
+        executions[name] = (StrategyInfo(kind: .execution, name: name, summary: summary, options: options), factory)
+    }
+
+    /// Builds execution strategy `name` from its JSON options.
+    public func makeExecution(_ name: String, config json: String? = nil) throws -> any ExecutionStrategy {
+        guard let entry = executions[name] else {
+            throw StrategyError.unknown(kind: .execution, name: name, valid: executions.keys.sorted())
+        }
+        let config = try StrategyConfig(strategy: name, json: json)
+        let strategy = try entry.make(config)
+        try config.finish()
+        return strategy
+    }
     private var placements: [String: (info: StrategyInfo, make: PlacementFactory)] = [:]
 
     public func registerPlacement(_ name: String, summary: String, options: [StrategyOption] = [],
@@ -95,7 +115,7 @@ public final class StrategyRegistry: @unchecked Sendable {
 
     /// Every registered strategy, by kind then name.
     public var all: [StrategyInfo] {
-        (schedulers.values.map(\.info) + placements.values.map(\.info)).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
+        (schedulers.values.map(\.info) + placements.values.map(\.info) + executions.values.map(\.info)).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
     }
 
     public func names(_ kind: StrategyKind) -> [String] {

@@ -11,7 +11,7 @@ import Foundation
 enum MoEBlock {
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
-                        ws: Workspace, counters: ExpertLoadCounters?) {
+                        ws: Workspace, counters: ExpertLoadCounters?, parallel: ExpertParallel? = nil) {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
@@ -57,6 +57,20 @@ enum MoEBlock {
         let gate = ws.gateOut.reserve(assignments * inter)
         let up = ws.upOut.reserve(assignments * inter)
         let down = ws.downOut.reserve(assignments * h)
+        if let ep = parallel, let experts = ep.experts[layer] {
+            for j in 0..<e where count[j] > 0 {
+                counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: experts[j].byteCount)
+            }
+            let width = max(h, inter)
+            let tileRows = max(1, min(width, Linear.tileElements / width))
+            let tile = ws.linearTile.reserve(tileRows * width * Parallel.threadCount)
+            runExpertParallel(ep, layer: layer, experts: experts, groups: ExpertGroups(
+                count: count, offset: offset, gathered: gathered, gate: gate, up: up, down: down,
+                tile: tile, tileRows: tileRows, h: h, inter: inter))
+            combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
+            addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
+            return
+        }
         var small: [(expert: Int, start: Int, n: Int)] = []
         small.reserveCapacity(e)
         for j in 0..<e {
@@ -78,8 +92,14 @@ enum MoEBlock {
                             gathered: gathered, gate: gate, up: up, down: down)
         }
 
-        // 5. Combine in slot order, so the sum is the same however the batch was grouped.
-        nonisolated(unsafe) let os = out, ds = UnsafePointer(down), ws_ = UnsafePointer(topW)
+        combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
+        addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
+    }
+
+    /// 5. Combine in slot order, so the sum is the same however the batch was grouped.
+    static func combine(tokens: Int, k: Int, h: Int, rows rowOf: UnsafeMutablePointer<Int32>, down: UnsafeMutablePointer<Float>,
+                        topW: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        nonisolated(unsafe) let os = out, ds = UnsafePointer(down), ws_ = UnsafePointer(topW), rows = UnsafePointer(rowOf)
         Parallel.forRanges(tokens, minChunk: 16) { r in
             for t in r {
                 let o = os + t * h
@@ -90,8 +110,11 @@ enum MoEBlock {
                 }
             }
         }
+    }
 
-        // 6. Qwen2-MoE's shared expert, gated per token by a sigmoid.
+    /// 6. Qwen2-MoE's shared expert, gated per token by a sigmoid.
+    static func addSharedExpert(weights: MoEWeights, x: UnsafePointer<Float>, tokens: Int, h: Int,
+                                out: UnsafeMutablePointer<Float>, ws: Workspace) {
         if let shared = weights.shared, let sharedGate = weights.sharedGate {
             let sharedOut = ws.sharedOut.reserve(tokens * h)
             DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)

@@ -48,6 +48,12 @@ public final class Transformer: @unchecked Sendable {
     public private(set) var profile = ForwardProfile()
 
     public func resetProfile() { profile = ForwardProfile() }
+
+    /// Expert parallelism across CPU device pools (nil: every expert on all
+    /// threads). Set before serving, never during a forward.
+    public private(set) var expertParallel: ExpertParallel?
+
+    public func install(expertParallel: ExpertParallel?) { self.expertParallel = expertParallel }
     private var layerSeconds = 0.0
     /// Rows of the whole batch while a layered sub-batch runs (route log stride).
     private var routeBatchTokens = 0
@@ -333,7 +339,7 @@ public final class Transformer: @unchecked Sendable {
             DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
         case .moe(let moe):
             MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
-                             ws: ws, counters: counters)
+                             ws: ws, counters: counters, parallel: expertParallel)
             if counters.recordsPairs {
                 // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
                 let k = config.numExpertsPerToken

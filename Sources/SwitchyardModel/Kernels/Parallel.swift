@@ -48,6 +48,15 @@ public enum Parallel {
         }
     }
 
+    /// Runs `body(p)` once on every kernel thread at the same time, part p
+    /// always on the same thread (part 0 on the caller), which regions with
+    /// their own barriers need. Returns false, running nothing, when the pool
+    /// is taken or there is one thread; the caller then runs its serial path.
+    public static func onEveryThread(_ body: (Int) -> Void) -> Bool {
+        guard threadCount > 1 else { return false }
+        return pool.run(parts: threadCount, body)
+    }
+
     /// Runs `body(i)` for `i in 0..<count` spread over the threads.
     @inline(__always)
     public static func forEach(_ count: Int, _ body: (Int) -> Void) {

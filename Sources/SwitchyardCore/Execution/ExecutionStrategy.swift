@@ -1,0 +1,59 @@
+import SwitchyardModel
+
+/// What an execution strategy is given: the loaded model, the machine, and a
+/// way to ask the chosen placement for an expert map over any number of devices.
+public struct ExecutionContext: Sendable {
+    public var model: Transformer
+    public var topology: CPUTopology
+    /// The placement's map of logical experts onto `numDevices` devices.
+    public var placeExperts: @Sendable (_ numDevices: Int) throws -> ExpertMap
+
+    public init(model: Transformer, topology: CPUTopology, placeExperts: @escaping @Sendable (Int) throws -> ExpertMap) {
+        self.model = model
+        self.topology = topology
+        self.placeExperts = placeExperts
+    }
+}
+
+/// What an execution strategy set up, for logs and benchmark results.
+public struct ExecutionSummary: Sendable, Equatable {
+    public struct Device: Sendable, Equatable {
+        public var name: String
+        public var cores: [Int]
+        public var numaNode: Int
+        /// Experts (over all layers) this device computes.
+        public var experts: Int
+        public init(name: String, cores: [Int], numaNode: Int, experts: Int) {
+            self.name = name
+            self.cores = cores
+            self.numaNode = numaNode
+            self.experts = experts
+        }
+    }
+    public var strategy: String
+    public var devices: [Device]
+    /// The expert map in force (nil: every expert on every thread).
+    public var map: ExpertMap?
+    public var notes: [String]
+
+    public init(strategy: String, devices: [Device], map: ExpertMap?, notes: [String] = []) {
+        self.strategy = strategy
+        self.devices = devices
+        self.map = map
+        self.notes = notes
+    }
+}
+
+/// An execution strategy decides where each piece of the model's work runs
+/// (which cores, which NUMA node's memory, later which accelerator) and
+/// configures the model accordingly, once, before serving.
+public protocol ExecutionStrategy: Sendable {
+    func prepare(_ context: ExecutionContext) throws -> ExecutionSummary
+}
+
+public enum ExecutionError: Error, CustomStringConvertible, Equatable {
+    case setup(String)
+    public var description: String {
+        switch self { case let .setup(m): return m }
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+
+/// Expert parallelism on a CPU: the kernel threads are split into device
+/// pools (each pinned to its own cores), every expert of every layer belongs
+/// to one device, and its weights are copied into memory on that device's
+/// NUMA node. In an MoE layer each device computes only its own experts'
+/// token groups, all devices at once, so a layer's expert time is its
+/// busiest device's time: what placement balances.
+///
+/// Install with `Transformer.install(expertParallel:)`; the router, the
+/// combine step, attention and dense layers still use every thread.
+public final class ExpertParallel: @unchecked Sendable {
+    public let pools: [CorePool]
+    public var numDevices: Int { pools.count }
+    /// `device[layer][expert]`.
+    public let device: [[Int]]
+    /// Whether expert weights were copied to their device's node.
+    public let weightsOnNode: Bool
+    /// Whether the kernel threads are pinned to their pool's cores.
+    public let pinned: Bool
+
+    // Dispatch tables, fixed at install: a device's experts per layer, and
+    // which kernel threads make up each device.
+    let deviceExperts: [[Int32]]
+    let deviceOffsets: [[Int]]
+    let threadDevice: [Int]
+    let firstThread: [Int]
+    let threadsOfDevice: [Int]
+    let barriers: [SpinBarrier]
+    /// The processing units each kernel thread is bound to.
+    let threadPUs: [[Int]]
+    /// Which OS thread last pinned itself for each part (the caller's part 0
+    /// may change threads between forwards).
+    let pinnedThread: UnsafeMutablePointer<pthread_t?>
+
+    /// Expert weights per layer (node-local copies, or the checkpoint's).
+    let experts: [[ExpertWeights]?]
+    private let memory: [NodeLocalMemory]
+
+    // Per (layer, device) counters, written by disjoint threads.
+    let busy: UnsafeMutablePointer<Double>
+    let tokens: UnsafeMutablePointer<Int>
+    let phase: UnsafeMutablePointer<Double>
+    let numLayers: Int
+
+    public enum SetupError: Error, CustomStringConvertible, Equatable {
+        case badMap(String)
+        case tooFewThreads(devices: Int, threads: Int)
+        public var description: String {
+            switch self {
+            case let .badMap(m): return "expert map: \(m)"
+            case let .tooFewThreads(d, t):
+                return "\(d) devices need at least \(d) kernel threads, there are \(t); use fewer --devices (or raise SWITCHYARD_THREADS)"
+            }
+        }
+    }
+
+    /// `map[layer][expert]` must name a device in `0..<pools.count` for
+    /// every expert of every MoE layer. Kernel threads are shared out to the
+    /// pools in proportion to their cores.
+    public init(weights: ModelWeights, pools: [CorePool], map: [[Int]], weightsOnNode: Bool, pin: Bool) throws {
+        let c = weights.config
+        let n = pools.count
+        let threads = Parallel.threadCount
+        guard n >= 1 else { throw SetupError.badMap("no devices") }
+        guard threads >= n else { throw SetupError.tooFewThreads(devices: n, threads: threads) }
+        guard map.count == c.numLayers, map.allSatisfy({ $0.count == c.numExperts }) else {
+            throw SetupError.badMap("it has \(map.count) layers × \(map.first?.count ?? 0) experts, the model \(c.numLayers) × \(c.numExperts)")
+        }
+        guard map.allSatisfy({ $0.allSatisfy { (0..<n).contains($0) } }) else {
+            throw SetupError.badMap("a device index is outside 0..<\(n)")
+        }
+        self.pools = pools
+        device = map
+        numLayers = c.numLayers
+
+        var dExperts: [[Int32]] = [], dOffsets: [[Int]] = []
+        for l in 0..<c.numLayers {
+            var list: [Int32] = [], offs = [0]
+            for d in 0..<n {
+                list += (0..<c.numExperts).filter { map[l][$0] == d }.map(Int32.init)
+                offs.append(list.count)
+            }
+            dExperts.append(list)
+            dOffsets.append(offs)
+        }
+        deviceExperts = dExperts
+        deviceOffsets = dOffsets
+
+        let share = ExpertParallel.shareThreads(threads, cores: pools.map(\.cores.count))
+        let first = share.map(\.first)
+        firstThread = first
+        threadsOfDevice = share.map(\.count)
+        let count = threadsOfDevice
+        threadDevice = (0..<threads).map { t in (0..<n).last { first[$0] <= t }! }
+        barriers = count.map { SpinBarrier(parties: $0) }
+        threadPUs = (0..<threads).map { t in
+            let d = (0..<n).last { first[$0] <= t }!
+            let pool = pools[d]
+            // One core per thread, round-robin over the pool's cores.
+            let perCore = max(1, pool.processingUnits.count / max(1, pool.cores.count))
+            let core = (t - first[d]) % max(1, pool.cores.count)
+            let pus = Array(pool.processingUnits.dropFirst(core * perCore).prefix(perCore))
+            return pus.isEmpty ? pool.processingUnits : pus
+        }
+        pinnedThread = .allocate(capacity: threads)
+        pinnedThread.initialize(repeating: nil, count: threads)
+        self.pinned = pin
+
+        var mem: [NodeLocalMemory] = []
+        var local: [[ExpertWeights]?] = []
+        var allOnNode = weightsOnNode
+        for (l, layer) in weights.layers.enumerated() {
+            guard case .moe(let moe) = layer.feedForward else { local.append(nil); continue }
+            guard weightsOnNode else { local.append(moe.experts); continue }
+            local.append(moe.experts.enumerated().map { j, e in
+                let block = NodeLocalMemory(bytes: e.byteCount, node: pools[map[l][j]].numaNode)
+                allOnNode = allOnNode && block.onNode
+                mem.append(block)
+                var at = block.pointer
+                func copy(_ m: Matrix) -> Matrix {
+                    at.copyMemory(from: m.data, byteCount: m.byteCount)
+                    defer { at += m.byteCount }
+                    return Matrix(rows: m.rows, cols: m.cols, dtype: m.dtype, data: UnsafeRawPointer(at))
+                }
+                return ExpertWeights(gate: copy(e.gate), up: copy(e.up), down: copy(e.down))
+            })
+        }
+        experts = local
+        memory = mem
+        self.weightsOnNode = weightsOnNode && allOnNode
+
+        busy = .allocate(capacity: c.numLayers * n)
+        tokens = .allocate(capacity: c.numLayers * n)
+        phase = .allocate(capacity: c.numLayers)
+        resetStats()
+    }
+
+    /// Consecutive kernel threads for each pool, in proportion to its
+    /// cores; every pool gets at least one (needs threads ≥ pools).
+    public static func shareThreads(_ threads: Int, cores: [Int]) -> [(first: Int, count: Int)] {
+        let n = cores.count
+        let weights = cores.map { max(1, $0) }
+        let total = weights.reduce(0, +)
+        var out: [(first: Int, count: Int)] = []
+        var acc = 0, next = 0
+        for d in 0..<n {
+            acc += weights[d]
+            // Leave at least one thread for each pool still to come.
+            let end = d == n - 1 ? threads : min(threads - (n - 1 - d), max(next + 1, (threads * acc + total / 2) / total))
+            out.append((next, end - next))
+            next = end
+        }
+        return out
+    }
+
+    deinit {
+        pinnedThread.deallocate()
+        busy.deallocate()
+        tokens.deallocate()
+        phase.deallocate()
+    }
+
+    public func resetStats() {
+        busy.initialize(repeating: 0, count: numLayers * numDevices)
+        tokens.initialize(repeating: 0, count: numLayers * numDevices)
+        phase.initialize(repeating: 0, count: numLayers)
+    }
+
+    /// What the devices did since the last reset.
+    public struct Stats: Sendable, Equatable {
+        /// `[layer][device]`: token-expert assignments computed.
+        public var deviceTokens: [[Int]]
+        /// `[layer][device]`: seconds each device spent on its experts.
+        public var deviceBusySeconds: [[Double]]
+        /// `[layer]`: wall seconds of the expert phase (the busiest device).
+        public var expertPhaseSeconds: [Double]
+    }
+
+    public var stats: Stats {
+        let n = numDevices
+        return Stats(deviceTokens: (0..<numLayers).map { l in (0..<n).map { tokens[l * n + $0] } },
+                     deviceBusySeconds: (0..<numLayers).map { l in (0..<n).map { busy[l * n + $0] } },
+                     expertPhaseSeconds: (0..<numLayers).map { phase[$0] })
+    }
+
+    /// The pages of the experts' weights as the OS reports them.
+    public func expertPages() -> PageLocation.Summary {
+        var total = PageLocation.Summary(byNode: [:], notResident: 0, failed: 0)
+        for layer in experts {
+            for e in layer ?? [] {
+                for m in [e.gate, e.up, e.down] {
+                    let s = PageLocation.query(m.data, bytes: m.byteCount)
+                    for (node, c) in s.byNode { total.byNode[node, default: 0] += c }
+                    total.notResident += s.notResident
+                    total.failed += s.failed
+                }
+            }
+        }
+        return total
+    }
+
+    @inline(__always)
+    func pinIfNeeded(part: Int) {
+        guard pinned else { return }
+        let me = pthread_self()
+        if let t = pinnedThread[part], pthread_equal(t, me) != 0 { return }
+        ThreadPinning.pinCurrentThread(to: threadPUs[part])
+        pinnedThread[part] = me
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+@testable import SwitchyardModel
+
+/// Expert parallelism must change where experts run, never what they compute.
+@Suite(.serialized) struct ExpertParallelTests {
+    static let defaultModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("models/stdlib-moe").path
+
+    func maxRelativeDifference(_ a: [[Float]], _ b: [[Float]]) -> Float {
+        zip(a, b).map { zip($0, $1).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0 }.max() ?? 0
+    }
+
+    /// Pools over this machine's cores: `devices` of them, or one pool of all cores.
+    func pools(_ devices: Int) throws -> [CorePool] {
+        try CorePools.split(try CPUTopology.load(), devices: devices)
+    }
+
+    /// Expert e of layer l on device (e + l) mod n: every device busy, no two layers alike.
+    func map(_ c: ModelConfig, devices n: Int) -> [[Int]] {
+        (0..<c.numLayers).map { l in (0..<c.numExperts).map { ($0 + l) % n } }
+    }
+
+    // 3 tokens take the 16-bit matrix-vector path, 80 the widened-GEMM one
+    // (some experts get ≥ 24 tokens); the fixtures are Float32 (sgemm path).
+    @Test(arguments: [("stdlib-moe", 3), ("stdlib-moe", 80), ("qwen2_moe", 40), ("mixtral", 12)])
+    func logitsMatchSingleDeviceExecution(_ name: String, _ length: Int) throws {
+        let dir = name == "stdlib-moe" ? Self.defaultModel : Fixtures.model(name)
+        let model = try Transformer(directory: dir)
+        let c = model.config
+        let prompt = (0..<length).map { Int32(($0 * 37 + 11) % c.vocabSize) }
+        let gen = Generator(model: model, blockSize: 16)
+        let single = try gen.allLogits(prompt)
+        let devices = min(2, try CPUTopology.load().cores.count)
+        for (n, pools) in [(devices, try pools(devices)), (1, try pools(1))] {
+            let ep = try ExpertParallel(weights: model.weights, pools: pools, map: map(c, devices: n), weightsOnNode: true, pin: true)
+            model.install(expertParallel: ep)
+            let parallel = try gen.allLogits(prompt)
+            model.install(expertParallel: nil)
+            #expect(maxRelativeDifference(parallel, single) < 1e-4, "\(name), \(n) device(s)")
+            // Every token-expert assignment was computed by exactly one device.
+            let s = ep.stats
+            for l in 0..<c.numLayers where c.sparseLayers[l] {
+                #expect(s.deviceTokens[l].reduce(0, +) == length * c.numExpertsPerToken)
+                #expect(s.deviceTokens[l].count == n)
+            }
+            #expect((0..<c.numLayers).allSatisfy { s.expertPhaseSeconds[$0] > 0 || !c.sparseLayers[$0] })
+        }
+    }
+
+    @Test func deviceTokenCountsFollowTheExpertMap() throws {
+        let model = try Transformer(directory: Self.defaultModel)
+        let c = model.config
+        // All of layer 0's experts on device 1, all of the others' on device 0.
+        let m = (0..<c.numLayers).map { l in Array(repeating: l == 0 ? 1 : 0, count: c.numExperts) }
+        let ep = try ExpertParallel(weights: model.weights, pools: try pools(min(2, try CPUTopology.load().cores.count)),
+                                    map: m, weightsOnNode: false, pin: false)
+        guard ep.numDevices == 2 else { return }
+        model.install(expertParallel: ep)
+        _ = try Generator(model: model, blockSize: 16).allLogits([1, 2, 3, 4, 5])
+        let s = ep.stats
+        #expect(s.deviceTokens[0] == [0, 5 * c.numExpertsPerToken])
+        #expect(s.deviceTokens[1] == [5 * c.numExpertsPerToken, 0])
+        #expect(s.deviceBusySeconds[0][1] > 0 && s.deviceBusySeconds[1][1] == 0)
+    }
+
+    @Test func expertWeightsAreCopiedOntoTheirPoolsNode() throws {
+        let model = try Transformer(directory: Self.defaultModel)
+        let c = model.config
+        let pools = try pools(1)
+        let ep = try ExpertParallel(weights: model.weights, pools: pools, map: map(c, devices: 1), weightsOnNode: true, pin: false)
+        let pages = ep.expertPages()
+        // The copies were written, so every page is resident; with NUMA
+        // support all of them are on the pool's node.
+        #expect(pages.notResident == 0)
+        if ep.weightsOnNode {
+            #expect(pages.byNode.keys.sorted() == [pools[0].numaNode])
+            #expect(pages.failed == 0)
+        }
+        // The copies hold the checkpoint's bytes.
+        guard case .moe(let original) = model.weights.layers[0].feedForward, let copy = ep.experts[0]?[3] else {
+            Issue.record("layer 0 is not an MoE layer"); return
+        }
+        #expect(memcmp(original.experts[3].down.data, copy.down.data, copy.down.byteCount) == 0)
+        #expect(original.experts[3].down.data != copy.down.data)
+    }
+
+    @Test func threadsAreSharedOutByCoresWithAtLeastOnePerPool() {
+        #expect(ExpertParallel.shareThreads(4, cores: [2, 2]).map(\.count) == [2, 2])
+        #expect(ExpertParallel.shareThreads(8, cores: [6, 2]).map(\.count) == [6, 2])
+        #expect(ExpertParallel.shareThreads(3, cores: [1, 1, 1]).map(\.first) == [0, 1, 2])
+        #expect(ExpertParallel.shareThreads(2, cores: [7, 1]).map(\.count) == [1, 1])
+        #expect(ExpertParallel.shareThreads(5, cores: [1, 1]).map(\.count).reduce(0, +) == 5)
+    }
+
+    @Test func badMapsAndTooManyDevicesAreRejected() throws {
+        let model = try Transformer(directory: Self.defaultModel)
+        let c = model.config
+        let pools = try pools(1)
+        #expect(throws: ExpertParallel.SetupError.self) {
+            try ExpertParallel(weights: model.weights, pools: pools, map: [[0]], weightsOnNode: false, pin: false)
+        }
+        #expect(throws: ExpertParallel.SetupError.self) {
+            try ExpertParallel(weights: model.weights, pools: pools, map: map(c, devices: 2), weightsOnNode: false, pin: false)
+        }
+        let many = Array(repeating: pools[0], count: Parallel.threadCount + 1)
+        #expect(throws: ExpertParallel.SetupError.tooFewThreads(devices: many.count, threads: Parallel.threadCount)) {
+            try ExpertParallel(weights: model.weights, pools: many, map: map(c, devices: many.count), weightsOnNode: false, pin: false)
+        }
+    }
+
+    @Test func pinningBindsTheCallingThread() throws {
+        let topo = try CPUTopology.load()
+        let target = topo.cores.last!.processingUnits
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var bound: [Int] = []
+        nonisolated(unsafe) var ok = false
+        let t = Thread {
+            ok = ThreadPinning.pinCurrentThread(to: target)
+            bound = ThreadPinning.currentBinding()
+            done.signal()
+        }
+        t.start()
+        done.wait()
+        if ok { #expect(bound == target) }
+    }
+}
