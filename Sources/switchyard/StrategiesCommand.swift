@@ -11,9 +11,9 @@ struct StrategiesCommand: ParsableCommand {
             let infos = strategies.all.filter { $0.kind == kind }
             let usage: String
             switch kind {
-            case .scheduler: usage = "bench, ab: --scheduler NAME --scheduler-config JSON"
-            case .placement: usage = "place: --placement NAME --placement-config JSON"
-            case .execution: usage = "not selectable yet"
+            case .scheduler: usage = "bench, ab, serve: --scheduler NAME --scheduler-config JSON"
+            case .placement: usage = "bench, ab, serve with --execution cpu-ep, and place: --placement NAME --placement-config JSON [--placement-profile FILE]"
+            case .execution: usage = "bench, ab, serve: --execution NAME --execution-config JSON, or --devices N / --numa"
             }
             print("\(kind.rawValue)s (\(usage)):")
             if infos.isEmpty { print("  (none registered yet)") }

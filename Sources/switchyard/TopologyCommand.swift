@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwitchyardCore
 import SwitchyardModel
 
 struct TopologyCommand: ParsableCommand {
@@ -16,8 +17,11 @@ struct TopologyCommand: ParsableCommand {
     @Option(help: "An hwloc synthetic topology to show instead of this machine, e.g. \"package:2 numa:2 core:4 pu:1\".")
     var synthetic: String?
 
-    @Option(help: "A checkpoint whose expert weight pages to locate (move_pages).")
+    @Option(help: "A checkpoint whose expert weight pages to locate (move_pages); with --devices/--numa also after cpu-ep's per-node copies.")
     var model: String?
+
+    @Option(help: "With --model and --devices/--numa: the static placement (linear or round-robin) of experts on the pools.")
+    var placement: String = "linear"
 
     func run() throws {
         let t: CPUTopology
@@ -27,8 +31,8 @@ struct TopologyCommand: ParsableCommand {
             let cs = t.cores.filter { $0.numaNode == n }
             print("  node \(n): cores \(cs.map { String($0.index) }.joined(separator: ",")) (PUs \(cs.flatMap(\.processingUnits).map(String.init).joined(separator: ",")))")
         }
+        var pools: [CorePool] = []
         if numa || devices != nil {
-            let pools: [CorePool]
             do { pools = numa ? CorePools.perNUMANode(t) : try CorePools.split(t, devices: devices!) } catch let e as CorePools.PoolError {
                 throw CLIError("error: \(e.description)")
             }
@@ -39,9 +43,26 @@ struct TopologyCommand: ParsableCommand {
         }
         if let model {
             let w = try loadModel(model).weights
-            let s = PageLocation.experts(of: w)
-            let nodes = s.byNode.keys.sorted().map { "node \($0): \(s.byNode[$0]!) pages" }.joined(separator: ", ")
-            print("expert weight pages of \(model): \(nodes.isEmpty ? "none resident" : nodes); not yet resident: \(s.notResident)\(s.failed > 0 ? "; query failed: \(s.failed)" : "")")
+            func describe(_ s: PageLocation.Summary) -> String {
+                let nodes = s.byNode.keys.sorted().map { "node \($0): \(s.byNode[$0]!) pages" }.joined(separator: ", ")
+                return "\(nodes.isEmpty ? "none resident" : nodes); not yet resident: \(s.notResident)\(s.failed > 0 ? "; query failed: \(s.failed)" : "")"
+            }
+            print("expert weight pages of \(model) (checkpoint mapping): \(describe(PageLocation.experts(of: w)))")
+            if !pools.isEmpty && synthetic == nil {
+                // What cpu-ep does at start-up: copy each expert onto its pool's node.
+                let c = w.config
+                let map: ExpertMap
+                do {
+                    map = try strategies.makePlacement(placement).place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts,
+                                                                                         numDevices: pools.count, profile: nil))
+                } catch let e as PlacementError { throw CLIError("error: placement \(placement): \(e.description)") }
+                let ep: ExpertParallel
+                do { ep = try ExpertParallel(weights: w, pools: pools, map: map.device, weightsOnNode: true, pin: false) } catch let e as ExpertParallel.SetupError {
+                    throw CLIError("error: \(e.description)")
+                }
+                print("after cpu-ep copies the experts onto their pools' nodes (placement \(placement))\(ep.weightsOnNode ? "" : ", libnuma reports no NUMA support: ordinary memory"):")
+                for d in 0..<pools.count { print("  device \(d) (node \(pools[d].numaNode)): \(describe(ep.expertPages(device: d)))") }
+            }
         }
     }
 }

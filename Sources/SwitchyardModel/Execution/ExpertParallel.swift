@@ -184,11 +184,12 @@ public final class ExpertParallel: @unchecked Sendable {
                      expertPhaseSeconds: (0..<numLayers).map { phase[$0] })
     }
 
-    /// The pages of the experts' weights as the OS reports them.
-    public func expertPages() -> PageLocation.Summary {
+    /// The pages of the experts' weights as the OS reports them (of one
+    /// device's experts when `device` is given).
+    public func expertPages(device only: Int? = nil) -> PageLocation.Summary {
         var total = PageLocation.Summary(byNode: [:], notResident: 0, failed: 0)
-        for layer in experts {
-            for e in layer ?? [] {
+        for (l, layer) in experts.enumerated() {
+            for (j, e) in (layer ?? []).enumerated() where only == nil || device[l][j] == only {
                 for m in [e.gate, e.up, e.down] {
                     let s = PageLocation.query(m.data, bytes: m.byteCount)
                     for (node, c) in s.byNode { total.byNode[node, default: 0] += c }
