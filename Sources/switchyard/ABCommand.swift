@@ -104,7 +104,8 @@ struct ABCommand: AsyncParsableCommand {
                 engine.model.counters.reset()
                 engine.model.expertParallel?.resetStats()
                 if engine.model.expertParallel != nil { engine.model.counters.recordPairs() }
-                let (records, duration) = await BenchmarkRunner(engine: engine, workload: workload!).run(seed: base.workload.seed)
+                let (records, duration) = await BenchmarkRunner(engine: engine, workload: workload!)
+                    .run(seed: base.workload.seed, clock: try base.workload.clock)
                 let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
                 let stats = engine.stats
                 engine.shutdown()
@@ -137,7 +138,7 @@ struct ABCommand: AsyncParsableCommand {
         }
         if repeats > 1 {
             print(nondeterministic.isEmpty ? "deterministic counters identical across repeats of each arm: yes"
-                                           : "WARNING: counters differ across repeats: \(nondeterministic.joined(separator: ", ")) (arrivals during the run make the schedule timing-dependent; use --request-rate inf for identical schedules)")
+                                           : "WARNING: counters differ across repeats: \(nondeterministic.joined(separator: ", ")) (arrivals during the run make the schedule timing-dependent; use --arrival-clock iteration, or --request-rate inf, for identical schedules)")
         }
         if let path = saveResult {
             let json: [String: Any] = ["a": ["flags": a, "runs": runs[0].map { $0.json() }],

@@ -38,6 +38,24 @@ struct WorkloadOptions: ParsableArguments {
     @Option(name: .customLong("jsonl"), help: "A JSONL file of {\"prompt\": ..., \"max_tokens\": ...} records.")
     var jsonl: String?
 
+    @Option(name: .customLong("arrival-clock"), help: "wall: replay arrivals in real time; iteration: on the engine's iteration clock (arrival t → iteration ⌊t / --iteration-ms⌋), so every engine counter repeats exactly at any rate.")
+    var arrivalClock: String = "wall"
+
+    @Option(name: .customLong("iteration-ms"), help: "With --arrival-clock iteration: the nominal iteration length that maps arrival times to iterations.")
+    var iterationMs: Double = 50
+
+    var clock: BenchmarkRunner.ArrivalClock {
+        get throws {
+            switch arrivalClock {
+            case "wall": return .wall
+            case "iteration":
+                guard iterationMs > 0 else { throw ValidationError("--iteration-ms must be positive") }
+                return .iterations(secondsPerIteration: iterationMs / 1000)
+            default: throw ValidationError("--arrival-clock must be wall or iteration, got \"\(arrivalClock)\"")
+            }
+        }
+    }
+
     var rate: Double {
         get throws {
             if requestRate == "inf" { return .infinity }
@@ -103,7 +121,7 @@ struct BenchCommand: AsyncParsableCommand {
         // Under expert parallelism, routes are recorded so results can count
         // tokens crossing devices between layers.
         if recordRouting != nil || eng.model.expertParallel != nil { eng.model.counters.recordPairs() }
-        let (records, duration) = await runner.run(seed: workload.seed)
+        let (records, duration) = await runner.run(seed: workload.seed, clock: try workload.clock)
         let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
         let moe = BenchmarkReport.MoEReport(counters: eng.model.counters, promptTokens: metrics.totalInputTokens,
                                            outputTokens: metrics.totalOutputTokens, parallel: eng.model.expertParallel)

@@ -15,11 +15,29 @@ public struct BenchmarkRunner {
         self.progress = progress
     }
 
-    public func run(seed: UInt64 = 0, samplingTemperature: Float = 0, ignoreEOS: Bool = true) async -> (records: [ClientRecord], duration: Double) {
-        let requests = workload.enumerated().map { i, w in
+    /// How arrival times are replayed.
+    public enum ArrivalClock: Sendable, Equatable {
+        /// In real time: each request is submitted when its arrival time has
+        /// passed on the wall clock; latencies are the client's.
+        case wall
+        /// On the engine's iteration clock: arrival time t becomes arrival
+        /// iteration ⌊t / secondsPerIteration⌋, every request is handed to the
+        /// engine up front, and latencies are the engine's timestamps from
+        /// admission. The schedule then depends on nothing but the workload,
+        /// so every engine counter repeats exactly at any request rate.
+        case iterations(secondsPerIteration: Double)
+    }
+
+    public func run(seed: UInt64 = 0, samplingTemperature: Float = 0, ignoreEOS: Bool = true,
+                    clock: ArrivalClock = .wall) async -> (records: [ClientRecord], duration: Double) {
+        var requests = workload.enumerated().map { i, w in
             GenerationRequest(id: "bench-\(i)", promptTokens: w.promptTokens,
                               sampling: SamplingParams(temperature: samplingTemperature, seed: seed &+ UInt64(i)),
                               maxTokens: w.maxTokens, ignoreEOS: ignoreEOS)
+        }
+        if case .iterations(let tau) = clock {
+            for i in requests.indices { requests[i].arrivalIteration = Int((workload[i].arrival / tau).rounded(.down)) }
+            return await runOnIterationClock(requests)
         }
         // Requests due at t = 0 are queued before the loop starts, so its
         // first iteration sees all of them: with `--request-rate inf` the
@@ -58,6 +76,29 @@ public struct BenchmarkRunner {
             var out = [ClientRecord?](repeating: nil, count: total)
             for await (i, r) in group { out[i] = r }
             return out.map { $0! }
+        }
+        return (records, monotonicSeconds() - start)
+    }
+}
+
+extension BenchmarkRunner {
+    func runOnIterationClock(_ requests: [GenerationRequest]) async -> (records: [ClientRecord], duration: Double) {
+        let start = monotonicSeconds()
+        let t0 = engine.now()
+        let streams = requests.map { engine.submit($0) }
+        engine.start()
+        let total = requests.count
+        var records: [ClientRecord] = []
+        for (i, stream) in streams.enumerated() {
+            var output: RequestOutput?
+            for await event in stream { if case .finished(let o) = event { output = o } }
+            progress?(i + 1, total)
+            guard let o = output else { continue }
+            let ok = o.error == nil && o.finishReason != .abort && !o.tokenTimes.isEmpty
+            records.append(ClientRecord(promptTokens: requests[i].promptTokens.count, outputTokens: o.tokenTimes.count, success: ok,
+                                        error: o.error?.description ?? "", startTime: o.arrivalTime - t0,
+                                        ttft: (o.firstTokenTime ?? o.finishTime) - o.arrivalTime, latency: o.finishTime - o.arrivalTime,
+                                        itls: o.interTokenLatencies))
         }
         return (records, monotonicSeconds() - start)
     }

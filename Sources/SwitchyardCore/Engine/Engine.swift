@@ -23,6 +23,11 @@ public final class Engine: @unchecked Sendable {
     private var waiting: [SequenceState] = []
     private var running: [SequenceState] = []
     private var nextAdmission = 0
+    /// The iteration clock of `GenerationRequest.arrivalIteration`: iterations
+    /// run, plus the idle stretches skipped to the next deferred arrival.
+    private var iterationClock = 0
+    /// Requests submitted ahead of their arrival iteration, in arrival order.
+    private var deferred: [(GenerationRequest, AsyncStream<RequestEvent>.Continuation)] = []
     private var loopStats = EngineStats()
     /// Final outputs, delivered after the iteration's stats are published so
     /// a client that sees `.finished` also sees that iteration in `stats`.
@@ -34,6 +39,13 @@ public final class Engine: @unchecked Sendable {
         var nextHandle = 0
         var stopping = false
         var stats = EngineStats()
+        /// Request ids to abort (`cancel`).
+        var cancels: [String] = []
+        /// Work to run on the loop thread between iterations (`onLoopThread`).
+        var tasks: [@Sendable () -> Void] = []
+        /// Set when the loop has exited; tasks then run on the caller.
+        var loopExited = false
+        var started = false
     }
     private let inbox = Mutex(Inbox())
     private let wake = NSCondition()
@@ -65,6 +77,33 @@ public final class Engine: @unchecked Sendable {
         return stream
     }
 
+    /// Aborts the request with this id wherever it is (queued, waiting or
+    /// running): on the loop thread, before the next iteration, its KV blocks
+    /// are freed and its stream ends with `.finished` (reason `abort`). An id
+    /// that is unknown or already finished is ignored.
+    public func cancel(requestId: String) {
+        inbox.withLock { $0.cancels.append(requestId) }
+        wake.lock(); wake.signal(); wake.unlock()
+    }
+
+    /// Runs `body` on the loop thread between iterations, where loop-owned
+    /// state such as `model.counters` may be read or reset, and returns its
+    /// result. Before `start` or after `shutdown` it runs on the caller.
+    public func onLoopThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+            let queued = inbox.withLock { box -> Bool in
+                guard box.started, !box.loopExited else { return false }
+                box.tasks.append { c.resume(returning: body()) }
+                return true
+            }
+            if queued {
+                wake.lock(); wake.signal(); wake.unlock()
+            } else {
+                c.resume(returning: body())
+            }
+        }
+    }
+
     /// A snapshot of the loop's counters.
     public var stats: EngineStats { inbox.withLock { $0.stats } }
     public var freeKVBlocks: Int { freeBlocksSnapshot.withLock { $0 } }
@@ -73,6 +112,7 @@ public final class Engine: @unchecked Sendable {
     public func start() {
         guard thread == nil else { return }
         freeBlocksSnapshot.withLock { $0 = allocator.freeBlocks }
+        inbox.withLock { $0.started = true }
         let t = Thread { [self] in loop() }
         t.name = "switchyard-engine"
         t.stackSize = 8 << 20
@@ -105,17 +145,39 @@ public final class Engine: @unchecked Sendable {
 
     private func loop() {
         while true {
-            let (newRequests, stopping) = inbox.withLock { box -> ([(GenerationRequest, AsyncStream<RequestEvent>.Continuation, Double)], Bool) in
-                let p = box.pending
+            let (newRequests, stopping, cancels, tasks) = inbox.withLock { box in
+                let p = box.pending, c = box.cancels, t = box.tasks
                 box.pending.removeAll()
-                return (p, box.stopping)
+                box.cancels.removeAll()
+                box.tasks.removeAll()
+                return (p, box.stopping, c, t)
             }
+            for task in tasks { task() }
             if stopping { abortAll(); break }
-            for (req, cont, t) in newRequests { admit(req, cont, arrival: t) }
+            for (req, cont, t) in newRequests {
+                if let due = req.arrivalIteration, due > iterationClock {
+                    // Stable: equal arrival iterations keep submission order.
+                    let at = deferred.firstIndex { ($0.0.arrivalIteration ?? 0) > due } ?? deferred.endIndex
+                    deferred.insert((req, cont), at: at)
+                } else {
+                    admit(req, cont, arrival: t)
+                }
+            }
+            if waiting.isEmpty && running.isEmpty, let next = deferred.first?.0.arrivalIteration, next > iterationClock {
+                // Nothing to run until the next arrival: skip the idle stretch.
+                iterationClock = next
+            }
+            while let first = deferred.first, (first.0.arrivalIteration ?? 0) <= iterationClock {
+                deferred.removeFirst()
+                admit(first.0, first.1, arrival: now())
+            }
+            for id in cancels { abort(requestId: id) }
             if waiting.isEmpty && running.isEmpty {
                 publish()
                 wake.lock()
-                if inbox.withLock({ $0.pending.isEmpty && !$0.stopping }) { _ = wake.wait(until: Date().addingTimeInterval(0.05)) }
+                if inbox.withLock({ $0.pending.isEmpty && $0.cancels.isEmpty && $0.tasks.isEmpty && !$0.stopping }) {
+                    _ = wake.wait(until: Date().addingTimeInterval(0.05))
+                }
                 wake.unlock()
                 continue
             }
@@ -123,10 +185,20 @@ public final class Engine: @unchecked Sendable {
             publish()
         }
         publish()
+        let late = inbox.withLock { box -> [@Sendable () -> Void] in
+            box.loopExited = true
+            let t = box.tasks
+            box.tasks.removeAll()
+            return t
+        }
+        for task in late { task() }
         doneFlag.withLock { $0 = true }
     }
 
     private func publish() {
+        loopStats.runningRequests = running.count
+        loopStats.waitingRequests = waiting.count
+        loopStats.usedKVBlocks = allocator.usedBlocks
         let s = loopStats, f = allocator.freeBlocks
         inbox.withLock { $0.stats = s }
         freeBlocksSnapshot.withLock { $0 = f }
@@ -167,6 +239,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func step() {
+        iterationClock += 1
         let t0 = monotonicSeconds()
         let context = SchedulingContext(
             waiting: waiting.map { $0.snapshot() }, running: running.map { $0.snapshot() },
@@ -329,7 +402,23 @@ public final class Engine: @unchecked Sendable {
         seq.continuation = nil
     }
 
+    private func abort(requestId: String) {
+        if let i = deferred.firstIndex(where: { $0.0.id == requestId }) {
+            // Not arrived yet: admit it now so it ends like any other.
+            let (req, cont) = deferred.remove(at: i)
+            admit(req, cont, arrival: now())
+        }
+        guard let seq = sequences.values.first(where: { $0.request.id == requestId }) else { return }
+        loopStats.cancelledRequests += 1
+        finish(seq, reason: .abort, error: nil)
+        running.removeAll { $0 === seq }
+    }
+
     private func abortAll() {
+        for (req, cont) in deferred {
+            admit(req, cont, arrival: now())
+        }
+        deferred.removeAll()
         for seq in running + waiting { finish(seq, reason: .abort, error: nil) }
         running.removeAll()
         waiting.removeAll()

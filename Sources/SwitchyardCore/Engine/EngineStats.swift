@@ -15,6 +15,15 @@ public struct EngineStats: Sendable, Codable {
     /// Iterations in which a running, unfinished decode produced no token.
     public var decodeStalls = 0
     public var rejectedRequests = 0
+    /// Requests aborted through `Engine.cancel`.
+    public var cancelledRequests = 0
+    /// At the last published iteration: sequences running and waiting
+    /// (queued, preempted or admitted but not yet scheduled), and KV blocks held.
+    public var runningRequests = 0
+    public var waitingRequests = 0
+    public var usedKVBlocks = 0
+
+    public init() {}
 
     public var peakKVUsage: Double { totalKVBlocks > 0 ? Double(peakKVBlocksUsed) / Double(totalKVBlocks) : 0 }
     public var engineOverheadShare: Double {

@@ -10,9 +10,15 @@ public struct GenerationRequest: Sendable {
     public var stopTokenIds: [Int32]
     public var stopStrings: [String]
     public var ignoreEOS: Bool
+    /// Replay on the engine's iteration clock: the engine holds the request
+    /// until it has run this many iterations (idle stretches count as if
+    /// iterations had run), then admits it, stamping its arrival then. nil:
+    /// admitted as soon as it is submitted (real time).
+    public var arrivalIteration: Int?
 
     public init(id: String, promptTokens: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 16,
-                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false) {
+                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, arrivalIteration: Int? = nil) {
+        self.arrivalIteration = arrivalIteration
         self.id = id
         self.promptTokens = promptTokens
         self.sampling = sampling
