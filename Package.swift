@@ -42,6 +42,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -97,12 +100,23 @@ let package = Package(
                 swiftSettings: swiftSettings),
         plugin("CPUExecution", "Plugins/Execution/CPU"),
         plugin("ExpertParallelExecution", "Plugins/Execution/ExpertParallel"),
+        .target(
+            name: "SwitchyardServer",
+            dependencies: [
+                "SwitchyardCore", "SwitchyardModel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                 "ShortestPromptFirstScheduler",
                 "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement", "CPUExecution", "ExpertParallelExecution",
+                "SwitchyardServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -120,6 +134,13 @@ let package = Package(
                            "ShortestPromptFirstScheduler",
                            "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement",
                            "CPUExecution", "ExpertParallelExecution"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchyardServerTests",
+            dependencies: ["SwitchyardServer", "SwitchyardCore", "SwitchyardModel", "ChunkedScheduler",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
     ]

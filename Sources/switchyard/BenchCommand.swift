@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwitchyardCore
 import SwitchyardModel
+import SwitchyardServer
 
 /// Workload flags (vLLM `bench serve` names).
 struct WorkloadOptions: ParsableArguments {
@@ -108,9 +109,19 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("record-routing"), help: "Record the run's routing profile (P and R, see docs/placement.md) to this file.")
     var recordRouting: String?
 
+    @Option(name: .customLong("base-url"), help: "Benchmark a running OpenAI-compatible server (Switchyard, vLLM, llama.cpp) instead of an in-process engine, e.g. http://127.0.0.1:8000; --model is then only read for its vocabulary and tokenizer.")
+    var baseURL: String?
+
+    @Option(help: "With --base-url: /v1/completions (token-id prompts) or /v1/chat/completions (prompts decoded to text).")
+    var endpoint: String = "/v1/completions"
+
+    @Option(name: .customLong("served-model-name"), help: "With --base-url: the model name to send (default: the first of GET /v1/models).")
+    var servedModelName: String?
+
     func run() async throws {
         let slo: GoodputSLO
         do { slo = try GoodputSLO.parse(goodput) } catch let e as WorkloadError { throw CLIError("error: \(e.description)") }
+        if let baseURL { return try await runHTTP(baseURL: baseURL, slo: slo) }
         let eng = try engine.makeEngine()
         let requests = try workload.build(vocabSize: eng.model.config.vocabSize, maxModelLen: eng.config.maxModelLen,
                                           tokenizer: eng.tokenizer)
@@ -139,6 +150,37 @@ struct BenchCommand: AsyncParsableCommand {
                                          source: "switchyard bench --model \(engine.model)")
             try profile.save(path: path)
         }
+    }
+}
+
+extension BenchCommand {
+    /// `--base-url`: the same workload and report, measured over HTTP from the stream.
+    func runHTTP(baseURL: String, slo: GoodputSLO) async throws {
+        let config: ModelConfig
+        do { config = try ModelConfig.load(directory: URL(fileURLWithPath: engine.model)) } catch let e as CheckpointError {
+            throw CLIError("error: \(e.description)")
+        }
+        let tokenizer = try? TokenizerLoader.load(directory: engine.model)
+        let maxModelLen = engine.maxModelLen ?? min(config.maxPositionEmbeddings, 4096)
+        let requests = try workload.build(vocabSize: config.vocabSize, maxModelLen: maxModelLen, tokenizer: tokenizer)
+        let showProgress = !quiet && isatty(2) != 0
+        let client = HTTPBenchmarkClient(baseURL: baseURL, endpoint: endpoint, model: servedModelName, workload: requests,
+                                         tokenizer: tokenizer, progress: showProgress ? progressBar : nil)
+        let (records, duration): ([ClientRecord], Double)
+        do { (records, duration) = try await client.run(seed: workload.seed) } catch {
+            throw CLIError("error: \(error)")
+        }
+        let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
+        // Engine and MoE counters live in the server (see its /metrics and /v1/experts/stats).
+        let moe = BenchmarkReport.MoEReport(counters: ExpertLoadCounters(numLayers: config.numLayers, numExperts: config.numExperts),
+                                           promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens)
+        let report = BenchmarkReport(metrics: metrics, records: records, engine: EngineStats(), moe: moe, label: label,
+                                     requestRate: try workload.rate, burstiness: workload.burstiness, model: engine.model)
+        print(report.formatted())
+        for r in records where !r.success && !r.error.isEmpty {
+            FileHandle.standardError.write(Data("failed: \(r.error)\n".utf8))
+        }
+        if let path = saveResult { try report.save(to: path) }
     }
 }
 

@@ -21,7 +21,7 @@ struct Switchyard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A serving engine for Mixture-of-Experts language models.",
-        subcommands: [GenerateCommand.self, LogitsCommand.self, BenchCommand.self, ABCommand.self, StrategiesCommand.self, PlaceCommand.self, ProfileCommand.self, TopologyCommand.self, ModelCommand.self,
+        subcommands: [GenerateCommand.self, LogitsCommand.self, ServeCommand.self, BenchCommand.self, ABCommand.self, StrategiesCommand.self, PlaceCommand.self, ProfileCommand.self, TopologyCommand.self, ModelCommand.self,
                       KernelBenchCommand.self, ForwardBenchCommand.self])
 }
 

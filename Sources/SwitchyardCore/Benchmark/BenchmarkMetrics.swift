@@ -44,6 +44,18 @@ public struct ClientRecord: Sendable {
     public var latency: Double
     /// Gaps between consecutive streamed tokens.
     public var itls: [Double]
+
+    public init(promptTokens: Int, outputTokens: Int, success: Bool, error: String, startTime: Double, ttft: Double,
+                latency: Double, itls: [Double]) {
+        self.promptTokens = promptTokens
+        self.outputTokens = outputTokens
+        self.success = success
+        self.error = error
+        self.startTime = startTime
+        self.ttft = ttft
+        self.latency = latency
+        self.itls = itls
+    }
 }
 
 /// vLLM's serving metrics, computed as `vllm/benchmarks/serve.py` does:

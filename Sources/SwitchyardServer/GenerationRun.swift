@@ -1,0 +1,123 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardModel
+import Synchronization
+
+/// A validated request, ready for the engine.
+struct PreparedRequest: Sendable {
+    var request: GenerationRequest
+    var options: GenerationOptions
+    var chat: Bool
+    var created: Int
+}
+
+/// One request in flight: submits it, tracks the server's queue of requests
+/// that have not produced a token yet, and turns engine events into text.
+/// A run dropped without being run (its response was never written: the
+/// client left first) cancels its request and gives back its queue slot.
+final class GenerationRun: Sendable {
+    let server: OpenAIServer
+    let prepared: PreparedRequest
+    let events: AsyncStream<RequestEvent>
+    private let queued: QueueSlot
+    private let consumed = Mutex(false)
+
+    /// Submits, or throws 503 when `--max-queued-requests` are already queued.
+    init(server: OpenAIServer, prepared: PreparedRequest) throws(APIError) {
+        self.server = server
+        self.prepared = prepared
+        guard let slot = server.admission.take() else {
+            let error = APIError.queueFull(limit: server.config.maxQueuedRequests ?? 0)
+            server.metrics.recordRejected(error)
+            throw error
+        }
+        queued = slot
+        events = server.engine.submit(prepared.request)
+    }
+
+    var id: String { prepared.request.id }
+
+    /// Iterates the events: `onText` gets each token's new text (possibly
+    /// empty) and the return value is the final output. The request leaves
+    /// the queue at its first token or when it finishes. When `onText` throws
+    /// (the client went away) the request is cancelled, its end is still
+    /// recorded in the metrics, and nil comes back.
+    func run(_ onText: (String) async throws -> Void) async -> RequestOutput? {
+        consumed.withLock { $0 = true }
+        var detok = server.engine.tokenizer.map { IncrementalDetokenizer(tokenizer: $0, stopStrings: prepared.request.stopStrings) }
+        var output: RequestOutput?
+        defer { queued.release() }
+        do {
+            for await event in events {
+                switch event {
+                case .token(let t, _):
+                    queued.release()
+                    try await onText(detok?.push(t) ?? "")
+                case .finished(let out):
+                    queued.release()
+                    output = out
+                    server.metrics.recordFinished(out)
+                    if var d = detok {
+                        let rest = d.finish(out.text ?? d.sent)
+                        detok = d
+                        if !rest.isEmpty { try await onText(rest) }
+                    }
+                }
+            }
+        } catch {
+            if output == nil {
+                cancel()
+                for await event in events {
+                    if case .finished(let out) = event { server.metrics.recordFinished(out) }
+                }
+            }
+            return nil
+        }
+        return output
+    }
+
+    func cancel() { server.engine.cancel(requestId: id) }
+
+    deinit {
+        queued.release()
+        guard !consumed.withLock({ $0 }) else { return }
+        server.engine.cancel(requestId: prepared.request.id)
+        let events = events, metrics = server.metrics
+        Task {
+            for await event in events {
+                if case .finished(let out) = event { metrics.recordFinished(out) }
+            }
+        }
+    }
+}
+
+/// Admission control for `--max-queued-requests`: a slot is held from
+/// submission until the request's first token (or its end).
+final class Admission: Sendable {
+    let limit: Int?
+    private let count = Mutex(0)
+    init(limit: Int?) { self.limit = limit }
+
+    var queued: Int { count.withLock { $0 } }
+
+    func take() -> QueueSlot? {
+        let ok = count.withLock { c -> Bool in
+            if let limit, c >= limit { return false }
+            c += 1
+            return true
+        }
+        return ok ? QueueSlot(admission: self) : nil
+    }
+
+    fileprivate func give() { count.withLock { $0 -= 1 } }
+}
+
+final class QueueSlot: Sendable {
+    private let admission: Admission
+    private let held = Mutex(true)
+    fileprivate init(admission: Admission) { self.admission = admission }
+
+    func release() {
+        if held.withLock({ h -> Bool in defer { h = false }; return h }) { admission.give() }
+    }
+}

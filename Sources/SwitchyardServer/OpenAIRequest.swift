@@ -1,0 +1,166 @@
+import Foundation
+
+/// A completion prompt: text for the tokenizer, or token ids as they are.
+public enum PromptInput: Sendable, Equatable {
+    case text(String)
+    case tokens([Int32])
+}
+
+/// One chat message (`content` as a string or as text parts, joined).
+public struct ChatMessage: Sendable, Equatable {
+    public var role: String
+    public var content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
+/// The generation fields shared by `/v1/completions` and
+/// `/v1/chat/completions`, with OpenAI's defaults (temperature 1).
+public struct GenerationOptions: Sendable, Equatable {
+    public var model: String?
+    /// Nil: completions use 16 (OpenAI's default), chat the rest of the context.
+    public var maxTokens: Int?
+    public var temperature: Float = 1
+    public var topP: Float = 1
+    /// 0 = off (vLLM's -1 is accepted as off too).
+    public var topK: Int = 0
+    public var seed: UInt64?
+    public var stop: [String] = []
+    public var stopTokenIds: [Int32] = []
+    public var ignoreEOS = false
+    public var stream = false
+    public var includeUsage = false
+
+    public init() {}
+}
+
+public struct CompletionRequest: Sendable, Equatable {
+    public var prompt: PromptInput
+    public var options: GenerationOptions
+}
+
+public struct ChatCompletionRequest: Sendable, Equatable {
+    public var messages: [ChatMessage]
+    public var options: GenerationOptions
+}
+
+extension CompletionRequest {
+    /// Parses and checks a `/v1/completions` body; errors name the field.
+    public static func parse(_ body: Data) throws(APIError) -> CompletionRequest {
+        let f = Fields(try JSONValue.parseObject(body))
+        guard let p = f.value("prompt") else { throw .invalid("prompt", "prompt is required") }
+        let prompt: PromptInput
+        switch p {
+        case .string(let s): prompt = .text(s)
+        case .array(let items):
+            if items.isEmpty { throw .invalid("prompt", "prompt is empty") }
+            if items.count == 1, case .string(let s) = items[0] { prompt = .text(s); break }
+            if items.count == 1, case .array(let inner) = items[0] { prompt = .tokens(try tokenIds(inner, field: "prompt")); break }
+            if case .string = items[0] { throw .invalid("prompt", "only one prompt per request is supported; got \(items.count)") }
+            if case .array = items[0] { throw .invalid("prompt", "only one prompt per request is supported; got \(items.count)") }
+            prompt = .tokens(try tokenIds(items, field: "prompt"))
+        default:
+            throw f.wrong("prompt", "a string or an array of token ids", p)
+        }
+        if case .text(let s) = prompt, s.isEmpty { throw .invalid("prompt", "prompt is empty") }
+        return CompletionRequest(prompt: prompt, options: try GenerationOptions.parse(f, chat: false))
+    }
+}
+
+extension ChatCompletionRequest {
+    /// Parses and checks a `/v1/chat/completions` body; errors name the field.
+    public static func parse(_ body: Data) throws(APIError) -> ChatCompletionRequest {
+        let f = Fields(try JSONValue.parseObject(body))
+        guard let m = f.value("messages") else { throw .invalid("messages", "messages is required") }
+        guard case .array(let items) = m else { throw f.wrong("messages", "an array of messages", m) }
+        if items.isEmpty { throw .invalid("messages", "messages is empty") }
+        var messages: [ChatMessage] = []
+        for (i, item) in items.enumerated() {
+            let name = "messages[\(i)]"
+            guard case .object(let o) = item else { throw .invalid(name, "\(name) must be an object, got \(item.typeName)") }
+            let mf = Fields(o, prefix: name + ".")
+            guard let role = try mf.string("role") else { throw .invalid(name + ".role", "\(name).role is required") }
+            guard ["system", "user", "assistant", "developer", "tool"].contains(role) else {
+                throw .invalid(name + ".role", "\(name).role must be one of system, developer, user, assistant, tool; got \"\(role)\"")
+            }
+            var content = ""
+            switch mf.value("content") {
+            case nil: break
+            case .string(let s)?: content = s
+            case .array(let parts)?:
+                for (j, part) in parts.enumerated() {
+                    guard case .object(let po) = part, case .string(let text)? = po["text"] else {
+                        throw .invalid(name + ".content[\(j)]", "\(name).content[\(j)] must be a text part {\"type\": \"text\", \"text\": ...}")
+                    }
+                    content += text
+                }
+            case let v?: throw mf.wrong("content", "a string or an array of text parts", v)
+            }
+            messages.append(ChatMessage(role: role, content: content))
+        }
+        return ChatCompletionRequest(messages: messages, options: try GenerationOptions.parse(f, chat: true))
+    }
+}
+
+func tokenIds(_ items: [JSONValue], field: String) throws(APIError) -> [Int32] {
+    var ids: [Int32] = []
+    ids.reserveCapacity(items.count)
+    for (i, v) in items.enumerated() {
+        guard case .int(let t) = v, t >= 0, t <= Int64(Int32.max) else {
+            let got: String
+            if case .int(let t) = v { got = "\(t)" } else { got = v.typeName }
+            throw .invalid(field, "\(field)[\(i)] must be a non-negative token id, got \(got)")
+        }
+        ids.append(Int32(t))
+    }
+    return ids
+}
+
+extension GenerationOptions {
+    static func parse(_ f: Fields, chat: Bool) throws(APIError) -> GenerationOptions {
+        var o = GenerationOptions()
+        o.model = try f.string("model")
+        var maxKey = "max_tokens"
+        var maxTokens = try f.int("max_tokens")
+        if chat, maxTokens == nil, let m = try f.int("max_completion_tokens") { maxTokens = m; maxKey = "max_completion_tokens" }
+        if let m = maxTokens {
+            guard m >= 1 else { throw .invalid(maxKey, "\(maxKey) must be at least 1, got \(m)") }
+            o.maxTokens = Int(clamping: m)
+        }
+        if let t = try f.number("temperature") {
+            guard t >= 0, t.isFinite else { throw .invalid("temperature", "temperature must be a finite number >= 0, got \(t)") }
+            o.temperature = Float(t)
+        }
+        if let p = try f.number("top_p") {
+            guard p > 0, p <= 1 else { throw .invalid("top_p", "top_p must be in (0, 1], got \(p)") }
+            o.topP = Float(p)
+        }
+        if let k = try f.int("top_k") {
+            guard k >= -1 else { throw .invalid("top_k", "top_k must be -1 or 0 (off) or positive, got \(k)") }
+            o.topK = k <= 0 ? 0 : Int(clamping: k)
+        }
+        if let s = try f.int("seed") { o.seed = UInt64(bitPattern: s) }
+        switch f.value("stop") {
+        case nil: break
+        case .string(let s)?: o.stop = [s]
+        case .array(let items)?:
+            for (i, v) in items.enumerated() {
+                guard case .string(let s) = v else { throw .invalid("stop", "stop[\(i)] must be a string, got \(v.typeName)") }
+                o.stop.append(s)
+            }
+        case let v?: throw f.wrong("stop", "a string or an array of strings", v)
+        }
+        switch f.value("stop_token_ids") {
+        case nil: break
+        case .array(let items)?: o.stopTokenIds = try tokenIds(items, field: "stop_token_ids")
+        case let v?: throw f.wrong("stop_token_ids", "an array of token ids", v)
+        }
+        o.ignoreEOS = try f.bool("ignore_eos") ?? false
+        o.stream = try f.bool("stream") ?? false
+        if let so = try f.object("stream_options") { o.includeUsage = try so.bool("include_usage") ?? false }
+        if let n = try f.int("n"), n != 1 { throw .invalid("n", "only n = 1 is supported, got \(n)") }
+        return o
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Hummingbird
+import Logging
+import Synchronization
+import SwitchyardCore
+import SwitchyardModel
+
+/// The OpenAI-compatible HTTP server over one engine (see docs/server.md).
+public final class OpenAIServer: Sendable {
+    public static let version = "0.1.0"
+
+    public let engine: Engine
+    public let config: ServerConfig
+    public let metrics: ServerMetrics
+    public let experts: ExpertStats
+    let admission: Admission
+    private let nextId = Mutex(0)
+    let started = Int(Date().timeIntervalSince1970)
+
+    /// Starts the engine's loop; the HTTP side starts with `run` / `makeApplication`.
+    public init(engine: Engine, config: ServerConfig) {
+        self.engine = engine
+        self.config = config
+        let c = engine.model.config
+        experts = ExpertStats(engine: engine, map: config.expertMap, placementName: config.placementName)
+        metrics = ServerMetrics(modelName: config.modelName, numLayers: c.numLayers, numExperts: max(c.numExperts, 1), map: experts.map)
+        admission = Admission(limit: config.maxQueuedRequests)
+        engine.start()
+    }
+
+    /// Requests admitted that have not produced a token yet.
+    public var queuedRequests: Int { admission.queued }
+
+    func makeId(chat: Bool) -> String {
+        let n = nextId.withLock { $0 += 1; return $0 }
+        return (chat ? "chatcmpl-" : "cmpl-") + String(n) + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    }
+
+    /// The Hummingbird application; `onRunning` gets the bound port.
+    public func makeApplication(logger: Logger? = nil,
+                                onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let router = Router()
+        addRoutes(to: router)
+        var log = logger ?? Logger(label: "switchyard.server")
+        if logger == nil { log.logLevel = .warning }
+        return Application(router: router,
+                           configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard"),
+                           onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+                           logger: log)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops the engine.
+    public func run(logger: Logger? = nil, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try await makeApplication(logger: logger, onRunning: onRunning).runService()
+        engine.shutdown()
+    }
+
+    // MARK: - Preparing requests
+
+    /// Checks a request against the model and the engine's limits, with the
+    /// engine's own rules (so nothing it would reject is admitted), and
+    /// builds the engine request. Errors name the field.
+    func prepare(prompt promptTokens: [Int32], promptField: String, options o: GenerationOptions, chat: Bool,
+                 extraStopTokens: [Int32] = []) throws(APIError) -> PreparedRequest {
+        if let m = o.model, m != config.modelName {
+            throw .invalid("model", "the model `\(m)` does not exist; this server serves `\(config.modelName)`")
+        }
+        let maxLen = engine.config.maxModelLen
+        if promptTokens.isEmpty { throw .invalid(promptField, "\(promptField) is empty (it encodes to no tokens)") }
+        if promptTokens.count >= maxLen {
+            throw .invalid(promptField, "\(promptField) has \(promptTokens.count) tokens but --max-model-len is \(maxLen); shorten it or raise --max-model-len")
+        }
+        let vocab = engine.model.config.vocabSize
+        if let bad = promptTokens.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw .invalid(promptField, "\(promptField) has token id \(bad), outside the vocabulary (0..<\(vocab))")
+        }
+        if let bad = o.stopTokenIds.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw .invalid("stop_token_ids", "stop_token_ids has token id \(bad), outside the vocabulary (0..<\(vocab))")
+        }
+        let room = maxLen - promptTokens.count
+        let maxTokens: Int
+        if let m = o.maxTokens {
+            guard m <= room else {
+                throw .invalid("max_tokens", "max_tokens is \(m) but the prompt has \(promptTokens.count) tokens and --max-model-len is \(maxLen), leaving \(room)")
+            }
+            maxTokens = m
+        } else {
+            maxTokens = chat ? room : min(16, room)
+        }
+        let need = promptTokens.count + maxTokens
+        let blockSize = engine.config.blockSize
+        if (need + blockSize - 1) / blockSize > engine.config.numKVBlocks {
+            throw .invalid("max_tokens", "prompt + max_tokens need \(need) KV-cache tokens but the cache holds \(engine.config.numKVBlocks * blockSize); lower max_tokens or raise --num-kv-blocks / --kv-cache-memory")
+        }
+        let sampling = SamplingParams(temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed)
+        let request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
+                                        stopTokenIds: o.stopTokenIds + extraStopTokens, stopStrings: o.stop.filter { !$0.isEmpty },
+                                        ignoreEOS: o.ignoreEOS)
+        return PreparedRequest(request: request, options: o, chat: chat, created: Int(Date().timeIntervalSince1970))
+    }
+
+    func prepare(_ body: Data, chat: Bool) throws(APIError) -> PreparedRequest {
+        let tokenizer = engine.tokenizer
+        if chat {
+            let r = try ChatCompletionRequest.parse(body)
+            guard let tokenizer else {
+                throw .invalid("messages", "the model has no tokenizer.json, so chat messages cannot be encoded; use /v1/completions with token ids")
+            }
+            let template = config.chatTemplate
+            let text = template.render(r.messages)
+            let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens)
+            let ends = template.endMarkers.compactMap { tokenizer.tokenId($0) }
+            return try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)
+        }
+        let r = try CompletionRequest.parse(body)
+        let ids: [Int32]
+        switch r.prompt {
+        case .tokens(let t): ids = t
+        case .text(let s):
+            guard let tokenizer else {
+                throw .invalid("prompt", "the model has no tokenizer.json, so text prompts cannot be encoded; send token ids")
+            }
+            ids = tokenizer.encode(s)
+        }
+        return try prepare(prompt: ids, promptField: "prompt", options: r.options, chat: false)
+    }
+}

@@ -1,0 +1,31 @@
+import SwitchyardCore
+
+/// How `switchyard serve` serves (the engine has its own `EngineConfig`).
+public struct ServerConfig: Sendable {
+    /// Loopback unless told otherwise.
+    public var host: String
+    /// 0 picks a free port (tests); `onRunning` reports it.
+    public var port: Int
+    /// The id in `/v1/models`; requests naming another model get 400.
+    public var modelName: String
+    /// Requests admitted but without a first token yet, at most; more get 503. Nil: no limit.
+    public var maxQueuedRequests: Int?
+    public var chatTemplate: ChatTemplate
+    /// Expert placement for per-device load; nil = one device.
+    public var expertMap: ExpertMap?
+    public var placementName: String
+    public var maxBodyBytes: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8000, modelName: String, maxQueuedRequests: Int? = nil,
+                chatTemplate: ChatTemplate = .default, expertMap: ExpertMap? = nil, placementName: String = "linear",
+                maxBodyBytes: Int = 32 << 20) {
+        self.host = host
+        self.port = port
+        self.modelName = modelName
+        self.maxQueuedRequests = maxQueuedRequests
+        self.chatTemplate = chatTemplate
+        self.expertMap = expertMap
+        self.placementName = placementName
+        self.maxBodyBytes = maxBodyBytes
+    }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchyardCore
+import SwitchyardModel
+import SwitchyardServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the model over an OpenAI-compatible HTTP API with streaming, Prometheus metrics and expert statistics.",
+        discussion: "Endpoints, metrics and error behaviour: docs/server.md.")
+
+    @OptionGroup var engine: EngineOptions
+
+    @Option(help: "Address to bind (loopback by default; 0.0.0.0 for every interface).")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on.")
+    var port: Int = 8000
+
+    @Option(name: .customLong("served-model-name"), help: "Model id in /v1/models and requests (default: the --model directory's name).")
+    var servedModelName: String?
+
+    @Option(name: .customLong("max-queued-requests"), help: "Most requests admitted without a first token yet; more get HTTP 503 (default: no limit).")
+    var maxQueuedRequests: Int?
+
+    func validate() throws {
+        if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535") }
+        if let n = maxQueuedRequests, n < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
+    }
+
+    func run() async throws {
+        // As EngineOptions.makeEngine, keeping the execution's expert map:
+        // per-device load in /metrics and /v1/experts/stats follows the
+        // placement the engine really runs (one device for --execution cpu).
+        let transformer = try loadModel(engine.model)
+        let execution = try engine.prepareExecution(transformer)
+        let tokenizer = try? TokenizerLoader.load(directory: engine.model)
+        let engineConfig = try engine.engineConfig(for: transformer.config)
+        let scheduler = try engine.makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: engineConfig.maxModelLen)
+        let eng = Engine(model: transformer, config: engineConfig, scheduler: scheduler, tokenizer: tokenizer)
+        let name = servedModelName ?? URL(fileURLWithPath: engine.model).standardizedFileURL.lastPathComponent
+        let config = ServerConfig(host: host, port: port, modelName: name, maxQueuedRequests: maxQueuedRequests,
+                                  chatTemplate: ChatTemplate.load(directory: engine.model), expertMap: execution.map,
+                                  placementName: engine.placement)
+        let server = OpenAIServer(engine: eng, config: config)
+        let host = self.host
+        try await server.run(logger: log) { port in
+            FileHandle.standardError.write(Data("switchyard serving \(name) on http://\(host):\(port) (max-model-len \(eng.config.maxModelLen), \(eng.config.numKVBlocks) KV blocks)\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+@testable import SwitchyardCore
+import SwitchyardModel
+@testable import SwitchyardServer
+
+/// Completions and chat over real HTTP return what the offline engine
+/// generates for the same prompt, streamed or not.
+@Suite(.serialized) struct CompletionTests {
+    @Test func nonStreamingCompletionReturnsTheOfflineGreedyTextAndUsage() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        let prompt = "import os\nimport sys\n\ndef main("
+        let ids = tok.encode(prompt)
+        let offline = try await offlineTexts(model, prompts: [ids], maxTokens: [12])[0]
+        let s = try await TestServer(engine: try makeEngine(model))
+        let r = try await s.post("/v1/completions", json: ["model": testModelName, "prompt": prompt, "max_tokens": 12,
+                                                         "temperature": 0, "ignore_eos": true])
+        #expect(r.status == 200)
+        let j = r.json
+        #expect(j["object"] as? String == "text_completion")
+        #expect(j["model"] as? String == testModelName)
+        let choice = try #require((j["choices"] as? [[String: Any]])?.first)
+        #expect(choice["text"] as? String == offline.text)
+        #expect(choice["finish_reason"] as? String == "length")
+        let usage = try #require(j["usage"] as? [String: Any])
+        #expect(usage["prompt_tokens"] as? Int == ids.count)
+        #expect(usage["completion_tokens"] as? Int == 12)
+        #expect(usage["total_tokens"] as? Int == ids.count + 12)
+        await s.stop()
+    }
+
+    @Test func streamingCompletionChunksConcatenateToTheOfflineTextAndEndWithUsageAndDone() async throws {
+        let model = try loadModel()
+        let prompt: [Int32] = [17, 400, 923, 55, 1200, 7, 3000]
+        let offline = try await offlineTexts(model, prompts: [prompt], maxTokens: [10])[0]
+        let s = try await TestServer(engine: try makeEngine(model))
+        let r = try await s.post("/v1/completions", json: ["prompt": prompt.map(Int.init), "max_tokens": 10, "temperature": 0,
+                                                         "ignore_eos": true, "stream": true,
+                                                         "stream_options": ["include_usage": true]])
+        #expect(r.status == 200)
+        let events = r.events
+        let (text, finish, usage, done) = streamedText(events)
+        #expect(done)
+        #expect(text == offline.text)
+        #expect(finish == "length")
+        #expect(usage?["completion_tokens"] as? Int == 10)
+        #expect(usage?["prompt_tokens"] as? Int == prompt.count)
+        // One chunk per token, then the finish chunk, the usage chunk and [DONE].
+        #expect(events.count == 10 + 3)
+        let usageChunk = try #require((try JSONSerialization.jsonObject(with: Data(events[events.count - 2].utf8))) as? [String: Any])
+        #expect((usageChunk["choices"] as? [Any])?.isEmpty == true)
+        await s.stop()
+    }
+
+    @Test func chatUsesTheDefaultTemplateStreamedOrNot() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        let messages = [ChatMessage(role: "system", content: "You write Python."), ChatMessage(role: "user", content: "def parse(")]
+        let rendered = ChatTemplate.default.render(messages)
+        #expect(rendered == "system: You write Python.\nuser: def parse(\nassistant:")
+        let offline = try await offlineTexts(model, prompts: [tok.encode(rendered)], maxTokens: [9])[0]
+        let s = try await TestServer(engine: try makeEngine(model))
+        let body: [String: Any] = ["model": testModelName, "max_tokens": 9, "temperature": 0, "ignore_eos": true,
+                                   "messages": messages.map { ["role": $0.role, "content": $0.content] }]
+        let r = try await s.post("/v1/chat/completions", json: body)
+        #expect(r.status == 200)
+        #expect(r.json["object"] as? String == "chat.completion")
+        let message = try #require(((r.json["choices"] as? [[String: Any]])?.first)?["message"] as? [String: Any])
+        #expect(message["role"] as? String == "assistant")
+        #expect(message["content"] as? String == offline.text)
+
+        var streamBody = body
+        streamBody["stream"] = true
+        let sr = try await s.post("/v1/chat/completions", json: streamBody)
+        let events = sr.events
+        let (text, finish, usage, done) = streamedText(events)
+        #expect(done && text == offline.text && finish == "length")
+        #expect(usage == nil)
+        let first = try #require((try JSONSerialization.jsonObject(with: Data(events[0].utf8))) as? [String: Any])
+        #expect(first["object"] as? String == "chat.completion.chunk")
+        let delta = ((first["choices"] as? [[String: Any]])?.first)?["delta"] as? [String: Any]
+        #expect(delta?["role"] as? String == "assistant")
+        await s.stop()
+    }
+
+    @Test func stopStringEndsTheTextBeforeItStreamedOrNot() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        let prompt = "class Parser:\n    def __init__(self"
+        let offline = try await offlineTexts(model, prompts: [tok.encode(prompt)], maxTokens: [24])[0]
+        let full = try #require(offline.text)
+        // A stop string taken from the middle of the greedy continuation.
+        let chars = Array(full)
+        try #require(chars.count >= 10)
+        let stop = String(chars[5..<8])
+        let expected = String(full[..<full.range(of: stop)!.lowerBound])
+        let s = try await TestServer(engine: try makeEngine(model))
+        let body: [String: Any] = ["prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": true, "stop": [stop]]
+        let r = try await s.post("/v1/completions", json: body)
+        let choice = try #require((r.json["choices"] as? [[String: Any]])?.first)
+        #expect(choice["text"] as? String == expected)
+        #expect(choice["finish_reason"] as? String == "stop")
+        var streamBody = body
+        streamBody["stream"] = true
+        let (text, finish, _, done) = streamedText(try await s.post("/v1/completions", json: streamBody).events)
+        #expect(done && text == expected && finish == "stop")
+        await s.stop()
+    }
+
+    @Test func modelsHealthAndVersionAnswer() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 200))
+        let models = try await s.get("/v1/models")
+        #expect(models.status == 200)
+        let entry = try #require((models.json["data"] as? [[String: Any]])?.first)
+        #expect(entry["id"] as? String == testModelName)
+        #expect(entry["max_model_len"] as? Int == 200)
+        #expect(try await s.get("/health").status == 200)
+        #expect(try await s.get("/version").json["version"] as? String == OpenAIServer.version)
+        #expect(try await s.get("/v1/nothing").status == 404)
+        await s.stop()
+    }
+
+    @Test func httpBenchClientMeasuresEveryStreamedRequest() async throws {
+        let model = try loadModel()
+        let s = try await TestServer(engine: try makeEngine(model))
+        let workload = try Workload.synthetic(numPrompts: 8, inputLen: 16, outputLen: 6, rangeRatio: 0, requestRate: .infinity,
+                                              burstiness: 1, vocabSize: model.config.vocabSize, seed: 3)
+        let client = HTTPBenchmarkClient(baseURL: s.base + "/", endpoint: "/v1/completions", workload: workload)
+        let (records, duration) = try await client.run(seed: 3)
+        #expect(records.count == 8)
+        for r in records {
+            #expect(r.success, "\(r.error)")
+            #expect(r.promptTokens == 16 && r.outputTokens == 6)
+            #expect(r.itls.count <= 5)
+            #expect(r.ttft > 0 && r.latency >= r.ttft)
+        }
+        let metrics = ServingMetrics(records: records, duration: duration, slo: GoodputSLO())
+        #expect(metrics.completed == 8 && metrics.totalOutputTokens == 48 && metrics.totalInputTokens == 128)
+        #expect(try await s.metric("switchyard:generation_tokens_total") == 48)
+
+        let chat = HTTPBenchmarkClient(baseURL: s.base, endpoint: "/v1/chat/completions", workload: Array(workload.prefix(2)),
+                                       tokenizer: try loadTokenizer())
+        let (chatRecords, _) = try await chat.run(seed: 3)
+        #expect(chatRecords.allSatisfy { $0.success && $0.outputTokens == 6 })
+        await s.stop()
+    }
+}

@@ -1,0 +1,187 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+@testable import SwitchyardCore
+import SwitchyardModel
+@testable import SwitchyardServer
+
+/// Bad input gets OpenAI-style 400s naming the field, a full queue gets 503,
+/// disconnects free KV blocks at once, and concurrent clients each get their
+/// own complete, correct stream.
+@Suite(.serialized) struct ErrorAndLoadTests {
+    @Test func badRequestsGet400NamingTheFieldAndTheServerKeepsServing() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 64))
+        let longPrompt = "[" + Array(repeating: "5", count: 80).joined(separator: ",") + "]"
+        let cases: [(String, String, String?)] = [
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": 4"#, nil),                        // malformed JSON
+            ("/v1/completions", #"["prompt"]"#, nil),                                               // not an object
+            ("/v1/completions", #"{"max_tokens": 4}"#, "prompt"),                                   // missing
+            ("/v1/completions", #"{"prompt": 5}"#, "prompt"),                                       // wrong type
+            ("/v1/completions", #"{"prompt": [1, -2]}"#, "prompt"),                                 // bad token id
+            ("/v1/completions", #"{"prompt": [1, 99999]}"#, "prompt"),                              // outside the vocabulary
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": "ten"}"#, "max_tokens"),
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": -3}"#, "max_tokens"),
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": 0}"#, "max_tokens"),
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": 100}"#, "max_tokens"),           // beyond --max-model-len
+            ("/v1/completions", #"{"prompt": "def", "temperature": "hot"}"#, "temperature"),
+            ("/v1/completions", #"{"prompt": "def", "temperature": -1}"#, "temperature"),
+            ("/v1/completions", #"{"prompt": "def", "top_p": 0}"#, "top_p"),
+            ("/v1/completions", #"{"prompt": "def", "top_k": 2.5}"#, "top_k"),
+            ("/v1/completions", #"{"prompt": "def", "seed": "x"}"#, "seed"),
+            ("/v1/completions", #"{"prompt": "def", "stop": 3}"#, "stop"),
+            ("/v1/completions", #"{"prompt": "def", "ignore_eos": "yes"}"#, "ignore_eos"),
+            ("/v1/completions", #"{"prompt": "def", "stream": 1}"#, "stream"),
+            ("/v1/completions", #"{"prompt": "def", "stream": true, "stream_options": {"include_usage": "no"}}"#, "stream_options.include_usage"),
+            ("/v1/completions", #"{"prompt": "def", "model": "gpt-4"}"#, "model"),
+            ("/v1/completions", #"{"prompt": \#(longPrompt)}"#, "prompt"),                          // longer than --max-model-len
+            ("/v1/completions", #"{"prompt": \#(longPrompt), "stream": true}"#, "prompt"),
+            ("/v1/chat/completions", #"{"model": "stdlib-moe"}"#, "messages"),
+            ("/v1/chat/completions", #"{"messages": "hi"}"#, "messages"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "wizard", "content": "hi"}]}"#, "messages[0].role"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": 7}]}"#, "messages[0].content"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": -1}"#, "max_completion_tokens"),
+        ]
+        for (path, body, param) in cases {
+            let r = try await s.post(path, body)
+            #expect(r.status == 400, "\(body)")
+            let error = try #require(r.json["error"] as? [String: Any], "\(body) → \(r.body)")
+            #expect(error["type"] as? String == "invalid_request_error")
+            #expect(error["code"] as? Int == 400)
+            #expect(error["param"] as? String == param, "\(body) → \(r.body)")
+            if let param { #expect((error["message"] as? String)?.contains(param) == true, "\(r.body)") }
+        }
+        #expect(try await s.metric("switchyard:request_rejected_total", ["reason": "invalid_request"]) == Double(cases.count))
+        // Nothing reached the engine, and it still serves.
+        #expect(s.engine.stats.rejectedRequests == 0)
+        let ok = try await s.post("/v1/completions", #"{"prompt": "def", "max_tokens": 3, "temperature": 0}"#)
+        #expect(ok.status == 200)
+        #expect(try await s.metric("switchyard:request_success_total") == 1)
+        await s.stop()
+    }
+
+    @Test func fullQueueGets503AndDisconnectedQueuedRequestsAreCancelled() async throws {
+        let gate = GateScheduler()
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), scheduler: gate, numKVBlocks: 64), maxQueuedRequests: 2)
+        let body = #"{"prompt": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18], "max_tokens": 5, "stream": true}"#
+        let waiting = (0..<2).map { _ in
+            Task { try await s.post("/v1/completions", body) }
+        }
+        #expect(await s.eventually { s.server.queuedRequests == 2 && s.engine.stats.waitingRequests == 2 })
+        let rejected = try await s.post("/v1/completions", body)
+        #expect(rejected.status == 503)
+        let error = try #require(rejected.json["error"] as? [String: Any])
+        #expect((error["message"] as? String)?.contains("--max-queued-requests") == true)
+        #expect(error["code"] as? Int == 503)
+        #expect(try await s.metric("switchyard:num_requests_waiting") == 2)
+
+        // The two queued clients hang up: their requests are aborted and leave the queue.
+        for t in waiting { t.cancel() }
+        for t in waiting { _ = await t.result }
+        #expect(await s.eventually { s.engine.stats.cancelledRequests == 2 && s.engine.stats.waitingRequests == 0 })
+        #expect(await s.eventually { s.server.queuedRequests == 0 })
+        #expect(s.engine.freeKVBlocks == 64)
+        #expect(try await s.metric("switchyard:request_success_total", ["finished_reason": "abort"]) == 2)
+        #expect(try await s.metric("switchyard:request_rejected_total", ["reason": "queue_full"]) == 1)
+
+        gate.open()
+        let (text, finish, _, done) = streamedText(try await s.post("/v1/completions", body).events)
+        #expect(done && finish == "length" && !text.isEmpty)
+        await s.stop()
+    }
+
+    @Test func clientDisconnectMidStreamCancelsTheRequestAndFreesItsBlocksAtOnce() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), scheduler: HoldingScheduler(holdAfter: 5), maxModelLen: 512, numKVBlocks: 64))
+        let received = AsyncStream<Int>.makeStream()
+        let client = s.client
+        let url = s.base + "/v1/completions"
+        let reader = Task {
+            var req = HTTPClientRequest(url: url)
+            req.method = .POST
+            req.body = .bytes(ByteBuffer(string: #"{"prompt": [5, 6, 7], "max_tokens": 400, "ignore_eos": true, "stream": true}"#))
+            let response = try await client.execute(req, timeout: .seconds(300))
+            var parser = SSE.Parser()
+            var events = 0
+            for try await buffer in response.body {
+                events += parser.feed(buffer.readableBytesView).count
+                received.continuation.yield(events)
+            }
+        }
+        // Wait for the 5 tokens the scheduler lets it have, then hang up.
+        var it = received.stream.makeAsyncIterator()
+        while let n = await it.next(), n < 5 {}
+        #expect(s.engine.stats.runningRequests == 1)
+        #expect(s.engine.freeKVBlocks < 64)
+        reader.cancel()
+        _ = await reader.result
+        #expect(await s.eventually { s.engine.stats.cancelledRequests == 1 })
+        #expect(s.engine.stats.runningRequests == 0)
+        #expect(await s.eventually { s.engine.freeKVBlocks == 64 })
+        #expect(try await s.metric("switchyard:request_success_total", ["finished_reason": "abort"]) == 1)
+        // It was cut off at the 5 tokens it had, not run to its 400.
+        #expect(try await s.metric("switchyard:generation_tokens_total") == 5)
+        #expect(try await s.metric("switchyard:kv_cache_usage_perc") == 0)
+        await s.stop()
+    }
+
+    @Test func sixtyFourConcurrentStreamingClientsGetCompleteOfflineTextsAndMetricsMatch() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        let n = 64
+        let texts = (0..<n).map { i in "def function_\(i)(value\(i % 7), " + String(repeating: "x", count: i % 5) }
+        let prompts = texts.map { tok.encode($0) }
+        let maxTokens = (0..<n).map { 4 + $0 % 9 }
+        let offline = try await offlineTexts(model, prompts: prompts, maxTokens: maxTokens)
+        // The offline run counted its routing in the shared model's counters.
+        model.counters.reset()
+        let s = try await TestServer(engine: try makeEngine(model))
+        let results = try await withThrowingTaskGroup(of: (Int, TestServer.Reply).self) { group in
+            for i in 0..<n {
+                group.addTask {
+                    let body: [String: Any] = ["model": testModelName, "prompt": texts[i], "max_tokens": maxTokens[i], "temperature": 0,
+                                               "ignore_eos": true, "stream": true, "stream_options": ["include_usage": true]]
+                    return (i, try await s.post("/v1/completions", json: body))
+                }
+            }
+            var out: [Int: TestServer.Reply] = [:]
+            for try await (i, r) in group { out[i] = r }
+            return out
+        }
+        #expect(results.count == n)
+        for i in 0..<n {
+            let r = try #require(results[i])
+            #expect(r.status == 200)
+            let (text, finish, usage, done) = streamedText(r.events)
+            #expect(done, "request \(i) incomplete")
+            #expect(finish == "length")
+            #expect(text == offline[i].text, "request \(i)")
+            #expect(usage?["completion_tokens"] as? Int == maxTokens[i])
+            #expect(usage?["prompt_tokens"] as? Int == prompts[i].count)
+        }
+        // Every block is free and every counter matches what was sent.
+        #expect(await s.eventually { s.engine.stats.runningRequests == 0 && s.engine.freeKVBlocks == 512 })
+        let metrics = try await s.get("/metrics").body
+        let promptTotal = prompts.reduce(0) { $0 + $1.count }, outputTotal = maxTokens.reduce(0, +)
+        #expect(parseMetric(metrics, "switchyard:request_success_total", ["finished_reason": "length", "model_name": testModelName]) == Double(n))
+        #expect(parseMetric(metrics, "switchyard:request_success_total") == Double(n))
+        #expect(parseMetric(metrics, "switchyard:prompt_tokens_total") == Double(promptTotal))
+        #expect(parseMetric(metrics, "switchyard:generation_tokens_total") == Double(outputTotal))
+        #expect(parseMetric(metrics, "switchyard:e2e_request_latency_seconds_count") == Double(n))
+        #expect(parseMetric(metrics, "switchyard:time_to_first_token_seconds_count") == Double(n))
+        #expect(parseMetric(metrics, "switchyard:inter_token_latency_seconds_count") == Double(outputTotal - n))
+        #expect(parseMetric(metrics, "switchyard:num_requests_running") == 0)
+        #expect(parseMetric(metrics, "switchyard:num_requests_waiting") == 0)
+        #expect(parseMetric(metrics, "switchyard:kv_cache_usage_perc") == 0)
+        #expect(parseMetric(metrics, "switchyard:num_preemptions_total") == Double(s.engine.stats.preemptions))
+        // Each forwarded token is routed to top-k experts in every layer; the
+        // last sampled token of a request is never forwarded.
+        if s.engine.stats.preemptions == 0 {
+            let k = model.config.numExpertsPerToken, layers = model.config.numLayers
+            let routed = Double(k * layers * (promptTotal + outputTotal - n))
+            #expect(parseMetric(metrics, "switchyard:moe_expert_tokens_total") == routed)
+            #expect(parseMetric(metrics, "switchyard:moe_device_tokens_total") == routed)
+        }
+        #expect((parseMetric(metrics, "switchyard:moe_expert_weight_bytes_read_total") ?? 0) > 0)
+        await s.stop()
+    }
+}
