@@ -14,8 +14,9 @@ struct BalanceStep {
         var exact: Bool
     }
 
-    /// The largest group load no split can avoid: the mean, rounded up.
-    var trivialBound: Int { (load.reduce(0, +) + numGroups - 1) / numGroups }
+    /// The largest group load no split can avoid: the mean rounded up, or
+    /// the heaviest expert alone (with skewed routing it exceeds the mean).
+    var trivialBound: Int { max((load.reduce(0, +) + numGroups - 1) / numGroups, load.max() ?? 0) }
 
     func maxLoad(_ group: [Int]) -> Int {
         var sums = Array(repeating: 0, count: numGroups)

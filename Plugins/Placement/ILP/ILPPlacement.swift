@@ -47,12 +47,15 @@ public struct ILPPlacement: ExpertPlacement {
             throw PlacementError.invalidPlacement("the profile has \(profile.numLayers) layers × \(profile.numExperts) experts but the model has \(p.numLayers) × \(p.numExperts); record a profile of this model")
         }
         let t0 = Date()
-        let deadline = t0.addingTimeInterval(options.timeLimit)
+        // A CBC call can overrun its share a little; keep a margin so the
+        // whole solve ends inside the limit.
+        let budget = options.timeLimit - min(1, 0.03 * options.timeLimit)
+        let deadline = t0.addingTimeInterval(budget)
         let exactSize = p.numExperts * p.numDevices <= options.maxILPBinaries
         var exact = 0, heuristic = 0
 
         // Step 1 gets half the time; each layer an equal share of what is left.
-        let step1End = t0.addingTimeInterval(options.timeLimit / 2)
+        let step1End = t0.addingTimeInterval(budget / 2)
         var groups: [[Int]] = []
         var maxLoad: [Int] = []
         var balanceGap = 0.0
@@ -86,7 +89,7 @@ public struct ILPPlacement: ExpertPlacement {
             return AlignStep(boundaries: b, load: profile.expertTokens[l], numDevices: p.numDevices,
                              capacity: capacity[l], pairWeight: options.pairWeight)
         }
-        let forwardEnd = t0.addingTimeInterval(options.timeLimit * 0.75)
+        let forwardEnd = t0.addingTimeInterval(budget * 0.75)
         var device: [[Int]] = [groups[0]]
         var found = 0.0, bound = 0.0
         for l in 1..<max(p.numLayers, 1) {

@@ -73,7 +73,11 @@ struct MILP {
             return nil
         }
         let values = Array(UnsafeBufferPointer(start: sol, count: numVariables))
-        return Result(values: values, objective: Cbc_getObjValue(model), bound: Cbc_getBestPossibleObjValue(model),
+        let optimal = Cbc_isProvenOptimal(model) != 0
+        // Without integer variables CBC only solves the LP, and its "best
+        // possible" value is not a bound then; the LP optimum is (when proven).
+        let bound = integer.contains(true) ? Cbc_getBestPossibleObjValue(model) : (optimal ? Cbc_getObjValue(model) : -Double.infinity)
+        return Result(values: values, objective: Cbc_getObjValue(model), bound: bound,
                       provenOptimal: Cbc_isProvenOptimal(model) != 0,
                       timedOut: Cbc_isSecondsLimitReached(model) != 0)
     }
