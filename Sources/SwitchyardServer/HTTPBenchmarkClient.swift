@@ -155,13 +155,3 @@ public struct HTTPBenchmarkClient: Sendable {
                             itls: zip(times.dropFirst(), times).map { $0 - $1 })
     }
 }
-
-final class ProgressCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func increment() -> Int {
-        lock.lock(); defer { lock.unlock() }
-        value += 1
-        return value
-    }
-}

@@ -47,7 +47,7 @@ public struct BenchmarkRunner {
         for (i, w) in workload.enumerated() where w.arrival <= 0 { early[i] = engine.submit(requests[i]) }
         engine.start()
         let total = workload.count
-        let done = Counter()
+        let done = ProgressCounter()
         let records = await withTaskGroup(of: (Int, ClientRecord).self) { group in
             for (i, w) in workload.enumerated() {
                 let queued = early[i]
@@ -104,10 +104,12 @@ extension BenchmarkRunner {
     }
 }
 
-final class Counter: @unchecked Sendable {
+/// A thread-safe count of finished requests, for progress reports.
+public final class ProgressCounter: @unchecked Sendable {
+    public init() {}
     private let lock = NSLock()
     private var value = 0
-    func increment() -> Int {
+    public func increment() -> Int {
         lock.lock(); defer { lock.unlock() }
         value += 1
         return value

@@ -50,72 +50,72 @@ public struct SchedulerEnvironment: Sendable {
 /// new plug-in is one more `register` call.
 public final class StrategyRegistry: @unchecked Sendable {
     public typealias SchedulerFactory = @Sendable (StrategyConfig, SchedulerEnvironment) throws -> any Scheduler
-
     public typealias PlacementFactory = @Sendable (StrategyConfig) throws -> any ExpertPlacement
-
     public typealias ExecutionFactory = @Sendable (StrategyConfig) throws -> any ExecutionStrategy
 
-    private var schedulers: [String: (info: StrategyInfo, make: SchedulerFactory)] = [:]
-    private var executions: [String: (info: StrategyInfo, make: ExecutionFactory)] = [:]
+    /// The strategies of one kind, by name.
+    private struct Table<Factory> {
+        let kind: StrategyKind
+        var entries: [String: (info: StrategyInfo, make: Factory)] = [:]
 
-    public func registerExecution(_ name: String, summary: String, options: [StrategyOption] = [],
-                                  factory: @escaping ExecutionFactory) {
-        precondition(executions[name] == nil, "execution strategy \(name) registered twice")
-        executions[name] = (StrategyInfo(kind: .execution, name: name, summary: summary, options: options), factory)
-    }
-
-    /// Builds execution strategy `name` from its JSON options.
-    public func makeExecution(_ name: String, config json: String? = nil) throws -> any ExecutionStrategy {
-        guard let entry = executions[name] else {
-            throw StrategyError.unknown(kind: .execution, name: name, valid: executions.keys.sorted())
+        mutating func add(_ name: String, summary: String, options: [StrategyOption], _ make: Factory) {
+            precondition(entries[name] == nil, "\(kind.rawValue) \(name) registered twice")
+            entries[name] = (StrategyInfo(kind: kind, name: name, summary: summary, options: options), make)
         }
-        let config = try StrategyConfig(strategy: name, json: json)
-        let strategy = try entry.make(config)
-        try config.finish()
-        return strategy
-    }
-    private var placements: [String: (info: StrategyInfo, make: PlacementFactory)] = [:]
 
-    public func registerPlacement(_ name: String, summary: String, options: [StrategyOption] = [],
-                                  factory: @escaping PlacementFactory) {
-        precondition(placements[name] == nil, "placement \(name) registered twice")
-        placements[name] = (StrategyInfo(kind: .placement, name: name, summary: summary, options: options), factory)
-    }
-
-    /// Builds placement `name` from its JSON options.
-    public func makePlacement(_ name: String, config json: String? = nil) throws -> any ExpertPlacement {
-        guard let entry = placements[name] else {
-            throw StrategyError.unknown(kind: .placement, name: name, valid: placements.keys.sorted())
+        /// Builds `name` from its JSON options: an unknown name lists the
+        /// registered ones, and options nobody read are an error.
+        func build<T>(_ name: String, json: String?, _ body: (Factory, StrategyConfig) throws -> T) throws -> T {
+            guard let entry = entries[name] else {
+                throw StrategyError.unknown(kind: kind, name: name, valid: entries.keys.sorted())
+            }
+            let config = try StrategyConfig(strategy: name, json: json)
+            let strategy = try body(entry.make, config)
+            try config.finish()
+            return strategy
         }
-        let config = try StrategyConfig(strategy: name, json: json)
-        let placement = try entry.make(config)
-        try config.finish()
-        return placement
     }
+
+    private var schedulers = Table<SchedulerFactory>(kind: .scheduler)
+    private var placements = Table<PlacementFactory>(kind: .placement)
+    private var executions = Table<ExecutionFactory>(kind: .execution)
 
     public init() {}
 
     public func registerScheduler(_ name: String, summary: String, options: [StrategyOption] = [],
                                   factory: @escaping SchedulerFactory) {
-        precondition(schedulers[name] == nil, "scheduler \(name) registered twice")
-        schedulers[name] = (StrategyInfo(kind: .scheduler, name: name, summary: summary, options: options), factory)
+        schedulers.add(name, summary: summary, options: options, factory)
+    }
+
+    public func registerPlacement(_ name: String, summary: String, options: [StrategyOption] = [],
+                                  factory: @escaping PlacementFactory) {
+        placements.add(name, summary: summary, options: options, factory)
+    }
+
+    public func registerExecution(_ name: String, summary: String, options: [StrategyOption] = [],
+                                  factory: @escaping ExecutionFactory) {
+        executions.add(name, summary: summary, options: options, factory)
     }
 
     /// Builds scheduler `name` from its JSON options; unknown names and bad
     /// options fail with the list of what is valid.
     public func makeScheduler(_ name: String, config json: String? = nil, environment: SchedulerEnvironment) throws -> any Scheduler {
-        guard let entry = schedulers[name] else {
-            throw StrategyError.unknown(kind: .scheduler, name: name, valid: schedulers.keys.sorted())
-        }
-        let config = try StrategyConfig(strategy: name, json: json)
-        let scheduler = try entry.make(config, environment)
-        try config.finish()
-        return scheduler
+        try schedulers.build(name, json: json) { make, config in try make(config, environment) }
+    }
+
+    /// Builds placement `name` from its JSON options.
+    public func makePlacement(_ name: String, config json: String? = nil) throws -> any ExpertPlacement {
+        try placements.build(name, json: json) { make, config in try make(config) }
+    }
+
+    /// Builds execution strategy `name` from its JSON options.
+    public func makeExecution(_ name: String, config json: String? = nil) throws -> any ExecutionStrategy {
+        try executions.build(name, json: json) { make, config in try make(config) }
     }
 
     /// Every registered strategy, by kind then name.
     public var all: [StrategyInfo] {
-        (schedulers.values.map(\.info) + placements.values.map(\.info) + executions.values.map(\.info)).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
+        (schedulers.entries.values.map(\.info) + placements.entries.values.map(\.info) + executions.entries.values.map(\.info)).sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
     }
 
     public func names(_ kind: StrategyKind) -> [String] {
