@@ -32,3 +32,21 @@ for p in balanced ilp; do
     --model $MODEL --jsonl scripts/data/stdlib-prompts-eval.jsonl --request-rate inf --seed 0 \
     --repeats "$REPEATS" --save-result docs/results/ab-ep-linear-vs-$p.json
 done
+
+# Part 2: the bench preset (64 experts of 1.5 MiB, top-4, so the expert phase
+# is most of the forward) with skewed routers (--router-skew 8; random routers
+# route almost uniformly), prefill-heavy workload; profile recorded with seed
+# 1, A/B measured on seed 2's prompts.
+SKEWED=bench-models/bench-skewed-qwen3_moe
+[ -f "$SKEWED/model.safetensors" ] || $BIN model create --arch qwen3_moe --preset bench --out $SKEWED --seed 0 --router-skew 8
+SPROFILE=$(mktemp)
+W="--num-prompts 16 --input-len 1024 --output-len 4 --request-rate inf"
+$BIN bench --model $SKEWED $W --seed 1 --quiet --record-routing $SPROFILE > /dev/null
+for p in linear balanced ilp; do
+  echo "== bench-skewed profile, 2 devices, $p"
+  $BIN place --profile $SPROFILE --devices 2 --placement $p | sed -n 2,3p
+done
+for p in balanced ilp; do
+  $BIN ab --a "$EP --placement linear" --b "$EP --placement $p --placement-profile $SPROFILE" \
+    --model $SKEWED $W --seed 2 --repeats "${REPEATS_SKEWED:-3}" --save-result docs/results/ab-ep-skewed-linear-vs-$p.json
+done

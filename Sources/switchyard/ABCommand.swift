@@ -74,6 +74,7 @@ struct ABCommand: AsyncParsableCommand {
         Metric(name: "Expert phase time (s)", value: { $0.moe.devices?.expertPhaseSeconds ?? .nan }, deterministic: false),
         Metric(name: "Busiest device busy time (s)", value: { $0.moe.devices?.busySeconds.max() ?? .nan }, deterministic: false),
         Metric(name: "Worst-layer device load (max/mean)", value: { $0.moe.devices?.worstLayerImbalance ?? .nan }, deterministic: false),
+        Metric(name: "Per-forward device load (max/mean)", value: { $0.moe.devices?.perForwardImbalance ?? .nan }, deterministic: false),
         Metric(name: "Cross-device token pairs", value: { $0.moe.devices?.crossDevicePairs.map { Double($0.reduce(0, +)) } ?? .nan }, deterministic: false),
     ]
 

@@ -27,6 +27,9 @@ struct ModelCommand: ParsableCommand {
         @Option(help: "Weight dtype: bf16, f16 or f32.")
         var dtype: String = "bf16"
 
+        @Option(name: .customLong("router-skew"), help: "Scale router rows by 1 + s·rank/(E−1) (random rank per layer) for a skewed expert load; 0 keeps routing near uniform.")
+        var routerSkew: Double = 0
+
         func run() throws {
             guard let architecture = Architecture(rawValue: arch) else {
                 throw ValidationError("unknown --arch \"\(arch)\"; valid: \(Architecture.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -35,7 +38,8 @@ struct ModelCommand: ParsableCommand {
             do {
                 let p = try ModelPreset.load(preset)
                 let t0 = Date()
-                try RandomCheckpoint.create(.init(architecture: architecture, preset: p, seed: seed, dtype: dt),
+                guard routerSkew >= 0 else { throw ValidationError("--router-skew must be 0 or more") }
+                try RandomCheckpoint.create(.init(architecture: architecture, preset: p, seed: seed, dtype: dt, routerSkew: routerSkew),
                                             at: URL(fileURLWithPath: out))
                 let ckpt = try Checkpoint(directory: out)
                 let bytes = ckpt.tensors.values.reduce(0) { $0 + $1.byteCount }

@@ -62,6 +62,10 @@ import Testing
         #expect(s.deviceTokens[0] == [0, 5 * c.numExpertsPerToken])
         #expect(s.deviceTokens[1] == [5 * c.numExpertsPerToken, 0])
         #expect(s.deviceBusySeconds[0][1] > 0 && s.deviceBusySeconds[1][1] == 0)
+        // One device does all the work in every layer: each forward waits on
+        // twice the mean device's share.
+        #expect(s.busiestDeviceTokens[0] == 5 * c.numExpertsPerToken)
+        #expect(abs(s.perForwardImbalance - 2) < 1e-12)
     }
 
     @Test func expertWeightsAreCopiedOntoTheirPoolsNode() throws {

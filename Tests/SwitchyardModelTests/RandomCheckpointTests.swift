@@ -42,6 +42,36 @@ import Testing
         #expect(da != (try Data(contentsOf: c.appendingPathComponent("model.safetensors"))))
     }
 
+    @Test func routerSkewScalesRouterRowsByAPermutedRampAndNothingElse() throws {
+        let plain = temp(), skewed = temp()
+        let p = try preset("tiny")
+        try RandomCheckpoint.create(.init(architecture: .qwen3Moe, preset: p, seed: 4, dtype: .f32), at: plain)
+        try RandomCheckpoint.create(.init(architecture: .qwen3Moe, preset: p, seed: 4, dtype: .f32, routerSkew: 3), at: skewed)
+        let a = try Transformer(directory: plain.path), b = try Transformer(directory: skewed.path)
+        func rows(_ m: Matrix) -> [[Float]] {
+            (0..<m.rows).map { r in (0..<m.cols).map { m.data.assumingMemoryBound(to: Float.self)[r * m.cols + $0] } }
+        }
+        guard case .moe(let ma) = a.weights.layers[0].feedForward, case .moe(let mb) = b.weights.layers[0].feedForward else {
+            Issue.record("layer 0 is not MoE"); return
+        }
+        // Each router row is the plain row times 1 + 3·rank/(E−1), ranks a permutation.
+        func ratio(_ pa: [Float], _ pb: [Float]) -> Float {
+            let k = pa.indices.max { abs(pa[$0]) < abs(pa[$1]) }!
+            return pb[k] / pa[k]
+        }
+        let scales = zip(rows(ma.router), rows(mb.router)).map { Double(ratio($0, $1)) }
+        let expected = (0..<p.numExperts).map { 1 + 3 * Double($0) / Double(p.numExperts - 1) }
+        #expect(zip(scales.sorted(), expected).allSatisfy { abs($0 - $1) < 1e-5 })
+        for (pa, pb) in zip(rows(ma.router), rows(mb.router)) {
+            let s = ratio(pa, pb)
+            #expect(zip(pa, pb).allSatisfy { abs($0 * s - $1) <= 1e-5 * max(1, abs($1)) })
+        }
+        // Experts are untouched.
+        #expect(rows(ma.experts[2].down) == rows(mb.experts[2].down))
+        // Whether that skews routing depends on the hidden states (zero-mean
+        // ones favour larger rows); docs/placement.md measures it on `bench`.
+    }
+
     @Test func benchPresetExpertsFarExceedTheL3Cache() throws {
         let p = try preset("bench")
         let expertBytes = 3 * p.hiddenSize * p.moeIntermediateSize * 2

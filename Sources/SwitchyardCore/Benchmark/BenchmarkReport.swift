@@ -59,6 +59,9 @@ public struct BenchmarkReport {
                 (0..<numDevices).map { d in stats.deviceBusySeconds.reduce(0) { $0 + $1[d] } }
             }
             public var expertPhaseSeconds: Double { stats.expertPhaseSeconds.reduce(0, +) }
+            /// Over all layers and forwards: Σ busiest device's assignments /
+            /// Σ mean device's, what the expert phase waits on.
+            public var perForwardImbalance: Double { stats.perForwardImbalance }
             /// Worst layer's max/mean device token load.
             public var worstLayerImbalance: Double {
                 stats.deviceTokens.map { row in
@@ -125,6 +128,7 @@ public struct BenchmarkReport {
             out.append(Self.header("Expert Devices"))
             out.append(Self.line("Devices:", "\(d.numDevices)"))
             out.append(Self.line("Worst-layer device load (max/mean):", String(format: "%.3f", d.worstLayerImbalance)))
+            out.append(Self.line("Per-forward device load (max/mean):", String(format: "%.3f", d.perForwardImbalance)))
             out.append(Self.line("Expert phase time (s):", String(format: "%.3f", d.expertPhaseSeconds)))
             out.append(Self.line("Device busy time (s):", d.busySeconds.map { String(format: "%.3f", $0) }.joined(separator: " / ")))
             if let c = d.crossDevicePairs { out.append(Self.line("Cross-device token pairs:", "\(c.reduce(0, +))")) }
@@ -188,6 +192,9 @@ public struct BenchmarkReport {
                 "expert_phase_seconds_per_layer": d.stats.expertPhaseSeconds,
                 "expert_phase_seconds": d.expertPhaseSeconds,
                 "worst_layer_device_imbalance": d.worstLayerImbalance,
+                "per_forward_device_imbalance": d.perForwardImbalance,
+                "busiest_device_tokens_per_layer": d.stats.busiestDeviceTokens,
+                "mean_device_tokens_per_layer": d.stats.meanDeviceTokens,
             ]
             if let c = d.crossDevicePairs {
                 dj["cross_device_pairs_per_boundary"] = c

@@ -11,7 +11,14 @@ public enum RandomCheckpoint {
         public var preset: ModelPreset
         public var seed: UInt64
         public var dtype: DType
-        public init(architecture: Architecture, preset: ModelPreset, seed: UInt64 = 0, dtype: DType = .bf16) {
+        /// 0: routers as random as every other weight, so routing is close to
+        /// uniform. s > 0: row r (in a per-layer random order) of each router
+        /// is scaled by 1 + s·r/(E−1); an expert with a larger row has larger
+        /// logits in magnitude and so lands in the top-k more often, giving
+        /// the skewed expert load of trained models to benchmark placement on.
+        public var routerSkew: Double
+        public init(architecture: Architecture, preset: ModelPreset, seed: UInt64 = 0, dtype: DType = .bf16, routerSkew: Double = 0) {
+            self.routerSkew = routerSkew
             self.architecture = architecture
             self.preset = preset
             self.seed = seed
@@ -37,8 +44,16 @@ public enum RandomCheckpoint {
         let std = Float(p.initializerRange)
         try writer.write(to: dir.appendingPathComponent("model.safetensors")) { entry, buffer in
             let index = tensors.firstIndex { $0.name == entry.name }!
+            let seed = o.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index)
+            var rowScale: [Float]?
+            if o.routerSkew > 0 && entry.name.hasSuffix("gate.weight") && entry.shape[0] == p.numExperts && p.numExperts > 1 {
+                var rng = Xoshiro256(seed: seed ^ 0x5EED)
+                var order = Array(0..<p.numExperts)
+                order.shuffle(using: &rng)
+                rowScale = order.map { Float(1 + o.routerSkew * Double($0) / Double(p.numExperts - 1)) }
+            }
             fill(buffer, count: entry.shape.reduce(1, *), dtype: o.dtype, kind: tensors[index].fill, std: std,
-                 seed: o.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index))
+                 seed: seed, rowScale: rowScale, cols: entry.shape.last ?? 1)
         }
         try writeJSON(config(o), to: dir.appendingPathComponent("config.json"))
         let eos = 256
@@ -109,7 +124,8 @@ public enum RandomCheckpoint {
 
     /// Fills in fixed 64 Ki-element chunks, each with its own RNG stream, so
     /// the bytes do not depend on the thread count.
-    static func fill(_ buffer: UnsafeMutableRawBufferPointer, count: Int, dtype: DType, kind: Fill, std: Float, seed: UInt64) {
+    static func fill(_ buffer: UnsafeMutableRawBufferPointer, count: Int, dtype: DType, kind: Fill, std: Float, seed: UInt64,
+                     rowScale: [Float]? = nil, cols: Int = 1) {
         let chunk = 1 << 16
         let chunks = (count + chunk - 1) / chunk
         let a = std * Float(3).squareRoot()
@@ -119,7 +135,7 @@ public enum RandomCheckpoint {
             for i in (c * chunk)..<min(count, (c + 1) * chunk) {
                 let v: Float
                 switch kind {
-                case .weight: v = (rng.nextUnitFloat() * 2 - 1) * a
+                case .weight: v = (rng.nextUnitFloat() * 2 - 1) * a * (rowScale?[i / cols] ?? 1)
                 case .ones: v = 1
                 case .bias: v = 0
                 }

@@ -41,6 +41,10 @@ public final class ExpertParallel: @unchecked Sendable {
     let busy: UnsafeMutablePointer<Double>
     let tokens: UnsafeMutablePointer<Int>
     let phase: UnsafeMutablePointer<Double>
+    /// Per layer, summed over forwards: the busiest device's assignments and
+    /// the mean device's.
+    let busiestTokens: UnsafeMutablePointer<Int>
+    let meanTokens: UnsafeMutablePointer<Double>
     let numLayers: Int
 
     public enum SetupError: Error, CustomStringConvertible, Equatable {
@@ -133,6 +137,8 @@ public final class ExpertParallel: @unchecked Sendable {
         busy = .allocate(capacity: c.numLayers * n)
         tokens = .allocate(capacity: c.numLayers * n)
         phase = .allocate(capacity: c.numLayers)
+        busiestTokens = .allocate(capacity: c.numLayers)
+        meanTokens = .allocate(capacity: c.numLayers)
         resetStats()
     }
 
@@ -159,12 +165,16 @@ public final class ExpertParallel: @unchecked Sendable {
         busy.deallocate()
         tokens.deallocate()
         phase.deallocate()
+        busiestTokens.deallocate()
+        meanTokens.deallocate()
     }
 
     public func resetStats() {
         busy.initialize(repeating: 0, count: numLayers * numDevices)
         tokens.initialize(repeating: 0, count: numLayers * numDevices)
         phase.initialize(repeating: 0, count: numLayers)
+        busiestTokens.initialize(repeating: 0, count: numLayers)
+        meanTokens.initialize(repeating: 0, count: numLayers)
     }
 
     /// What the devices did since the last reset.
@@ -175,13 +185,26 @@ public final class ExpertParallel: @unchecked Sendable {
         public var deviceBusySeconds: [[Double]]
         /// `[layer]`: wall seconds of the expert phase (the busiest device).
         public var expertPhaseSeconds: [Double]
+        /// `[layer]`: Σ over forwards of the busiest device's assignments,
+        /// and of the mean device's. Their ratio is the imbalance each
+        /// forward actually waits on, which can exceed the imbalance of the
+        /// run's totals (`deviceTokens`).
+        public var busiestDeviceTokens: [Int]
+        public var meanDeviceTokens: [Double]
+
+        public var perForwardImbalance: Double {
+            let mean = meanDeviceTokens.reduce(0, +)
+            return mean > 0 ? Double(busiestDeviceTokens.reduce(0, +)) / mean : 1
+        }
     }
 
     public var stats: Stats {
         let n = numDevices
         return Stats(deviceTokens: (0..<numLayers).map { l in (0..<n).map { tokens[l * n + $0] } },
                      deviceBusySeconds: (0..<numLayers).map { l in (0..<n).map { busy[l * n + $0] } },
-                     expertPhaseSeconds: (0..<numLayers).map { phase[$0] })
+                     expertPhaseSeconds: (0..<numLayers).map { phase[$0] },
+                     busiestDeviceTokens: (0..<numLayers).map { busiestTokens[$0] },
+                     meanDeviceTokens: (0..<numLayers).map { meanTokens[$0] })
     }
 
     /// The pages of the experts' weights as the OS reports them (of one

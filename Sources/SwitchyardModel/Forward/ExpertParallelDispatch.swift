@@ -23,11 +23,17 @@ extension MoEBlock {
     static func runExpertParallel(_ ep: ExpertParallel, layer: Int, experts: [ExpertWeights], groups g: ExpertGroups) {
         let n = ep.numDevices
         let t0 = monotonicSeconds()
+        var busiest = 0, total = 0
         for d in 0..<n {
             var sum = 0
             for i in ep.deviceOffsets[layer][d]..<ep.deviceOffsets[layer][d + 1] { sum += Int(g.count[Int(ep.deviceExperts[layer][i])]) }
             ep.tokens[layer * n + d] += sum
+            busiest = max(busiest, sum)
+            total += sum
         }
+        // What this iteration's layer waits for: its busiest device's share.
+        ep.busiestTokens[layer] += busiest
+        ep.meanTokens[layer] += Double(total) / Double(n)
         let ran = Parallel.onEveryThread { part in
             ep.pinIfNeeded(part: part)
             let d = ep.threadDevice[part]
