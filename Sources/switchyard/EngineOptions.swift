@@ -140,13 +140,17 @@ struct EngineOptions: ParsableArguments {
         }
     }
 
-    func makeEngine() throws -> Engine {
+    func makeEngine() throws -> Engine { try makeEngineAndExecution().engine }
+
+    /// The engine, and what its execution strategy set up (the expert map
+    /// `serve` reports per-device load with).
+    func makeEngineAndExecution() throws -> (engine: Engine, execution: ExecutionSummary) {
         let transformer = try loadModel(model)
-        try prepareExecution(transformer)
+        let execution = try prepareExecution(transformer)
         let tokenizer = try? TokenizerLoader.load(directory: model)
         let config = try engineConfig(for: transformer.config)
         let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)
-        return Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer)
+        return (Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer), execution)
     }
 }
 

@@ -31,15 +31,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // As EngineOptions.makeEngine, keeping the execution's expert map:
-        // per-device load in /metrics and /v1/experts/stats follows the
+        // Per-device load in /metrics and /v1/experts/stats follows the
         // placement the engine really runs (one device for --execution cpu).
-        let transformer = try loadModel(engine.model)
-        let execution = try engine.prepareExecution(transformer)
-        let tokenizer = try? TokenizerLoader.load(directory: engine.model)
-        let engineConfig = try engine.engineConfig(for: transformer.config)
-        let scheduler = try engine.makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: engineConfig.maxModelLen)
-        let eng = Engine(model: transformer, config: engineConfig, scheduler: scheduler, tokenizer: tokenizer)
+        let (eng, execution) = try engine.makeEngineAndExecution()
         let name = servedModelName ?? URL(fileURLWithPath: engine.model).standardizedFileURL.lastPathComponent
         let config = ServerConfig(host: host, port: port, modelName: name, maxQueuedRequests: maxQueuedRequests,
                                   chatTemplate: ChatTemplate.load(directory: engine.model), expertMap: execution.map,
