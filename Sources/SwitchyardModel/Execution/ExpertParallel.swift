@@ -93,13 +93,13 @@ public final class ExpertParallel: @unchecked Sendable {
 
         let share = ExpertParallel.shareThreads(threads, cores: pools.map(\.cores.count))
         let first = share.map(\.first)
+        let owner = (0..<threads).map { t in (0..<n).last { first[$0] <= t }! }
         firstThread = first
         threadsOfDevice = share.map(\.count)
-        let count = threadsOfDevice
-        threadDevice = (0..<threads).map { t in (0..<n).last { first[$0] <= t }! }
-        barriers = count.map { SpinBarrier(parties: $0) }
+        threadDevice = owner
+        barriers = share.map { SpinBarrier(parties: $0.count) }
         threadPUs = (0..<threads).map { t in
-            let d = (0..<n).last { first[$0] <= t }!
+            let d = owner[t]
             let pool = pools[d]
             // One core per thread, round-robin over the pool's cores.
             let perCore = max(1, pool.processingUnits.count / max(1, pool.cores.count))
@@ -210,18 +210,11 @@ public final class ExpertParallel: @unchecked Sendable {
     /// The pages of the experts' weights as the OS reports them (of one
     /// device's experts when `device` is given).
     public func expertPages(device only: Int? = nil) -> PageLocation.Summary {
-        var total = PageLocation.Summary(byNode: [:], notResident: 0, failed: 0)
+        var chosen: [ExpertWeights] = []
         for (l, layer) in experts.enumerated() {
-            for (j, e) in (layer ?? []).enumerated() where only == nil || device[l][j] == only {
-                for m in [e.gate, e.up, e.down] {
-                    let s = PageLocation.query(m.data, bytes: m.byteCount)
-                    for (node, c) in s.byNode { total.byNode[node, default: 0] += c }
-                    total.notResident += s.notResident
-                    total.failed += s.failed
-                }
-            }
+            for (j, e) in (layer ?? []).enumerated() where only == nil || device[l][j] == only { chosen.append(e) }
         }
-        return total
+        return PageLocation.experts(chosen)
     }
 
     @inline(__always)

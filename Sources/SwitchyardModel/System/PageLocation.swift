@@ -40,16 +40,21 @@ public enum PageLocation {
 
     /// Pages of all expert weights of a model.
     public static func experts(of weights: ModelWeights) -> Summary {
+        experts(weights.layers.flatMap { layer -> [ExpertWeights] in
+            if case .moe(let moe) = layer.feedForward { return moe.experts }
+            return []
+        })
+    }
+
+    /// Pages of these experts' weights, summed.
+    public static func experts(_ list: [ExpertWeights]) -> Summary {
         var total = Summary(byNode: [:], notResident: 0, failed: 0)
-        for layer in weights.layers {
-            guard case .moe(let moe) = layer.feedForward else { continue }
-            for e in moe.experts {
-                for m in [e.gate, e.up, e.down] {
-                    let s = query(m.data, bytes: m.byteCount)
-                    for (n, c) in s.byNode { total.byNode[n, default: 0] += c }
-                    total.notResident += s.notResident
-                    total.failed += s.failed
-                }
+        for e in list {
+            for m in [e.gate, e.up, e.down] {
+                let s = query(m.data, bytes: m.byteCount)
+                for (n, c) in s.byNode { total.byNode[n, default: 0] += c }
+                total.notResident += s.notResident
+                total.failed += s.failed
             }
         }
         return total
