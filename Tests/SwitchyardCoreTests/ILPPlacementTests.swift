@@ -1,5 +1,6 @@
 import Foundation
 import LinearPlacement
+import Synchronization
 import Testing
 @testable import ILPPlacement
 @testable import SwitchyardCore
@@ -36,6 +37,29 @@ import Testing
                 #expect(s.exact)
                 #expect(Set((0..<groups).map { g in s.group.filter { $0 == g }.count }) == [experts / groups])
             }
+        }
+    }
+
+    /// CBC's driver keeps its option parser in process-wide statics; two
+    /// placements solved at once (two engines in one process, or parallel
+    /// tests) must still each get their proven optimum.
+    @Test func concurrentSolvesEachStayProvenOptimal() {
+        var rng = Xoshiro256(seed: 5)
+        let loads = (0..<8).map { _ in (0..<8).map { _ in Int(rng.next() % 1000) + 1 } }
+        let serial = loads.map { load -> Int in
+            let step = BalanceStep(load: load, numGroups: 2)
+            return step.solve(start: step.greedy(), useSolver: true, timeLimit: 120).maxLoad
+        }
+        let results = Mutex([(Int, Bool)](repeating: (0, false), count: loads.count))
+        DispatchQueue.concurrentPerform(iterations: loads.count) { i in
+            let step = BalanceStep(load: loads[i], numGroups: 2)
+            let s = step.solve(start: step.greedy(), useSolver: true, timeLimit: 120)
+            results.withLock { $0[i] = (s.maxLoad, s.exact) }
+        }
+        let got = results.withLock { $0 }
+        for i in loads.indices {
+            #expect(got[i].0 == serial[i], "loads \(loads[i])")
+            #expect(got[i].1)
         }
     }
 

@@ -48,7 +48,17 @@ struct MILP {
         start = values
     }
 
+    /// CBC 2.10's solver driver (`CbcMain1`, behind `Cbc_solve`) parses its
+    /// options through process-wide statics, so two solves at once read each
+    /// other's arguments and stop early or misreport optimality. Every solve
+    /// in the process therefore takes this lock.
+    private static let solverLock = NSLock()
+
     func solve(timeLimit: Double) -> Result? {
+        Self.solverLock.withLock { solveAlone(timeLimit: timeLimit) }
+    }
+
+    private func solveAlone(timeLimit: Double) -> Result? {
         guard let model = Cbc_newModel() else { return nil }
         defer { Cbc_deleteModel(model) }
         Cbc_setLogLevel(model, 0)
