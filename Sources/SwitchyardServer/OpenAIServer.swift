@@ -14,6 +14,7 @@ public final class OpenAIServer: Sendable {
     public let metrics: ServerMetrics
     public let experts: ExpertStats
     let admission: Admission
+    let connections = ConnectionWatch()
     private let nextId = Mutex(0)
     let started = Int(Date().timeIntervalSince1970)
 
@@ -39,7 +40,7 @@ public final class OpenAIServer: Sendable {
     /// The Hummingbird application; `onRunning` gets the bound port.
     public func makeApplication(logger: Logger? = nil,
                                 onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        let router = Router()
+        let router = Router(context: ServerRequestContext.self)
         addRoutes(to: router)
         var log = logger ?? Logger(label: "switchyard.server")
         if logger == nil { log.logLevel = .warning }

@@ -4,9 +4,9 @@ import NIOCore
 import SwitchyardCore
 
 extension OpenAIServer {
-    func addRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/v1/completions") { request, _ in await self.generate(request, chat: false) }
-        router.post("/v1/chat/completions") { request, _ in await self.generate(request, chat: true) }
+    func addRoutes(to router: Router<ServerRequestContext>) {
+        router.post("/v1/completions") { request, context in await self.generate(request, on: context.channel, chat: false) }
+        router.post("/v1/chat/completions") { request, context in await self.generate(request, on: context.channel, chat: true) }
         router.get("/v1/models") { _, _ in self.models() }
         router.get("/health") { _, _ in Response(status: .ok) }
         router.get("/version") { _, _ in Self.json(.object([("version", .string(Self.version))])) }
@@ -42,8 +42,9 @@ extension OpenAIServer {
 
     /// `/v1/completions` and `/v1/chat/completions`. A client that closes
     /// its connection cancels the request at once (the engine frees its KV
-    /// blocks before its next iteration); such responses end the connection.
-    func generate(_ request: Request, chat: Bool) async -> Response {
+    /// blocks before its next iteration); other connections stay open for the
+    /// next request.
+    func generate(_ request: Request, on channel: any Channel, chat: Bool) async -> Response {
         var request = request
         let body: ByteBuffer
         do { body = try await request.collectBody(upTo: config.maxBodyBytes) } catch {
@@ -60,36 +61,22 @@ extension OpenAIServer {
             if error.status != 503 { metrics.recordRejected(error) }
             return Self.error(error)
         }
-        let requestBody = request.body
-        if run.prepared.options.stream { return stream(run, requestBody: requestBody) }
+        if run.prepared.options.stream { return stream(run, on: channel) }
 
-        let result: (output: RequestOutput?, text: String)? = try? await requestBody.consumeWithInboundCloseHandler { _ in
-            var text = ""
-            let out = await run.run { text += $0 }
-            return (out, text)
-        } onInboundClosed: {
-            run.cancel()
+        var text = ""
+        let output = await connections.during(run, on: channel) { await run.run { text += $0 } }
+        guard let output else {
+            return Self.error(APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil))
         }
-        // Watching for the client hanging up consumed the connection's
-        // inbound side, so it cannot carry another request: say so.
-        var response: Response
-        if let result, let output = result.output {
-            if let e = output.error {
-                response = Self.error(.invalid(nil, e.description))
-            } else {
-                response = Self.json(OpenAIResponse.full(run.prepared, model: config.modelName, text: result.text, output: output))
-            }
-        } else {
-            response = Self.error(APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil))
-        }
-        response.headers[.connection] = "close"
-        return response
+        if let e = output.error { return Self.error(.invalid(nil, e.description)) }
+        return Self.json(OpenAIResponse.full(run.prepared, model: config.modelName, text: text, output: output))
     }
 
-    func stream(_ run: GenerationRun, requestBody: RequestBody) -> Response {
+    func stream(_ run: GenerationRun, on channel: any Channel) -> Response {
         let model = config.modelName
         let p = run.prepared
-        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .connection: "close"]
+        let connections = connections
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: .init { writer in
             func send(_ chunk: JSONOut) async throws {
                 var s = "data: "
@@ -97,15 +84,14 @@ extension OpenAIServer {
                 s += "\n\n"
                 try await writer.write(ByteBuffer(string: s))
             }
-            let output: RequestOutput? = try? await requestBody.consumeWithInboundCloseHandler { _ in
+            // A failed write also means the client left: `run` cancels then.
+            let output = await connections.during(run, on: channel) { () -> RequestOutput? in
                 do {
                     if p.chat { try await send(OpenAIResponse.chunk(p, model: model, text: "", role: true)) }
                 } catch {
                     run.cancel()
                 }
                 return await run.run { text in try await send(OpenAIResponse.chunk(p, model: model, text: text)) }
-            } onInboundClosed: {
-                run.cancel()
             }
             guard let output else { return }
             do {

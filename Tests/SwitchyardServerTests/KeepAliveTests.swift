@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+@testable import SwitchyardCore
+import SwitchyardModel
+@testable import SwitchyardServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One client TCP connection speaking HTTP/1.1 by hand, so a test can see
+/// exactly which requests share a connection. Blocking I/O runs on GCD
+/// threads, off the cooperative pool the server's handlers need.
+final class RawHTTPConnection: @unchecked Sendable {
+    private let fd: Int32
+    var fileDescriptor: Int32 { fd }
+    private var buffer: [UInt8] = []
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+        var timeout = timeval(tv_sec: 120, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    struct Response {
+        var status: Int
+        var headers: [String: String]
+        var body: String
+    }
+
+    /// Sends one request and reads its whole response (fixed length or chunked).
+    func exchange(_ method: String, _ path: String, body: String = "") async throws -> Response {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<Response, any Error>) in
+            DispatchQueue.global().async {
+                k.resume(with: Result { try self.exchangeBlocking(method, path, body: body) })
+            }
+        }
+    }
+
+    /// The end of the connection as the client sees it: true once the server closed it.
+    func serverClosed() async -> Bool {
+        await withCheckedContinuation { k in
+            DispatchQueue.global().async {
+                var byte: UInt8 = 0
+                k.resume(returning: recv(self.fd, &byte, 1, 0) == 0)
+            }
+        }
+    }
+
+    private func exchangeBlocking(_ method: String, _ path: String, body: String) throws -> Response {
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+        let bytes = Array(request.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw POSIXError(.EPIPE) }
+            sent += n
+        }
+        let head = String(decoding: try readUntil(Array("\r\n\r\n".utf8)), as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n")
+        let status = Int(lines.removeFirst().split(separator: " ")[1]) ?? 0
+        var headers: [String: String] = [:]
+        for line in lines where !line.isEmpty {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        var payload: [UInt8] = []
+        if headers["transfer-encoding"] == "chunked" {
+            while true {
+                let sizeLine = String(decoding: try readUntil(Array("\r\n".utf8)), as: UTF8.self)
+                let size = Int(sizeLine.split(separator: ";")[0], radix: 16) ?? 0
+                payload += try read(size + 2).dropLast(2)
+                if size == 0 { break }
+            }
+        } else {
+            payload = try read(Int(headers["content-length"] ?? "0") ?? 0)
+        }
+        return Response(status: status, headers: headers, body: String(decoding: payload, as: UTF8.self))
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &chunk, chunk.count, 0)
+        guard n > 0 else { throw POSIXError(.ECONNRESET) }
+        buffer += chunk[0..<n]
+    }
+
+    private func readUntil(_ marker: [UInt8]) throws -> [UInt8] {
+        while true {
+            if buffer.count >= marker.count {
+                for i in 0...(buffer.count - marker.count) where Array(buffer[i..<(i + marker.count)]) == marker {
+                    let out = Array(buffer[0..<i])
+                    buffer.removeFirst(i + marker.count)
+                    return out
+                }
+            }
+            try fill()
+        }
+    }
+
+    private func read(_ count: Int) throws -> [UInt8] {
+        while buffer.count < count { try fill() }
+        defer { buffer.removeFirst(count) }
+        return Array(buffer[0..<count])
+    }
+}
+
+/// Generation responses leave the connection open for the next request, as
+/// vLLM's and llama.cpp's servers do, and a hang-up still cancels at once.
+@Suite(.serialized) struct KeepAliveTests {
+    @Test func oneConnectionCarriesStreamedAndWholeCompletionsInTurn() async throws {
+        let model = try loadModel()
+        let prompt: [Int32] = [17, 400, 923, 55, 1200, 7, 3000]
+        let offline = try await offlineTexts(model, prompts: [prompt], maxTokens: [6])[0]
+        let s = try await TestServer(engine: try makeEngine(model))
+        let conn = try RawHTTPConnection(port: s.port)
+        let body = #"{"prompt": [17, 400, 923, 55, 1200, 7, 3000], "max_tokens": 6, "temperature": 0, "ignore_eos": true"#
+        for round in 0..<2 {
+            let whole = try await conn.exchange("POST", "/v1/completions", body: body + "}")
+            #expect(whole.status == 200, "round \(round)")
+            #expect(whole.headers["connection"]?.lowercased() != "close")
+            let text = ((try JSONSerialization.jsonObject(with: Data(whole.body.utf8)) as? [String: Any])?["choices"] as? [[String: Any]])?.first?["text"] as? String
+            #expect(text == offline.text)
+
+            let streamed = try await conn.exchange("POST", "/v1/completions", body: body + #", "stream": true}"#)
+            #expect(streamed.status == 200)
+            #expect(streamed.headers["connection"]?.lowercased() != "close")
+            var parser = SSE.Parser()
+            let (streamedText, finish, _, done) = streamedText(parser.feed(Array(streamed.body.utf8)))
+            #expect(done && finish == "length")
+            #expect(streamedText == offline.text)
+        }
+        // Errors and other routes share the connection too.
+        #expect(try await conn.exchange("POST", "/v1/completions", body: #"{"prompt": 5}"#).status == 400)
+        #expect(try await conn.exchange("GET", "/health").status == 200)
+        #expect(s.server.connections.watchedConnections == 1)
+        #expect(s.engine.stats.runningRequests == 0)
+        await s.stop()
+    }
+
+    @Test func hangingUpOnAWholeCompletionInPrefillCancelsIt() async throws {
+        // The scheduler admits nothing, so the request writes nothing before
+        // the client leaves: only the hang-up itself can tell the server.
+        let gate = GateScheduler()
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), scheduler: gate, numKVBlocks: 64))
+        let conn = try RawHTTPConnection(port: s.port)
+        let pending = Task { try? await conn.exchange("POST", "/v1/completions", body: #"{"prompt": [1, 2, 3], "max_tokens": 5}"#) }
+        #expect(await s.eventually { s.engine.stats.waitingRequests == 1 })
+        shutdown(conn.fileDescriptor, Int32(SHUT_RDWR))
+        _ = await pending.value
+        #expect(await s.eventually { s.engine.stats.cancelledRequests == 1 && s.engine.stats.waitingRequests == 0 })
+        #expect(await s.eventually { s.server.connections.watchedConnections == 0 })
+        #expect(s.engine.freeKVBlocks == 64)
+        gate.open()
+        await s.stop()
+    }
+}
