@@ -71,13 +71,58 @@ public struct HTTPBenchmarkClient: Sendable {
         return JSONOut.object(fields).serialized
     }
 
+    /// What one run measured.
+    public struct Run: Sendable {
+        public var records: [ClientRecord]
+        public var duration: Double
+        /// The server's expert counters over the run (after minus before), when
+        /// it serves `GET /v1/experts/stats` (Switchyard does; vLLM and
+        /// llama.cpp do not). Requests other clients sent meanwhile count too.
+        public var experts: ExpertCounters?
+    }
+
+    /// A Switchyard server's expert counters, from `GET /v1/experts/stats`.
+    public struct ExpertCounters: Sendable, Equatable {
+        public var tokensPerLayerExpert: [[Int]]
+        public var expertWeightBytesRead: Int
+        public var expertActivations: Int
+
+        /// `self` minus an earlier reading of the same counters; nil when the
+        /// shapes differ or a count went down (the window was reset meanwhile).
+        public func since(_ earlier: ExpertCounters) -> ExpertCounters? {
+            guard tokensPerLayerExpert.count == earlier.tokensPerLayerExpert.count,
+                  zip(tokensPerLayerExpert, earlier.tokensPerLayerExpert).allSatisfy({ $0.count == $1.count }) else { return nil }
+            let tokens = zip(tokensPerLayerExpert, earlier.tokensPerLayerExpert).map { zip($0, $1).map { $0 - $1 } }
+            let d = ExpertCounters(tokensPerLayerExpert: tokens,
+                                   expertWeightBytesRead: expertWeightBytesRead - earlier.expertWeightBytesRead,
+                                   expertActivations: expertActivations - earlier.expertActivations)
+            guard d.expertWeightBytesRead >= 0, d.expertActivations >= 0, tokens.allSatisfy({ $0.allSatisfy { $0 >= 0 } }) else { return nil }
+            return d
+        }
+    }
+
+    /// The server's expert counters, or nil when it has none to give.
+    public static func expertCounters(baseURL: String, client: HTTPClient) async -> ExpertCounters? {
+        guard let response = try? await client.execute(HTTPClientRequest(url: baseURL + "/v1/experts/stats"), timeout: .seconds(30)),
+              response.status == .ok,
+              let body = try? await response.body.collect(upTo: 64 << 20),
+              let obj = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
+              let tokens = obj["tokens_per_layer_expert"] as? [[Int]],
+              let bytes = obj["expert_weight_bytes_read"] as? Int,
+              let activations = obj["expert_activations"] as? Int else { return nil }
+        return ExpertCounters(tokensPerLayerExpert: tokens, expertWeightBytesRead: bytes, expertActivations: activations)
+    }
+
     /// Runs the workload; every request is sent at its arrival time.
-    public func run(seed: UInt64 = 0, temperature: Float = 0, ignoreEOS: Bool = true) async throws -> (records: [ClientRecord], duration: Double) {
+    public func run(seed: UInt64 = 0, temperature: Float = 0, ignoreEOS: Bool = true) async throws -> Run {
         let client = Self.makeClient(connections: workload.count)
         do {
-            let result = try await run(client: client, seed: seed, temperature: temperature, ignoreEOS: ignoreEOS)
+            let before = await Self.expertCounters(baseURL: baseURL, client: client)
+            let (records, duration) = try await run(client: client, seed: seed, temperature: temperature, ignoreEOS: ignoreEOS)
+            var experts: ExpertCounters?
+            if let before, let after = await Self.expertCounters(baseURL: baseURL, client: client) { experts = after.since(before) }
             try await client.shutdown()
-            return result
+            return Run(records: records, duration: duration, experts: experts)
         } catch {
             try? await client.shutdown()
             throw error

@@ -166,15 +166,20 @@ extension BenchCommand {
         let showProgress = !quiet && isatty(2) != 0
         let client = HTTPBenchmarkClient(baseURL: baseURL, endpoint: endpoint, model: servedModelName, workload: requests,
                                          tokenizer: tokenizer, progress: showProgress ? progressBar : nil)
-        let (records, duration): ([ClientRecord], Double)
-        do { (records, duration) = try await client.run(seed: workload.seed) } catch {
+        let run: HTTPBenchmarkClient.Run
+        do { run = try await client.run(seed: workload.seed) } catch {
             throw CLIError("error: \(error)")
         }
-        let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
-        // Engine and MoE counters live in the server (see its /metrics and /v1/experts/stats).
-        let moe = BenchmarkReport.MoEReport(counters: ExpertLoadCounters(numLayers: config.numLayers, numExperts: config.numExperts),
-                                           promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens)
-        let report = BenchmarkReport(metrics: metrics, records: records, engine: EngineStats(), moe: moe, label: label,
+        let records = run.records
+        let metrics = ServingMetrics(records: records, duration: run.duration, slo: slo)
+        // The engine's counters stay in the server (its /metrics); expert
+        // counters come from /v1/experts/stats where the server has it.
+        let moe = run.experts.map {
+            BenchmarkReport.MoEReport(tokensPerExpert: $0.tokensPerLayerExpert, expertWeightBytesRead: $0.expertWeightBytesRead,
+                                      expertActivations: $0.expertActivations,
+                                      promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens)
+        }
+        let report = BenchmarkReport(metrics: metrics, records: records, engine: nil, moe: moe, label: label,
                                      requestRate: try workload.rate, burstiness: workload.burstiness, model: engine.model)
         print(report.formatted())
         for r in records where !r.success && !r.error.isEmpty {

@@ -127,7 +127,8 @@ import SwitchyardModel
         let workload = try Workload.synthetic(numPrompts: 8, inputLen: 16, outputLen: 6, rangeRatio: 0, requestRate: .infinity,
                                               burstiness: 1, vocabSize: model.config.vocabSize, seed: 3)
         let client = HTTPBenchmarkClient(baseURL: s.base + "/", endpoint: "/v1/completions", workload: workload)
-        let (records, duration) = try await client.run(seed: 3)
+        let run = try await client.run(seed: 3)
+        let (records, duration) = (run.records, run.duration)
         #expect(records.count == 8)
         for r in records {
             #expect(r.success, "\(r.error)")
@@ -138,10 +139,19 @@ import SwitchyardModel
         let metrics = ServingMetrics(records: records, duration: duration, slo: GoodputSLO())
         #expect(metrics.completed == 8 && metrics.totalOutputTokens == 48 && metrics.totalInputTokens == 128)
         #expect(try await s.metric("switchyard:generation_tokens_total") == 48)
+        // The server's expert counters over the run: every forwarded token
+        // (prompt and output, less the last token of each request, which is
+        // never forwarded) routed to top-k experts in every layer.
+        let experts = try #require(run.experts)
+        let forwarded = 8 * (16 + 6 - 1)
+        let c = model.config
+        #expect(experts.tokensPerLayerExpert.count == c.numLayers)
+        for row in experts.tokensPerLayerExpert { #expect(row.reduce(0, +) == forwarded * c.numExpertsPerToken) }
+        #expect(experts.expertActivations > 0 && experts.expertWeightBytesRead > 0)
 
         let chat = HTTPBenchmarkClient(baseURL: s.base, endpoint: "/v1/chat/completions", workload: Array(workload.prefix(2)),
                                        tokenizer: try loadTokenizer())
-        let (chatRecords, _) = try await chat.run(seed: 3)
+        let chatRecords = try await chat.run(seed: 3).records
         #expect(chatRecords.allSatisfy { $0.success && $0.outputTokens == 6 })
         await s.stop()
     }

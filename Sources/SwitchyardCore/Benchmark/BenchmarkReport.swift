@@ -3,12 +3,14 @@ import SwitchyardModel
 
 /// The result of one benchmark run in vLLM's formats: the printed "Serving
 /// Benchmark Result" block and the `--save-result` JSON (vLLM's keys, plus
-/// `engine` and `moe` objects).
+/// `engine` and `moe` objects when the counters are known).
 public struct BenchmarkReport {
     public var metrics: ServingMetrics
     public var records: [ClientRecord]
-    public var engine: EngineStats
-    public var moe: MoEReport
+    /// The engine's counters; nil over HTTP, where the engine is the server's.
+    public var engine: EngineStats?
+    /// Expert counters; over HTTP only from a server that exports them.
+    public var moe: MoEReport?
     public var label: String?
     public var requestRate: Double
     public var burstiness: Double
@@ -26,6 +28,18 @@ public struct BenchmarkReport {
 
         /// Per-device results when experts ran on several devices.
         public var devices: DeviceReport?
+
+        /// Counts read from elsewhere (a server's `/v1/experts/stats`).
+        public init(tokensPerExpert: [[Int]], expertWeightBytesRead: Int, expertActivations: Int,
+                    promptTokens: Int, outputTokens: Int) {
+            numLayers = tokensPerExpert.count
+            numExperts = tokensPerExpert.first?.count ?? 0
+            self.tokensPerExpert = tokensPerExpert
+            self.expertWeightBytesRead = expertWeightBytesRead
+            self.expertActivations = expertActivations
+            self.promptTokens = promptTokens
+            self.outputTokens = outputTokens
+        }
 
         public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int, parallel: ExpertParallel? = nil) {
             if let ep = parallel {
@@ -80,7 +94,7 @@ public struct BenchmarkReport {
         }
     }
 
-    public init(metrics: ServingMetrics, records: [ClientRecord], engine: EngineStats, moe: MoEReport,
+    public init(metrics: ServingMetrics, records: [ClientRecord], engine: EngineStats?, moe: MoEReport?,
                 label: String?, requestRate: Double, burstiness: Double, model: String) {
         self.metrics = metrics
         self.records = records
@@ -124,7 +138,7 @@ public struct BenchmarkReport {
             out.append(Self.line("Median \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 50))))
             out.append(Self.line("P99 \(key) (ms):", Self.f2(ServingMetrics.percentile(values, 99))))
         }
-        if let d = moe.devices {
+        if let d = moe?.devices {
             out.append(Self.header("Expert Devices"))
             out.append(Self.line("Devices:", "\(d.numDevices)"))
             out.append(Self.line("Worst-layer device load (max/mean):", String(format: "%.3f", d.worstLayerImbalance)))
@@ -161,19 +175,20 @@ public struct BenchmarkReport {
             j["std_\(key)_ms"] = ServingMetrics.std(values)
             j["p99_\(key)_ms"] = ServingMetrics.percentile(values, 99)
         }
-        let e = engine
-        let iterSeconds = e.scheduleSeconds + e.forwardSeconds + e.sampleSeconds
-        j["engine"] = [
-            "iterations": e.iterations,
-            "batch_size_histogram": Dictionary(uniqueKeysWithValues: e.batchSizeHistogram.map { ("\($0.key)", $0.value) }),
-            "mean_tokens_per_iteration": e.iterations > 0 ? Double(e.scheduledTokens) / Double(e.iterations) : 0,
-            "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,
-            "peak_kv_cache_usage": e.peakKVUsage, "num_kv_blocks": e.totalKVBlocks,
-            "rejected_requests": e.rejectedRequests,
-            "time_s": ["schedule": e.scheduleSeconds, "forward": e.forwardSeconds, "sample_and_bookkeeping": e.sampleSeconds],
-            "overhead_share": iterSeconds > 0 ? (e.scheduleSeconds + e.sampleSeconds) / iterSeconds : 0,
-        ] as [String: Any]
-        let mo = moe
+        if let e = engine {
+            let iterSeconds = e.scheduleSeconds + e.forwardSeconds + e.sampleSeconds
+            j["engine"] = [
+                "iterations": e.iterations,
+                "batch_size_histogram": Dictionary(uniqueKeysWithValues: e.batchSizeHistogram.map { ("\($0.key)", $0.value) }),
+                "mean_tokens_per_iteration": e.iterations > 0 ? Double(e.scheduledTokens) / Double(e.iterations) : 0,
+                "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,
+                "peak_kv_cache_usage": e.peakKVUsage, "num_kv_blocks": e.totalKVBlocks,
+                "rejected_requests": e.rejectedRequests,
+                "time_s": ["schedule": e.scheduleSeconds, "forward": e.forwardSeconds, "sample_and_bookkeeping": e.sampleSeconds],
+                "overhead_share": iterSeconds > 0 ? (e.scheduleSeconds + e.sampleSeconds) / iterSeconds : 0,
+            ] as [String: Any]
+        }
+        guard let mo = moe else { return j }
         j["moe"] = [
             "num_layers": mo.numLayers, "num_experts": mo.numExperts,
             "tokens_per_layer_expert": mo.tokensPerExpert,
