@@ -12,20 +12,61 @@ public struct ExpertCounts: Sendable, Equatable {
     public var tokens: [Int]
     public var expertWeightBytesRead: Int
     public var expertActivations: Int
+    /// What each device did, under expert-parallel execution (nil otherwise).
+    public var devices: DeviceWork? = nil
+
+    /// Expert-parallel work summed over layers (see `ExpertParallel.Stats`).
+    public struct DeviceWork: Sendable, Equatable {
+        /// Seconds each device spent on its experts.
+        public var busySeconds: [Double]
+        /// Wall seconds of the expert phases: what the forwards waited on.
+        public var expertPhaseSeconds: Double
+        /// Σ over forwards and layers of the busiest device's token-expert
+        /// assignments, and of the mean device's.
+        public var busiestDeviceTokens: Int
+        public var meanDeviceTokens: Double
+
+        init(_ s: ExpertParallel.Stats) {
+            let n = s.deviceBusySeconds.first?.count ?? 0
+            busySeconds = (0..<n).map { d in s.deviceBusySeconds.reduce(0) { $0 + $1[d] } }
+            expertPhaseSeconds = s.expertPhaseSeconds.reduce(0, +)
+            busiestDeviceTokens = s.busiestDeviceTokens.reduce(0, +)
+            meanDeviceTokens = s.meanDeviceTokens.reduce(0, +)
+        }
+
+        init(busySeconds: [Double], expertPhaseSeconds: Double, busiestDeviceTokens: Int, meanDeviceTokens: Double) {
+            self.busySeconds = busySeconds
+            self.expertPhaseSeconds = expertPhaseSeconds
+            self.busiestDeviceTokens = busiestDeviceTokens
+            self.meanDeviceTokens = meanDeviceTokens
+        }
+
+        /// The imbalance the expert phases waited on: busiest / mean device.
+        public var perForwardImbalance: Double { meanDeviceTokens > 0 ? Double(busiestDeviceTokens) / meanDeviceTokens : 1 }
+
+        static func - (a: DeviceWork, b: DeviceWork) -> DeviceWork {
+            DeviceWork(busySeconds: zip(a.busySeconds, b.busySeconds).map { $0 - $1 },
+                       expertPhaseSeconds: a.expertPhaseSeconds - b.expertPhaseSeconds,
+                       busiestDeviceTokens: a.busiestDeviceTokens - b.busiestDeviceTokens,
+                       meanDeviceTokens: a.meanDeviceTokens - b.meanDeviceTokens)
+        }
+    }
 
     public static func read(_ engine: Engine) async -> ExpertCounts {
         let model = engine.model
         return await engine.onLoopThread {
             let c = model.counters
             return ExpertCounts(numLayers: c.numLayers, numExperts: c.numExperts, tokens: c.tokens,
-                                expertWeightBytesRead: c.expertWeightBytesRead, expertActivations: c.expertActivations)
+                                expertWeightBytesRead: c.expertWeightBytesRead, expertActivations: c.expertActivations,
+                                devices: model.expertParallel.map { DeviceWork($0.stats) })
         }
     }
 
     public static func - (a: ExpertCounts, b: ExpertCounts) -> ExpertCounts {
         ExpertCounts(numLayers: a.numLayers, numExperts: a.numExperts, tokens: zip(a.tokens, b.tokens).map { $0 - $1 },
                      expertWeightBytesRead: a.expertWeightBytesRead - b.expertWeightBytesRead,
-                     expertActivations: a.expertActivations - b.expertActivations)
+                     expertActivations: a.expertActivations - b.expertActivations,
+                     devices: a.devices.map { ad in b.devices.map { ad - $0 } ?? ad })
     }
 
     public func tokens(layer: Int) -> ArraySlice<Int> { tokens[(layer * numExperts)..<((layer + 1) * numExperts)] }
@@ -91,6 +132,16 @@ public final class ExpertStats: Sendable {
         let deviceImbalance = devicePerLayer.map { Self.maxOverMean($0) }
         func ints(_ v: [Int]) -> JSONOut { .array(v.map { .int($0) }) }
         func doubles(_ v: [Double]) -> JSONOut { .array(v.map { .double($0) }) }
+        var execution: [(String, JSONOut)] = []
+        if let d = c.devices {
+            // Measured on the devices, not derived from the map: present only
+            // under expert-parallel execution.
+            execution = [("execution", .object([
+                ("device_busy_seconds", doubles(d.busySeconds)),
+                ("expert_phase_seconds", .double(d.expertPhaseSeconds)),
+                ("per_forward_device_imbalance", .double(d.perForwardImbalance)),
+            ]))]
+        }
         return .object([
             ("object", "expert_stats"),
             ("since", .double(since)),
@@ -112,6 +163,6 @@ public final class ExpertStats: Sendable {
                 ("device_max_over_mean", .double(deviceImbalance.max() ?? 1)),
                 ("device_max_over_mean_total", .double(Self.maxOverMean(deviceTotal))),
             ])),
-        ])
+        ] + execution)
     }
 }

@@ -24,7 +24,8 @@ public final class OpenAIServer: Sendable {
         self.config = config
         let c = engine.model.config
         experts = ExpertStats(engine: engine, map: config.expertMap, placementName: config.placementName)
-        metrics = ServerMetrics(modelName: config.modelName, numLayers: c.numLayers, numExperts: max(c.numExperts, 1), map: experts.map)
+        metrics = ServerMetrics(modelName: config.modelName, numLayers: c.numLayers, numExperts: max(c.numExperts, 1), map: experts.map,
+                                expertParallel: engine.model.expertParallel != nil)
         admission = Admission(limit: config.maxQueuedRequests)
         engine.start()
     }

@@ -30,6 +30,11 @@ public final class ServerMetrics: Sendable {
     let deviceTokens: [Counter]
     let weightBytes: Counter
     let activations: Counter
+    /// Measured device work, registered only under expert-parallel execution.
+    let deviceBusy: [Counter]
+    let expertPhase: Counter?
+    let busiestDeviceTokens: Counter?
+    let meanDeviceTokens: Counter?
     let map: ExpertMap
 
     /// What the counters fed from engine totals have already counted.
@@ -46,7 +51,7 @@ public final class ServerMetrics: Sendable {
     static let e2eBuckets = [0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                              120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
 
-    public init(modelName: String, numLayers: Int, numExperts: Int, map: ExpertMap) {
+    public init(modelName: String, numLayers: Int, numExperts: Int, map: ExpertMap, expertParallel: Bool = false) {
         self.modelName = modelName
         self.map = map
         let m = [("model_name", modelName)]
@@ -90,6 +95,20 @@ public final class ServerMetrics: Sendable {
         }
         weightBytes = registry.makeCounter(descriptor: name("moe_expert_weight_bytes_read", "total", "Expert weight bytes read (an expert counts once per layer per iteration it runs)."), labels: m)
         activations = registry.makeCounter(descriptor: name("moe_expert_activations", "total", "Expert computations (layer, expert, iteration)."), labels: m)
+        if expertParallel {
+            deviceBusy = (0..<map.numDevices).map { d in
+                registry.makeCounter(descriptor: name("moe_device_busy_seconds", "total", "Seconds each device spent computing its experts."),
+                                     labels: m + [("device", "\(d)")])
+            }
+            expertPhase = registry.makeCounter(descriptor: name("moe_expert_phase_seconds", "total", "Wall seconds of MoE expert phases (each waits for its busiest device)."), labels: m)
+            busiestDeviceTokens = registry.makeCounter(descriptor: name("moe_busiest_device_tokens", "total", "Per forward and layer, the busiest device's token-expert assignments, summed."), labels: m)
+            meanDeviceTokens = registry.makeCounter(descriptor: name("moe_mean_device_tokens", "total", "Per forward and layer, the mean device's token-expert assignments, summed (busiest / mean = the imbalance forwards wait on)."), labels: m)
+        } else {
+            deviceBusy = []
+            expertPhase = nil
+            busiestDeviceTokens = nil
+            meanDeviceTokens = nil
+        }
     }
 
     /// Records a request that ran (finished, stopped or was cancelled).
@@ -128,12 +147,29 @@ public final class ServerMetrics: Sendable {
             }
             if delta.expertWeightBytesRead > 0 { weightBytes.increment(by: Int64(delta.expertWeightBytesRead)) }
             if delta.expertActivations > 0 { activations.increment(by: Int64(delta.expertActivations)) }
+            if let d = delta.devices {
+                for (i, t) in d.busySeconds.enumerated() where t > 0 && i < deviceBusy.count { deviceBusy[i].increment(by: t) }
+                if d.expertPhaseSeconds > 0 { expertPhase?.increment(by: d.expertPhaseSeconds) }
+                if d.busiestDeviceTokens > 0 { busiestDeviceTokens?.increment(by: Int64(d.busiestDeviceTokens)) }
+                if d.meanDeviceTokens > 0 { meanDeviceTokens?.increment(by: d.meanDeviceTokens) }
+            }
             // A concurrent scrape may have read newer counts first: keep the newest seen.
             s.experts = ExpertCounts(numLayers: counts.numLayers, numExperts: counts.numExperts,
                                      tokens: zip(before.tokens, counts.tokens).map { max($0, $1) },
                                      expertWeightBytesRead: max(before.expertWeightBytesRead, counts.expertWeightBytesRead),
-                                     expertActivations: max(before.expertActivations, counts.expertActivations))
+                                     expertActivations: max(before.expertActivations, counts.expertActivations),
+                                     devices: Self.newest(before.devices, counts.devices))
         }
         return registry.emitToString()
+    }
+
+    /// Element-wise maximum of two readings of monotonic device counters.
+    static func newest(_ a: ExpertCounts.DeviceWork?, _ b: ExpertCounts.DeviceWork?) -> ExpertCounts.DeviceWork? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return .init(busySeconds: zip(a.busySeconds, b.busySeconds).map { max($0, $1) },
+                     expertPhaseSeconds: max(a.expertPhaseSeconds, b.expertPhaseSeconds),
+                     busiestDeviceTokens: max(a.busiestDeviceTokens, b.busiestDeviceTokens),
+                     meanDeviceTokens: max(a.meanDeviceTokens, b.meanDeviceTokens))
     }
 }

@@ -35,6 +35,9 @@ import SwitchyardModel
         #expect(j["device_load"] as? [Int] == [devicePerLayer.reduce(0) { $0 + $1[0] }, devicePerLayer.reduce(0) { $0 + $1[1] }])
         #expect(j["total_tokens"] as? Int == forwarded * k * layers)
         #expect((j["expert_weight_bytes_read"] as? Int ?? 0) > 0)
+        // No expert-parallel execution: nothing measured per device.
+        #expect(j["execution"] == nil)
+        #expect(try await s.metric("switchyard:moe_device_busy_seconds_total") == nil)
         let imbalance = try #require(j["imbalance"] as? [String: Any])
         let worst = try #require(imbalance["expert_max_over_mean"] as? Double)
         let expectedWorst = perLayer.map { row in Double(row.max()!) / (Double(row.reduce(0, +)) / Double(experts)) }.max()!
@@ -51,6 +54,43 @@ import SwitchyardModel
         #expect(try await s.metric("switchyard:moe_device_tokens_total", ["device": "0"]).map(Int.init) == (j["device_load"] as? [Int])?[0])
         #expect(try await s.metric("switchyard:moe_expert_tokens_total", ["layer": "0", "expert": "0"]).map(Int.init) == perLayer[0][0])
         await s.stop()
+    }
+
+    @Test func expertParallelServingExportsMeasuredDeviceWork() async throws {
+        let model = try loadModel()
+        let layers = model.config.numLayers, experts = model.config.numExperts, k = model.config.numExpertsPerToken
+        let pools = try CorePools.split(try CPUTopology.load(), devices: min(2, try CPUTopology.load().cores.count))
+        guard pools.count == 2 else { return }
+        // All of layer 0's experts on device 1, every other layer's on device
+        // 0: in every layer of every forward one device does all the work.
+        let device = (0..<layers).map { l in Array(repeating: l == 0 ? 1 : 0, count: experts) }
+        let ep = try ExpertParallel(weights: model.weights, pools: pools, map: device, weightsOnNode: false, pin: false)
+        model.install(expertParallel: ep)
+        let s = try await TestServer(engine: try makeEngine(model), expertMap: ExpertMap(numDevices: 2, device: device))
+        let r = try await s.post("/v1/completions", json: ["prompt": Array(1...20), "max_tokens": 6, "temperature": 0, "ignore_eos": true])
+        #expect(r.status == 200)
+        let j = try await s.get("/v1/experts/stats").json
+        let execution = try #require(j["execution"] as? [String: Any])
+        let busy = try #require(execution["device_busy_seconds"] as? [Double])
+        #expect(busy.count == 2 && busy.allSatisfy { $0 > 0 })
+        #expect((execution["expert_phase_seconds"] as? Double ?? 0) > 0)
+        #expect(execution["per_forward_device_imbalance"] as? Double == 2)
+
+        let assignments = Double((20 + 6 - 1) * k * layers)
+        #expect(try await s.metric("switchyard:moe_busiest_device_tokens_total") == assignments)
+        #expect(try await s.metric("switchyard:moe_mean_device_tokens_total") == assignments / 2)
+        for d in 0..<2 {
+            let exported = try #require(try await s.metric("switchyard:moe_device_busy_seconds_total", ["device": "\(d)"]))
+            #expect(exported >= busy[d])
+        }
+        // The reset starts a new window for the JSON, not for the counters.
+        _ = try await s.post("/v1/experts/stats/reset", "")
+        let after = try #require(try await s.get("/v1/experts/stats").json["execution"] as? [String: Any])
+        #expect(after["device_busy_seconds"] as? [Double] == [0, 0])
+        #expect(after["per_forward_device_imbalance"] as? Double == 1)
+        #expect(try await s.metric("switchyard:moe_busiest_device_tokens_total") == assignments)
+        await s.stop()
+        model.install(expertParallel: nil)
     }
 }
 
