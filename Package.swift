@@ -141,6 +141,7 @@ let package = Package(
             dependencies: ["SwitchyardServer", "SwitchyardCore", "SwitchyardModel", "ChunkedScheduler",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Logging", package: "swift-log")],
+            resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
     ]

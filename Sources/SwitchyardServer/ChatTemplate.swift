@@ -1,10 +1,11 @@
 import Foundation
 
-/// Turns chat messages into a prompt. Switchyard does not run Jinja: it
-/// recognises the common template families in `tokenizer_config.json`'s
-/// `chat_template` by their markers and renders them natively; a model
-/// without a recognised template gets the documented default
-/// (see docs/server.md):
+/// Turns chat messages into a prompt with the checkpoint's own
+/// `chat_template` from `tokenizer_config.json`, run by Switchyard's Jinja
+/// (`JinjaTemplate`) as transformers runs it. A template that uses Jinja
+/// Switchyard does not support falls back to a native renderer for its
+/// family, recognised by its markers (the server logs why); a model without
+/// a template gets the documented default (see docs/server.md):
 ///
 ///     system: You are terse.
 ///     user: Hello
@@ -27,11 +28,16 @@ public struct ChatTemplate: Sendable, Equatable {
     public var family: Family
     public var bosToken: String
     public var eosToken: String
+    /// The checkpoint's template, compiled; nil renders `family` natively.
+    public var jinja: JinjaTemplate?
+    /// Why the checkpoint's template could not be compiled, when it could not.
+    public var fallbackReason: String?
 
-    public init(family: Family, bosToken: String = "", eosToken: String = "") {
+    public init(family: Family, bosToken: String = "", eosToken: String = "", jinja: JinjaTemplate? = nil) {
         self.family = family
         self.bosToken = bosToken
         self.eosToken = eosToken
+        self.jinja = jinja
     }
 
     public static let `default` = ChatTemplate(family: .plain)
@@ -52,7 +58,11 @@ public struct ChatTemplate: Sendable, Equatable {
         if let list = config["chat_template"] as? [[String: Any]] {
             source = (list.first { $0["name"] as? String == "default" } ?? list.first)?["template"] as? String
         }
-        return ChatTemplate(family: source.map(detect) ?? .plain, bosToken: token("bos_token"), eosToken: token("eos_token"))
+        var template = ChatTemplate(family: source.map(detect) ?? .plain, bosToken: token("bos_token"), eosToken: token("eos_token"))
+        if let source {
+            do { template.jinja = try JinjaTemplate(source) } catch { template.fallbackReason = error.description }
+        }
+        return template
     }
 
     /// The family a Jinja template belongs to, by its markers.
@@ -63,8 +73,28 @@ public struct ChatTemplate: Sendable, Equatable {
         return .plain
     }
 
-    /// The prompt text for `messages`, ending where the assistant's reply starts.
-    public func render(_ messages: [ChatMessage]) -> String {
+    /// The prompt text for `messages`, ending where the assistant's reply
+    /// starts. A template that rejects the conversation (`raise_exception`,
+    /// such as roles that do not alternate) is a 400 naming `messages`.
+    public func render(_ messages: [ChatMessage]) throws(APIError) -> String {
+        guard let jinja else { return renderNatively(messages) }
+        // What transformers' apply_chat_template passes, without tools.
+        let context: [String: Any] = [
+            "messages": messages.map { ["role": $0.role, "content": $0.content] },
+            "add_generation_prompt": true, "bos_token": bosToken, "eos_token": eosToken,
+            "tools": NSNull(), "documents": NSNull(),
+        ]
+        do {
+            return try jinja.render(context)
+        } catch .raised(let message) {
+            throw .invalid("messages", "the model's chat template rejected the conversation: \(message)")
+        } catch {
+            throw .invalid("messages", "the model's chat template failed on these messages: \(error.description)")
+        }
+    }
+
+    /// The family's native rendering (no template, or one that failed to compile).
+    public func renderNatively(_ messages: [ChatMessage]) -> String {
         var out = ""
         switch family {
         case .chatml:
@@ -104,5 +134,7 @@ public struct ChatTemplate: Sendable, Equatable {
 
     /// Whether the rendered prompt already carries the BOS token, so
     /// encoding must not add another.
-    public var rendersSpecialTokens: Bool { family == .inst && !bosToken.isEmpty }
+    /// Templates print their own special tokens (transformers and vLLM
+    /// encode chat prompts without adding any).
+    public var rendersSpecialTokens: Bool { jinja != nil || (family == .inst && !bosToken.isEmpty) }
 }

@@ -50,6 +50,8 @@ public indirect enum JSONOut: Sendable, ExpressibleByStringLiteral, ExpressibleB
         }
     }
 
+    /// A JSON string literal escaped as Python's `json.dumps` does with
+    /// `ensure_ascii=False` (Jinja's `tojson` must match it byte for byte).
     static func writeString(_ s: String, into out: inout String) {
         out += "\""
         for u in s.unicodeScalars {
@@ -59,6 +61,8 @@ public indirect enum JSONOut: Sendable, ExpressibleByStringLiteral, ExpressibleB
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
             case _ where u.value < 0x20:
                 out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
             default: out.unicodeScalars.append(u)

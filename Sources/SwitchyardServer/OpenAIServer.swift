@@ -109,7 +109,7 @@ public final class OpenAIServer: Sendable {
                 throw .invalid("messages", "the model has no tokenizer.json, so chat messages cannot be encoded; use /v1/completions with token ids")
             }
             let template = config.chatTemplate
-            let text = template.render(r.messages)
+            let text = try template.render(r.messages)
             let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens)
             let ends = template.endMarkers.compactMap { tokenizer.tokenId($0) }
             return try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)

@@ -35,9 +35,12 @@ struct ServeCommand: AsyncParsableCommand {
         // placement the engine really runs (one device for --execution cpu).
         let (eng, execution) = try engine.makeEngineAndExecution()
         let name = servedModelName ?? URL(fileURLWithPath: engine.model).standardizedFileURL.lastPathComponent
+        let template = ChatTemplate.load(directory: engine.model)
+        if let reason = template.fallbackReason {
+            log.warning("the checkpoint's chat template is not used (\(reason)); chat prompts use the native \(template.family.rawValue) format instead")
+        }
         let config = ServerConfig(host: host, port: port, modelName: name, maxQueuedRequests: maxQueuedRequests,
-                                  chatTemplate: ChatTemplate.load(directory: engine.model), expertMap: execution.map,
-                                  placementName: engine.placement)
+                                  chatTemplate: template, expertMap: execution.map, placementName: engine.placement)
         let server = OpenAIServer(engine: eng, config: config)
         let host = self.host
         try await server.run(logger: log) { port in

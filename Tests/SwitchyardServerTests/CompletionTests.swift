@@ -57,7 +57,7 @@ import SwitchyardModel
         let model = try loadModel()
         let tok = try loadTokenizer()
         let messages = [ChatMessage(role: "system", content: "You write Python."), ChatMessage(role: "user", content: "def parse(")]
-        let rendered = ChatTemplate.default.render(messages)
+        let rendered = try ChatTemplate.default.render(messages)
         #expect(rendered == "system: You write Python.\nuser: def parse(\nassistant:")
         let offline = try await offlineTexts(model, prompts: [tok.encode(rendered)], maxTokens: [9])[0]
         let s = try await TestServer(engine: try makeEngine(model))
@@ -82,6 +82,65 @@ import SwitchyardModel
         let delta = ((first["choices"] as? [[String: Any]])?.first)?["delta"] as? [String: Any]
         #expect(delta?["role"] as? String == "assistant")
         await s.stop()
+    }
+
+    @Test func chatRunsTheCheckpointsJinjaTemplateAndItsRejectionsAre400() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        // A Mixtral-style template: it prints the BOS itself and rejects
+        // conversations whose roles do not alternate.
+        let source = """
+            {{- bos_token }}{%- for message in messages %}
+                {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+                    {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+                {%- endif %}
+                {%- if message['role'] == 'user' %}{{- ' [INST] ' + message['content'] | trim + ' [/INST]' }}
+                {%- else %}{{- ' ' + message['content'] + eos_token }}{%- endif %}
+            {%- endfor %}
+            """
+        let template = ChatTemplate(family: .inst, bosToken: "<|endoftext|>", eosToken: "<|endoftext|>", jinja: try JinjaTemplate(source))
+        let messages = [["role": "user", "content": " def parse( "], ["role": "assistant", "content": "pass"],
+                        ["role": "user", "content": "again"]]
+        let rendered = "<|endoftext|> [INST] def parse( [/INST] pass<|endoftext|> [INST] again [/INST]"
+        #expect(try template.render(messages.map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }) == rendered)
+        // Encoded without adding special tokens: the template printed them.
+        let offline = try await offlineTexts(model, prompts: [tok.encode(rendered, addSpecialTokens: false)], maxTokens: [7])[0]
+        let s = try await TestServer(engine: try makeEngine(model), chatTemplate: template)
+        let r = try await s.post("/v1/chat/completions", json: ["messages": messages, "max_tokens": 7, "temperature": 0, "ignore_eos": true])
+        #expect(r.status == 200)
+        let message = try #require(((r.json["choices"] as? [[String: Any]])?.first)?["message"] as? [String: Any])
+        #expect(message["content"] as? String == offline.text)
+        #expect((r.json["usage"] as? [String: Any])?["prompt_tokens"] as? Int == tok.encode(rendered, addSpecialTokens: false).count)
+
+        let bad = try await s.post("/v1/chat/completions", json: ["messages": [messages[0], messages[0]], "max_tokens": 3])
+        #expect(bad.status == 400)
+        let error = try #require(bad.json["error"] as? [String: Any])
+        #expect(error["param"] as? String == "messages")
+        #expect((error["message"] as? String)?.contains("Conversation roles must alternate") == true)
+        #expect(s.engine.stats.runningRequests == 0 && s.engine.stats.waitingRequests == 0)
+        await s.stop()
+    }
+
+    @Test func checkpointTemplatesLoadAndUnsupportedOnesFallBackToTheirFamily() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chat-template-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func write(_ template: String) throws {
+            let config: [String: Any] = ["bos_token": "<s>", "eos_token": ["content": "</s>"], "chat_template": template]
+            try JSONSerialization.data(withJSONObject: config).write(to: dir.appendingPathComponent("tokenizer_config.json"))
+        }
+        try write("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+        let chatml = ChatTemplate.load(directory: dir.path)
+        #expect(chatml.jinja != nil && chatml.fallbackReason == nil && chatml.family == .chatml)
+        #expect(chatml.eosToken == "</s>" && chatml.endMarkers == ["<|im_end|>"])
+        // Jinja drops the template's own final newline, as transformers does.
+        #expect(try chatml.render([ChatMessage(role: "user", content: "hi")]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant")
+
+        try write("{% macro turn(m) %}[INST] {{ m.content }} [/INST]{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}")
+        let fallback = ChatTemplate.load(directory: dir.path)
+        #expect(fallback.jinja == nil && fallback.family == .inst)
+        #expect(fallback.fallbackReason?.contains("macro") == true)
+        #expect(try fallback.render([ChatMessage(role: "user", content: "hi")]) == "<s>[INST] hi [/INST]")
     }
 
     @Test func stopStringEndsTheTextBeforeItStreamedOrNot() async throws {

@@ -122,8 +122,8 @@ import SwitchyardModel
         #expect(ChatTemplate.detect("<|user|>\n{{ m }}<|assistant|>\n") == .tulu)
         #expect(ChatTemplate.detect("{{ messages }}") == .plain)
         let msgs = [ChatMessage(role: "system", content: "S"), ChatMessage(role: "user", content: "U")]
-        #expect(ChatTemplate(family: .chatml).render(msgs) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
-        #expect(ChatTemplate(family: .inst, bosToken: "<s>", eosToken: "</s>").render(msgs) == "<s>[INST] S\n\nU [/INST]")
+        #expect(ChatTemplate(family: .chatml).renderNatively(msgs) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n")
+        #expect(ChatTemplate(family: .inst, bosToken: "<s>", eosToken: "</s>").renderNatively(msgs) == "<s>[INST] S\n\nU [/INST]")
         #expect(ChatTemplate.load(directory: modelDirectory) == ChatTemplate(family: .plain, bosToken: "<|endoftext|>", eosToken: "<|endoftext|>"))
     }
 

@@ -70,9 +70,10 @@ final class TestServer: Sendable {
     var engine: Engine { server.engine }
     var base: String { "http://127.0.0.1:\(port)" }
 
-    init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil) async throws {
+    init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil, chatTemplate: ChatTemplate = .default) async throws {
         let server = OpenAIServer(engine: engine, config: ServerConfig(host: "127.0.0.1", port: 0, modelName: testModelName,
-                                                                        maxQueuedRequests: maxQueuedRequests, expertMap: expertMap))
+                                                                        maxQueuedRequests: maxQueuedRequests, chatTemplate: chatTemplate,
+                                                                        expertMap: expertMap))
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test-server")
         logger.logLevel = .critical
