@@ -53,6 +53,10 @@ import Testing
         #expect(throws: JinjaError.unsupported("`{% macro %}`")) { try JinjaTemplate("{% macro m() %}x{% endmacro %}") }
         #expect(throws: JinjaError.syntax("`{% if %}` without `{% endif %}`")) { try JinjaTemplate("{% if true %}x") }
         #expect(throws: JinjaError.self) { try JinjaTemplate("{{ 'unterminated }}") }
+        #expect(throws: JinjaError.syntax("`{% break %}` outside a loop")) { try JinjaTemplate("{% if true %}{% break %}{% endif %}") }
+        #expect(throws: JinjaError.unsupported("the method `append()` on a list")) {
+            try JinjaTemplate("{% set xs = [] %}{{ xs.append(1) }}").render([:])
+        }
         #expect(throws: JinjaError.unsupported("the filter `nosuchfilter`")) {
             try JinjaTemplate("{{ 1|nosuchfilter }}").render([:])
         }

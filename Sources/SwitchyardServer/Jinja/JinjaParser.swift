@@ -42,6 +42,8 @@ enum JinjaConstant: Sendable {
 struct JinjaParser {
     private var segments: [JinjaLexer.Segment]
     private var position = 0
+    /// How many `for` bodies enclose the statement being parsed.
+    private var loopDepth = 0
 
     static func parse(_ source: String) throws(JinjaError) -> [JinjaNode] {
         var p = JinjaParser(segments: try JinjaLexer.segments(source))
@@ -111,7 +113,9 @@ struct JinjaParser {
             if e.accept(.name("if")) { condition = try e.parseConditionalFree() }
             if e.accept(.name("recursive")) { throw .unsupported("recursive loops") }
             try e.expectEnd()
+            loopDepth += 1
             let (body, end) = try nodes(until: ["else", "endfor"])
+            loopDepth -= 1
             var otherwise: [JinjaNode] = []
             if end == "else" {
                 let (o, end2) = try nodes(until: ["endfor"])
@@ -137,8 +141,9 @@ struct JinjaParser {
             if rest.first == .op(",") { throw .unsupported("tuple assignment in `{% set %}`") }
             guard rest.first == .op("=") else { throw .syntax("malformed `{% set %}`") }
             return .set(target: target, attribute: attribute, value: try ExprParser(tokens: Array(rest.dropFirst())).parseAllMutating())
-        case "break": return .breakLoop
-        case "continue": return .continueLoop
+        case "break", "continue":
+            guard loopDepth > 0 else { throw .syntax("`{% \(keyword) %}` outside a loop") }
+            return keyword == "break" ? .breakLoop : .continueLoop
         case "generation":
             let (body, end) = try nodes(until: ["endgeneration"])
             guard end == "endgeneration" else { throw .syntax("`{% generation %}` without `{% endgeneration %}`") }
