@@ -140,11 +140,7 @@ struct BenchCommand: AsyncParsableCommand {
         eng.shutdown()
         let report = BenchmarkReport(metrics: metrics, records: records, engine: stats, moe: moe, label: label,
                                      requestRate: try workload.rate, burstiness: workload.burstiness, model: engine.model)
-        print(report.formatted())
-        for r in records where !r.success && !r.error.isEmpty {
-            FileHandle.standardError.write(Data("rejected: \(r.error)\n".utf8))
-        }
-        if let path = saveResult { try report.save(to: path) }
+        try publish(report, failed: "rejected")
         if let path = recordRouting {
             let profile = RoutingProfile(counters: eng.model.counters, topK: eng.model.config.numExpertsPerToken,
                                          source: "switchyard bench --model \(engine.model)")
@@ -181,9 +177,17 @@ extension BenchCommand {
         }
         let report = BenchmarkReport(metrics: metrics, records: records, engine: nil, moe: moe, label: label,
                                      requestRate: try workload.rate, burstiness: workload.burstiness, model: engine.model)
+        try publish(report, failed: "failed")
+    }
+}
+
+extension BenchCommand {
+    /// Prints the result block and each unsuccessful request's error
+    /// (prefixed with `failed`) on stderr, and saves the JSON when asked.
+    func publish(_ report: BenchmarkReport, failed: String) throws {
         print(report.formatted())
-        for r in records where !r.success && !r.error.isEmpty {
-            FileHandle.standardError.write(Data("failed: \(r.error)\n".utf8))
+        for r in report.records where !r.success && !r.error.isEmpty {
+            FileHandle.standardError.write(Data("\(failed): \(r.error)\n".utf8))
         }
         if let path = saveResult { try report.save(to: path) }
     }
