@@ -70,6 +70,9 @@ public struct ExpertCounts: Sendable, Equatable {
     }
 
     public func tokens(layer: Int) -> ArraySlice<Int> { tokens[(layer * numExperts)..<((layer + 1) * numExperts)] }
+
+    /// `[layer][expert]`, as `/v1/experts/stats` writes it.
+    public var tokensPerLayerExpert: [[Int]] { (0..<numLayers).map { Array(tokens(layer: $0)) } }
 }
 
 /// `GET /v1/experts/stats` and its reset: per-(layer, expert) token counts,
@@ -125,7 +128,7 @@ public final class ExpertStats: Sendable {
 
     public func json() async -> JSONOut {
         let (c, since) = await current()
-        let perLayer = (0..<c.numLayers).map { Array(c.tokens(layer: $0)) }
+        let perLayer = c.tokensPerLayerExpert
         let devicePerLayer = deviceLoad(c)
         let deviceTotal = (0..<map.numDevices).map { d in devicePerLayer.reduce(0) { $0 + $1[d] } }
         let expertImbalance = perLayer.map { Self.maxOverMean($0) }

@@ -78,39 +78,30 @@ public struct HTTPBenchmarkClient: Sendable {
         /// The server's expert counters over the run (after minus before), when
         /// it serves `GET /v1/experts/stats` (Switchyard does; vLLM and
         /// llama.cpp do not). Requests other clients sent meanwhile count too.
-        public var experts: ExpertCounters?
-    }
-
-    /// A Switchyard server's expert counters, from `GET /v1/experts/stats`.
-    public struct ExpertCounters: Sendable, Equatable {
-        public var tokensPerLayerExpert: [[Int]]
-        public var expertWeightBytesRead: Int
-        public var expertActivations: Int
-
-        /// `self` minus an earlier reading of the same counters; nil when the
-        /// shapes differ or a count went down (the window was reset meanwhile).
-        public func since(_ earlier: ExpertCounters) -> ExpertCounters? {
-            guard tokensPerLayerExpert.count == earlier.tokensPerLayerExpert.count,
-                  zip(tokensPerLayerExpert, earlier.tokensPerLayerExpert).allSatisfy({ $0.count == $1.count }) else { return nil }
-            let tokens = zip(tokensPerLayerExpert, earlier.tokensPerLayerExpert).map { zip($0, $1).map { $0 - $1 } }
-            let d = ExpertCounters(tokensPerLayerExpert: tokens,
-                                   expertWeightBytesRead: expertWeightBytesRead - earlier.expertWeightBytesRead,
-                                   expertActivations: expertActivations - earlier.expertActivations)
-            guard d.expertWeightBytesRead >= 0, d.expertActivations >= 0, tokens.allSatisfy({ $0.allSatisfy { $0 >= 0 } }) else { return nil }
-            return d
-        }
+        public var experts: ExpertCounts?
     }
 
     /// The server's expert counters, or nil when it has none to give.
-    public static func expertCounters(baseURL: String, client: HTTPClient) async -> ExpertCounters? {
+    public static func expertCounters(baseURL: String, client: HTTPClient) async -> ExpertCounts? {
         guard let response = try? await client.execute(HTTPClientRequest(url: baseURL + "/v1/experts/stats"), timeout: .seconds(30)),
               response.status == .ok,
               let body = try? await response.body.collect(upTo: 64 << 20),
               let obj = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
-              let tokens = obj["tokens_per_layer_expert"] as? [[Int]],
+              let tokens = obj["tokens_per_layer_expert"] as? [[Int]], let numExperts = tokens.first?.count,
+              tokens.allSatisfy({ $0.count == numExperts }),
               let bytes = obj["expert_weight_bytes_read"] as? Int,
               let activations = obj["expert_activations"] as? Int else { return nil }
-        return ExpertCounters(tokensPerLayerExpert: tokens, expertWeightBytesRead: bytes, expertActivations: activations)
+        return ExpertCounts(numLayers: tokens.count, numExperts: numExperts, tokens: tokens.flatMap { $0 },
+                            expertWeightBytesRead: bytes, expertActivations: activations)
+    }
+
+    /// `after − before`, or nil when the shapes differ or a count went down
+    /// (the server's stats window was reset during the run).
+    static func difference(_ after: ExpertCounts, _ before: ExpertCounts) -> ExpertCounts? {
+        guard after.numLayers == before.numLayers, after.numExperts == before.numExperts else { return nil }
+        let d = after - before
+        guard d.expertWeightBytesRead >= 0, d.expertActivations >= 0, d.tokens.allSatisfy({ $0 >= 0 }) else { return nil }
+        return d
     }
 
     /// Runs the workload; every request is sent at its arrival time.
@@ -119,8 +110,10 @@ public struct HTTPBenchmarkClient: Sendable {
         do {
             let before = await Self.expertCounters(baseURL: baseURL, client: client)
             let (records, duration) = try await run(client: client, seed: seed, temperature: temperature, ignoreEOS: ignoreEOS)
-            var experts: ExpertCounters?
-            if let before, let after = await Self.expertCounters(baseURL: baseURL, client: client) { experts = after.since(before) }
+            var experts: ExpertCounts?
+            if let before, let after = await Self.expertCounters(baseURL: baseURL, client: client) {
+                experts = Self.difference(after, before)
+            }
             try await client.shutdown()
             return Run(records: records, duration: duration, experts: experts)
         } catch {
