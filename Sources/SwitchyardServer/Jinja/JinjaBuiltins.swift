@@ -164,7 +164,7 @@ enum JinjaBuiltins {
         case "sequence", "iterable":
             switch v { case .array, .string, .object: return true; default: return false }
         case "callable": return false
-        case "equalto", "eq", "==", "sameas": return a.first.map { JinjaValue.equal(v, $0) } ?? false
+        case "equalto", "eq", "==": return a.first.map { JinjaValue.equal(v, $0) } ?? false
         case "ne", "!=": return a.first.map { !JinjaValue.equal(v, $0) } ?? true
         case "odd": if case .int(let i) = v { return i % 2 != 0 } else { return false }
         case "even": if case .int(let i) = v { return i % 2 == 0 } else { return false }

@@ -276,10 +276,14 @@ struct ExprParser {
         return e
     }
 
-    private mutating func unary() throws(JinjaError) -> JinjaExpr {
-        if accept(.op("-")) { return try filtered(.negate(try unary())) }
-        if accept(.op("+")) { return try unary() }
-        return try filtered(try postfix(try primary()))
+    /// As Jinja parses it, a filter after a unary minus applies to the
+    /// negated value: `-3|abs` is 3.
+    private mutating func unary(withFilter: Bool = true) throws(JinjaError) -> JinjaExpr {
+        var e: JinjaExpr
+        if accept(.op("-")) { e = .negate(try unary(withFilter: false)) }
+        else if accept(.op("+")) { e = try unary(withFilter: false) }
+        else { e = try postfix(try primary()) }
+        return withFilter ? try filtered(e) : e
     }
 
     /// Filters (`|name(args)`) and tests (`is [not] name args`).
