@@ -7,22 +7,30 @@ import Foundation
 // slower. The flag is only added when the building machine itself supports
 // AVX2 and FMA (read from /proc/cpuinfo), so other CPUs fall back to the
 // portable build; SWITCHYARD_PORTABLE=1 forces the portable build anywhere.
-func hostSupportsX86V3() -> Bool {
+//
+// Where the building CPU has AVX-512 (F, BW, CD, DQ, VL), release builds
+// target skylake-avx512 (x86-64-v4: the AVX-512 subset every AVX-512 CPU has)
+// instead, so the direct matrix-vector kernel can use 512-bit registers.
+func hostCPUFlags() -> Set<String> {
     #if arch(x86_64)
-    if ProcessInfo.processInfo.environment["SWITCHYARD_PORTABLE"] == "1" { return false }
-    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
-    guard let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
-    let flags = Set(flagsLine.split(separator: " ").map(String.init))
-    return ["avx2", "fma", "f16c", "bmi2"].allSatisfy(flags.contains)
+    if ProcessInfo.processInfo.environment["SWITCHYARD_PORTABLE"] == "1" { return [] }
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return [] }
+    guard let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+    return Set(flagsLine.split(separator: " ").map(String.init))
     #else
-    return false
+    return []
     #endif
 }
 
-let cpuFlags: [SwiftSetting] = hostSupportsX86V3()
-    ? [.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)),
-       .unsafeFlags(["-Xcc", "-march=haswell"], .when(configuration: .release))]
-    : []
+let hostFlags = hostCPUFlags()
+let x86Level: String? = ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "f16c", "bmi2"]
+    .allSatisfy(hostFlags.contains) ? "skylake-avx512"
+    : ["avx2", "fma", "f16c", "bmi2"].allSatisfy(hostFlags.contains) ? "haswell" : nil
+
+let cpuFlags: [SwiftSetting] = x86Level.map { level in
+    [.unsafeFlags(["-target-cpu", level], .when(configuration: .release)),
+     .unsafeFlags(["-Xcc", "-march=\(level)"], .when(configuration: .release))]
+} ?? []
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
 
@@ -55,10 +63,12 @@ let package = Package(
                        providers: [.apt(["libhwloc-dev"])]),
         .systemLibrary(name: "CCbc", path: "Sources/CCbc", pkgConfig: "cbc",
                        providers: [.apt(["coinor-libcbc-dev"])]),
+        // oneDNN's matmul, opened with dlopen at run time (headers from libdnnl-dev).
+        .target(name: "CDNNL", path: "Sources/CDNNL"),
         .target(
             name: "SwitchyardModel",
             dependencies: [
-                "CBLAS", "CNuma", "CHwloc",
+                "CBLAS", "CNuma", "CHwloc", "CDNNL",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system libraries Switchyard links against, if any is missing:
 # OpenBLAS (cblas), libnuma, hwloc, COIN-OR CBC (the MILP solver of the `ilp`
-# placement), and pkg-config to find them.
+# placement), oneDNN (the default GEMM backend: headers at build time, the
+# library opened at run time), and pkg-config to find them.
 # Runs `apt-get update` once, then `apt-get install -y` of what is missing.
 set -euo pipefail
-PACKAGES=(libopenblas-dev libnuma-dev libhwloc-dev coinor-libcbc-dev pkg-config)
+PACKAGES=(libopenblas-dev libnuma-dev libhwloc-dev coinor-libcbc-dev libdnnl-dev pkg-config)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -50,6 +50,8 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("placement-config"), help: "Placement options as JSON, e.g. '{\"time_limit_s\": 5}'.")
     var placementConfig: String?
 
+    @OptionGroup var compute: ComputeFlags
+
     @Option(name: .customLong("placement-profile"), help: "Routing profile JSON for placements that need one (balanced, ilp); record one with bench --record-routing.")
     var placementProfile: String?
 
@@ -146,6 +148,7 @@ struct EngineOptions: ParsableArguments {
     /// `serve` reports per-device load with).
     func makeEngineAndExecution() throws -> (engine: Engine, execution: ExecutionSummary) {
         let transformer = try loadModel(model)
+        try compute.apply(to: transformer)
         let execution = try prepareExecution(transformer)
         let tokenizer = try? TokenizerLoader.load(directory: model)
         let config = try engineConfig(for: transformer.config)

@@ -43,8 +43,11 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
+    @OptionGroup var compute: ComputeFlags
+
     func run() throws {
         let transformer = try loadModel(model)
+        try compute.apply(to: transformer)
         var tokenizer: (any Tokenizer)?
         let ids: [Int32]
         if let prompt {

@@ -16,19 +16,33 @@ struct KernelBenchCommand: ParsableCommand {
     func run() throws {
         var o = KernelBenchmark.Options()
         o.minSeconds = seconds
-        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount); gemm from \(Linear.gemmMinTokens) tokens")
+        do { try OneDNN.load() } catch { print("oneDNN columns skipped: \(error)") }
+        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount); \(OneDNN.description)")
         let r = KernelBenchmark.run(o)
-        print(String(format: "OpenBLAS peak sgemm (%dx%d f32): %.1f GFLOP/s", o.peakGemmSize, o.peakGemmSize, r.peakSgemmGflops))
+        print("direct kernel below: " + r.gemmMinTokens.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value) tokens" }.joined(separator: ", "))
+        let n = o.peakGemmSize
+        print(String(format: "peak %dx%dx%d in cache: OpenBLAS sgemm %.1f GFLOP/s", n, n, n, r.peakSgemmGflops)
+              + (r.peakOneDNNF32Gflops.map { String(format: ", oneDNN f32 %.1f", $0) } ?? "")
+              + (r.peakOneDNNBF16Gflops.map { String(format: ", oneDNN bf16 %.1f", $0) } ?? ""))
         print(String(format: "streaming read (%d MiB): %.2f GB/s", o.matVecBytes >> 20, r.streamingReadGBs))
         print(String(format: "BF16 matrix-vector (%d MiB): %.2f GB/s = %.1f%% of the streaming read",
                      o.matVecBytes >> 20, r.bf16MatVecGBs, 100 * r.bf16MatVecGBs / r.streamingReadGBs))
         print(String(format: "decode MoE layer (%d cold experts, 1 token each, gate/up then down): %.2f GB/s = %.1f%% of the streaming read",
                      r.moeDecodeExperts, r.moeDecodeGBs, 100 * r.moeDecodeGBs / r.streamingReadGBs))
-        print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts:")
-        print("  tokens | direct GFLOP/s  GB/s | widen+sgemm GFLOP/s (of peak)  GB/s | used")
+        if let p = r.moePrefillGflops, let peak = r.peakOneDNNBF16Gflops {
+            print(String(format: "prefill MoE layer (%d cold experts x %d tokens, oneDNN bf16): %.1f GFLOP/s = %.1f%% of the oneDNN bf16 peak",
+                         o.prefillExperts, o.prefillTokensPerExpert, p, 100 * p / peak))
+        }
+        print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts (GFLOP/s; % of the same-run peak of that library and type):")
+        print("  tokens | direct   GB/s | OpenBLAS (widen)      | oneDNN f32 (widen)    | oneDNN bf16           | used (bf16)")
+        func cell(_ v: Double?, _ peak: Double?) -> String {
+            guard let v else { return "           -         " }
+            return String(format: "%8.1f", v) + (peak.map { String(format: " (%5.1f%%)", 100 * v / $0) } ?? "          ") + "    "
+        }
         for row in r.expertProjection {
-            print(String(format: "  %6d | %14.1f %5.1f | %19.1f (%5.1f%%) %5.1f | %@", row.tokens, row.directGflops, row.directWeightGBs,
-                         row.sgemmGflops, 100 * row.sgemmGflops / r.peakSgemmGflops, row.sgemmWeightGBs, row.chosen))
+            print(String(format: "  %6d | %6.1f %6.1f | ", row.tokens, row.directGflops, row.directWeightGBs)
+                  + cell(row.sgemmGflops, r.peakSgemmGflops) + " | " + cell(row.onednnF32Gflops, r.peakOneDNNF32Gflops) + " | "
+                  + cell(row.onednnBF16Gflops, r.peakOneDNNBF16Gflops) + " | " + row.chosen)
         }
         if let path = saveResult { try writeJSON(r, to: path) }
     }
@@ -57,14 +71,18 @@ struct ForwardBenchCommand: ParsableCommand {
     @Option(name: .customLong("save-result"), help: "Write the results as JSON to this file.")
     var saveResult: String?
 
+    @OptionGroup var compute: ComputeFlags
+
     func run() throws {
         let t = try loadModel(model)
+        try compute.apply(to: t)
         var o = ForwardBenchmark.Options()
         o.batchSizes = try parseTokenList(batchSizes).map(Int.init)
         o.context = context
         o.decodeSteps = decodeSteps
         o.prefillLength = prefillLen
-        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount)")
+        print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount); \(t.compute)"
+              + (t.compute.gemm == .onednn ? " (\(OneDNN.description))" : ""))
         let r = try ForwardBenchmark.run(model: t, o)
         print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token → decode roofline %.1f tok/s",
                      r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, r.rooflineDecodeTokensPerSecond))
@@ -82,6 +100,10 @@ struct ForwardBenchCommand: ParsableCommand {
         }
         print(String(format: "prefill %d tokens: %.1f tok/s (expert weights %.3f MiB/token)", r.prefillTokens,
                      r.prefillTokensPerSecond, r.expertWeightBytesPerPrefillToken / 1048576))
+        let p = r.prefillProfile
+        print(String(format: "  prefill by phase (ms): qkv %.1f / attention %.1f / o-proj %.1f / feed-forward %.1f / lm-head %.1f / other %.1f",
+                     p.qkvSeconds * 1000, p.attentionSeconds * 1000, p.outputProjectionSeconds * 1000, p.feedForwardSeconds * 1000,
+                     p.lmHeadSeconds * 1000, p.otherSeconds * 1000))
         if let path = saveResult { try writeJSON(r, to: path) }
     }
 }

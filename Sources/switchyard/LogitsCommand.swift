@@ -13,9 +13,13 @@ struct LogitsCommand: ParsableCommand {
     @Option(help: "Comma-separated input token ids, e.g. 3,17,250.")
     var tokens: String
 
+    @OptionGroup var compute: ComputeFlags
+
     func run() throws {
         let ids = try parseTokenList(tokens)
         let transformer = try loadModel(model)
+        // The exactness tool: float32 unless asked otherwise.
+        try compute.apply(to: transformer, defaultDType: "float32")
         let rows: [[Float]]
         do {
             rows = try Generator(model: transformer).allLogits(ids)

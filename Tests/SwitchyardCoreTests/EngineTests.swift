@@ -11,8 +11,10 @@ import ChunkedScheduler
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("SwitchyardModelTests/Fixtures/models")
 
-    func model(_ name: String = "qwen2_moe") throws -> Transformer {
-        try Transformer(directory: Self.fixtures.appendingPathComponent(name).path)
+    func model(_ name: String = "qwen2_moe", compute: ComputeOptions = .exact) throws -> Transformer {
+        let m = try Transformer(directory: Self.fixtures.appendingPathComponent(name).path)
+        try m.configure(compute: compute)
+        return m
     }
 
     func prompts(count: Int, vocab: Int, seed: UInt64) -> [[Int32]] {
@@ -27,8 +29,9 @@ import ChunkedScheduler
         try Generator(model: m).generate(prompt: p, maxTokens: n).tokens
     }
 
-    @Test func batchedGreedyEqualsAloneWithoutPreemption() async throws {
-        let m = try model()
+    @Test(arguments: ComputeOptions.available)
+    func batchedGreedyEqualsAloneWithoutPreemption(_ compute: ComputeOptions) async throws {
+        let m = try model(compute: compute)
         let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: 1)
         let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
                             scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
@@ -43,8 +46,9 @@ import ChunkedScheduler
         engine.shutdown()
     }
 
-    @Test func preemptionByRecomputeKeepsOutputsAndFreesEveryBlock() async throws {
-        let m = try model()
+    @Test(arguments: ComputeOptions.available)
+    func preemptionByRecomputeKeepsOutputsAndFreesEveryBlock(_ compute: ComputeOptions) async throws {
+        let m = try model(compute: compute)
         let ps = prompts(count: 10, vocab: m.config.vocabSize, seed: 2)
         // 40 blocks of 4 tokens: far less than 10 requests need at once.
         let engine = Engine(model: m, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 40),

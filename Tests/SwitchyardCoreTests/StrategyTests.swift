@@ -125,8 +125,10 @@ import Testing
         #expect(Double(bytes[1]) < 0.5 * Double(bytes[0]))
     }
 
-    @Test func greedyOutputsAreIdenticalUnderBothSchedulersAndFCFSStallsDecodes() async throws {
+    @Test(arguments: ComputeOptions.available)
+    func greedyOutputsAreIdenticalUnderBothSchedulersAndFCFSStallsDecodes(_ compute: ComputeOptions) async throws {
         let model = try Transformer(directory: Self.fixtures.appendingPathComponent("qwen3_moe").path)
+        try model.configure(compute: compute)
         var rng = Xoshiro256(seed: 12)
         let prompts = (0..<8).map { i in (0..<(5 + 11 * i)).map { _ in Int32(rng.next() % 199) } }
         var outputs: [[[Int32]]] = []

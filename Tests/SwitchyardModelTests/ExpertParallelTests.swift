@@ -23,10 +23,14 @@ import Testing
 
     // 3 tokens take the 16-bit matrix-vector path, 80 the widened-GEMM one
     // (some experts get ≥ 24 tokens); the fixtures are Float32 (sgemm path).
-    @Test(arguments: [("stdlib-moe", 3), ("stdlib-moe", 80), ("qwen2_moe", 40), ("mixtral", 12)])
-    func logitsMatchSingleDeviceExecution(_ name: String, _ length: Int) throws {
+    // The same cases again in every available precision: each pool runs its
+    // experts through the model's GEMM backend on its own threads.
+    @Test(arguments: [("stdlib-moe", 3), ("stdlib-moe", 80), ("qwen2_moe", 40), ("mixtral", 12)], ComputeOptions.available)
+    func logitsMatchSingleDeviceExecution(_ c: (name: String, length: Int), _ compute: ComputeOptions) throws {
+        let (name, length) = c
         let dir = name == "stdlib-moe" ? Self.defaultModel : Fixtures.model(name)
         let model = try Transformer(directory: dir)
+        try model.configure(compute: compute)
         let c = model.config
         let prompt = (0..<length).map { Int32(($0 * 37 + 11) % c.vocabSize) }
         let gen = Generator(model: model, blockSize: 16)

@@ -26,8 +26,12 @@ import Testing
         return y
     }
 
-    @Test(arguments: [(1, 37), (3, 64), (5, 129), (12, 72), (40, 96)])
-    func linearMatchesNaiveProductForAnyTokenCount(_ tokens: Int, _ cols: Int) {
+    /// Every Float32 backend this machine has: the product must be exact up to summation order.
+    static let float32Backends = ComputeOptions.available.filter { $0.dtype == .float32 }
+
+    @Test(arguments: [(1, 37), (3, 64), (5, 129), (12, 72), (40, 96)], KernelTests.float32Backends)
+    func linearMatchesNaiveProductForAnyTokenCount(_ shape: (tokens: Int, cols: Int), _ compute: ComputeOptions) {
+        let (tokens, cols) = shape
         let rows = 67
         let (bits, floats) = randomBF16(rows: rows, cols: cols, seed: 1)
         var rng = Xoshiro256(seed: 2)
@@ -38,15 +42,15 @@ import Testing
             let m = Matrix(rows: rows, cols: cols, dtype: .bf16, data: wb.baseAddress!)
             x.withUnsafeBufferPointer { xb in
                 y.withUnsafeMutableBufferPointer { yb in
-                    Linear.apply(m, x: xb.baseAddress!, tokens: tokens, y: yb.baseAddress!, scratch: ScratchBuffer())
+                    Linear.apply(m, x: xb.baseAddress!, tokens: tokens, y: yb.baseAddress!, ctx: GemmContext(options: compute))
                 }
             }
         }
         for i in 0..<y.count { #expect(abs(y[i] - expected[i]) < 1e-4, "index \(i)") }
     }
 
-    @Test(arguments: [1, 5, 30])
-    func f16WeightsMatchNaiveProduct(_ tokens: Int) {
+    @Test(arguments: [1, 5, 30], KernelTests.float32Backends)
+    func f16WeightsMatchNaiveProduct(_ tokens: Int, _ compute: ComputeOptions) {
         let rows = 19, cols = 45
         var rng = Xoshiro256(seed: 8)
         let halves = (0..<(rows * cols)).map { _ in Float16(rng.nextUnitFloat() * 2 - 1) }
@@ -58,7 +62,7 @@ import Testing
             let m = Matrix(rows: rows, cols: cols, dtype: .f16, data: wb.baseAddress!)
             x.withUnsafeBufferPointer { xb in
                 y.withUnsafeMutableBufferPointer { yb in
-                    Linear.apply(m, x: xb.baseAddress!, tokens: tokens, y: yb.baseAddress!, scratch: ScratchBuffer())
+                    Linear.apply(m, x: xb.baseAddress!, tokens: tokens, y: yb.baseAddress!, ctx: GemmContext(options: compute))
                 }
             }
         }

@@ -17,6 +17,9 @@ public struct ForwardBenchmark {
 
     public struct Result: Codable, Sendable {
         public var threads: Int
+        /// The model's `ComputeOptions` during the run.
+        public var gemm: String
+        public var dtype: String
         public var streamingReadGBs: Double
         /// Weight bytes one decode token reads at batch 1 (attention, router,
         /// its top-k experts, shared/dense MLPs, LM head row-set).
@@ -26,6 +29,8 @@ public struct ForwardBenchmark {
         public var prefillTokens: Int
         public var prefillTokensPerSecond: Double
         public var expertWeightBytesPerPrefillToken: Double
+        /// Time by phase of the timed prefill.
+        public var prefillProfile: ForwardProfile
 
         public struct Row: Codable, Sendable {
             public var batch: Int
@@ -105,17 +110,23 @@ public struct ForwardBenchmark {
         var batch = ForwardBatch()
         batch.append(tokens: randomTokens(o.prefillLength), startPosition: 0,
                      blockTable: (0..<Int32(blocks)).map { $0 }, logits: .last)
+        // One untimed prefill first: it builds the GEMM backend's primitives
+        // for these shapes, as a server's first requests would.
+        _ = try model.forward(batch, cache: cache)
         model.counters.reset()
+        model.resetProfile()
         let t0 = monotonicSeconds()
         _ = try model.forward(batch, cache: cache)
         let prefillSeconds = monotonicSeconds() - t0
+        let prefillProfile = model.profile
         stream = max(stream, weightStream(model, bytes: o.bandwidthBytes))
         // Recompute batch-1 fractions against the best bandwidth seen.
         let roofline = stream / Double(active)
         for i in rows.indices where rows[i].batch == 1 { rows[i].fractionOfRoofline = rows[i].tokensPerSecond / roofline }
-        return Result(threads: Parallel.threadCount, streamingReadGBs: stream / 1e9, activeWeightBytesPerToken: active,
+        return Result(threads: Parallel.threadCount, gemm: model.compute.gemm.rawValue, dtype: model.compute.dtype.rawValue, streamingReadGBs: stream / 1e9, activeWeightBytesPerToken: active,
                       rooflineDecodeTokensPerSecond: roofline, decode: rows, prefillTokens: o.prefillLength,
                       prefillTokensPerSecond: Double(o.prefillLength) / prefillSeconds,
-                      expertWeightBytesPerPrefillToken: Double(model.counters.expertWeightBytesRead) / Double(o.prefillLength))
+                      expertWeightBytesPerPrefillToken: Double(model.counters.expertWeightBytesRead) / Double(o.prefillLength),
+                      prefillProfile: prefillProfile)
     }
 }

@@ -7,23 +7,35 @@ import Foundation
 /// a shared machine mean little.
 public struct KernelBenchmark {
     public struct Options: Sendable {
-        /// One expert projection: `[rows, cols]` BF16 (the `bench` preset's size).
+        /// One expert projection: `[rows, cols]` BF16 (the `compare` preset's
+        /// gate/up: moe_intermediate_size 512 x hidden 1024).
         public var expertRows = 512
-        public var expertCols = 512
+        public var expertCols = 1024
         /// Bytes of distinct experts cycled through, so each call reads its
         /// weights from DRAM as a real MoE layer does.
         public var expertPoolBytes = 128 << 20
         public var tokenCounts = [1, 2, 4, 8, 16, 32, 64, 128, 256]
         public var matVecBytes = 256 << 20
         public var peakGemmSize = 1024
+        /// Experts and tokens per expert of the prefill MoE layer measurement.
+        public var prefillExperts = 64
+        public var prefillTokensPerExpert = 64
         public var minSeconds = 0.5
+        /// Skip the oneDNN columns (the library is not loaded).
+        public var oneDNN = true
         public init() {}
     }
 
     public struct Result: Codable, Sendable {
         public var threads: Int
-        public var gemmMinTokens: Int
+        public var oneDNN: String
+        /// Token counts from which `Linear` leaves the direct kernel, per backend and dtype.
+        public var gemmMinTokens: [String: Int]
         public var peakSgemmGflops: Double
+        /// oneDNN on square in-cache matrices over all kernel threads: the
+        /// compute ceilings the expert rows are compared with.
+        public var peakOneDNNBF16Gflops: Double?
+        public var peakOneDNNF32Gflops: Double?
         public var streamingReadGBs: Double
         /// BF16 matrix-vector product over a matrix far beyond the caches.
         public var bf16MatVecGBs: Double
@@ -32,6 +44,10 @@ public struct KernelBenchmark {
         /// token each, through `MoEBlock.runSmallExperts`; weight GB/s.
         public var moeDecodeExperts: Int
         public var moeDecodeGBs: Double
+        /// A prefill MoE layer: `prefillExperts` cold experts with
+        /// `prefillTokensPerExpert` tokens each (gate, up, SwiGLU, down), as
+        /// the forward runs it with oneDNN BF16.
+        public var moePrefillGflops: Double?
 
         public struct Row: Codable, Sendable {
             public var tokens: Int
@@ -41,15 +57,23 @@ public struct KernelBenchmark {
             /// Widen to Float32 + OpenBLAS sgemm.
             public var sgemmGflops: Double
             public var sgemmWeightGBs: Double
-            /// What `Linear` picks at this token count.
+            /// oneDNN Float32 matmul on widened tiles, and BF16 matmul on the weights as stored.
+            public var onednnF32Gflops: Double?
+            public var onednnBF16Gflops: Double?
+            /// What `Linear` picks at this token count with oneDNN in bfloat16 mode.
             public var chosen: String
         }
     }
 
     public static func run(_ o: Options) -> Result {
-        let peak = peakSgemm(n: o.peakGemmSize, minSeconds: o.minSeconds)
+        let peak = peakGemm(n: o.peakGemmSize, options: .exact, minSeconds: o.minSeconds)
+        let useDNNL = o.oneDNN && OneDNN.isLoaded
+        let bf16Options = ComputeOptions(gemm: .onednn, dtype: .bfloat16)
+        let f32Options = ComputeOptions(gemm: .onednn, dtype: .float32)
+        let peakBF16 = useDNNL && OneDNN.hasNativeBF16 ? peakGemm(n: o.peakGemmSize, options: bf16Options, minSeconds: o.minSeconds) : nil
+        let peakF32 = useDNNL ? peakGemm(n: o.peakGemmSize, options: f32Options, minSeconds: o.minSeconds) : nil
         let stream = MemoryBandwidth.streamingRead(bytes: o.matVecBytes, minSeconds: o.minSeconds)
-        let scratch = ScratchBuffer()
+        let ctx = GemmContext()
 
         // BF16 matrix-vector over 256 MiB: the bandwidth-bound decode case.
         let cols = o.expertCols
@@ -62,7 +86,7 @@ public struct KernelBenchmark {
         defer { xv.deallocate(); yv.deallocate() }
         xv.initialize(repeating: 0.01, count: cols)
         let mvSeconds = measure(minSeconds: o.minSeconds) {
-            Linear.apply(bm, x: xv, tokens: 1, y: yv, scratch: scratch)
+            Linear.apply(bm, x: xv, tokens: 1, y: yv, ctx: ctx)
         }
 
         // Expert projections, cycling through a pool of distinct experts.
@@ -71,40 +95,45 @@ public struct KernelBenchmark {
         let pool = randomBF16(count: experts * perExpert)
         defer { pool.deallocate() }
         var table: [Result.Row] = []
-        let maxTokens = o.tokenCounts.max() ?? 1
+        let maxTokens = max(o.tokenCounts.max() ?? 1, o.prefillExperts * o.prefillTokensPerExpert)
         let x = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertCols)
-        let y = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertRows)
-        defer { x.deallocate(); y.deallocate() }
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * max(o.expertRows, o.expertCols))
+        let y2 = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertRows)
+        defer { x.deallocate(); y.deallocate(); y2.deallocate() }
         x.initialize(repeating: 0.01, count: maxTokens * o.expertCols)
+        var next = 0
+        func expert() -> Matrix {
+            next = (next + 1) % experts
+            return Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(pool + next * perExpert))
+        }
         for n in o.tokenCounts {
-            var next = 0
-            func expert() -> Matrix {
-                next = (next + 1) % experts
-                return Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16,
-                              data: UnsafeRawPointer(pool + next * perExpert))
-            }
             nonisolated(unsafe) let xs = x, ys = y
             // Time a batch of experts per sample so each sample is long enough to time.
             let batch = 16
-            let direct = measure(minSeconds: o.minSeconds) {
-                for _ in 0..<batch {
-                    let m = expert()
-                    Parallel.forRanges(m.rows, minChunk: 16) { r in
-                        MatVec.compute(m, rows: r, x: xs, ldx: m.cols, tokens: n, y: ys, ldy: m.rows)
-                    }
+            func timed(_ body: (Matrix) -> Void) -> Double {
+                measure(minSeconds: o.minSeconds) { for _ in 0..<batch { body(expert()) } } / Double(batch)
+            }
+            let direct = timed { m in
+                Parallel.forRanges(m.rows, minChunk: 16) { r in
+                    MatVec.compute(m, rows: r, x: xs, ldx: m.cols, tokens: n, y: ys, ldy: m.rows)
                 }
-            } / Double(batch)
-            let viaSgemm = measure(minSeconds: o.minSeconds) {
-                for _ in 0..<batch {
-                    let m = expert()
-                    Linear.applyWidenedGemm(m, x: xs, ldx: m.cols, tokens: n, y: ys, ldy: m.rows, scratch: scratch)
+            }
+            let gemm = { (options: ComputeOptions) -> Double in
+                ctx.options = options
+                return timed { m in
+                    Linear.gemm(m, input: Linear.prepare(xs, ld: m.cols, tokens: n, cols: m.cols, ctx: ctx), tokens: n,
+                                y: ys, ldy: m.rows, ctx: ctx)
                 }
-            } / Double(batch)
+            }
+            let viaSgemm = gemm(.exact)
+            let viaF32 = useDNNL ? gemm(f32Options) : nil
+            let viaBF16 = useDNNL && OneDNN.hasNativeBF16 ? gemm(bf16Options) : nil
             let flops = 2 * Double(n * perExpert)
             let bytes = Double(perExpert * 2)
             table.append(.init(tokens: n, directGflops: flops / direct / 1e9, directWeightGBs: bytes / direct / 1e9,
                                sgemmGflops: flops / viaSgemm / 1e9, sgemmWeightGBs: bytes / viaSgemm / 1e9,
-                               chosen: n >= Linear.gemmMinTokens ? "sgemm" : "direct"))
+                               onednnF32Gflops: viaF32.map { flops / $0 / 1e9 }, onednnBF16Gflops: viaBF16.map { flops / $0 / 1e9 },
+                               chosen: n >= Linear.gemmMinTokens(bf16Options) ? "onednn" : "direct"))
         }
         // A decode MoE layer: k experts of [rows, cols] gate/up and [cols, rows] down, from the pool.
         let k = 4
@@ -117,40 +146,72 @@ public struct KernelBenchmark {
                                  up: Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(base + perExpert)),
                                  down: Matrix(rows: o.expertCols, cols: o.expertRows, dtype: .bf16, data: UnsafeRawPointer(base + 2 * perExpert)))
         }
-        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertCols)
-        let gateOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertRows)
-        let upOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertRows)
-        let downOut = UnsafeMutablePointer<Float>.allocate(capacity: k * o.expertCols)
-        defer { gathered.deallocate(); gateOut.deallocate(); upOut.deallocate(); downOut.deallocate() }
-        gathered.initialize(repeating: 0.01, count: k * o.expertCols)
+        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertCols)
+        let down = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertCols)
+        defer { gathered.deallocate(); down.deallocate() }
+        gathered.initialize(repeating: 0.01, count: maxTokens * o.expertCols)
         let layers = 16
         let moeSeconds = measure(minSeconds: o.minSeconds) {
             for _ in 0..<layers {
                 let ws = (0..<k).map { _ in expertWeights() }
                 let moe = MoEWeights(router: ws[0].gate, experts: ws, shared: nil, sharedGate: nil)
                 MoEBlock.runSmallExperts((0..<k).map { ($0, $0, 1) }, weights: moe, h: o.expertCols, inter: o.expertRows,
-                                         gathered: gathered, gate: gateOut, up: upOut, down: downOut)
+                                         gathered: gathered, gate: y, up: y2, down: down, roundActivations: false)
             }
         } / Double(layers)
-        return Result(threads: Parallel.threadCount, gemmMinTokens: Linear.gemmMinTokens, peakSgemmGflops: peak,
+
+        // A prefill MoE layer through oneDNN BF16, as the forward runs it.
+        var prefill: Double?
+        if useDNNL && OneDNN.hasNativeBF16 {
+            ctx.options = bf16Options
+            let e = min(o.prefillExperts, experts3), t = o.prefillTokensPerExpert
+            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: e)
+            let offsets = UnsafeMutablePointer<Int32>.allocate(capacity: e + 1)
+            let list = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * e)
+            let gb = UnsafeMutablePointer<UInt16>.allocate(capacity: e * t * o.expertCols)
+            let ab = UnsafeMutablePointer<UInt16>.allocate(capacity: e * t * o.expertRows)
+            defer { counts.deallocate(); offsets.deallocate(); list.deallocate(); gb.deallocate(); ab.deallocate() }
+            narrowToBF16(gathered, count: e * t * o.expertCols, into: gb)
+            for j in 0..<e { counts[j] = Int32(t); offsets[j] = Int32(j * t) }
+            offsets[e] = Int32(e * t)
+            let seconds = measure(minSeconds: o.minSeconds) {
+                let layer = (0..<e).map { _ in expertWeights() }
+                for j in 0..<e { list[j] = Int32(j) }
+                MoEBlock.runLargeExperts(MoEBlock.ExpertBatch(
+                    experts: layer, list: list, count: e, tokens: counts, offset: offsets, gathered: gathered,
+                    gatheredBF16: gb, gate: y, up: y2, activatedBF16: ab, down: down, h: o.expertCols, inter: o.expertRows), ctx: ctx)
+            }
+            prefill = 3 * 2 * Double(e * t * perExpert) / seconds / 1e9
+        }
+        var minTokens: [String: Int] = [:]
+        for g in ComputeOptions.Backend.allCases {
+            for d in ComputeOptions.Precision.allCases { minTokens["\(g.rawValue)/\(d.rawValue)"] = Linear.gemmMinTokens(.init(gemm: g, dtype: d)) }
+        }
+        return Result(threads: Parallel.threadCount, oneDNN: OneDNN.description, gemmMinTokens: minTokens, peakSgemmGflops: peak,
+                      peakOneDNNBF16Gflops: peakBF16, peakOneDNNF32Gflops: peakF32,
                       streamingReadGBs: stream / 1e9, bf16MatVecGBs: Double(bm.byteCount) / mvSeconds / 1e9,
                       expertProjection: table, moeDecodeExperts: k,
-                      moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9)
+                      moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9, moePrefillGflops: prefill)
     }
 
-    /// OpenBLAS sgemm on square Float32 matrices, split over the kernel
-    /// threads exactly as `Linear` runs it: the compute ceiling.
-    public static func peakSgemm(n: Int, minSeconds: Double) -> Double {
+    /// An `n`-cubed product over the kernel threads exactly as `Linear` runs
+    /// it, on in-cache weights: OpenBLAS sgemm on Float32 weights (`.exact`),
+    /// or oneDNN on Float32 or BF16 weights. The compute ceilings.
+    public static func peakGemm(n: Int, options: ComputeOptions, minSeconds: Double) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        let b16 = UnsafeMutablePointer<UInt16>.allocate(capacity: n * n)
         let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
-        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        defer { a.deallocate(); b.deallocate(); b16.deallocate(); c.deallocate() }
         a.initialize(repeating: 0.5, count: n * n)
         b.initialize(repeating: 0.25, count: n * n)
-        let m = Matrix(rows: n, cols: n, dtype: .f32, data: UnsafeRawPointer(b))
-        let scratch = ScratchBuffer()
+        narrowToBF16(b, count: n * n, into: b16)
+        let m = options.dtype == .bfloat16
+            ? Matrix(rows: n, cols: n, dtype: .bf16, data: UnsafeRawPointer(b16))
+            : Matrix(rows: n, cols: n, dtype: .f32, data: UnsafeRawPointer(b))
+        let ctx = GemmContext(options: options)
         let s = measure(minSeconds: minSeconds) {
-            Linear.apply(m, x: a, tokens: n, y: c, scratch: scratch)
+            Linear.apply(m, x: a, tokens: n, y: c, ctx: ctx)
         }
         return 2 * Double(n * n * n) / s / 1e9
     }

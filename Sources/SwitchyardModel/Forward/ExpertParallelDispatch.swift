@@ -11,13 +11,32 @@ extension MoEBlock {
         let count: UnsafePointer<Int32>
         let offset: UnsafePointer<Int32>
         let gathered: UnsafePointer<Float>
+        let gatheredBF16: UnsafePointer<UInt16>?
         let gate: UnsafeMutablePointer<Float>
         let up: UnsafeMutablePointer<Float>
+        let activatedBF16: UnsafeMutablePointer<UInt16>?
         let down: UnsafeMutablePointer<Float>
-        let tile: UnsafeMutablePointer<Float>
-        let tileRows: Int
+        /// Per kernel thread: a weight tile, room to convert an input to
+        /// BF16, and room to round a direct-kernel input through BF16.
+        let tiles: UnsafeMutableRawPointer
+        let inputs: UnsafeMutablePointer<UInt16>
+        let inputStride: Int
+        let rounded: UnsafeMutablePointer<Float>
+        let roundedStride: Int
+        let options: ComputeOptions
         let h: Int
         let inter: Int
+
+        func scratch(part: Int) -> ThreadScratch {
+            ThreadScratch(tile: tiles + part * GemmContext.tileBytes, input: inputs + part * inputStride,
+                          rounded: rounded + part * roundedStride)
+        }
+    }
+
+    struct ThreadScratch {
+        let tile: UnsafeMutableRawPointer
+        let input: UnsafeMutablePointer<UInt16>
+        let rounded: UnsafeMutablePointer<Float>
     }
 
     static func runExpertParallel(_ ep: ExpertParallel, layer: Int, experts: [ExpertWeights], groups g: ExpertGroups) {
@@ -38,19 +57,19 @@ extension MoEBlock {
             ep.pinIfNeeded(part: part)
             let d = ep.threadDevice[part]
             runDevice(ep, layer: layer, device: d, local: part - ep.firstThread[d], threads: ep.threadsOfDevice[d],
-                      barrier: ep.barriers[d], tile: g.tile + part * g.tileRows * max(g.h, g.inter), experts: experts, groups: g)
+                      barrier: ep.barriers[d], scratch: g.scratch(part: part), experts: experts, groups: g)
         }
         if !ran {
             // One thread (or the pool is taken): the devices run in turn.
             for d in 0..<n {
-                runDevice(ep, layer: layer, device: d, local: 0, threads: 1, barrier: nil, tile: g.tile, experts: experts, groups: g)
+                runDevice(ep, layer: layer, device: d, local: 0, threads: 1, barrier: nil, scratch: g.scratch(part: 0), experts: experts, groups: g)
             }
         }
         ep.phase[layer] += monotonicSeconds() - t0
     }
 
     private static func runDevice(_ ep: ExpertParallel, layer: Int, device d: Int, local: Int, threads m: Int,
-                                  barrier: SpinBarrier?, tile: UnsafeMutablePointer<Float>,
+                                  barrier: SpinBarrier?, scratch: ThreadScratch,
                                   experts: [ExpertWeights], groups g: ExpertGroups) {
         let start = monotonicSeconds()
         let list = ep.deviceExperts[layer]
@@ -64,8 +83,9 @@ extension MoEBlock {
         forEachShare(total: active * g.inter, segment: g.inter, local: local, threads: m, list: list, range: lo..<hi, count: g.count) { j, rows in
             let c = Int(g.count[j]), s = Int(g.offset[j])
             let w = experts[j]
-            rowsProduct(w.gate, rows: rows, x: g.gathered + s * g.h, tokens: c, y: g.gate + s * g.inter, ldy: g.inter, tile: tile, tileRows: g.tileRows)
-            rowsProduct(w.up, rows: rows, x: g.gathered + s * g.h, tokens: c, y: g.up + s * g.inter, ldy: g.inter, tile: tile, tileRows: g.tileRows)
+            let x = GemmInput(f32: g.gathered + s * g.h, ld: g.h, bf16: g.gatheredBF16.map { $0 + s * g.h }, ldBF16: g.h)
+            rowsProduct(w.gate, rows: rows, input: x, tokens: c, y: g.gate + s * g.inter, ldy: g.inter, options: g.options, scratch: scratch)
+            rowsProduct(w.up, rows: rows, input: x, tokens: c, y: g.up + s * g.inter, ldy: g.inter, options: g.options, scratch: scratch)
         }
         barrier?.wait()
         // SwiGLU over this device's share of gate elements, expert by expert.
@@ -80,13 +100,19 @@ extension MoEBlock {
             if a < b {
                 let base = Int(g.offset[j]) * g.inter + (a - at)
                 Elementwise.swiglu(gate: g.gate + base, up: g.up + base, n: b - a)
+                if g.options.dtype == .bfloat16 {
+                    Linear.roundInPlace(g.gate + base, count: b - a)
+                    if let act = g.activatedBF16 { narrowToBF16(g.gate + base, count: b - a, into: act + base) }
+                }
             }
             at += len
         }
         barrier?.wait()
         forEachShare(total: active * g.h, segment: g.h, local: local, threads: m, list: list, range: lo..<hi, count: g.count) { j, rows in
             let c = Int(g.count[j]), s = Int(g.offset[j])
-            rowsProduct(experts[j].down, rows: rows, x: g.gate + s * g.inter, tokens: c, y: g.down + s * g.h, ldy: g.h, tile: tile, tileRows: g.tileRows)
+            let x = GemmInput(f32: g.gate + s * g.inter, ld: g.inter,
+                              bf16: g.activatedBF16.map { UnsafePointer($0 + s * g.inter) }, ldBF16: g.inter)
+            rowsProduct(experts[j].down, rows: rows, input: x, tokens: c, y: g.down + s * g.h, ldy: g.h, options: g.options, scratch: scratch)
         }
         barrier?.wait()
         // A device with no tokens in this layer only passed its barriers.
@@ -111,25 +137,12 @@ extension MoEBlock {
         }
     }
 
-    /// `y[t, r] = W[r] · x[t]` for `rows` of `w`, on the calling thread: the
-    /// 16-bit kernel for few tokens, widened tiles through sgemm for many.
+    /// `y[t, r] = W[r] · x[t]` for `rows` of `w`, on the calling thread,
+    /// through the same kernels and backend as the rest of the forward.
     @inline(__always)
-    static func rowsProduct(_ w: Matrix, rows: Range<Int>, x: UnsafePointer<Float>, tokens: Int,
-                            y: UnsafeMutablePointer<Float>, ldy: Int, tile: UnsafeMutablePointer<Float>, tileRows: Int) {
-        if w.dtype == .f32 {
-            let base = w.data.assumingMemoryBound(to: Float.self) + rows.lowerBound * w.cols
-            Linear.sgemm(tokens: tokens, x: x, ldx: w.cols, weights: base, rows: rows.count, cols: w.cols, y: y + rows.lowerBound, ldy: ldy)
-        } else if tokens < Linear.gemmMinTokens {
-            MatVec.compute(w, rows: rows, x: x, ldx: w.cols, tokens: tokens, y: y, ldy: ldy)
-        } else {
-            var r0 = rows.lowerBound
-            while r0 < rows.upperBound {
-                let k = min(tileRows, rows.upperBound - r0)
-                let src = w.rows(r0..<(r0 + k))
-                convertToFloat(src.data, dtype: src.dtype, count: k * src.cols, into: tile)
-                Linear.sgemm(tokens: tokens, x: x, ldx: w.cols, weights: tile, rows: k, cols: w.cols, y: y + r0, ldy: ldy)
-                r0 += k
-            }
-        }
+    static func rowsProduct(_ w: Matrix, rows: Range<Int>, input: GemmInput, tokens: Int,
+                            y: UnsafeMutablePointer<Float>, ldy: Int, options: ComputeOptions, scratch: ThreadScratch) {
+        Linear.product(w, rows: rows, input: input, tokens: tokens, y: y, ldy: ldy, options: options, tile: scratch.tile,
+                       convertedInput: scratch.input, rounded: scratch.rounded)
     }
 }

@@ -17,7 +17,7 @@ enum MoEBlock {
 
         // 1. Router: softmax over all experts in fp32, top-k, optional renormalisation.
         let logits = ws.routerLogits.reserve(tokens * e)
-        Linear.apply(weights.router, x: x, tokens: tokens, y: logits, scratch: ws.linearTile)
+        Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
         let topE = ws.topExperts.reserve(assignments)
         let topW = ws.topWeights.reserve(assignments)
         for t in 0..<tokens {
@@ -46,11 +46,26 @@ enum MoEBlock {
             count[j] += 1
         }
 
-        // 3. Gather each assignment's input row into its expert's group.
+        // 3. Gather each assignment's input row into its expert's group. In
+        // bfloat16 mode the rows are rounded through BF16, so the direct
+        // kernel and the BF16 GEMM multiply the same values, and kept as BF16
+        // too for oneDNN.
+        let options = ws.gemm.options
+        let bf16 = options.dtype == .bfloat16
         let gathered = ws.gathered.reserve(assignments * h)
-        nonisolated(unsafe) let xs = x, gs = gathered, rows = UnsafePointer(rowOf)
+        let gatheredBF16 = options.gemm == .onednn && bf16
+            ? ws.gatheredBF16.reserve(assignments * h * 2).assumingMemoryBound(to: UInt16.self) : nil
+        nonisolated(unsafe) let xs = x, gs = gathered, rows = UnsafePointer(rowOf), gb = gatheredBF16
         Parallel.forRanges(assignments, minChunk: 64) { r in
-            for a in r { (gs + Int(rows[a]) * h).update(from: xs + (a / k) * h, count: h) }
+            for a in r {
+                let dst = gs + Int(rows[a]) * h
+                if bf16 {
+                    roundThroughBF16(xs + (a / k) * h, count: h, into: dst)
+                    if let gb { narrowToBF16(dst, count: h, into: gb + Int(rows[a]) * h) }
+                } else {
+                    dst.update(from: xs + (a / k) * h, count: h)
+                }
+            }
         }
 
         // 4. Experts.
@@ -61,35 +76,48 @@ enum MoEBlock {
             for j in 0..<e where count[j] > 0 {
                 counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: experts[j].byteCount)
             }
-            let width = max(h, inter)
-            let tileRows = max(1, min(width, Linear.tileElements / width))
-            let tile = ws.linearTile.reserve(tileRows * width * Parallel.threadCount)
+            let threads = Parallel.threadCount
+            let scratch = ws.gemm.reservePerThread(threads: threads, inputElements: assignments * max(h, inter))
+            let rounded = ws.gemm.rounded.reserve(threads * Linear.gemmMinTokens(options) * max(h, inter))
+            let activated = gatheredBF16 == nil ? nil
+                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self)
             runExpertParallel(ep, layer: layer, experts: experts, groups: ExpertGroups(
-                count: count, offset: offset, gathered: gathered, gate: gate, up: up, down: down,
-                tile: tile, tileRows: tileRows, h: h, inter: inter))
+                count: count, offset: offset, gathered: gathered, gatheredBF16: gatheredBF16, gate: gate, up: up,
+                activatedBF16: activated, down: down, tiles: scratch.tiles,
+                inputs: scratch.inputs.assumingMemoryBound(to: UInt16.self), inputStride: assignments * max(h, inter),
+                rounded: rounded, roundedStride: Linear.gemmMinTokens(options) * max(h, inter),
+                options: options, h: h, inter: inter))
             combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
             addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
             return
         }
         var small: [(expert: Int, start: Int, n: Int)] = []
         small.reserveCapacity(e)
+        let large = ws.expertPart.reserve(2 * e)
+        var largeCount = 0
+        let minTokens = Linear.gemmMinTokens(options)
         for j in 0..<e {
             let n = Int(count[j]), start = Int(offset[j])
             guard n > 0 else { continue }
             let w = weights.experts[j]
             counters?.record(layer: layer, expert: j, tokenCount: n, bytes: w.byteCount)
-            if n >= Linear.gemmMinTokens || w.gate.dtype == .f32 {
-                Linear.apply(w.gate, x: gathered + start * h, tokens: n, y: gate + start * inter, scratch: ws.linearTile)
-                Linear.apply(w.up, x: gathered + start * h, tokens: n, y: up + start * inter, scratch: ws.linearTile)
-                Elementwise.swiglu(gate: gate + start * inter, up: up + start * inter, n: n * inter)
-                Linear.apply(w.down, x: gate + start * inter, tokens: n, y: down + start * h, scratch: ws.linearTile)
+            if n >= minTokens || w.gate.dtype == .f32 {
+                large[largeCount] = Int32(j)
+                largeCount += 1
             } else {
                 small.append((j, start, n))
             }
         }
+        if largeCount > 0 {
+            let activated = gatheredBF16 == nil ? nil
+                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self)
+            runLargeExperts(ExpertBatch(experts: weights.experts, list: large, count: largeCount, tokens: count,
+                                        offset: offset, gathered: gathered, gatheredBF16: gatheredBF16, gate: gate, up: up,
+                                        activatedBF16: activated, down: down, h: h, inter: inter), ctx: ws.gemm)
+        }
         if !small.isEmpty {
             runSmallExperts(small, weights: weights, h: h, inter: inter,
-                            gathered: gathered, gate: gate, up: up, down: down)
+                            gathered: gathered, gate: gate, up: up, down: down, roundActivations: bf16)
         }
 
         combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
@@ -119,7 +147,7 @@ enum MoEBlock {
             let sharedOut = ws.sharedOut.reserve(tokens * h)
             DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
             let g = ws.sharedGate.reserve(tokens)
-            Linear.apply(sharedGate, x: x, tokens: tokens, y: g, scratch: ws.linearTile)
+            Linear.apply(sharedGate, x: x, tokens: tokens, y: g, ctx: ws.gemm)
             for t in 0..<tokens {
                 Elementwise.axpy(Elementwise.sigmoid(g[t]), sharedOut + t * h, out + t * h, n: h)
             }
@@ -149,7 +177,7 @@ enum MoEBlock {
     /// share of the concatenated rows.
     static func runSmallExperts(_ small: [(expert: Int, start: Int, n: Int)], weights: MoEWeights, h: Int, inter: Int,
                                 gathered: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
-                                up: UnsafeMutablePointer<Float>, down: UnsafeMutablePointer<Float>) {
+                                up: UnsafeMutablePointer<Float>, down: UnsafeMutablePointer<Float>, roundActivations: Bool) {
         nonisolated(unsafe) let gs = gathered, gt = gate, us = up, dn = down
         let experts = weights.experts
         Parallel.forRanges(small.count * inter, minChunk: 32) { range in
@@ -162,6 +190,7 @@ enum MoEBlock {
         }
         for (_, start, n) in small {
             Elementwise.swiglu(gate: gate + start * inter, up: up + start * inter, n: n * inter)
+            if roundActivations { Linear.roundInPlace(gate + start * inter, count: n * inter) }
         }
         Parallel.forRanges(small.count * h, minChunk: 32) { range in
             forEachSegment(range, segmentLength: h, count: small.count) { s, rows in
@@ -192,9 +221,9 @@ enum DenseMLP {
         let inter = w.gate.rows
         let g = ws.gateOut.reserve(tokens * inter)
         let u = ws.upOut.reserve(tokens * inter)
-        Linear.apply(w.gate, x: x, tokens: tokens, y: g, scratch: ws.linearTile)
-        Linear.apply(w.up, x: x, tokens: tokens, y: u, scratch: ws.linearTile)
+        Linear.apply(w.gate, x: x, tokens: tokens, y: g, ctx: ws.gemm)
+        Linear.apply(w.up, x: x, tokens: tokens, y: u, ctx: ws.gemm)
         Elementwise.swiglu(gate: g, up: u, n: tokens * inter)
-        Linear.apply(w.down, x: g, tokens: tokens, y: out, scratch: ws.linearTile)
+        Linear.apply(w.down, x: g, tokens: tokens, y: out, ctx: ws.gemm)
     }
 }

@@ -54,6 +54,17 @@ public final class Transformer: @unchecked Sendable {
     public private(set) var expertParallel: ExpertParallel?
 
     public func install(expertParallel: ExpertParallel?) { self.expertParallel = expertParallel }
+
+    /// The GEMM backend and activation precision of every matrix product
+    /// (`ComputeOptions.exact` until configured).
+    public var compute: ComputeOptions { ws.gemm.options }
+
+    /// Sets the backend and precision; throws, changing nothing, when this
+    /// machine cannot run them. Set before serving, never during a forward.
+    public func configure(compute options: ComputeOptions) throws {
+        try options.check()
+        ws.gemm.options = options
+    }
     private var layerSeconds = 0.0
     /// Rows of the whole batch while a layered sub-batch runs (route log stride).
     private var routeBatchTokens = 0
@@ -256,7 +267,7 @@ public final class Transformer: @unchecked Sendable {
             }
         }
         let out = ws.logits.reserve(max(rows, 1) * v)
-        Linear.apply(weights.lmHead, x: input, tokens: rows, y: out, scratch: ws.linearTile)
+        Linear.apply(weights.lmHead, x: input, tokens: rows, y: out, ctx: ws.gemm)
         return LogitsView(base: out, rows: rows, vocabSize: v)
     }
 
@@ -286,7 +297,7 @@ public final class Transformer: @unchecked Sendable {
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
         let t0 = monotonicSeconds()
-        Linear.applyFused([(a.q, q), (a.k, k), (a.v, v)], x: normed, tokens: tokens, scratch: ws.linearTile)
+        Linear.applyFused([(a.q, q), (a.k, k), (a.v, v)], x: normed, tokens: tokens, ctx: ws.gemm)
         let t1 = monotonicSeconds()
         if let b = a.qBias { addBias(q, b, rows: tokens) }
         if let b = a.kBias { addBias(k, b, rows: tokens) }
@@ -319,7 +330,7 @@ public final class Transformer: @unchecked Sendable {
                                tokenList: ws.attentionTokens)
         let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
-        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, scratch: ws.linearTile)
+        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
         addInPlace(hidden, projected, count: tokens * h)
         let t4 = monotonicSeconds()
         profile.qkvSeconds += t1 - t0

@@ -20,7 +20,11 @@ final class Workspace: @unchecked Sendable {
     let tokenPosition = IndexBuffer()
     let attentionScores = ScratchBuffer()
     let attentionTokens = IndexBuffer()
-    let linearTile = ScratchBuffer()
+    let gemm = GemmContext()
+    // bfloat16 mode: expert inputs and SwiGLU outputs as BF16.
+    let gatheredBF16 = ByteBuffer()
+    let activatedBF16 = ByteBuffer()
+    let expertPart = IndexBuffer()
     let logits = ScratchBuffer()
     let logitsInput = ScratchBuffer()
     // MoE dispatch.

@@ -1,23 +1,47 @@
 import CBLAS
 import Foundation
 
-/// `y = x · Wᵀ` for a batch of token rows, choosing the kernel by batch size:
-/// few tokens read 16-bit weights directly (memory-bound, one pass over the
-/// weights); many tokens widen the weights to Float32 tile by tile and call
-/// OpenBLAS sgemm (compute-bound, where the widening is amortised).
+/// The activations of one product: always as Float32 (row stride `ld`), and
+/// also as BF16 (row stride `ldBF16`) when the caller converted them already.
+struct GemmInput {
+    let f32: UnsafePointer<Float>
+    let ld: Int
+    var bf16: UnsafePointer<UInt16>? = nil
+    var ldBF16: Int = 0
+}
+
+/// `y = x · Wᵀ` for a batch of token rows, choosing the kernel by batch size
+/// and the model's `ComputeOptions`: few tokens read 16-bit weights directly
+/// (memory-bound, one pass over the weights); many tokens go through the
+/// GEMM backend, oneDNN (BF16 or Float32 matmul on the weights as stored) or
+/// OpenBLAS (sgemm on weights widened tile by tile).
+///
+/// Every product runs on the kernel threads (`Parallel`), each thread
+/// calling the library single-threaded on its own slice of output columns,
+/// so one set of threads does all the work.
 public enum Linear {
-    /// Token count from which 16-bit weights go through sgemm. Measured with
+    /// Token count from which 16-bit weights go through the GEMM backend
+    /// instead of the direct kernel, per backend and precision. Measured with
     /// `switchyard kernel-bench` (docs/performance.md); override with
     /// `SWITCHYARD_GEMM_MIN_TOKENS`.
-    public static let gemmMinTokens: Int = {
+    public static func gemmMinTokens(_ options: ComputeOptions) -> Int {
+        if let n = minTokensOverride { return n }
+        switch (options.gemm, options.dtype) {
+        case (.openblas, _): return 24
+        case (.onednn, .float32): return 16
+        case (.onednn, .bfloat16): return 8
+        }
+    }
+
+    private static let minTokensOverride: Int? = {
         if let s = ProcessInfo.processInfo.environment["SWITCHYARD_GEMM_MIN_TOKENS"], let n = Int(s), n > 0 { return n }
-        return 24
+        return nil
     }()
 
-    /// Float32 elements widened per sgemm tile (per thread): large enough that
-    /// sgemm runs at full speed, small enough to stay in L2 and to bound
-    /// scratch memory.
-    static let tileElements = 1 << 18
+    /// Row counts above this are split into a multiple of it plus a
+    /// remainder, so oneDNN needs at most `bucket + maxTokens / bucket`
+    /// primitives per weight shape (each is built once, ~0.1 ms, ~70 KB).
+    static let rowBucket = 64
 
     /// OpenBLAS runs single-threaded inside our own fork-join threads. Two
     /// thread pools on the same cores (OpenBLAS's spinning workers and ours)
@@ -29,53 +53,236 @@ public enum Linear {
 
     /// Computes `y[t * ldy + r] = Σ_c W[r, c] · x[t * ldx + c]` for all rows of `w`.
     public static func apply(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int? = nil, tokens: Int,
-                             y: UnsafeMutablePointer<Float>, ldy: Int? = nil, scratch: ScratchBuffer) {
+                             y: UnsafeMutablePointer<Float>, ldy: Int? = nil, ctx: GemmContext) {
         let ldx = ldx ?? w.cols
-        let ldy = ldy ?? w.rows
         guard tokens > 0, w.rows > 0 else { return }
-        _ = blasConfigured
-        nonisolated(unsafe) let xs = x, ys = y
-        if w.dtype == .f32 {
-            // Split output rows across threads, single-threaded BLAS in each.
-            let weights = w.data.assumingMemoryBound(to: Float.self)
-            nonisolated(unsafe) let ws = weights
-            let cols = w.cols
-            Parallel.forRanges(w.rows, minChunk: max(16, minRowsPerThread(w) / max(1, tokens))) { r in
-                sgemm(tokens: tokens, x: xs, ldx: ldx, weights: ws + r.lowerBound * cols, rows: r.count, cols: cols,
-                      y: ys + r.lowerBound, ldy: ldy)
-            }
+        if usesDirectKernel(w, tokens: tokens, ctx.options) {
+            direct(w, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy ?? w.rows, ctx: ctx)
             return
         }
-        if tokens < gemmMinTokens {
-            Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
-                MatVec.compute(w, rows: range, x: xs, ldx: ldx, tokens: tokens, y: ys, ldy: ldy)
-            }
-            return
-        }
-        applyWidenedGemm(w, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy, scratch: scratch)
+        let input = prepare(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
+        gemm(w, input: input, tokens: tokens, y: y, ldy: ldy ?? w.rows, ctx: ctx)
     }
 
-    /// The many-token path for 16-bit weights: each thread widens tiles of
-    /// its own rows into its own scratch and multiplies them with
-    /// single-threaded sgemm.
-    public static func applyWidenedGemm(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int, tokens: Int,
-                                        y: UnsafeMutablePointer<Float>, ldy: Int, scratch: ScratchBuffer) {
-        _ = blasConfigured
-        nonisolated(unsafe) let xs = x, ys = y
-        let tileRows = max(1, min(w.rows, tileElements / max(1, w.cols)))
-        let perPart = tileRows * w.cols
-        let tiles = scratch.reserve(perPart * Parallel.threadCount)
-        nonisolated(unsafe) let ts = tiles
-        Parallel.forParts(w.rows, minChunk: max(8, tileRows / 4)) { part, range in
-            let tile = ts + part * perPart
-            var r0 = range.lowerBound
-            while r0 < range.upperBound {
-                let n = min(tileRows, range.upperBound - r0)
-                let src = w.rows(r0..<(r0 + n))
-                convertToFloat(src.data, dtype: src.dtype, count: n * src.cols, into: tile)
-                sgemm(tokens: tokens, x: xs, ldx: ldx, weights: tile, rows: n, cols: w.cols, y: ys + r0, ldy: ldy)
-                r0 += n
+    /// Whether `tokens` rows of `w` go through the direct 16-bit kernel.
+    @inline(__always)
+    static func usesDirectKernel(_ w: Matrix, tokens: Int, _ options: ComputeOptions) -> Bool {
+        w.dtype != .f32 && tokens < gemmMinTokens(options)
+    }
+
+    /// Several products of the same input (q, k and v projections): the
+    /// input is converted once, and with few tokens one parallel pass covers
+    /// all their rows, saving a fork-join per matrix.
+    public static func applyFused(_ outputs: [(w: Matrix, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
+                                  tokens: Int, ctx: GemmContext) {
+        guard let first = outputs.first, tokens > 0 else { return }
+        let allDirect = outputs.allSatisfy { usesDirectKernel($0.w, tokens: tokens, ctx.options) && $0.w.cols == first.w.cols }
+        guard allDirect else {
+            let input = prepare(x, ld: first.w.cols, tokens: tokens, cols: first.w.cols, ctx: ctx)
+            for o in outputs {
+                if o.w.cols == first.w.cols {
+                    gemm(o.w, input: input, tokens: tokens, y: o.y, ldy: o.w.rows, ctx: ctx)
+                } else {
+                    apply(o.w, x: x, tokens: tokens, y: o.y, ctx: ctx)
+                }
             }
+            return
+        }
+        let xs = roundedIfNeeded(x, ld: first.w.cols, tokens: tokens, cols: first.w.cols, ctx: ctx)
+        let starts = outputs.reduce(into: [0]) { $0.append($0.last! + $1.w.rows) }
+        let total = starts.last!
+        let outs = outputs.map { (w: $0.w, y: UnsafeSendablePointer($0.y)) }
+        Parallel.forRanges(total, minChunk: minRowsPerThread(first.w)) { range in
+            for (i, o) in outs.enumerated() {
+                let lo = max(range.lowerBound, starts[i]), hi = min(range.upperBound, starts[i + 1])
+                if lo < hi {
+                    MatVec.compute(o.w, rows: (lo - starts[i])..<(hi - starts[i]), x: xs.pointer, ldx: o.w.cols, tokens: tokens,
+                                   y: o.y.pointer, ldy: o.w.rows)
+                }
+            }
+        }
+    }
+
+    // MARK: - Direct kernel
+
+    private static func direct(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int, tokens: Int,
+                               y: UnsafeMutablePointer<Float>, ldy: Int, ctx: GemmContext) {
+        let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
+        let ld = ctx.options.dtype == .bfloat16 ? w.cols : ldx
+        nonisolated(unsafe) let ys = y
+        Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
+            MatVec.compute(w, rows: range, x: xs.pointer, ldx: ld, tokens: tokens, y: ys, ldy: ldy)
+        }
+    }
+
+    /// In bfloat16 mode, the input rounded through BF16 (contiguous rows of
+    /// `cols`), so the direct kernel multiplies what a BF16 GEMM would.
+    private static func roundedIfNeeded(_ x: UnsafePointer<Float>, ld: Int, tokens: Int, cols: Int,
+                                        ctx: GemmContext) -> UnsafeSendableConstPointer {
+        guard ctx.options.dtype == .bfloat16 else { return UnsafeSendableConstPointer(x) }
+        let r = ctx.rounded.reserve(tokens * cols)
+        for t in 0..<tokens { roundThroughBF16(x + t * ld, count: cols, into: r + t * cols) }
+        return UnsafeSendableConstPointer(UnsafePointer(r))
+    }
+
+    /// `tokens` rows of x rounded in place through BF16 (bfloat16 mode's
+    /// inputs for callers that keep their own activations, e.g. the MoE block).
+    static func roundInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        roundThroughBF16(x, count: count, into: x)
+    }
+
+    // MARK: - GEMM
+
+    /// Converts the input to BF16 once, in parallel, when the product will
+    /// be a BF16 matmul.
+    static func prepare(_ x: UnsafePointer<Float>, ld: Int, tokens: Int, cols: Int, ctx: GemmContext) -> GemmInput {
+        var input = GemmInput(f32: x, ld: ld)
+        guard ctx.options.gemm == .onednn, ctx.options.dtype == .bfloat16 else { return input }
+        let b = ctx.inputs.reserve(tokens * cols * 2).assumingMemoryBound(to: UInt16.self)
+        nonisolated(unsafe) let xs = x, bs = b
+        Parallel.forRanges(tokens, minChunk: max(1, 16384 / max(cols, 1))) { r in
+            for t in r { narrowToBF16(xs + t * ld, count: cols, into: bs + t * cols) }
+        }
+        input.bf16 = UnsafePointer(b)
+        input.ldBF16 = cols
+        return input
+    }
+
+    /// The GEMM path over all rows of `w`: each kernel thread takes a slice
+    /// of output columns (weight rows), aligned to 16.
+    static func gemm(_ w: Matrix, input: GemmInput, tokens: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                     ctx: GemmContext) {
+        _ = blasConfigured
+        let options = ctx.options
+        let parts = max(1, min(Parallel.threadCount, w.rows / 64))
+        let scratch = ctx.reservePerThread(threads: parts, inputElements: 0)
+        nonisolated(unsafe) let ys = y, tiles = scratch.tiles
+        let input = input
+        let align = 16
+        Parallel.forParts(parts, minChunk: 1) { part, _ in
+            let lo = (w.rows * part / parts + align - 1) / align * align
+            let hi = part == parts - 1 ? w.rows : (w.rows * (part + 1) / parts + align - 1) / align * align
+            guard lo < min(hi, w.rows) else { return }
+            gemmRows(w, rows: lo..<min(hi, w.rows), input: input, tokens: tokens, y: ys, ldy: ldy, options: options,
+                     tile: tiles + part * GemmContext.tileBytes, convertedInput: nil)
+        }
+    }
+
+    /// `y[t, r] = W[r] · x[t]` for `rows` of `w`, on the calling thread, by
+    /// the direct kernel or the GEMM backend. The single-threaded product
+    /// that expert-parallel devices run on their own pinned threads.
+    /// `tile` holds `GemmContext.tileBytes`; `convertedInput` (tokens × cols
+    /// UInt16) receives the BF16 input when the caller did not convert it.
+    static func product(_ w: Matrix, rows: Range<Int>, input: GemmInput, tokens: Int, y: UnsafeMutablePointer<Float>,
+                        ldy: Int, options: ComputeOptions, tile: UnsafeMutableRawPointer,
+                        convertedInput: UnsafeMutablePointer<UInt16>?, rounded: UnsafeMutablePointer<Float>?) {
+        if usesDirectKernel(w, tokens: tokens, options) {
+            if options.dtype == .bfloat16, let rounded {
+                for t in 0..<tokens { roundThroughBF16(input.f32 + t * input.ld, count: w.cols, into: rounded + t * w.cols) }
+                MatVec.compute(w, rows: rows, x: rounded, ldx: w.cols, tokens: tokens, y: y, ldy: ldy)
+            } else {
+                MatVec.compute(w, rows: rows, x: input.f32, ldx: input.ld, tokens: tokens, y: y, ldy: ldy)
+            }
+            return
+        }
+        gemmRows(w, rows: rows, input: input, tokens: tokens, y: y, ldy: ldy, options: options, tile: tile,
+                 convertedInput: convertedInput)
+    }
+
+    /// One thread's GEMM over `rows` of `w`.
+    static func gemmRows(_ w: Matrix, rows: Range<Int>, input: GemmInput, tokens: Int, y: UnsafeMutablePointer<Float>,
+                         ldy: Int, options: ComputeOptions, tile: UnsafeMutableRawPointer,
+                         convertedInput: UnsafeMutablePointer<UInt16>?) {
+        let k = w.cols
+        if options.gemm == .onednn {
+            let bf16 = options.dtype == .bfloat16
+            if bf16 {
+                var src = input.bf16, lds = input.ldBF16
+                if src == nil, let c = convertedInput {
+                    for t in 0..<tokens { narrowToBF16(input.f32 + t * input.ld, count: k, into: c + t * k) }
+                    src = UnsafePointer(c)
+                    lds = k
+                }
+                if let src, oneDNNRows(w, rows: rows, src: UnsafeRawPointer(src), lds: lds, tokens: tokens, y: y, ldy: ldy,
+                                       bf16: true, tile: tile) {
+                    return
+                }
+            } else if oneDNNRows(w, rows: rows, src: UnsafeRawPointer(input.f32), lds: input.ld, tokens: tokens, y: y,
+                                 ldy: ldy, bf16: false, tile: tile) {
+                return
+            }
+            // oneDNN could not build this product (reported once): OpenBLAS, in Float32.
+        }
+        blasRows(w, rows: rows, x: input.f32, ldx: input.ld, tokens: tokens, y: y, ldy: ldy,
+                 tile: tile.assumingMemoryBound(to: Float.self))
+    }
+
+    /// oneDNN over `rows` of `w`, straight from the weights when they are
+    /// already in the product's type, else through converted tiles.
+    private static func oneDNNRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
+                                   y: UnsafeMutablePointer<Float>, ldy: Int, bf16: Bool, tile: UnsafeMutableRawPointer) -> Bool {
+        let k = w.cols
+        if (bf16 && w.dtype == .bf16) || (!bf16 && w.dtype == .f32) {
+            let wr = w.data + rows.lowerBound * k * w.dtype.byteSize
+            return matmulBucketed(m: tokens, n: rows.count, k: k, src: src, lds: lds, wei: wr, ldw: k,
+                                  dst: y + rows.lowerBound, ldd: ldy, bf16: bf16)
+        }
+        let elementBytes = bf16 ? 2 : 4
+        // Convert a whole tile's worth of rows, in multiples of 16.
+        let tileRows = max(16, (GemmContext.tileBytes / 2 / (k * elementBytes)) / 16 * 16)
+        let conversionScratch = (tile + GemmContext.tileBytes / 2).assumingMemoryBound(to: Float.self)
+        var r0 = rows.lowerBound
+        while r0 < rows.upperBound {
+            let n = min(tileRows, rows.upperBound - r0)
+            let srcRows = w.data + r0 * k * w.dtype.byteSize
+            if bf16 {
+                convertToBF16(srcRows, dtype: w.dtype, count: n * k, into: tile.assumingMemoryBound(to: UInt16.self),
+                              scratch: conversionScratch, scratchCount: GemmContext.tileBytes / 8)
+            } else {
+                convertToFloat(srcRows, dtype: w.dtype, count: n * k, into: tile.assumingMemoryBound(to: Float.self))
+            }
+            guard matmulBucketed(m: tokens, n: n, k: k, src: src, lds: lds, wei: UnsafeRawPointer(tile), ldw: k,
+                                 dst: y + r0, ldd: ldy, bf16: bf16) else { return false }
+            r0 += n
+        }
+        return true
+    }
+
+    /// One matmul, as at most two cached primitives: a multiple of
+    /// `rowBucket` rows and the remainder.
+    @inline(__always)
+    private static func matmulBucketed(m: Int, n: Int, k: Int, src: UnsafeRawPointer, lds: Int, wei: UnsafeRawPointer,
+                                       ldw: Int, dst: UnsafeMutablePointer<Float>, ldd: Int, bf16: Bool) -> Bool {
+        let full = m > rowBucket ? m / rowBucket * rowBucket : m
+        let elementBytes = bf16 ? 2 : 4
+        guard OneDNN.matmul(m: full, n: n, k: k, src: src, lds: lds, wei: wei, ldw: ldw, dst: dst, ldd: ldd, bf16: bf16) else {
+            return false
+        }
+        if full < m {
+            return OneDNN.matmul(m: m - full, n: n, k: k, src: src + full * lds * elementBytes, lds: lds, wei: wei, ldw: ldw,
+                                 dst: dst + full * ldd, ldd: ldd, bf16: bf16)
+        }
+        return true
+    }
+
+    /// OpenBLAS over `rows` of `w`: sgemm straight on Float32 weights, on
+    /// widened tiles otherwise.
+    static func blasRows(_ w: Matrix, rows: Range<Int>, x: UnsafePointer<Float>, ldx: Int, tokens: Int,
+                         y: UnsafeMutablePointer<Float>, ldy: Int, tile: UnsafeMutablePointer<Float>) {
+        _ = blasConfigured
+        let k = w.cols
+        if w.dtype == .f32 {
+            let base = w.data.assumingMemoryBound(to: Float.self) + rows.lowerBound * k
+            sgemm(tokens: tokens, x: x, ldx: ldx, weights: base, rows: rows.count, cols: k, y: y + rows.lowerBound, ldy: ldy)
+            return
+        }
+        let tileRows = max(1, GemmContext.tileBytes / 4 / k)
+        var r0 = rows.lowerBound
+        while r0 < rows.upperBound {
+            let n = min(tileRows, rows.upperBound - r0)
+            convertToFloat(w.data + r0 * k * w.dtype.byteSize, dtype: w.dtype, count: n * k, into: tile)
+            sgemm(tokens: tokens, x: x, ldx: ldx, weights: tile, rows: n, cols: k, y: y + r0, ldy: ldy)
+            r0 += n
         }
     }
 
@@ -84,31 +291,6 @@ public enum Linear {
     @inline(__always)
     static func minRowsPerThread(_ w: Matrix) -> Int {
         max(4, 65536 / max(1, w.cols * w.dtype.byteSize))
-    }
-
-    /// Several products of the same input (q, k and v projections) in one
-    /// parallel pass over their concatenated rows, saving a fork-join per
-    /// matrix when few tokens make each product short.
-    public static func applyFused(_ outputs: [(w: Matrix, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
-                                  tokens: Int, scratch: ScratchBuffer) {
-        let allDirect = tokens < gemmMinTokens && outputs.allSatisfy { $0.w.dtype != .f32 && $0.w.cols == outputs[0].w.cols }
-        guard allDirect, let first = outputs.first else {
-            for o in outputs { apply(o.w, x: x, tokens: tokens, y: o.y, scratch: scratch) }
-            return
-        }
-        let starts = outputs.reduce(into: [0]) { $0.append($0.last! + $1.w.rows) }
-        let total = starts.last!
-        nonisolated(unsafe) let xs = x
-        let outs = outputs.map { (w: $0.w, y: UnsafeSendablePointer($0.y)) }
-        Parallel.forRanges(total, minChunk: minRowsPerThread(first.w)) { range in
-            for (i, o) in outs.enumerated() {
-                let lo = max(range.lowerBound, starts[i]), hi = min(range.upperBound, starts[i + 1])
-                if lo < hi {
-                    MatVec.compute(o.w, rows: (lo - starts[i])..<(hi - starts[i]), x: xs, ldx: o.w.cols, tokens: tokens,
-                                   y: o.y.pointer, ldy: o.w.rows)
-                }
-            }
-        }
     }
 
     @inline(__always)
@@ -129,4 +311,10 @@ public enum Linear {
 struct UnsafeSendablePointer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
     init(_ p: UnsafeMutablePointer<Float>) { pointer = p }
+}
+
+/// A read-only pointer that may cross into the fork-join closures.
+struct UnsafeSendableConstPointer: @unchecked Sendable {
+    let pointer: UnsafePointer<Float>
+    init(_ p: UnsafePointer<Float>) { pointer = p }
 }

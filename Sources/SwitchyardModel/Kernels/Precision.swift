@@ -94,3 +94,52 @@ enum F16Format: HalfWidthFormat {
     @inline(__always) static func widen(_ v: SIMD8<UInt16>) -> SIMD8<Float> { widenF16(v) }
     @inline(__always) static func widen(_ v: UInt16) -> Float { widenF16(v) }
 }
+
+/// Narrows `count` Float32 values to BF16 (round to nearest even, as
+/// `narrowToBF16`), 16 at a time.
+public func narrowToBF16(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt16>) {
+    var i = 0
+    let one = SIMD16<UInt32>(repeating: 1), bias = SIMD16<UInt32>(repeating: 0x7FFF)
+    while i + 16 <= count {
+        let bits = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<UInt32>.self)
+        let rounded = (bits &+ bias &+ ((bits &>> 16) & one)) &>> 16
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), as: SIMD16<UInt16>.self)
+        i += 16
+    }
+    while i < count { dst[i] = narrowToBF16(src[i]); i += 1 }
+}
+
+/// Rounds `count` Float32 values to the nearest BF16 value, keeping them as
+/// Float32 (what the direct kernel multiplies in bfloat16 mode).
+public func roundThroughBF16(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    var i = 0
+    let one = SIMD16<UInt32>(repeating: 1), bias = SIMD16<UInt32>(repeating: 0x7FFF)
+    let mask = SIMD16<UInt32>(repeating: 0xFFFF_0000)
+    while i + 16 <= count {
+        let bits = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<UInt32>.self)
+        let rounded = (bits &+ bias &+ ((bits &>> 16) & one)) & mask
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: rounded, as: SIMD16<UInt32>.self)
+        i += 16
+    }
+    while i < count { dst[i] = widenBF16(narrowToBF16(src[i])); i += 1 }
+}
+
+/// Converts `count` 16-bit or Float32 weights to BF16 (weight tiles for a
+/// BF16 product when the checkpoint is not BF16).
+func convertToBF16(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: UnsafeMutablePointer<UInt16>,
+                   scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
+    switch dtype {
+    case .bf16:
+        dst.update(from: src.assumingMemoryBound(to: UInt16.self), count: count)
+    case .f32:
+        narrowToBF16(src.assumingMemoryBound(to: Float.self), count: count, into: dst)
+    case .f16:
+        var i = 0
+        while i < count {
+            let n = min(scratchCount, count - i)
+            convertToFloat(src + 2 * i, dtype: .f16, count: n, into: scratch)
+            narrowToBF16(scratch, count: n, into: dst + i)
+            i += n
+        }
+    }
+}

@@ -1,0 +1,25 @@
+import ArgumentParser
+import SwitchyardModel
+
+/// `--gemm` and `--dtype`, on every command that runs the forward.
+struct ComputeFlags: ParsableArguments {
+    @Option(help: "Matrix-product backend: onednn (default; BF16 and Float32 matmul, ISA chosen by oneDNN) or openblas (Float32 sgemm on widened weights).")
+    var gemm: String = "onednn"
+
+    @Option(help: "Activation precision, as vLLM's --dtype: auto (bfloat16 for BF16/F16 checkpoints where the backend multiplies BF16 natively, else float32), bfloat16 (BF16 inputs to every product, Float32 accumulation) or float32 (exact products of the stored weights). `logits` defaults to float32.")
+    var dtype: String?
+
+    /// Resolves the flags for `model` and applies them; a missing library or
+    /// an impossible precision is an error naming the flag and the alternative.
+    func apply(to model: Transformer, defaultDType: String = "auto") throws {
+        do {
+            let options = try ComputeOptions.resolve(gemm: gemm, dtype: dtype ?? defaultDType,
+                                                     checkpointDType: model.weights.layers.first?.attention.q.dtype ?? .f32)
+            try model.configure(compute: options)
+            log.info("compute", metadata: ["gemm": "\(options.gemm.rawValue)", "dtype": "\(options.dtype.rawValue)",
+                                           "library": "\(options.gemm == .onednn ? OneDNN.description : "OpenBLAS")"])
+        } catch let e as ComputeOptions.OptionError {
+            throw CLIError("error: \(e.description)")
+        }
+    }
+}
