@@ -29,7 +29,7 @@ import Testing
     /// Every Float32 backend this machine has: the product must be exact up to summation order.
     static let float32Backends = ComputeOptions.available.filter { $0.dtype == .float32 }
 
-    @Test(arguments: [(1, 37), (3, 64), (5, 129), (12, 72), (40, 96)], KernelTests.float32Backends)
+    @Test(arguments: [(1, 37), (3, 64), (5, 129), (12, 72), (40, 96), (64, 80)], KernelTests.float32Backends)
     func linearMatchesNaiveProductForAnyTokenCount(_ shape: (tokens: Int, cols: Int), _ compute: ComputeOptions) {
         let (tokens, cols) = shape
         let rows = 67

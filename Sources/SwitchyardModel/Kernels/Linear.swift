@@ -28,7 +28,7 @@ public enum Linear {
         if let n = minTokensOverride { return n }
         switch (options.gemm, options.dtype) {
         case (.openblas, _): return 24
-        case (.onednn, .float32): return 16
+        case (.onednn, .float32): return 48
         case (.onednn, .bfloat16): return 8
         }
     }
