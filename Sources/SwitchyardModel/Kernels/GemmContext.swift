@@ -12,8 +12,6 @@ public final class GemmContext: @unchecked Sendable {
     /// Activations rounded through BF16 and kept as Float32, for the direct
     /// kernel in bfloat16 mode.
     let rounded = ScratchBuffer()
-    /// Legacy Float32 scratch for callers that tile by themselves.
-    let linearTile = ScratchBuffer()
 
     /// Bytes of weight tile per thread: large enough that the GEMM runs at
     /// full speed on it, small enough to stay in L2.
