@@ -110,6 +110,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         plugin("CPUExecution", "Plugins/Execution/CPU"),
         plugin("ExpertParallelExecution", "Plugins/Execution/ExpertParallel"),
+        plugin("WholeExpertsExecution", "Plugins/Execution/WholeExperts"),
         .target(
             name: "SwitchyardServer",
             dependencies: [
@@ -126,7 +127,7 @@ let package = Package(
                 "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                 "ShortestPromptFirstScheduler",
                 "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement", "CPUExecution", "ExpertParallelExecution",
-                "SwitchyardServer",
+                "WholeExpertsExecution", "SwitchyardServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -139,6 +140,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "ExecutionPluginTests",
+            dependencies: ["SwitchyardModel", "SwitchyardCore", "CPUExecution", "ExpertParallelExecution", "WholeExpertsExecution"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SwitchyardCoreTests",
             dependencies: ["SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
                            "ShortestPromptFirstScheduler",
@@ -148,7 +154,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchyardServerTests",
-            dependencies: ["SwitchyardServer", "SwitchyardCore", "SwitchyardModel", "ChunkedScheduler",
+            dependencies: ["SwitchyardServer", "SwitchyardCore", "SwitchyardModel", "ChunkedScheduler", "ExpertParallelExecution",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Fixtures")],

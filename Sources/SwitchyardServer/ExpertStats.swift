@@ -12,10 +12,10 @@ public struct ExpertCounts: Sendable, Equatable {
     public var tokens: [Int]
     public var expertWeightBytesRead: Int
     public var expertActivations: Int
-    /// What each device did, under expert-parallel execution (nil otherwise).
+    /// What each of the executor's devices did.
     public var devices: DeviceWork? = nil
 
-    /// Expert-parallel work summed over layers (see `ExpertParallel.Stats`).
+    /// The executor's device work summed over layers (see `ExpertExecutionStats`).
     public struct DeviceWork: Sendable, Equatable {
         /// Seconds each device spent on its experts.
         public var busySeconds: [Double]
@@ -26,7 +26,7 @@ public struct ExpertCounts: Sendable, Equatable {
         public var busiestDeviceTokens: Int
         public var meanDeviceTokens: Double
 
-        init(_ s: ExpertParallel.Stats) {
+        init(_ s: ExpertExecutionStats) {
             let n = s.deviceBusySeconds.first?.count ?? 0
             busySeconds = (0..<n).map { d in s.deviceBusySeconds.reduce(0) { $0 + $1[d] } }
             expertPhaseSeconds = s.expertPhaseSeconds.reduce(0, +)
@@ -58,7 +58,7 @@ public struct ExpertCounts: Sendable, Equatable {
             let c = model.counters
             return ExpertCounts(numLayers: c.numLayers, numExperts: c.numExperts, tokens: c.tokens,
                                 expertWeightBytesRead: c.expertWeightBytesRead, expertActivations: c.expertActivations,
-                                devices: model.expertParallel.map { DeviceWork($0.stats) })
+                                devices: DeviceWork(model.experts.stats))
         }
     }
 
@@ -137,9 +137,14 @@ public final class ExpertStats: Sendable {
         func doubles(_ v: [Double]) -> JSONOut { .array(v.map { .double($0) }) }
         var execution: [(String, JSONOut)] = []
         if let d = c.devices {
-            // Measured on the devices, not derived from the map: present only
-            // under expert-parallel execution.
+            // Measured by the executor on its devices, not derived from the map.
+            let described = engine.model.experts.devices.map { dev -> JSONOut in
+                .object([("name", .string(dev.name)), ("kind", .string(dev.kind.rawValue)), ("detail", .string(dev.detail)),
+                         ("experts", .int(dev.experts)), ("expert_weight_bytes", .int(dev.expertWeightBytes)),
+                         ("memory_bytes", dev.memoryBytes.map { .int($0) } ?? .null)])
+            }
             execution = [("execution", .object([
+                ("devices", .array(described)),
                 ("device_busy_seconds", doubles(d.busySeconds)),
                 ("expert_phase_seconds", .double(d.expertPhaseSeconds)),
                 ("per_forward_device_imbalance", .double(d.perForwardImbalance)),

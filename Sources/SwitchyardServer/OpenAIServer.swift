@@ -25,7 +25,7 @@ public final class OpenAIServer: Sendable {
         let c = engine.model.config
         experts = ExpertStats(engine: engine, map: config.expertMap, placementName: config.placementName)
         metrics = ServerMetrics(modelName: config.modelName, numLayers: c.numLayers, numExperts: max(c.numExperts, 1), map: experts.map,
-                                expertParallel: engine.model.expertParallel != nil)
+                                devices: engine.model.experts.devices)
         admission = Admission(limit: config.maxQueuedRequests)
         engine.start()
     }

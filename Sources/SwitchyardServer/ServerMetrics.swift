@@ -30,11 +30,11 @@ public final class ServerMetrics: Sendable {
     let deviceTokens: [Counter]
     let weightBytes: Counter
     let activations: Counter
-    /// Measured device work, registered only under expert-parallel execution.
+    /// Measured work of the executor's devices.
     let deviceBusy: [Counter]
-    let expertPhase: Counter?
-    let busiestDeviceTokens: Counter?
-    let meanDeviceTokens: Counter?
+    let expertPhase: Counter
+    let busiestDeviceTokens: Counter
+    let meanDeviceTokens: Counter
     let map: ExpertMap
 
     /// What the counters fed from engine totals have already counted.
@@ -51,7 +51,7 @@ public final class ServerMetrics: Sendable {
     static let e2eBuckets = [0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                              120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
 
-    public init(modelName: String, numLayers: Int, numExperts: Int, map: ExpertMap, expertParallel: Bool = false) {
+    public init(modelName: String, numLayers: Int, numExperts: Int, map: ExpertMap, devices: [ExecutionDevice]) {
         self.modelName = modelName
         self.map = map
         let m = [("model_name", modelName)]
@@ -95,20 +95,13 @@ public final class ServerMetrics: Sendable {
         }
         weightBytes = registry.makeCounter(descriptor: name("moe_expert_weight_bytes_read", "total", "Expert weight bytes read (an expert counts once per layer per iteration it runs)."), labels: m)
         activations = registry.makeCounter(descriptor: name("moe_expert_activations", "total", "Expert computations (layer, expert, iteration)."), labels: m)
-        if expertParallel {
-            deviceBusy = (0..<map.numDevices).map { d in
-                registry.makeCounter(descriptor: name("moe_device_busy_seconds", "total", "Seconds each device spent computing its experts."),
-                                     labels: m + [("device", "\(d)")])
-            }
-            expertPhase = registry.makeCounter(descriptor: name("moe_expert_phase_seconds", "total", "Wall seconds of MoE expert phases (each waits for its busiest device)."), labels: m)
-            busiestDeviceTokens = registry.makeCounter(descriptor: name("moe_busiest_device_tokens", "total", "Per forward and layer, the busiest device's token-expert assignments, summed."), labels: m)
-            meanDeviceTokens = registry.makeCounter(descriptor: name("moe_mean_device_tokens", "total", "Per forward and layer, the mean device's token-expert assignments, summed (busiest / mean = the imbalance forwards wait on)."), labels: m)
-        } else {
-            deviceBusy = []
-            expertPhase = nil
-            busiestDeviceTokens = nil
-            meanDeviceTokens = nil
+        deviceBusy = devices.enumerated().map { d, device in
+            registry.makeCounter(descriptor: name("moe_device_busy_seconds", "total", "Seconds each device spent computing its experts."),
+                                 labels: m + [("device", "\(d)"), ("kind", device.kind.rawValue)])
         }
+        expertPhase = registry.makeCounter(descriptor: name("moe_expert_phase_seconds", "total", "Wall seconds of MoE expert phases (each waits for its busiest device)."), labels: m)
+        busiestDeviceTokens = registry.makeCounter(descriptor: name("moe_busiest_device_tokens", "total", "Per forward and layer, the busiest device's token-expert assignments, summed."), labels: m)
+        meanDeviceTokens = registry.makeCounter(descriptor: name("moe_mean_device_tokens", "total", "Per forward and layer, the mean device's token-expert assignments, summed (busiest / mean = the imbalance forwards wait on)."), labels: m)
     }
 
     /// Records a request that ran (finished, stopped or was cancelled).
@@ -149,9 +142,9 @@ public final class ServerMetrics: Sendable {
             if delta.expertActivations > 0 { activations.increment(by: Int64(delta.expertActivations)) }
             if let d = delta.devices {
                 for (i, t) in d.busySeconds.enumerated() where t > 0 && i < deviceBusy.count { deviceBusy[i].increment(by: t) }
-                if d.expertPhaseSeconds > 0 { expertPhase?.increment(by: d.expertPhaseSeconds) }
-                if d.busiestDeviceTokens > 0 { busiestDeviceTokens?.increment(by: Int64(d.busiestDeviceTokens)) }
-                if d.meanDeviceTokens > 0 { meanDeviceTokens?.increment(by: d.meanDeviceTokens) }
+                if d.expertPhaseSeconds > 0 { expertPhase.increment(by: d.expertPhaseSeconds) }
+                if d.busiestDeviceTokens > 0 { busiestDeviceTokens.increment(by: Int64(d.busiestDeviceTokens)) }
+                if d.meanDeviceTokens > 0 { meanDeviceTokens.increment(by: d.meanDeviceTokens) }
             }
             // A concurrent scrape may have read newer counts first: keep the newest seen.
             s.experts = ExpertCounts(numLayers: counts.numLayers, numExperts: counts.numExperts,

@@ -103,8 +103,8 @@ struct ABCommand: AsyncParsableCommand {
                 }
                 FileHandle.standardError.write(Data("run \(r + 1)/\(repeats), arm \(i == 0 ? "A" : "B")\n".utf8))
                 engine.model.counters.reset()
-                engine.model.expertParallel?.resetStats()
-                if engine.model.expertParallel != nil { engine.model.counters.recordPairs() }
+                engine.model.experts.resetStats()
+                if engine.model.experts.expertDevice != nil { engine.model.counters.recordPairs() }
                 let (records, duration) = await BenchmarkRunner(engine: engine, workload: workload!)
                     .run(seed: base.workload.seed, clock: try base.workload.clock)
                 let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
@@ -113,7 +113,7 @@ struct ABCommand: AsyncParsableCommand {
                 runs[i].append(BenchmarkReport(
                     metrics: metrics, records: records, engine: stats,
                     moe: .init(counters: engine.model.counters, promptTokens: metrics.totalInputTokens, outputTokens: metrics.totalOutputTokens,
-                               parallel: engine.model.expertParallel),
+                               executor: engine.model.experts),
                     label: i == 0 ? "A" : "B", requestRate: try base.workload.rate, burstiness: base.workload.burstiness,
                     model: arm.engine.model))
             }

@@ -128,14 +128,14 @@ struct BenchCommand: AsyncParsableCommand {
         let showProgress = !quiet && isatty(2) != 0
         let runner = BenchmarkRunner(engine: eng, workload: requests, progress: showProgress ? progressBar : nil)
         eng.model.counters.reset()
-        eng.model.expertParallel?.resetStats()
-        // Under expert parallelism, routes are recorded so results can count
-        // tokens crossing devices between layers.
-        if recordRouting != nil || eng.model.expertParallel != nil { eng.model.counters.recordPairs() }
+        eng.model.experts.resetStats()
+        // With experts placed on devices, routes are recorded so results can
+        // count tokens crossing devices between layers.
+        if recordRouting != nil || eng.model.experts.expertDevice != nil { eng.model.counters.recordPairs() }
         let (records, duration) = await runner.run(seed: workload.seed, clock: try workload.clock)
         let metrics = ServingMetrics(records: records, duration: duration, slo: slo)
         let moe = BenchmarkReport.MoEReport(counters: eng.model.counters, promptTokens: metrics.totalInputTokens,
-                                           outputTokens: metrics.totalOutputTokens, parallel: eng.model.expertParallel)
+                                           outputTokens: metrics.totalOutputTokens, executor: eng.model.experts)
         let stats = eng.stats
         eng.shutdown()
         let report = BenchmarkReport(metrics: metrics, records: records, engine: stats, moe: moe, label: label,

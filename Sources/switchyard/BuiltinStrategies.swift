@@ -9,6 +9,7 @@ import FilePlacement
 import ILPPlacement
 import CPUExecution
 import ExpertParallelExecution
+import WholeExpertsExecution
 import SwitchyardCore
 
 /// The strategies this binary ships, one module each under `Plugins/`.
@@ -26,5 +27,6 @@ let strategies: StrategyRegistry = {
     ILPPlacement.register(in: registry)
     CPUExecution.register(in: registry)
     ExpertParallelExecution.register(in: registry)
+    WholeExpertsExecution.register(in: registry)
     return registry
 }()

@@ -128,7 +128,7 @@ struct EngineOptions: ParsableArguments {
                 let p = try strategies.makePlacement(placementName, config: placementJSON)
                 return try p.place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts, numDevices: devices, profile: profile))
             })
-            log.info("execution", metadata: ["strategy": "\(summary.strategy)", "devices": "\(summary.devices.map { "\($0.name) cores \($0.cores) node \($0.numaNode) experts \($0.experts)" })",
+            log.info("execution", metadata: ["strategy": "\(summary.strategy)", "devices": "\(summary.devices.map { "\($0.name) (\($0.kind.rawValue): \($0.detail)) experts \($0.experts)" })",
                                              "notes": "\(summary.notes)"])
             return summary
         } catch let e as StrategyError {

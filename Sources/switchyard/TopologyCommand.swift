@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwitchyardCore
 import SwitchyardModel
+import ExpertParallelExecution
 
 struct TopologyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,8 +57,8 @@ struct TopologyCommand: ParsableCommand {
                     map = try strategies.makePlacement(placement).place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts,
                                                                                          numDevices: pools.count, profile: nil))
                 } catch let e as PlacementError { throw CLIError("error: placement \(placement): \(e.description)") }
-                let ep: ExpertParallel
-                do { ep = try ExpertParallel(weights: w, pools: pools, map: map.device, weightsOnNode: true, pin: false) } catch let e as ExpertParallel.SetupError {
+                let ep: ExpertParallelExecutor
+                do { ep = try ExpertParallelExecutor(weights: w, pools: pools, map: map.device, weightsOnNode: true, pin: false) } catch let e as ExpertParallelExecutor.SetupError {
                     throw CLIError("error: \(e.description)")
                 }
                 print("after cpu-ep copies the experts onto their pools' nodes (placement \(placement))\(ep.weightsOnNode ? "" : ", libnuma reports no NUMA support: ordinary memory"):")

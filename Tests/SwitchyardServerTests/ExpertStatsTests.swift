@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import SwitchyardCore
 import SwitchyardModel
+import ExpertParallelExecution
 @testable import SwitchyardServer
 
 /// `/v1/experts/stats` counts what the forward pass routed, split by the
@@ -35,9 +36,14 @@ import SwitchyardModel
         #expect(j["device_load"] as? [Int] == [devicePerLayer.reduce(0) { $0 + $1[0] }, devicePerLayer.reduce(0) { $0 + $1[1] }])
         #expect(j["total_tokens"] as? Int == forwarded * k * layers)
         #expect((j["expert_weight_bytes_read"] as? Int ?? 0) > 0)
-        // No expert-parallel execution: nothing measured per device.
-        #expect(j["execution"] == nil)
-        #expect(try await s.metric("switchyard:moe_device_busy_seconds_total") == nil)
+        // The default executor is one CPU device that computed every assignment.
+        let execution = try #require(j["execution"] as? [String: Any])
+        let described = try #require(execution["devices"] as? [[String: Any]])
+        #expect(described.count == 1 && described[0]["kind"] as? String == "cpu-pool")
+        #expect(described[0]["experts"] as? Int == layers * experts)
+        #expect(execution["per_forward_device_imbalance"] as? Double == 1)
+        #expect((try await s.metric("switchyard:moe_device_busy_seconds_total", ["device": "0", "kind": "cpu-pool"]) ?? 0) > 0)
+        #expect(try await s.metric("switchyard:moe_busiest_device_tokens_total") == Double(forwarded * k * layers))
         let imbalance = try #require(j["imbalance"] as? [String: Any])
         let worst = try #require(imbalance["expert_max_over_mean"] as? Double)
         let expectedWorst = perLayer.map { row in Double(row.max()!) / (Double(row.reduce(0, +)) / Double(experts)) }.max()!
@@ -56,21 +62,24 @@ import SwitchyardModel
         await s.stop()
     }
 
-    @Test func expertParallelServingExportsMeasuredDeviceWork() async throws {
+    @Test(.enabled(if: ((try? CPUTopology.load().cores.count) ?? 1) >= 2, "two device pools need two cores"))
+    func expertParallelServingExportsMeasuredDeviceWork() async throws {
         let model = try loadModel()
         let layers = model.config.numLayers, experts = model.config.numExperts, k = model.config.numExpertsPerToken
-        let pools = try CorePools.split(try CPUTopology.load(), devices: min(2, try CPUTopology.load().cores.count))
-        guard pools.count == 2 else { return }
+        let pools = try CorePools.split(try CPUTopology.load(), devices: 2)
         // All of layer 0's experts on device 1, every other layer's on device
         // 0: in every layer of every forward one device does all the work.
         let device = (0..<layers).map { l in Array(repeating: l == 0 ? 1 : 0, count: experts) }
-        let ep = try ExpertParallel(weights: model.weights, pools: pools, map: device, weightsOnNode: false, pin: false)
-        model.install(expertParallel: ep)
+        let ep = try ExpertParallelExecutor(weights: model.weights, pools: pools, map: device, weightsOnNode: false, pin: false)
+        model.install(experts: ep)
         let s = try await TestServer(engine: try makeEngine(model), expertMap: ExpertMap(numDevices: 2, device: device))
         let r = try await s.post("/v1/completions", json: ["prompt": Array(1...20), "max_tokens": 6, "temperature": 0, "ignore_eos": true])
         #expect(r.status == 200)
         let j = try await s.get("/v1/experts/stats").json
         let execution = try #require(j["execution"] as? [String: Any])
+        let described = try #require(execution["devices"] as? [[String: Any]])
+        #expect(described.map { $0["kind"] as? String } == ["cpu-pool", "cpu-pool"])
+        #expect(described.map { $0["experts"] as? Int } == [(layers - 1) * experts, experts])
         let busy = try #require(execution["device_busy_seconds"] as? [Double])
         #expect(busy.count == 2 && busy.allSatisfy { $0 > 0 })
         #expect((execution["expert_phase_seconds"] as? Double ?? 0) > 0)
@@ -92,7 +101,7 @@ import SwitchyardModel
         #expect(after["per_forward_device_imbalance"] as? Double == 1)
         #expect(try await s.metric("switchyard:moe_busiest_device_tokens_total") == assignments)
         await s.stop()
-        model.install(expertParallel: nil)
+        model.install(experts: nil)
     }
 }
 

@@ -30,22 +30,17 @@ public struct ExpertParallelExecution: ExecutionStrategy {
         guard map.numDevices == pools.count else {
             throw ExecutionError.setup("the expert map is for \(map.numDevices) devices but there are \(pools.count) pools; use a map for \(pools.count)")
         }
-        let ep: ExpertParallel
+        let ep: ExpertParallelExecutor
         do {
-            ep = try ExpertParallel(weights: context.model.weights, pools: pools, map: map.device,
+            ep = try ExpertParallelExecutor(weights: context.model.weights, pools: pools, map: map.device,
                                     weightsOnNode: options.weightsOnNode, pin: options.pin)
-        } catch let e as ExpertParallel.SetupError {
+        } catch let e as ExpertParallelExecutor.SetupError {
             throw ExecutionError.setup(e.description)
         }
-        context.model.install(expertParallel: ep)
-        let sparse = context.model.config.sparseLayers
+        context.model.install(experts: ep)
         var notes: [String] = []
         if options.weightsOnNode && !ep.weightsOnNode { notes.append("libnuma reports no NUMA support: expert weights copied to ordinary memory") }
-        let devices = pools.enumerated().map { d, pool in
-            ExecutionSummary.Device(name: "cpu-pool-\(d)", cores: pool.cores, numaNode: pool.numaNode,
-                                    experts: map.device.enumerated().filter { sparse[$0.offset] }.map { $0.element.filter { $0 == d }.count }.reduce(0, +))
-        }
-        return ExecutionSummary(strategy: "cpu-ep", devices: devices, map: map, notes: notes)
+        return ExecutionSummary(strategy: "cpu-ep", devices: ep.devices, map: map, notes: notes)
     }
 
     public static func register(in registry: StrategyRegistry) {

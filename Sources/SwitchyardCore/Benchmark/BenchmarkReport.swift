@@ -26,7 +26,7 @@ public struct BenchmarkReport {
         public var promptTokens: Int
         public var outputTokens: Int
 
-        /// Per-device results when experts ran on several devices.
+        /// Per-device results when experts were placed on devices.
         public var devices: DeviceReport?
 
         /// Counts read from elsewhere (a server's `/v1/experts/stats`).
@@ -41,14 +41,14 @@ public struct BenchmarkReport {
             self.outputTokens = outputTokens
         }
 
-        public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int, parallel: ExpertParallel? = nil) {
-            if let ep = parallel {
+        public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int, executor: (any ExpertExecutor)? = nil) {
+            if let executor, let map = executor.expertDevice {
                 var cross: [Int]?
                 if counters.recordsPairs {
                     let profile = RoutingProfile(counters: counters, topK: 1, source: "")
-                    cross = PlacementReport(map: ExpertMap(numDevices: ep.numDevices, device: ep.device), profile: profile).crossDevicePairs
+                    cross = PlacementReport(map: ExpertMap(numDevices: executor.devices.count, device: map), profile: profile).crossDevicePairs
                 }
-                devices = DeviceReport(stats: ep.stats, crossDevicePairs: cross)
+                devices = DeviceReport(stats: executor.stats, crossDevicePairs: cross)
             }
             numLayers = counters.numLayers
             numExperts = counters.numExperts
@@ -59,9 +59,9 @@ public struct BenchmarkReport {
             self.outputTokens = outputTokens
         }
 
-        /// What each device did under expert parallelism.
+        /// What each device did.
         public struct DeviceReport: Sendable {
-            public var stats: ExpertParallel.Stats
+            public var stats: ExpertExecutionStats
             /// Per layer boundary: consecutive-layer expert pairs whose experts
             /// sit on different devices (tokens moving between devices); nil
             /// unless routes were recorded.

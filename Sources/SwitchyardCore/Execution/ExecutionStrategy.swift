@@ -17,26 +17,14 @@ public struct ExecutionContext: Sendable {
 
 /// What an execution strategy set up, for logs and benchmark results.
 public struct ExecutionSummary: Sendable, Equatable {
-    public struct Device: Sendable, Equatable {
-        public var name: String
-        public var cores: [Int]
-        public var numaNode: Int
-        /// Experts (over all layers) this device computes.
-        public var experts: Int
-        public init(name: String, cores: [Int], numaNode: Int, experts: Int) {
-            self.name = name
-            self.cores = cores
-            self.numaNode = numaNode
-            self.experts = experts
-        }
-    }
     public var strategy: String
-    public var devices: [Device]
-    /// The expert map in force (nil: every expert on every thread).
+    /// The devices the installed `ExpertExecutor` computes on, by kind.
+    public var devices: [ExecutionDevice]
+    /// The expert map in force (nil: every expert on every device in turn).
     public var map: ExpertMap?
     public var notes: [String]
 
-    public init(strategy: String, devices: [Device], map: ExpertMap?, notes: [String] = []) {
+    public init(strategy: String, devices: [ExecutionDevice], map: ExpertMap?, notes: [String] = []) {
         self.strategy = strategy
         self.devices = devices
         self.map = map
@@ -45,8 +33,9 @@ public struct ExecutionSummary: Sendable, Equatable {
 }
 
 /// An execution strategy decides where each piece of the model's work runs
-/// (which cores, which NUMA node's memory, later which accelerator) and
-/// configures the model accordingly, once, before serving.
+/// (which cores, which NUMA node's memory, which accelerator) and configures
+/// the model accordingly, once, before serving: typically by building an
+/// `ExpertExecutor` and installing it with `Transformer.install(experts:)`.
 public protocol ExecutionStrategy: Sendable {
     func prepare(_ context: ExecutionContext) throws -> ExecutionSummary
 }

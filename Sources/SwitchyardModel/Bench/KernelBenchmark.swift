@@ -41,7 +41,7 @@ public struct KernelBenchmark {
         public var bf16MatVecGBs: Double
         public var expertProjection: [Row]
         /// The decode MoE path: `moeExperts` cold experts (gate, up, down), one
-        /// token each, through `MoEBlock.runSmallExperts`; weight GB/s.
+        /// token each, through the default `SharedPoolExecutor`; weight GB/s.
         public var moeDecodeExperts: Int
         public var moeDecodeGBs: Double
         /// A prefill MoE layer: `prefillExperts` cold experts with
@@ -151,12 +151,20 @@ public struct KernelBenchmark {
         defer { gathered.deallocate(); down.deallocate() }
         gathered.initialize(repeating: 0.01, count: maxTokens * o.expertCols)
         let layers = 16
+        // The default executor, as the forward calls it: k experts of one token each.
+        let maxExperts = max(k, o.prefillExperts)
+        let executor = SharedPoolExecutor(numLayers: 1, numExperts: maxExperts, expertWeightBytes: 0, experts: 0)
+        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: maxExperts)
+        let offsets = UnsafeMutablePointer<Int32>.allocate(capacity: maxExperts + 1)
+        defer { counts.deallocate(); offsets.deallocate() }
+        for j in 0..<k { counts[j] = 1; offsets[j] = Int32(j) }
+        let exact = GemmContext(options: .exact)
         let moeSeconds = measure(minSeconds: o.minSeconds) {
             for _ in 0..<layers {
-                let ws = (0..<k).map { _ in expertWeights() }
-                let moe = MoEWeights(router: ws[0].gate, experts: ws, shared: nil, sharedGate: nil)
-                MoEBlock.runSmallExperts((0..<k).map { ($0, $0, 1) }, weights: moe, h: o.expertCols, inter: o.expertRows,
-                                         gathered: gathered, gate: y, up: y2, down: down, roundActivations: false)
+                executor.run(ExpertWork(layer: 0, experts: (0..<k).map { _ in expertWeights() }, hiddenSize: o.expertCols,
+                                        intermediateSize: o.expertRows, assignments: k, tokenCount: counts, rowOffset: offsets,
+                                        input: gathered, inputBF16: nil, output: down, gate: y, up: y2, activatedBF16: nil,
+                                        compute: exact))
             }
         } / Double(layers)
 
@@ -165,21 +173,17 @@ public struct KernelBenchmark {
         if useDNNL && OneDNN.hasNativeBF16 {
             ctx.options = bf16Options
             let e = min(o.prefillExperts, experts3), t = o.prefillTokensPerExpert
-            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: e)
-            let offsets = UnsafeMutablePointer<Int32>.allocate(capacity: e + 1)
-            let list = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * e)
             let gb = UnsafeMutablePointer<UInt16>.allocate(capacity: e * t * o.expertCols)
             let ab = UnsafeMutablePointer<UInt16>.allocate(capacity: e * t * o.expertRows)
-            defer { counts.deallocate(); offsets.deallocate(); list.deallocate(); gb.deallocate(); ab.deallocate() }
+            defer { gb.deallocate(); ab.deallocate() }
             narrowToBF16(gathered, count: e * t * o.expertCols, into: gb)
             for j in 0..<e { counts[j] = Int32(t); offsets[j] = Int32(j * t) }
             offsets[e] = Int32(e * t)
             let seconds = measure(minSeconds: o.minSeconds) {
-                let layer = (0..<e).map { _ in expertWeights() }
-                for j in 0..<e { list[j] = Int32(j) }
-                MoEBlock.runLargeExperts(MoEBlock.ExpertBatch(
-                    experts: layer, list: list, count: e, tokens: counts, offset: offsets, gathered: gathered,
-                    gatheredBF16: gb, gate: y, up: y2, activatedBF16: ab, down: down, h: o.expertCols, inter: o.expertRows), ctx: ctx)
+                executor.run(ExpertWork(layer: 0, experts: (0..<e).map { _ in expertWeights() }, hiddenSize: o.expertCols,
+                                        intermediateSize: o.expertRows, assignments: e * t, tokenCount: counts, rowOffset: offsets,
+                                        input: gathered, inputBF16: gb, output: down, gate: y, up: y2, activatedBF16: ab,
+                                        compute: ctx))
             }
             prefill = 3 * 2 * Double(e * t * perExpert) / seconds / 1e9
         }

@@ -5,13 +5,13 @@ import Foundation
 ///
 /// Grouping is a counting sort over the batch's (token, slot) assignments, so
 /// an expert's weights are read once per layer per forward however many
-/// tokens picked it. Experts with many tokens go through OpenBLAS sgemm (via
-/// `Linear`); the rest share one parallel pass of the 16-bit matrix-vector
-/// kernel, split by weight rows across threads.
+/// tokens picked it. Where the experts run is the `ExpertExecutor`'s choice
+/// (`SharedPoolExecutor` by default); this block only routes, groups and
+/// combines.
 enum MoEBlock {
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
-                        ws: Workspace, counters: ExpertLoadCounters?, parallel: ExpertParallel? = nil) {
+                        ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor) {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
@@ -68,57 +68,18 @@ enum MoEBlock {
             }
         }
 
-        // 4. Experts.
-        let gate = ws.gateOut.reserve(assignments * inter)
-        let up = ws.upOut.reserve(assignments * inter)
+        // 4. Experts, wherever the executor in force computes them.
+        for j in 0..<e where count[j] > 0 {
+            counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: weights.experts[j].byteCount)
+        }
         let down = ws.downOut.reserve(assignments * h)
-        if let ep = parallel, let experts = ep.experts[layer] {
-            for j in 0..<e where count[j] > 0 {
-                counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: experts[j].byteCount)
-            }
-            let threads = Parallel.threadCount
-            let scratch = ws.gemm.reservePerThread(threads: threads, inputElements: assignments * max(h, inter))
-            let rounded = ws.gemm.rounded.reserve(threads * Linear.gemmMinTokens(options) * max(h, inter))
-            let activated = gatheredBF16 == nil ? nil
-                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self)
-            runExpertParallel(ep, layer: layer, experts: experts, groups: ExpertGroups(
-                count: count, offset: offset, gathered: gathered, gatheredBF16: gatheredBF16, gate: gate, up: up,
-                activatedBF16: activated, down: down, tiles: scratch.tiles,
-                inputs: scratch.inputs.assumingMemoryBound(to: UInt16.self), inputStride: assignments * max(h, inter),
-                rounded: rounded, roundedStride: Linear.gemmMinTokens(options) * max(h, inter),
-                options: options, h: h, inter: inter))
-            combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
-            addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
-            return
-        }
-        var small: [(expert: Int, start: Int, n: Int)] = []
-        small.reserveCapacity(e)
-        let large = ws.expertPart.reserve(2 * e)
-        var largeCount = 0
-        let minTokens = Linear.gemmMinTokens(options)
-        for j in 0..<e {
-            let n = Int(count[j]), start = Int(offset[j])
-            guard n > 0 else { continue }
-            let w = weights.experts[j]
-            counters?.record(layer: layer, expert: j, tokenCount: n, bytes: w.byteCount)
-            if n >= minTokens || w.gate.dtype == .f32 {
-                large[largeCount] = Int32(j)
-                largeCount += 1
-            } else {
-                small.append((j, start, n))
-            }
-        }
-        if largeCount > 0 {
-            let activated = gatheredBF16 == nil ? nil
-                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self)
-            runLargeExperts(ExpertBatch(experts: weights.experts, list: large, count: largeCount, tokens: count,
-                                        offset: offset, gathered: gathered, gatheredBF16: gatheredBF16, gate: gate, up: up,
-                                        activatedBF16: activated, down: down, h: h, inter: inter), ctx: ws.gemm)
-        }
-        if !small.isEmpty {
-            runSmallExperts(small, weights: weights, h: h, inter: inter,
-                            gathered: gathered, gate: gate, up: up, down: down, roundActivations: bf16)
-        }
+        executor.run(ExpertWork(
+            layer: layer, experts: weights.experts, hiddenSize: h, intermediateSize: inter, assignments: assignments,
+            tokenCount: count, rowOffset: offset, input: gathered, inputBF16: gatheredBF16, output: down,
+            gate: ws.gateOut.reserve(assignments * inter), up: ws.upOut.reserve(assignments * inter),
+            activatedBF16: gatheredBF16 == nil ? nil
+                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self),
+            compute: ws.gemm))
 
         combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
         addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
@@ -169,47 +130,6 @@ enum MoEBlock {
             }
             experts[j] = Int32(best)
             weights[j] = bestValue
-        }
-    }
-
-    /// Experts with few tokens: one parallel pass over all their gate/up rows,
-    /// then one over all their down rows, each thread taking a contiguous
-    /// share of the concatenated rows.
-    static func runSmallExperts(_ small: [(expert: Int, start: Int, n: Int)], weights: MoEWeights, h: Int, inter: Int,
-                                gathered: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
-                                up: UnsafeMutablePointer<Float>, down: UnsafeMutablePointer<Float>, roundActivations: Bool) {
-        nonisolated(unsafe) let gs = gathered, gt = gate, us = up, dn = down
-        let experts = weights.experts
-        Parallel.forRanges(small.count * inter, minChunk: 32) { range in
-            forEachSegment(range, segmentLength: inter, count: small.count) { s, rows in
-                let (j, start, n) = small[s]
-                let w = experts[j]
-                MatVec.compute(w.gate, rows: rows, x: gs + start * h, ldx: h, tokens: n, y: gt + start * inter, ldy: inter)
-                MatVec.compute(w.up, rows: rows, x: gs + start * h, ldx: h, tokens: n, y: us + start * inter, ldy: inter)
-            }
-        }
-        for (_, start, n) in small {
-            Elementwise.swiglu(gate: gate + start * inter, up: up + start * inter, n: n * inter)
-            if roundActivations { Linear.roundInPlace(gate + start * inter, count: n * inter) }
-        }
-        Parallel.forRanges(small.count * h, minChunk: 32) { range in
-            forEachSegment(range, segmentLength: h, count: small.count) { s, rows in
-                let (j, start, n) = small[s]
-                MatVec.compute(experts[j].down, rows: rows, x: gt + start * inter, ldx: inter, tokens: n, y: dn + start * h, ldy: h)
-            }
-        }
-    }
-
-    /// Splits a range over `count` concatenated segments of equal length into per-segment row ranges.
-    @inline(__always)
-    static func forEachSegment(_ range: Range<Int>, segmentLength: Int, count: Int, _ body: (Int, Range<Int>) -> Void) {
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let s = i / segmentLength
-            let lo = i - s * segmentLength
-            let hi = min(segmentLength, range.upperBound - s * segmentLength)
-            body(s, lo..<hi)
-            i = s * segmentLength + hi
         }
     }
 }

@@ -5,6 +5,12 @@ public struct ExpertWeights: Sendable {
     public let up: Matrix
     public let down: Matrix
     public var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
+
+    public init(gate: Matrix, up: Matrix, down: Matrix) {
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
 }
 
 /// The feed-forward half of a decoder layer.

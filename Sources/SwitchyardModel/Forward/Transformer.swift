@@ -49,11 +49,15 @@ public final class Transformer: @unchecked Sendable {
 
     public func resetProfile() { profile = ForwardProfile() }
 
-    /// Expert parallelism across CPU device pools (nil: every expert on all
-    /// threads). Set before serving, never during a forward.
-    public private(set) var expertParallel: ExpertParallel?
+    /// Where MoE experts are computed (`SharedPoolExecutor` until an
+    /// execution strategy installs another). Set before serving, never
+    /// during a forward.
+    public private(set) var experts: any ExpertExecutor
 
-    public func install(expertParallel: ExpertParallel?) { self.expertParallel = expertParallel }
+    /// Installs `executor` (nil: back to the default `SharedPoolExecutor`).
+    public func install(experts executor: (any ExpertExecutor)?) {
+        experts = executor ?? SharedPoolExecutor(weights: weights)
+    }
 
     /// The GEMM backend and activation precision of every matrix product
     /// (`ComputeOptions.exact` until configured).
@@ -74,6 +78,7 @@ public final class Transformer: @unchecked Sendable {
         config = weights.config
         counters = ExpertLoadCounters(numLayers: config.numLayers, numExperts: config.numExperts)
         rope = Rope(headDim: config.headDim, theta: config.ropeTheta)
+        experts = SharedPoolExecutor(weights: weights)
     }
 
     public convenience init(checkpoint: Checkpoint) throws {
@@ -350,7 +355,7 @@ public final class Transformer: @unchecked Sendable {
             DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
         case .moe(let moe):
             MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
-                             ws: ws, counters: counters, parallel: expertParallel)
+                             ws: ws, counters: counters, executor: experts)
             if counters.recordsPairs {
                 // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
                 let k = config.numExpertsPerToken

@@ -24,7 +24,6 @@ final class Workspace: @unchecked Sendable {
     // bfloat16 mode: expert inputs and SwiGLU outputs as BF16.
     let gatheredBF16 = ByteBuffer()
     let activatedBF16 = ByteBuffer()
-    let expertPart = IndexBuffer()
     let logits = ScratchBuffer()
     let logitsInput = ScratchBuffer()
     // MoE dispatch.

@@ -15,7 +15,7 @@ public final class GemmContext: @unchecked Sendable {
 
     /// Bytes of weight tile per thread: large enough that the GEMM runs at
     /// full speed on it, small enough to stay in L2.
-    static let tileBytes = 1 << 20
+    public static let tileBytes = 1 << 20
 
     public init(options: ComputeOptions = .exact) {
         self.options = options
@@ -25,6 +25,42 @@ public final class GemmContext: @unchecked Sendable {
     /// with activations up to `inputElements` each. Call before the fork.
     func reservePerThread(threads: Int, inputElements: Int) -> (tiles: UnsafeMutableRawPointer, inputs: UnsafeMutableRawPointer) {
         (tiles.reserve(GemmContext.tileBytes * threads), inputs.reserve(inputElements * 2 * threads))
+    }
+
+    /// Scratch for `threads` single-threaded products at once (`Linear.product`
+    /// on threads an executor manages itself), with inputs of up to `tokens`
+    /// rows of up to `cols` columns. Call before the fork; grows, never shrinks.
+    public func reserveThreadScratch(threads: Int, tokens: Int, cols: Int) -> ThreadScratchSet {
+        let inputStride = tokens * cols
+        let roundedStride = Linear.gemmMinTokens(options) * cols
+        let (t, i) = reservePerThread(threads: threads, inputElements: inputStride)
+        let r = rounded.reserve(threads * roundedStride)
+        return ThreadScratchSet(tiles: t, inputs: i.assumingMemoryBound(to: UInt16.self), inputStride: inputStride,
+                                rounded: r, roundedStride: roundedStride)
+    }
+}
+
+/// One thread's scratch for `Linear.product`: a weight tile of
+/// `GemmContext.tileBytes`, room to convert its input to BF16, and room to
+/// round a direct-kernel input through BF16.
+public struct ThreadScratch: @unchecked Sendable {
+    public let tile: UnsafeMutableRawPointer
+    public let input: UnsafeMutablePointer<UInt16>
+    public let rounded: UnsafeMutablePointer<Float>
+}
+
+/// Per-thread scratch regions reserved together (`GemmContext.reserveThreadScratch`).
+public struct ThreadScratchSet: @unchecked Sendable {
+    let tiles: UnsafeMutableRawPointer
+    let inputs: UnsafeMutablePointer<UInt16>
+    let inputStride: Int
+    let rounded: UnsafeMutablePointer<Float>
+    let roundedStride: Int
+
+    @inline(__always)
+    public func thread(_ part: Int) -> ThreadScratch {
+        ThreadScratch(tile: tiles + part * GemmContext.tileBytes, input: inputs + part * inputStride,
+                      rounded: rounded + part * roundedStride)
     }
 }
 

@@ -3,11 +3,18 @@ import Foundation
 
 /// The activations of one product: always as Float32 (row stride `ld`), and
 /// also as BF16 (row stride `ldBF16`) when the caller converted them already.
-struct GemmInput {
-    let f32: UnsafePointer<Float>
-    let ld: Int
-    var bf16: UnsafePointer<UInt16>? = nil
-    var ldBF16: Int = 0
+public struct GemmInput {
+    public let f32: UnsafePointer<Float>
+    public let ld: Int
+    public var bf16: UnsafePointer<UInt16>?
+    public var ldBF16: Int
+
+    public init(f32: UnsafePointer<Float>, ld: Int, bf16: UnsafePointer<UInt16>? = nil, ldBF16: Int = 0) {
+        self.f32 = f32
+        self.ld = ld
+        self.bf16 = bf16
+        self.ldBF16 = ldBF16
+    }
 }
 
 /// `y = x · Wᵀ` for a batch of token rows, choosing the kernel by batch size
@@ -127,7 +134,7 @@ public enum Linear {
 
     /// `tokens` rows of x rounded in place through BF16 (bfloat16 mode's
     /// inputs for callers that keep their own activations, e.g. the MoE block).
-    static func roundInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    public static func roundInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
         roundThroughBF16(x, count: count, into: x)
     }
 
@@ -170,14 +177,13 @@ public enum Linear {
 
     /// `y[t, r] = W[r] · x[t]` for `rows` of `w`, on the calling thread, by
     /// the direct kernel or the GEMM backend. The single-threaded product
-    /// that expert-parallel devices run on their own pinned threads.
-    /// `tile` holds `GemmContext.tileBytes`; `convertedInput` (tokens × cols
-    /// UInt16) receives the BF16 input when the caller did not convert it.
-    static func product(_ w: Matrix, rows: Range<Int>, input: GemmInput, tokens: Int, y: UnsafeMutablePointer<Float>,
-                        ldy: Int, options: ComputeOptions, tile: UnsafeMutableRawPointer,
-                        convertedInput: UnsafeMutablePointer<UInt16>?, rounded: UnsafeMutablePointer<Float>?) {
+    /// that executors run on threads they manage themselves (pinned pools).
+    /// `scratch` is this thread's (`GemmContext.reserveThreadScratch`).
+    public static func product(_ w: Matrix, rows: Range<Int>, input: GemmInput, tokens: Int, y: UnsafeMutablePointer<Float>,
+                               ldy: Int, options: ComputeOptions, scratch: ThreadScratch) {
         if usesDirectKernel(w, tokens: tokens, options) {
-            if options.dtype == .bfloat16, let rounded {
+            let rounded = scratch.rounded
+            if options.dtype == .bfloat16 {
                 for t in 0..<tokens { roundThroughBF16(input.f32 + t * input.ld, count: w.cols, into: rounded + t * w.cols) }
                 MatVec.compute(w, rows: rows, x: rounded, ldx: w.cols, tokens: tokens, y: y, ldy: ldy)
             } else {
@@ -185,8 +191,8 @@ public enum Linear {
             }
             return
         }
-        gemmRows(w, rows: rows, input: input, tokens: tokens, y: y, ldy: ldy, options: options, tile: tile,
-                 convertedInput: convertedInput)
+        gemmRows(w, rows: rows, input: input, tokens: tokens, y: y, ldy: ldy, options: options, tile: scratch.tile,
+                 convertedInput: scratch.input)
     }
 
     /// One thread's GEMM over `rows` of `w`.

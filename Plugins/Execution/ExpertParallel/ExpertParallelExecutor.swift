@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardModel
 
 /// Expert parallelism on a CPU: the kernel threads are split into device
 /// pools (each pinned to its own cores), every expert of every layer belongs
@@ -7,13 +8,15 @@ import Foundation
 /// token groups, all devices at once, so a layer's expert time is its
 /// busiest device's time: what placement balances.
 ///
-/// Install with `Transformer.install(expertParallel:)`; the router, the
-/// combine step, attention and dense layers still use every thread.
-public final class ExpertParallel: @unchecked Sendable {
+/// Install with `Transformer.install(experts:)`; the router, the combine
+/// step, attention and dense layers still use every thread.
+public final class ExpertParallelExecutor: ExpertExecutor, @unchecked Sendable {
     public let pools: [CorePool]
     public var numDevices: Int { pools.count }
     /// `device[layer][expert]`.
     public let device: [[Int]]
+    public var expertDevice: [[Int]]? { device }
+    public let devices: [ExecutionDevice]
     /// Whether expert weights were copied to their device's node.
     public let weightsOnNode: Bool
     /// Whether the kernel threads are pinned to their pool's cores.
@@ -37,14 +40,8 @@ public final class ExpertParallel: @unchecked Sendable {
     let experts: [[ExpertWeights]?]
     private let memory: [NodeLocalMemory]
 
-    // Per (layer, device) counters, written by disjoint threads.
-    let busy: UnsafeMutablePointer<Double>
-    let tokens: UnsafeMutablePointer<Int>
-    let phase: UnsafeMutablePointer<Double>
-    /// Per layer, summed over forwards: the busiest device's assignments and
-    /// the mean device's.
-    let busiestTokens: UnsafeMutablePointer<Int>
-    let meanTokens: UnsafeMutablePointer<Double>
+    /// Per (layer, device), written by disjoint threads.
+    let counters: ExpertExecutionCounters
     let numLayers: Int
 
     public enum SetupError: Error, CustomStringConvertible, Equatable {
@@ -91,7 +88,7 @@ public final class ExpertParallel: @unchecked Sendable {
         deviceExperts = dExperts
         deviceOffsets = dOffsets
 
-        let share = ExpertParallel.shareThreads(threads, cores: pools.map(\.cores.count))
+        let share = ExpertParallelExecutor.shareThreads(threads, cores: pools.map(\.cores.count))
         let first = share.map(\.first)
         let owner = (0..<threads).map { t in (0..<n).last { first[$0] <= t }! }
         firstThread = first
@@ -133,13 +130,20 @@ public final class ExpertParallel: @unchecked Sendable {
         experts = local
         memory = mem
         self.weightsOnNode = weightsOnNode && allOnNode
-
-        busy = .allocate(capacity: c.numLayers * n)
-        tokens = .allocate(capacity: c.numLayers * n)
-        phase = .allocate(capacity: c.numLayers)
-        busiestTokens = .allocate(capacity: c.numLayers)
-        meanTokens = .allocate(capacity: c.numLayers)
-        resetStats()
+        counters = ExpertExecutionCounters(numLayers: c.numLayers, numDevices: n)
+        let onNode = self.weightsOnNode
+        devices = pools.enumerated().map { d, pool in
+            var bytes = 0, count = 0
+            for (l, layer) in local.enumerated() {
+                for (j, e) in (layer ?? []).enumerated() where map[l][j] == d {
+                    bytes += e.byteCount
+                    count += 1
+                }
+            }
+            let cores = pool.cores.map(String.init).joined(separator: ",")
+            return ExecutionDevice(name: "cpu-pool-\(d)", kind: .cpuPool, expertWeightBytes: bytes, experts: count,
+                                   detail: "cores \(cores), NUMA node \(pool.numaNode)\(onNode ? ", expert weights on the node" : "")\(pin ? ", threads pinned" : "")")
+        }
     }
 
     /// Consecutive kernel threads for each pool, in proportion to its
@@ -160,52 +164,10 @@ public final class ExpertParallel: @unchecked Sendable {
         return out
     }
 
-    deinit {
-        pinnedThread.deallocate()
-        busy.deallocate()
-        tokens.deallocate()
-        phase.deallocate()
-        busiestTokens.deallocate()
-        meanTokens.deallocate()
-    }
+    deinit { pinnedThread.deallocate() }
 
-    public func resetStats() {
-        busy.initialize(repeating: 0, count: numLayers * numDevices)
-        tokens.initialize(repeating: 0, count: numLayers * numDevices)
-        phase.initialize(repeating: 0, count: numLayers)
-        busiestTokens.initialize(repeating: 0, count: numLayers)
-        meanTokens.initialize(repeating: 0, count: numLayers)
-    }
-
-    /// What the devices did since the last reset.
-    public struct Stats: Sendable, Equatable {
-        /// `[layer][device]`: token-expert assignments computed.
-        public var deviceTokens: [[Int]]
-        /// `[layer][device]`: seconds each device spent on its experts.
-        public var deviceBusySeconds: [[Double]]
-        /// `[layer]`: wall seconds of the expert phase (the busiest device).
-        public var expertPhaseSeconds: [Double]
-        /// `[layer]`: Σ over forwards of the busiest device's assignments,
-        /// and of the mean device's. Their ratio is the imbalance each
-        /// forward actually waits on, which can exceed the imbalance of the
-        /// run's totals (`deviceTokens`).
-        public var busiestDeviceTokens: [Int]
-        public var meanDeviceTokens: [Double]
-
-        public var perForwardImbalance: Double {
-            let mean = meanDeviceTokens.reduce(0, +)
-            return mean > 0 ? Double(busiestDeviceTokens.reduce(0, +)) / mean : 1
-        }
-    }
-
-    public var stats: Stats {
-        let n = numDevices
-        return Stats(deviceTokens: (0..<numLayers).map { l in (0..<n).map { tokens[l * n + $0] } },
-                     deviceBusySeconds: (0..<numLayers).map { l in (0..<n).map { busy[l * n + $0] } },
-                     expertPhaseSeconds: (0..<numLayers).map { phase[$0] },
-                     busiestDeviceTokens: (0..<numLayers).map { busiestTokens[$0] },
-                     meanDeviceTokens: (0..<numLayers).map { meanTokens[$0] })
-    }
+    public func resetStats() { counters.reset() }
+    public var stats: ExpertExecutionStats { counters.stats }
 
     /// The pages of the experts' weights as the OS reports them (of one
     /// device's experts when `device` is given).

@@ -1,0 +1,82 @@
+/// One MoE layer's expert work after routing, grouped by expert: what
+/// `MoEBlock` hands an `ExpertExecutor`. Rows are (token, slot)
+/// assignments; expert `j`'s rows are `rowOffset[j] ..< rowOffset[j] +
+/// tokenCount[j]` of `input` (`[assignments, hiddenSize]`) and of
+/// `output`. The pointers are valid for the duration of `run` only.
+public struct ExpertWork: @unchecked Sendable {
+    public let layer: Int
+    /// The layer's experts as the model loaded them (an executor may compute
+    /// from its own copies instead, e.g. node-local or device-resident).
+    public let experts: [ExpertWeights]
+    public let hiddenSize: Int
+    public let intermediateSize: Int
+    public let assignments: Int
+    public let tokenCount: UnsafePointer<Int32>
+    public let rowOffset: UnsafePointer<Int32>
+    public let input: UnsafePointer<Float>
+    /// `input` as BF16 (oneDNN, bfloat16 mode), already rounded the same way.
+    public let inputBF16: UnsafePointer<UInt16>?
+    /// Expert outputs before the routing weights: `[assignments, hiddenSize]`.
+    public let output: UnsafeMutablePointer<Float>
+    /// Host scratch for the gate and up products (`[assignments,
+    /// intermediateSize]` each) and, in bfloat16 mode with oneDNN, the
+    /// activated rows as BF16. A device with memory of its own may ignore it.
+    public let gate: UnsafeMutablePointer<Float>
+    public let up: UnsafeMutablePointer<Float>
+    public let activatedBF16: UnsafeMutablePointer<UInt16>?
+    /// The backend, precision and per-thread scratch of the model's products.
+    public let compute: GemmContext
+
+    public init(layer: Int, experts: [ExpertWeights], hiddenSize: Int, intermediateSize: Int, assignments: Int,
+                tokenCount: UnsafePointer<Int32>, rowOffset: UnsafePointer<Int32>, input: UnsafePointer<Float>,
+                inputBF16: UnsafePointer<UInt16>?, output: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
+                up: UnsafeMutablePointer<Float>, activatedBF16: UnsafeMutablePointer<UInt16>?, compute: GemmContext) {
+        self.layer = layer
+        self.experts = experts
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.assignments = assignments
+        self.tokenCount = tokenCount
+        self.rowOffset = rowOffset
+        self.input = input
+        self.inputBF16 = inputBF16
+        self.output = output
+        self.gate = gate
+        self.up = up
+        self.activatedBF16 = activatedBF16
+        self.compute = compute
+    }
+
+    public var numExperts: Int { experts.count }
+    public var options: ComputeOptions { compute.options }
+
+    /// Expert `j`'s input rows, for `Linear.product`.
+    @inline(__always)
+    public func input(expert j: Int) -> GemmInput {
+        let s = Int(rowOffset[j])
+        return GemmInput(f32: input + s * hiddenSize, ld: hiddenSize,
+                         bf16: inputBF16.map { $0 + s * hiddenSize }, ldBF16: hiddenSize)
+    }
+
+    /// SwiGLU over `count` of expert `j`'s gate elements starting at element
+    /// `from` (all of them by default), then, in bfloat16 mode, the result
+    /// rounded through BF16 and kept as BF16 for the down product.
+    @inline(__always)
+    public func activate(expert j: Int, from: Int = 0, count: Int? = nil) {
+        let base = Int(rowOffset[j]) * intermediateSize + from
+        let n = count ?? Int(tokenCount[j]) * intermediateSize
+        Elementwise.swiglu(gate: gate + base, up: up + base, n: n)
+        if options.dtype == .bfloat16 {
+            Linear.roundInPlace(gate + base, count: n)
+            if let a = activatedBF16 { narrowToBF16(gate + base, count: n, into: a + base) }
+        }
+    }
+
+    /// Expert `j`'s activated rows (after `activate`), for the down product.
+    @inline(__always)
+    public func activated(expert j: Int) -> GemmInput {
+        let s = Int(rowOffset[j]) * intermediateSize
+        return GemmInput(f32: gate + s, ld: intermediateSize,
+                         bf16: activatedBF16.map { UnsafePointer($0 + s) }, ldBF16: intermediateSize)
+    }
+}
