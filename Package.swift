@@ -75,7 +75,7 @@ let package = Package(
         ),
         .target(
             name: "SwitchyardCore",
-            dependencies: ["SwitchyardModel"],
+            dependencies: ["SwitchyardModel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchyardCore
 
 /// An error answered with OpenAI's error object:
 /// `{"error": {"message": ..., "type": ..., "param": FIELD, "code": STATUS}}`.
@@ -29,6 +30,21 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func queueFull(limit: Int) -> APIError {
         APIError(status: 503, message: "the server already has \(limit) queued requests (--max-queued-requests); retry later",
                  type: "service_unavailable_error", param: nil)
+    }
+
+    /// HTTP 500, `internal_error`: the engine failed while running the request.
+    public static func internalError(_ message: String) -> APIError {
+        APIError(status: 500, message: message, type: "internal_error", param: nil)
+    }
+
+    /// What the client gets for an engine-side `RequestError`: a failed
+    /// forward is the server's fault (500); anything else names its field (400).
+    public init(_ error: RequestError, promptField: String = "prompt") {
+        if case .engine = error {
+            self = .internalError(error.description)
+        } else {
+            self = .invalid(error.field == "prompt" ? promptField : error.field, error.reason)
+        }
     }
 
     public var description: String { message }

@@ -44,23 +44,24 @@ final class GenerationRun: Sendable {
     /// recorded in the metrics, and nil comes back.
     func run(_ onText: (String) async throws -> Void) async -> RequestOutput? {
         consumed.withLock { $0 = true }
-        var detok = server.engine.tokenizer.map { IncrementalDetokenizer(tokenizer: $0, stopStrings: prepared.request.stopStrings) }
         var output: RequestOutput?
+        // Bytes of text streamed so far: the engine's deltas concatenate to a
+        // prefix of its final text, whose rest goes out at the end.
+        var sentBytes = 0
         defer { queued.release() }
         do {
             for await event in events {
                 switch event {
-                case .token(let t, _):
+                case .token(_, _, let text):
                     queued.release()
-                    try await onText(detok?.push(t) ?? "")
+                    sentBytes += text.utf8.count
+                    try await onText(text)
                 case .finished(let out):
                     queued.release()
                     output = out
                     server.metrics.recordFinished(out)
-                    if var d = detok {
-                        let rest = d.finish(out.text ?? d.sent)
-                        detok = d
-                        if !rest.isEmpty { try await onText(rest) }
+                    if let final = out.text, final.utf8.count > sentBytes {
+                        try await onText(String(decoding: final.utf8.dropFirst(sentBytes), as: UTF8.self))
                     }
                 }
             }

@@ -68,36 +68,16 @@ public final class OpenAIServer: Sendable {
             throw .invalid("model", "the model `\(m)` does not exist; this server serves `\(config.modelName)`")
         }
         let maxLen = engine.config.maxModelLen
-        if promptTokens.isEmpty { throw .invalid(promptField, "\(promptField) is empty (it encodes to no tokens)") }
-        if promptTokens.count >= maxLen {
-            throw .invalid(promptField, "\(promptField) has \(promptTokens.count) tokens but --max-model-len is \(maxLen); shorten it or raise --max-model-len")
-        }
-        let vocab = engine.model.config.vocabSize
-        if let bad = promptTokens.first(where: { $0 < 0 || Int($0) >= vocab }) {
-            throw .invalid(promptField, "\(promptField) has token id \(bad), outside the vocabulary (0..<\(vocab))")
-        }
-        if let bad = o.stopTokenIds.first(where: { $0 < 0 || Int($0) >= vocab }) {
-            throw .invalid("stop_token_ids", "stop_token_ids has token id \(bad), outside the vocabulary (0..<\(vocab))")
-        }
-        let room = maxLen - promptTokens.count
-        let maxTokens: Int
-        if let m = o.maxTokens {
-            guard m <= room else {
-                throw .invalid("max_tokens", "max_tokens is \(m) but the prompt has \(promptTokens.count) tokens and --max-model-len is \(maxLen), leaving \(room)")
-            }
-            maxTokens = m
-        } else {
-            maxTokens = chat ? room : min(16, room)
-        }
-        let need = promptTokens.count + maxTokens
-        let blockSize = engine.config.blockSize
-        if (need + blockSize - 1) / blockSize > engine.config.numKVBlocks {
-            throw .invalid("max_tokens", "prompt + max_tokens need \(need) KV-cache tokens but the cache holds \(engine.config.numKVBlocks * blockSize); lower max_tokens or raise --num-kv-blocks / --kv-cache-memory")
-        }
+        let room = max(0, maxLen - promptTokens.count)
+        let maxTokens = o.maxTokens ?? (chat ? room : min(16, room))
         let sampling = SamplingParams(temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed)
         let request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
                                         stopTokenIds: o.stopTokenIds + extraStopTokens, stopStrings: o.stop.filter { !$0.isEmpty },
                                         ignoreEOS: o.ignoreEOS)
+        // The engine's own rules, so nothing it would reject is admitted.
+        if let error = engine.validator.validate(request, strictMaxTokens: true) {
+            throw APIError(error, promptField: promptField)
+        }
         return PreparedRequest(request: request, options: o, chat: chat, created: Int(Date().timeIntervalSince1970))
     }
 

@@ -68,7 +68,7 @@ extension OpenAIServer {
         guard let output else {
             return Self.error(APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil))
         }
-        if let e = output.error { return Self.error(.invalid(nil, e.description)) }
+        if let e = output.error { return Self.error(APIError(e)) }
         return Self.json(OpenAIResponse.full(run.prepared, model: config.modelName, text: text, output: output))
     }
 
@@ -96,7 +96,7 @@ extension OpenAIServer {
             guard let output else { return }
             do {
                 if let e = output.error {
-                    try await send(APIError.invalid(nil, e.description).jsonOut)
+                    try await send(APIError(e).jsonOut)
                 } else {
                     try await send(OpenAIResponse.chunk(p, model: model, text: p.chat ? nil : "", finish: output.finishReason))
                     if p.options.includeUsage { try await send(OpenAIResponse.usageChunk(p, model: model, output: output)) }

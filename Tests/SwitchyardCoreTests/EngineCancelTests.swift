@@ -17,7 +17,6 @@ import ChunkedScheduler
             let held = Set(context.running.filter { $0.requestId == "long" && $0.outputTokens >= 2 }.map(\.handle))
             var plan = inner.schedule(context)
             plan.work.removeAll { held.contains($0.handle) }
-            if plan.work.isEmpty { usleep(1000) }
             return plan
         }
     }

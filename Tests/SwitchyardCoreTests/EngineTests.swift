@@ -124,6 +124,79 @@ import ChunkedScheduler
         #expect(out.finishReason == .stop)
         #expect(out.text == String(fullText[..<cut]))
         #expect(out.outputTokens.count < free.count)
+        // Streamed, the deltas add up to the same text, never past the stop.
+        var deltas = ""
+        var final: RequestOutput?
+        for await e in engine.submit(GenerationRequest(id: "s2", promptTokens: prompt, maxTokens: 24, stopStrings: [stop], ignoreEOS: true)) {
+            switch e {
+            case .token(_, _, let text): deltas += text
+            case .finished(let o): final = o
+            }
+        }
+        #expect(final?.text == out.text)
+        #expect(out.text!.hasPrefix(deltas))
+        #expect(!deltas.contains(stop))
+        engine.shutdown()
+    }
+
+    struct InjectedFault: Error, CustomStringConvertible {
+        var description: String { "injected fault" }
+    }
+
+    /// A failed forward fails only the requests of its batch, with the error,
+    /// and leaves no trace in the KV manager: once, such a finished sequence
+    /// stayed in the running set, a later shortage preempted it back into the
+    /// waiting queue, and the loop never went idle again.
+    /// (With that defect this test hangs: hence the time limit.)
+    @Test(.timeLimit(.minutes(1)))
+    func aFailedForwardFailsItsBatchWithTheErrorAndTheEngineKeepsServing() async throws {
+        let m = try model()
+        let ps = prompts(count: 6, vocab: m.config.vocabSize, seed: 4)
+        // 20 blocks of 4 tokens, just enough for the longest request alone:
+        // later iterations must preempt.
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 20),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 64, maxNumSeqs: 8)))
+        engine.runner.injectedFault = { $0 == 1 ? InjectedFault() : nil }
+        let outs = await engine.generate(ps.enumerated().map {
+            GenerationRequest(id: "f\($0)", promptTokens: $1, maxTokens: 16, ignoreEOS: true)
+        })
+        let failed = outs.filter { $0.error != nil }
+        #expect(!failed.isEmpty && failed.count < outs.count)
+        for f in failed {
+            #expect(f.error == .engine(id: f.id, message: "injected fault"))
+            #expect(f.finishReason == .abort)
+        }
+        for (i, out) in outs.enumerated() where out.error == nil {
+            #expect(out.outputTokens == (try alone(m, ps[i], 16)), "request \(i)")
+        }
+        let stats = engine.stats
+        #expect(stats.forwardErrors == 1)
+        #expect(stats.preemptions > 0)
+        #expect(stats.runningRequests == 0 && stats.waitingRequests == 0)
+        #expect(engine.freeKVBlocks == 20)
+        let again = await engine.generate([GenerationRequest(id: "after", promptTokens: ps[0], maxTokens: 4, ignoreEOS: true)])
+        #expect(again[0].outputTokens == (try alone(m, ps[0], 4)))
+        engine.shutdown()
+    }
+
+    /// Plan items the engine cannot run are counted, not silently dropped.
+    @Test func unrunnablePlanItemsAreCounted() async throws {
+        final class BadPlans: Scheduler, @unchecked Sendable {
+            let inner = ChunkedScheduler()
+            func schedule(_ context: SchedulingContext) -> IterationPlan {
+                var plan = inner.schedule(context)
+                plan.work.append(ScheduledWork(handle: 99_999, tokens: 1))
+                if let s = context.running.first { plan.work.append(ScheduledWork(handle: s.handle, tokens: 1, layers: 3..<4)) }
+                return plan
+            }
+        }
+        let m = try model()
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 64, blockSize: 4, numKVBlocks: 64), scheduler: BadPlans())
+        let out = await engine.generate([GenerationRequest(id: "u", promptTokens: [1, 2, 3], maxTokens: 3, ignoreEOS: true)])[0]
+        #expect(out.outputTokens == (try alone(m, [1, 2, 3], 3)))
+        // Every iteration (3) planned the unknown handle; the two after the
+        // prefill also planned a layer range the sequence was not at.
+        #expect(engine.stats.unrunnableItems == 3 + 2)
         engine.shutdown()
     }
 
@@ -133,14 +206,16 @@ import ChunkedScheduler
                             scheduler: ChunkedScheduler())
         engine.start()
         var streamed: [Int32] = []
+        var texts: [String] = []
         var final: RequestOutput?
         for await e in engine.submit(GenerationRequest(id: "s", promptTokens: [7, 8, 9], maxTokens: 7, ignoreEOS: true)) {
             switch e {
-            case .token(let t, _): streamed.append(t)
+            case .token(let t, _, let text): streamed.append(t); texts.append(text)
             case .finished(let o): final = o
             }
         }
         #expect(streamed == final?.outputTokens)
+        #expect(texts.allSatisfy { $0.isEmpty })
         #expect(final?.tokenTimes.count == 7)
         #expect(final!.ttft! >= 0 && final!.e2eLatency >= final!.ttft!)
         engine.shutdown()

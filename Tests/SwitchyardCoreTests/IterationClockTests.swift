@@ -37,11 +37,14 @@ import Testing
 
     @Test func aRequestWaitsForItsArrivalIterationAndIdleStretchesAreSkipped() async throws {
         let e = try engine()
-        let first = e.submit(GenerationRequest(id: "a", promptTokens: Array(1...8), maxTokens: 3, ignoreEOS: true, arrivalIteration: 0))
-        let late = e.submit(GenerationRequest(id: "b", promptTokens: Array(20...27), maxTokens: 3, ignoreEOS: true, arrivalIteration: 1000))
+        let replay = IterationClockReplay(requests: [
+            GenerationRequest(id: "a", promptTokens: Array(1...8), maxTokens: 3, ignoreEOS: true),
+            GenerationRequest(id: "b", promptTokens: Array(20...27), maxTokens: 3, ignoreEOS: true),
+        ], arrivalIteration: [0, 1000])
+        replay.attach(to: e)
         e.start()
         var outs: [RequestOutput] = []
-        for s in [first, late] { for await ev in s { if case .finished(let o) = ev { outs.append(o) } } }
+        for s in replay.streams { for await ev in s { if case .finished(let o) = ev { outs.append(o) } } }
         e.shutdown()
         #expect(outs.map(\.outputTokens.count) == [3, 3])
         // b arrived after a finished (a needed 3 iterations), and the 997
@@ -50,18 +53,19 @@ import Testing
         #expect(e.stats.iterations == 6)
     }
 
-    @Test func cancellingARequestThatHasNotArrivedEndsItsStream() async throws {
+    @Test func requestsDueTogetherArriveTogetherInWorkloadOrder() async throws {
         let e = try engine()
-        let running = e.submit(GenerationRequest(id: "a", promptTokens: Array(1...8), maxTokens: 200, ignoreEOS: true, arrivalIteration: 0))
-        let future = e.submit(GenerationRequest(id: "b", promptTokens: Array(20...27), maxTokens: 3, ignoreEOS: true, arrivalIteration: 1_000_000))
+        let replay = IterationClockReplay(requests: (0..<3).map {
+            GenerationRequest(id: "r\($0)", promptTokens: Array(1...4), maxTokens: 2, ignoreEOS: true)
+        }, arrivalIteration: [5, 0, 5])
+        replay.attach(to: e)
         e.start()
-        e.cancel(requestId: "b")
-        var reason: FinishReason?
-        for await ev in future { if case .finished(let o) = ev { reason = o.finishReason } }
-        #expect(reason == .abort)
-        e.cancel(requestId: "a")
-        for await _ in running {}
+        var outs: [RequestOutput] = []
+        for s in replay.streams { for await ev in s { if case .finished(let o) = ev { outs.append(o) } } }
         e.shutdown()
-        #expect(e.freeKVBlocks == 512)
+        // r1 ran alone (2 iterations), then r0 and r2 were admitted in the
+        // same pass and batched together.
+        #expect(outs[0].arrivalTime >= outs[1].finishTime && outs[2].arrivalTime >= outs[1].finishTime)
+        #expect(e.stats.batchSizeHistogram == [1: 2, 2: 2])
     }
 }

@@ -137,15 +137,16 @@ import Testing
                           ChunkedScheduler(.init(maxNumBatchedTokens: 32)) as any Scheduler,
                           LayeredScheduler(.init(maxCohortTokens: 128, tokensPerGroup: 16), numLayers: model.config.numLayers) as any Scheduler] {
             let engine = Engine(model: model, config: EngineConfig(maxModelLen: 256, blockSize: 8, numKVBlocks: 256), scheduler: scheduler)
+            // Arrivals staggered on the iteration clock, every third
+            // iteration: prompts arrive while others decode, the same way
+            // under every scheduler.
+            let replay = IterationClockReplay(
+                requests: prompts.enumerated().map { GenerationRequest(id: "q\($0)", promptTokens: $1, maxTokens: 10, ignoreEOS: true) },
+                arrivalIteration: prompts.indices.map { 3 * $0 })
+            replay.attach(to: engine)
             engine.start()
-            // Staggered arrivals so prompts arrive while others decode.
-            var streams: [AsyncStream<RequestEvent>] = []
-            for (i, p) in prompts.enumerated() {
-                streams.append(engine.submit(GenerationRequest(id: "q\(i)", promptTokens: p, maxTokens: 10, ignoreEOS: true)))
-                try await Task.sleep(nanoseconds: 2_000_000)
-            }
             var outs: [[Int32]] = []
-            for s in streams { for await e in s { if case .finished(let o) = e { outs.append(o.outputTokens) } } }
+            for s in replay.streams { for await e in s { if case .finished(let o) = e { outs.append(o.outputTokens) } } }
             outputs.append(outs)
             stalls.append(engine.stats.decodeStalls)
             engine.shutdown()
@@ -155,7 +156,11 @@ import Testing
         for (i, p) in prompts.enumerated() {
             #expect(outputs[1][i] == (try Generator(model: model).generate(prompt: p, maxTokens: 10).tokens))
         }
-        // Chunked never leaves a running decode without a token.
+        // FCFS gives each arriving prompt an iteration of its own, so the
+        // running decodes stall; chunked and layered never leave a running
+        // decode without a token.
+        #expect(stalls[0] >= prompts.count - 1)
         #expect(stalls[1] == 0)
+        #expect(stalls[2] == 0)
     }
 }

@@ -10,6 +10,27 @@ import SwitchyardModel
 /// disconnects free KV blocks at once, and concurrent clients each get their
 /// own complete, correct stream.
 @Suite(.serialized) struct ErrorAndLoadTests {
+    struct InjectedFault: Error, CustomStringConvertible {
+        var description: String { "injected fault in the forward" }
+    }
+
+    /// A failure inside the engine is the server's fault: 500 with the
+    /// message, and the next request is served.
+    @Test func aForwardFailureIsA500WithTheMessageAndTheServerKeepsServing() async throws {
+        let engine = try makeEngine(try loadModel())
+        engine.runner.injectedFault = { $0 == 0 ? InjectedFault() : nil }
+        let s = try await TestServer(engine: engine)
+        let r = try await s.post("/v1/completions", #"{"prompt": [1, 2, 3], "max_tokens": 3}"#)
+        #expect(r.status == 500)
+        let error = try #require(r.json["error"] as? [String: Any], "\(r.body)")
+        #expect(error["type"] as? String == "internal_error")
+        #expect((error["message"] as? String)?.contains("injected fault in the forward") == true, "\(r.body)")
+        let ok = try await s.post("/v1/completions", #"{"prompt": [1, 2, 3], "max_tokens": 3}"#)
+        #expect(ok.status == 200)
+        #expect(engine.stats.forwardErrors == 1)
+        await s.stop()
+    }
+
     @Test func badRequestsGet400NamingTheFieldAndTheServerKeepsServing() async throws {
         let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 64))
         let longPrompt = "[" + Array(repeating: "5", count: 80).joined(separator: ",") + "]"

@@ -39,7 +39,7 @@ final class GateScheduler: Scheduler {
     let isOpen = Mutex(false)
     func open() { isOpen.withLock { $0 = true } }
     func schedule(_ context: SchedulingContext) -> IterationPlan {
-        guard isOpen.withLock({ $0 }) else { usleep(1000); return IterationPlan() }
+        guard isOpen.withLock({ $0 }) else { return IterationPlan() }
         return inner.schedule(context)
     }
 }
@@ -55,7 +55,6 @@ final class HoldingScheduler: Scheduler {
         let held = Set(context.running.filter { $0.outputTokens >= holdAfter }.map(\.handle))
         var plan = inner.schedule(context)
         plan.work.removeAll { held.contains($0.handle) }
-        if plan.work.isEmpty { usleep(1000) }
         return plan
     }
 }

@@ -37,35 +37,11 @@ public final class ChunkedScheduler: Scheduler, @unchecked Sendable {
     }
 
     public func schedule(_ ctx: SchedulingContext) -> IterationPlan {
-        var budget = config.maxNumBatchedTokens
-        var seqs = 0
-        var freeBlocks = ctx.freeBlocks
-        var plan = IterationPlan()
-        // 1. Decodes of running sequences.
-        for s in ctx.running where s.pendingTokens == 1 && budget > 0 && seqs < config.maxNumSeqs {
-            plan.work.append(ScheduledWork(handle: s.handle, tokens: 1))
-            freeBlocks -= ctx.blocksNeeded(s, tokens: 1)
-            budget -= 1
-            seqs += 1
-        }
-        // 2. Running sequences still in (chunked) prefill.
-        for s in ctx.running where s.pendingTokens > 1 && budget > 0 && seqs < config.maxNumSeqs {
-            let n = min(s.pendingTokens, budget)
-            plan.work.append(ScheduledWork(handle: s.handle, tokens: n))
-            freeBlocks -= ctx.blocksNeeded(s, tokens: n)
-            budget -= n
-            seqs += 1
-        }
-        // 3. New (or preempted) requests in order, while blocks are free for them.
-        for s in ctx.waiting where budget > 0 && seqs < config.maxNumSeqs {
-            let n = min(s.pendingTokens, budget)
-            let need = ctx.blocksNeeded(s, tokens: n)
-            if need > freeBlocks { break }
-            plan.work.append(ScheduledWork(handle: s.handle, tokens: n))
-            freeBlocks -= need
-            budget -= n
-            seqs += 1
-        }
-        return plan
+        var b = PlanBuilder(ctx, maxTokens: config.maxNumBatchedTokens, maxSequences: config.maxNumSeqs)
+        // Running decodes, then running (chunked) prefills, then new or
+        // preempted requests in order while blocks are free for them.
+        b.addRunning()
+        b.admit(ctx.waiting)
+        return b.plan
     }
 }

@@ -78,15 +78,12 @@ public final class LayeredScheduler: Scheduler, @unchecked Sendable {
     }
 
     public func schedule(_ ctx: SchedulingContext) -> IterationPlan {
-        var plan = IterationPlan()
-        var seqs = 0
-        var freeBlocks = ctx.freeBlocks
         // Decodes: every layer, every iteration.
-        for s in ctx.running where s.pendingTokens == 1 && s.nextLayer == 0 && seqs < config.maxNumSeqs {
-            plan.work.append(ScheduledWork(handle: s.handle, tokens: 1))
-            freeBlocks -= ctx.blocksNeeded(s, tokens: 1)
-            seqs += 1
-        }
+        var b = PlanBuilder(ctx, maxSequences: config.maxNumSeqs)
+        b.addDecodes()
+        var plan = b.plan
+        var seqs = plan.work.count
+        var freeBlocks = b.freeBlocks
         // A cohort in flight takes its next group.
         let inFlight = ctx.running.filter { $0.nextLayer > 0 }
         if !inFlight.isEmpty {

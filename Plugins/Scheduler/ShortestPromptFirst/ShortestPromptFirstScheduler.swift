@@ -36,31 +36,15 @@ public final class ShortestPromptFirstScheduler: Scheduler, @unchecked Sendable 
     }
 
     public func schedule(_ ctx: SchedulingContext) -> IterationPlan {
-        var plan = IterationPlan()
-        var budget = config.maxNumBatchedTokens
-        var seqs = 0
-        var freeBlocks = ctx.freeBlocks
-        func add(_ s: SequenceSnapshot, _ n: Int) {
-            plan.work.append(ScheduledWork(handle: s.handle, tokens: n))
-            freeBlocks -= ctx.blocksNeeded(s, tokens: n)
-            budget -= n
-            seqs += 1
-        }
+        var b = PlanBuilder(ctx, maxTokens: config.maxNumBatchedTokens, maxSequences: config.maxNumSeqs)
         // Running sequences exactly as chunked does: decodes, then partial prefills.
-        for s in ctx.running where s.pendingTokens == 1 && budget > 0 && seqs < config.maxNumSeqs { add(s, 1) }
-        for s in ctx.running where s.pendingTokens > 1 && budget > 0 && seqs < config.maxNumSeqs {
-            add(s, min(s.pendingTokens, budget))
-        }
+        b.addRunning()
         // Waiting: overdue requests first (oldest first), then shortest prompt first.
         let deadline = ctx.now - Double(config.maxWaitMs) / 1000
         let overdue = ctx.waiting.filter { $0.arrivalTime <= deadline }
         let rest = ctx.waiting.filter { $0.arrivalTime > deadline }
             .sorted { ($0.pendingTokens, $0.arrivalTime) < ($1.pendingTokens, $1.arrivalTime) }
-        for s in overdue + rest where budget > 0 && seqs < config.maxNumSeqs {
-            let n = min(s.pendingTokens, budget)
-            if ctx.blocksNeeded(s, tokens: n) > freeBlocks { break }
-            add(s, n)
-        }
-        return plan
+        b.admit(overdue + rest)
+        return b.plan
     }
 }

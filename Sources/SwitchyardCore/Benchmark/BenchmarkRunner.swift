@@ -30,14 +30,13 @@ public struct BenchmarkRunner {
 
     public func run(seed: UInt64 = 0, samplingTemperature: Float = 0, ignoreEOS: Bool = true,
                     clock: ArrivalClock = .wall) async -> (records: [ClientRecord], duration: Double) {
-        var requests = workload.enumerated().map { i, w in
+        let requests = workload.enumerated().map { i, w in
             GenerationRequest(id: "bench-\(i)", promptTokens: w.promptTokens,
                               sampling: SamplingParams(temperature: samplingTemperature, seed: seed &+ UInt64(i)),
                               maxTokens: w.maxTokens, ignoreEOS: ignoreEOS)
         }
         if case .iterations(let tau) = clock {
-            for i in requests.indices { requests[i].arrivalIteration = Int((workload[i].arrival / tau).rounded(.down)) }
-            return await runOnIterationClock(requests)
+            return await runOnIterationClock(requests, arrivalIteration: workload.map { Int(($0.arrival / tau).rounded(.down)) })
         }
         // Requests due at t = 0 are queued before the loop starts, so its
         // first iteration sees all of them: with `--request-rate inf` the
@@ -82,10 +81,13 @@ public struct BenchmarkRunner {
 }
 
 extension BenchmarkRunner {
-    func runOnIterationClock(_ requests: [GenerationRequest]) async -> (records: [ClientRecord], duration: Double) {
+    func runOnIterationClock(_ requests: [GenerationRequest], arrivalIteration: [Int]) async -> (records: [ClientRecord], duration: Double) {
         let start = monotonicSeconds()
         let t0 = engine.now()
-        let streams = requests.map { engine.submit($0) }
+        let replay = IterationClockReplay(requests: requests, arrivalIteration: arrivalIteration)
+        replay.attach(to: engine)
+        defer { engine.observeIterations(nil) }
+        let streams = replay.streams
         engine.start()
         let total = requests.count
         var records: [ClientRecord] = []

@@ -15,6 +15,12 @@ public struct EngineStats: Sendable, Codable {
     /// Iterations in which a running, unfinished decode produced no token.
     public var decodeStalls = 0
     public var rejectedRequests = 0
+    /// Plan items the engine could not run (unknown or finished handle, a
+    /// layered continuation that does not match, no tokens): a scheduler bug,
+    /// logged at debug level with the reason.
+    public var unrunnableItems = 0
+    /// Forwards that failed; their requests ended with an `.engine` error.
+    public var forwardErrors = 0
     /// Requests aborted through `Engine.cancel`.
     public var cancelledRequests = 0
     /// At the last published iteration: sequences running and waiting

@@ -18,17 +18,17 @@ final class SequenceState {
     var tokenTimes: [Double] = []
     var preemptions = 0
     var continuation: AsyncStream<RequestEvent>.Continuation?
-    /// Layered prefill: hidden states of a chunk part-way through the layers.
-    var carriedHidden: [Float]?
-    /// With route recording: top-k experts of the chunk's tokens at the last layer it ran.
-    var carriedRoutes: [Int32]?
+    /// Layered prefill: the layer the chunk part-way through the layers
+    /// continues from (its hidden states are kept by the `ModelRunner`), and
+    /// that chunk's tokens.
     var nextLayer = 0
     var inFlightTokens = 0
     let stopTokens: Set<Int32>
-    var text: String?
+    /// Output text so far (when the engine has a tokenizer).
+    var detokenizer: IncrementalDetokenizer?
 
     init(handle: Int, request: GenerationRequest, arrivalTime: Double, eosTokens: [Int32],
-         continuation: AsyncStream<RequestEvent>.Continuation?) {
+         continuation: AsyncStream<RequestEvent>.Continuation?, tokenizer: (any Tokenizer)?) {
         self.handle = handle
         self.request = request
         self.arrivalTime = arrivalTime
@@ -41,6 +41,7 @@ final class SequenceState {
         var stops = Set(request.stopTokenIds)
         if !request.ignoreEOS { stops.formUnion(eosTokens) }
         stopTokens = stops
+        detokenizer = tokenizer.map { IncrementalDetokenizer(tokenizer: $0, stopStrings: request.stopStrings) }
     }
 
     var outputTokens: ArraySlice<Int32> { tokens[request.promptTokens.count...] }
@@ -51,7 +52,8 @@ final class SequenceState {
                          promptLength: request.promptTokens.count, totalTokens: tokens.count,
                          computedTokens: computedTokens, outputTokens: outputCount,
                          allocatedBlocks: blockTable.count, admissionOrder: admissionOrder,
-                         nextLayer: nextLayer, inFlightTokens: inFlightTokens)
+                         nextLayer: nextLayer, inFlightTokens: inFlightTokens,
+                         maxTokens: request.maxTokens, priority: request.priority)
     }
 }
 

@@ -10,15 +10,13 @@ public struct GenerationRequest: Sendable {
     public var stopTokenIds: [Int32]
     public var stopStrings: [String]
     public var ignoreEOS: Bool
-    /// Replay on the engine's iteration clock: the engine holds the request
-    /// until it has run this many iterations (idle stretches count as if
-    /// iterations had run), then admits it, stamping its arrival then. nil:
-    /// admitted as soon as it is submitted (real time).
-    public var arrivalIteration: Int?
+    /// Scheduling priority, as vLLM's `priority`: lower runs earlier under a
+    /// scheduler that honours it (the built-in ones ignore it). Default 0.
+    public var priority: Int
 
     public init(id: String, promptTokens: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 16,
-                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, arrivalIteration: Int? = nil) {
-        self.arrivalIteration = arrivalIteration
+                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, priority: Int = 0) {
+        self.priority = priority
         self.id = id
         self.promptTokens = promptTokens
         self.sampling = sampling
@@ -39,25 +37,58 @@ public enum FinishReason: String, Sendable, Codable {
     case abort
 }
 
-/// Why a request was rejected without running.
+/// Why a request was rejected without running, or (`.engine`) why it
+/// failed while running.
 public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
     case emptyPrompt(id: String)
     case promptTooLong(id: String, promptTokens: Int, maxModelLen: Int)
     case invalidMaxTokens(id: String, value: Int)
+    case maxTokensBeyondContext(id: String, maxTokens: Int, promptTokens: Int, maxModelLen: Int)
     case tokenOutOfRange(id: String, token: Int32, vocabSize: Int)
+    case stopTokenOutOfRange(id: String, token: Int32, vocabSize: Int)
     case invalidSampling(id: String, reason: String)
     case exceedsKVCapacity(id: String, tokensNeeded: Int, capacity: Int)
+    /// The forward pass failed for the batch this request was in (a bug, not
+    /// the client's fault: the server answers 500 with this message).
+    case engine(id: String, message: String)
 
-    public var description: String {
+    public var id: String {
         switch self {
-        case let .emptyPrompt(id): return "request \(id): the prompt is empty"
-        case let .promptTooLong(id, n, max):
-            return "request \(id): prompt has \(n) tokens but --max-model-len is \(max); shorten the prompt or raise --max-model-len"
-        case let .invalidMaxTokens(id, v): return "request \(id): max_tokens must be at least 1, got \(v)"
-        case let .tokenOutOfRange(id, t, v): return "request \(id): token id \(t) is outside the vocabulary (0..<\(v))"
-        case let .invalidSampling(id, r): return "request \(id): \(r)"
-        case let .exceedsKVCapacity(id, n, cap):
-            return "request \(id): needs \(n) KV-cache tokens but the cache holds \(cap); raise --num-kv-blocks / --kv-cache-memory"
+        case let .emptyPrompt(id), let .promptTooLong(id, _, _), let .invalidMaxTokens(id, _),
+             let .maxTokensBeyondContext(id, _, _, _), let .tokenOutOfRange(id, _, _), let .stopTokenOutOfRange(id, _, _),
+             let .invalidSampling(id, _), let .exceedsKVCapacity(id, _, _), let .engine(id, _):
+            return id
         }
     }
+
+    /// The request field at fault, with the OpenAI API's names (nil: none).
+    public var field: String? {
+        switch self {
+        case .emptyPrompt, .promptTooLong, .tokenOutOfRange: return "prompt"
+        case .invalidMaxTokens, .maxTokensBeyondContext, .exceedsKVCapacity: return "max_tokens"
+        case .stopTokenOutOfRange: return "stop_token_ids"
+        case .invalidSampling: return "sampling"
+        case .engine: return nil
+        }
+    }
+
+    /// What is wrong and how to fix it, without the request id.
+    public var reason: String {
+        switch self {
+        case .emptyPrompt: return "the prompt is empty"
+        case let .promptTooLong(_, n, max):
+            return "the prompt has \(n) tokens but --max-model-len is \(max); shorten the prompt or raise --max-model-len"
+        case let .invalidMaxTokens(_, v): return "max_tokens must be at least 1, got \(v)"
+        case let .maxTokensBeyondContext(_, m, n, max):
+            return "max_tokens is \(m) but the prompt has \(n) tokens and --max-model-len is \(max), leaving \(max - n); lower max_tokens or raise --max-model-len"
+        case let .tokenOutOfRange(_, t, v): return "the prompt has token id \(t), outside the vocabulary (0..<\(v))"
+        case let .stopTokenOutOfRange(_, t, v): return "stop_token_ids has token id \(t), outside the vocabulary (0..<\(v))"
+        case let .invalidSampling(_, r): return r
+        case let .exceedsKVCapacity(_, n, cap):
+            return "prompt + max_tokens need \(n) KV-cache tokens but the cache holds \(cap); lower max_tokens or raise --num-kv-blocks / --kv-cache-memory"
+        case let .engine(_, m): return "the engine failed while running this request: \(m)"
+        }
+    }
+
+    public var description: String { "request \(id): \(reason)" }
 }

@@ -1,7 +1,10 @@
-/// What a request's stream carries: each new token as it is sampled, then
-/// exactly one `.finished`.
+/// What a request's stream carries: each new token as it is sampled, with
+/// the text it completes, then exactly one `.finished`.
 public enum RequestEvent: Sendable {
-    case token(Int32, time: Double)
+    /// `text`: new output text (empty without a tokenizer, while a UTF-8
+    /// sequence is incomplete, or while it could be the start of a stop
+    /// string). The deltas concatenate to a prefix of the final `text`.
+    case token(Int32, time: Double, text: String)
     case finished(RequestOutput)
 }
 

@@ -1,0 +1,41 @@
+/// The rules a request must meet before it runs, in one place: the engine
+/// applies them on admission and the server before it answers, so the server
+/// never accepts what the engine would reject, and both say the same thing.
+public struct RequestValidator: Sendable {
+    public var maxModelLen: Int
+    public var vocabSize: Int
+    public var kvBlocks: Int
+    public var blockSize: Int
+
+    public init(maxModelLen: Int, vocabSize: Int, kvBlocks: Int, blockSize: Int) {
+        self.maxModelLen = maxModelLen
+        self.vocabSize = vocabSize
+        self.kvBlocks = kvBlocks
+        self.blockSize = blockSize
+    }
+
+    /// The first rule `r` breaks, or nil. With `strictMaxTokens` a
+    /// `max_tokens` beyond the context is an error (the OpenAI API's rule);
+    /// without, the request stops at the context length (`length`).
+    public func validate(_ r: GenerationRequest, strictMaxTokens: Bool = false) -> RequestError? {
+        let n = r.promptTokens.count
+        if n == 0 { return .emptyPrompt(id: r.id) }
+        if n >= maxModelLen { return .promptTooLong(id: r.id, promptTokens: n, maxModelLen: maxModelLen) }
+        if let bad = r.promptTokens.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+            return .tokenOutOfRange(id: r.id, token: bad, vocabSize: vocabSize)
+        }
+        if let bad = r.stopTokenIds.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+            return .stopTokenOutOfRange(id: r.id, token: bad, vocabSize: vocabSize)
+        }
+        if r.maxTokens < 1 { return .invalidMaxTokens(id: r.id, value: r.maxTokens) }
+        if strictMaxTokens && n + r.maxTokens > maxModelLen {
+            return .maxTokensBeyondContext(id: r.id, maxTokens: r.maxTokens, promptTokens: n, maxModelLen: maxModelLen)
+        }
+        do { try r.sampling.validate() } catch { return .invalidSampling(id: r.id, reason: "\(error)") }
+        let need = min(n + r.maxTokens, maxModelLen)
+        if (need + blockSize - 1) / blockSize > kvBlocks {
+            return .exceedsKVCapacity(id: r.id, tokensNeeded: need, capacity: kvBlocks * blockSize)
+        }
+        return nil
+    }
+}
