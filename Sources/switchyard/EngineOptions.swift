@@ -32,28 +32,9 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("max-num-seqs"), help: "Shorthand for the scheduler option max_num_seqs.")
     var maxNumSeqs: Int?
 
-    @Option(help: "Execution strategy: cpu (default) or cpu-ep (expert parallel core pools; see `switchyard strategies`).")
-    var execution: String = "cpu"
-
-    @Option(name: .customLong("execution-config"), help: "Execution options as JSON, e.g. '{\"devices\": 2, \"pin\": true}'.")
-    var executionConfig: String?
-
-    @Option(help: "Shorthand for the execution option devices (core pools for cpu-ep).")
-    var devices: Int?
-
-    @Flag(help: "Shorthand for the execution option numa (one pool per NUMA node for cpu-ep).")
-    var numa = false
-
-    @Option(help: "Expert placement over the execution's devices (see `switchyard strategies`).")
-    var placement: String = "linear"
-
-    @Option(name: .customLong("placement-config"), help: "Placement options as JSON, e.g. '{\"time_limit_s\": 5}'.")
-    var placementConfig: String?
+    @OptionGroup var executionFlags: ExecutionFlags
 
     @OptionGroup var compute: ComputeFlags
-
-    @Option(name: .customLong("placement-profile"), help: "Routing profile JSON for placements that need one (balanced, ilp); record one with bench --record-routing.")
-    var placementProfile: String?
 
     func validate() throws {
         if blockSize < 1 { throw ValidationError("--block-size must be positive") }
@@ -61,7 +42,6 @@ struct EngineOptions: ParsableArguments {
         if let n = maxNumBatchedTokens, n < 1 { throw ValidationError("--max-num-batched-tokens must be positive") }
         if let n = maxNumSeqs, n < 1 { throw ValidationError("--max-num-seqs must be positive") }
         if let m = maxModelLen, m < 2 { throw ValidationError("--max-model-len must be at least 2") }
-        if let d = devices, d < 1 { throw ValidationError("--devices must be positive") }
         _ = try parseBytes(kvCacheMemory)
     }
 
@@ -99,6 +79,65 @@ struct EngineOptions: ParsableArguments {
         }
     }
 
+    var placement: String { executionFlags.placement }
+
+    func makeEngine() throws -> Engine { try makeEngineAndExecution().engine }
+
+    /// The engine, and what its execution strategy set up (the expert map
+    /// `serve` reports per-device load with).
+    func makeEngineAndExecution() throws -> (engine: Engine, execution: ExecutionSummary) {
+        let transformer = try loadModel(model)
+        try compute.apply(to: transformer)
+        let execution = try executionFlags.prepare(transformer)
+        let tokenizer = try? TokenizerLoader.load(directory: model)
+        let config = try engineConfig(for: transformer.config)
+        let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)
+        return (Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer), execution)
+    }
+}
+
+/// "2GiB", "512MiB", "1G", "1000000" → bytes.
+func parseBytes(_ s: String) throws -> Int {
+    let gib = 1_073_741_824.0, mib = 1_048_576.0, kib = 1024.0
+    let units: [(String, Double)] = [("GiB", gib), ("MiB", mib), ("KiB", kib), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3),
+                                     ("G", gib), ("M", mib), ("K", kib), ("B", 1)]
+    let t = s.trimmingCharacters(in: .whitespaces)
+    for (suffix, mult) in units where t.hasSuffix(suffix) {
+        if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * mult) }
+    }
+    if let v = Int(t), v > 0 { return v }
+    throw ValidationError("cannot read memory size \"\(s)\"; use a number of bytes or e.g. 512MiB, 2GiB")
+}
+
+/// Where the model's work runs: the execution strategy and the expert
+/// placement it asks for. Every command that runs the model takes them, so
+/// any execution strategy's output can be checked on one prompt.
+struct ExecutionFlags: ParsableArguments {
+    @Option(help: "Execution strategy: cpu (default), cpu-ep (expert-parallel core pools), ... (see `switchyard strategies`).")
+    var execution: String = "cpu"
+
+    @Option(name: .customLong("execution-config"), help: "Execution options as JSON, e.g. '{\"devices\": 2, \"pin\": true}'.")
+    var executionConfig: String?
+
+    @Option(help: "Shorthand for the execution option devices (core pools for cpu-ep).")
+    var devices: Int?
+
+    @Flag(help: "Shorthand for the execution option numa (one pool per NUMA node for cpu-ep).")
+    var numa = false
+
+    @Option(help: "Expert placement over the execution's devices (see `switchyard strategies`).")
+    var placement: String = "linear"
+
+    @Option(name: .customLong("placement-config"), help: "Placement options as JSON, e.g. '{\"time_limit_s\": 5}'.")
+    var placementConfig: String?
+
+    @Option(name: .customLong("placement-profile"), help: "Routing profile JSON for placements that need one (balanced, ilp); record one with bench --record-routing.")
+    var placementProfile: String?
+
+    func validate() throws {
+        if let d = devices, d < 1 { throw ValidationError("--devices must be positive") }
+    }
+
     /// The execution options: `--execution-config` JSON plus `--devices` / `--numa`.
     func executionOptions() throws -> String {
         var values: [String: Any] = [:]
@@ -118,7 +157,7 @@ struct EngineOptions: ParsableArguments {
 
     /// Applies the execution strategy (and through it the placement) to a loaded model.
     @discardableResult
-    func prepareExecution(_ transformer: Transformer) throws -> ExecutionSummary {
+    func prepare(_ transformer: Transformer) throws -> ExecutionSummary {
         do {
             let strategy = try strategies.makeExecution(execution, config: try executionOptions())
             let placementName = placement, placementJSON = placementConfig
@@ -142,30 +181,4 @@ struct EngineOptions: ParsableArguments {
         }
     }
 
-    func makeEngine() throws -> Engine { try makeEngineAndExecution().engine }
-
-    /// The engine, and what its execution strategy set up (the expert map
-    /// `serve` reports per-device load with).
-    func makeEngineAndExecution() throws -> (engine: Engine, execution: ExecutionSummary) {
-        let transformer = try loadModel(model)
-        try compute.apply(to: transformer)
-        let execution = try prepareExecution(transformer)
-        let tokenizer = try? TokenizerLoader.load(directory: model)
-        let config = try engineConfig(for: transformer.config)
-        let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)
-        return (Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer), execution)
-    }
-}
-
-/// "2GiB", "512MiB", "1G", "1000000" → bytes.
-func parseBytes(_ s: String) throws -> Int {
-    let gib = 1_073_741_824.0, mib = 1_048_576.0, kib = 1024.0
-    let units: [(String, Double)] = [("GiB", gib), ("MiB", mib), ("KiB", kib), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3),
-                                     ("G", gib), ("M", mib), ("K", kib), ("B", 1)]
-    let t = s.trimmingCharacters(in: .whitespaces)
-    for (suffix, mult) in units where t.hasSuffix(suffix) {
-        if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * mult) }
-    }
-    if let v = Int(t), v > 0 { return v }
-    throw ValidationError("cannot read memory size \"\(s)\"; use a number of bytes or e.g. 512MiB, 2GiB")
 }

@@ -44,10 +44,12 @@ struct GenerateCommand: ParsableCommand {
     }
 
     @OptionGroup var compute: ComputeFlags
+    @OptionGroup var execution: ExecutionFlags
 
     func run() throws {
         let transformer = try loadModel(model)
         try compute.apply(to: transformer)
+        try execution.prepare(transformer)
         var tokenizer: (any Tokenizer)?
         let ids: [Int32]
         if let prompt {

@@ -14,12 +14,14 @@ struct LogitsCommand: ParsableCommand {
     var tokens: String
 
     @OptionGroup var compute: ComputeFlags
+    @OptionGroup var execution: ExecutionFlags
 
     func run() throws {
         let ids = try parseTokenList(tokens)
         let transformer = try loadModel(model)
         // The exactness tool: float32 unless asked otherwise.
         try compute.apply(to: transformer, defaultDType: "float32")
+        try execution.prepare(transformer)
         let rows: [[Float]]
         do {
             rows = try Generator(model: transformer).allLogits(ids)

@@ -12,8 +12,8 @@ struct StrategiesCommand: ParsableCommand {
             let usage: String
             switch kind {
             case .scheduler: usage = "bench, ab, serve: --scheduler NAME --scheduler-config JSON"
-            case .placement: usage = "bench, ab, serve with --execution cpu-ep, and place: --placement NAME --placement-config JSON [--placement-profile FILE]"
-            case .execution: usage = "bench, ab, serve: --execution NAME --execution-config JSON, or --devices N / --numa"
+            case .placement: usage = "generate, logits, bench, ab, serve with --execution cpu-ep, and place: --placement NAME --placement-config JSON [--placement-profile FILE]"
+            case .execution: usage = "generate, logits, bench, ab, serve: --execution NAME --execution-config JSON, or --devices N / --numa"
             }
             print("\(kind.rawValue)s (\(usage)):")
             if infos.isEmpty { print("  (none registered yet)") }

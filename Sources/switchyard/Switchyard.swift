@@ -42,7 +42,9 @@ func parseTokenList(_ s: String) throws -> [Int32] {
 /// Errors from the library print as their message, not as a Swift dump.
 struct CLIError: Error, CustomStringConvertible {
     let description: String
-    init(_ message: String) { description = message }
+    /// ArgumentParser prints "Error: " before the description, so a message
+    /// written as "error: ..." loses its own prefix.
+    init(_ message: String) { description = message.hasPrefix("error: ") ? String(message.dropFirst(7)) : message }
 }
 
 func loadModel(_ path: String) throws -> Transformer {
