@@ -30,6 +30,8 @@ public struct GenerationOptions: Sendable, Equatable {
     public var stop: [String] = []
     public var stopTokenIds: [Int32] = []
     public var ignoreEOS = false
+    /// vLLM's `priority`: lower runs earlier under a priority-aware scheduler.
+    public var priority = 0
     public var stream = false
     public var includeUsage = false
 
@@ -158,6 +160,12 @@ extension GenerationOptions {
         case let v?: throw f.wrong("stop_token_ids", "an array of token ids", v)
         }
         o.ignoreEOS = try f.bool("ignore_eos") ?? false
+        if let p = try f.int("priority") {
+            guard let v = Int(exactly: p), abs(v) <= 1 << 31 else {
+                throw .invalid("priority", "priority must be an integer within ±2^31, got \(p)")
+            }
+            o.priority = v
+        }
         o.stream = try f.bool("stream") ?? false
         if let so = try f.object("stream_options") { o.includeUsage = try so.bool("include_usage") ?? false }
         if let n = try f.int("n"), n != 1 { throw .invalid("n", "only n = 1 is supported, got \(n)") }

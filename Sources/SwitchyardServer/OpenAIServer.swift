@@ -73,7 +73,7 @@ public final class OpenAIServer: Sendable {
         let sampling = SamplingParams(temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed)
         let request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
                                         stopTokenIds: o.stopTokenIds + extraStopTokens, stopStrings: o.stop.filter { !$0.isEmpty },
-                                        ignoreEOS: o.ignoreEOS)
+                                        ignoreEOS: o.ignoreEOS, priority: o.priority)
         // The engine's own rules, so nothing it would reject is admitted.
         if let error = engine.validator.validate(request, strictMaxTokens: true) {
             throw APIError(error, promptField: promptField)

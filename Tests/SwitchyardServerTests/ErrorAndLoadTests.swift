@@ -1,6 +1,8 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import Synchronization
+import ChunkedScheduler
 import Testing
 @testable import SwitchyardCore
 import SwitchyardModel
@@ -31,6 +33,26 @@ import SwitchyardModel
         await s.stop()
     }
 
+    /// What a priority or SLO scheduler needs reaches it: the request's
+    /// priority from the API, its max_tokens and arrival time.
+    @Test func schedulersSeePriorityAndMaxTokensFromTheAPI() async throws {
+        final class Recording: Scheduler, @unchecked Sendable {
+            let inner = ChunkedScheduler()
+            let seen = Mutex<[(Int, Int, Double)]>([])
+            func schedule(_ context: SchedulingContext) -> IterationPlan {
+                seen.withLock { $0 += (context.waiting + context.running).map { ($0.priority, $0.maxTokens, $0.arrivalTime) } }
+                return inner.schedule(context)
+            }
+        }
+        let scheduler = Recording()
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), scheduler: scheduler))
+        let r = try await s.post("/v1/completions", #"{"prompt": [1, 2, 3], "max_tokens": 3, "priority": -4}"#)
+        #expect(r.status == 200)
+        let seen = scheduler.seen.withLock { $0 }
+        #expect(!seen.isEmpty && seen.allSatisfy { $0.0 == -4 && $0.1 == 3 && $0.2 >= 0 })
+        await s.stop()
+    }
+
     @Test func badRequestsGet400NamingTheFieldAndTheServerKeepsServing() async throws {
         let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 64))
         let longPrompt = "[" + Array(repeating: "5", count: 80).joined(separator: ",") + "]"
@@ -50,6 +72,7 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "top_p": 0}"#, "top_p"),
             ("/v1/completions", #"{"prompt": "def", "top_k": 2.5}"#, "top_k"),
             ("/v1/completions", #"{"prompt": "def", "seed": "x"}"#, "seed"),
+            ("/v1/completions", #"{"prompt": "def", "priority": "high"}"#, "priority"),
             ("/v1/completions", #"{"prompt": "def", "stop": 3}"#, "stop"),
             ("/v1/completions", #"{"prompt": "def", "ignore_eos": "yes"}"#, "ignore_eos"),
             ("/v1/completions", #"{"prompt": "def", "stream": 1}"#, "stream"),

@@ -31,11 +31,24 @@ enum PagedAttention {
     /// Query tokens per GEMM block, bounding the score matrix.
     static let queryBlock = 128
 
+    /// The batch laid out flat for the attention tasks, so a task reads
+    /// pointers, never a sequence's arrays (no reference counting across
+    /// threads): per token its sequence and position, per sequence where
+    /// its block table starts in `tables`.
+    struct BatchIndex: @unchecked Sendable {
+        let tokenSequence: UnsafePointer<Int32>
+        let tokenPosition: UnsafePointer<Int32>
+        let tables: UnsafePointer<Int32>
+        let tableStart: UnsafePointer<Int32>
+
+        @inline(__always) func table(_ sequence: Int) -> UnsafePointer<Int32> { tables + Int(tableStart[sequence]) }
+    }
+
     /// `out[t, h*d ..< (h+1)*d] = softmax(q_h · Kᵀ / √d) · V` for every token
-    /// and query head. `tokenSequence[t]` indexes `batch.sequences`.
+    /// and query head.
     static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
                         q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                        tokenSequence: UnsafePointer<Int32>, scratch: ScratchBuffer, tokenList: IndexBuffer) {
+                        index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer) {
         // Tokens of short sequences, for the per-token path.
         let list = tokenList.reserve(batch.tokenCount)
         var n = 0
@@ -44,10 +57,11 @@ enum PagedAttention {
         }
         if n > 0 {
             computePerToken(cache: cache, layer: layer, batch: batch, numHeads: numHeads, q: q, out: out,
-                            tokenSequence: tokenSequence, tokens: list, count: n, scratch: scratch)
+                            index: index, tokens: list, count: n, scratch: scratch)
         }
-        for s in batch.sequences where s.tokenCount >= gemmMinTokens {
-            computeChunk(cache: cache, layer: layer, sequence: s, numHeads: numHeads, q: q, out: out, scratch: scratch)
+        for (i, s) in batch.sequences.enumerated() where s.tokenCount >= gemmMinTokens {
+            computeChunk(cache: cache, layer: layer, start: s.startPosition, tokenStart: s.tokenStart, tokenCount: s.tokenCount,
+                         table: index.table(i), numHeads: numHeads, q: q, out: out, scratch: scratch)
         }
     }
 
@@ -55,31 +69,32 @@ enum PagedAttention {
     /// visible keys and values contiguously, then `S = Q·Kᵀ` and
     /// `O = softmax(S)·V` with single-threaded OpenBLAS, the tasks spread
     /// over the kernel threads, with the causal mask applied to `S`.
-    static func computeChunk(cache: PagedKVCache, layer: Int, sequence s: BatchSequence, numHeads: Int,
+    static func computeChunk(cache: PagedKVCache, layer: Int, start: Int, tokenStart: Int, tokenCount: Int,
+                             table: UnsafePointer<Int32>, numHeads: Int,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
         _ = Linear.blasConfigured
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
         let scale = 1 / Float(d).squareRoot()
-        let ctx = s.startPosition + s.tokenCount
-        let qb = min(queryBlock, s.tokenCount)
-        let blocks = (s.tokenCount + qb - 1) / qb
+        let ctx = start + tokenCount
+        let qb = min(queryBlock, tokenCount)
+        let blocks = (tokenCount + qb - 1) / qb
         let kSize = ctx * d, qSize = qb * rep * d, sSize = qb * rep * ctx
         let perPart = 2 * kSize + 2 * qSize + sSize
         let base = scratch.reserve(perPart * Parallel.threadCount)
-        nonisolated(unsafe) let bp = base, qs = q, os = out
+        nonisolated(unsafe) let bp = base, qs = q, os = out, tb = table
         Parallel.forParts(kvh * blocks) { part, range in
             let kc = bp + part * perPart, vc = kc + kSize, qc = vc + kSize, oc = qc + qSize, sc = oc + qSize
             for task in range {
                 let g = task / blocks
                 let i0 = (task % blocks) * qb
-                let m = min(qb, s.tokenCount - i0)
+                let m = min(qb, tokenCount - i0)
                 let rows = m * rep
                 // Only the columns some row of this block can see.
-                let cols = s.startPosition + i0 + m
+                let cols = start + i0 + m
                 var j = 0
                 while j < cols {
-                    let block = Int(s.blockTable[j / bs])
+                    let block = Int(tb[j / bs])
                     let n = min(bs, cols - j)
                     let off = cache.offset(layer: layer, block: block, head: g)
                     (kc + j * d).update(from: cache.keys + off, count: n * d)
@@ -89,13 +104,13 @@ enum PagedAttention {
                 // Query rows ordered (token, head-in-group).
                 for i in 0..<m {
                     for r in 0..<rep {
-                        (qc + (i * rep + r) * d).update(from: qs + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
+                        (qc + (i * rep + r) * d).update(from: qs + (tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
                     }
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
                             scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
                 for row in 0..<rows {
-                    let visible = s.startPosition + i0 + row / rep + 1
+                    let visible = start + i0 + row / rep + 1
                     let r = sc + row * cols
                     Elementwise.softmax(r, n: visible)
                     for c in visible..<cols { r[c] = 0 }
@@ -104,7 +119,7 @@ enum PagedAttention {
                             1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(d))
                 for i in 0..<m {
                     for r in 0..<rep {
-                        (os + (s.tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
+                        (os + (tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
                     }
                 }
             }
@@ -115,7 +130,7 @@ enum PagedAttention {
     /// in per-thread scratch.
     static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
                                 q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                                tokenSequence: UnsafePointer<Int32>, tokens: UnsafePointer<Int32>, count: Int,
+                                index: BatchIndex, tokens: UnsafePointer<Int32>, count: Int,
                                 scratch: ScratchBuffer) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
@@ -124,8 +139,7 @@ enum PagedAttention {
         let perPart = rep * maxContext
         let scores = scratch.reserve(perPart * Parallel.threadCount)
         let tasks = count * kvh
-        nonisolated(unsafe) let qs = q, os = out, ts = tokenSequence, ss = scores, tl = tokens
-        let sequences = batch.sequences
+        nonisolated(unsafe) let qs = q, os = out, ss = scores, tl = tokens
         // Split across threads only when each share has enough work (~1M
         // flops) to pay for waking a thread: short decodes run on one.
         let flopsPerTask = max(1, 4 * maxContext * rep * d)
@@ -134,13 +148,12 @@ enum PagedAttention {
             for task in range {
                 let t = Int(tl[task / kvh])
                 let g = task % kvh
-                let seq = sequences[Int(ts[t])]
-                let pos = seq.startPosition + (t - seq.tokenStart)
-                let ctx = pos + 1
+                let table = index.table(Int(index.tokenSequence[t]))
+                let ctx = Int(index.tokenPosition[t]) + 1
                 // Scores for the `rep` query heads that share kv head g.
                 var j = 0
                 while j < ctx {
-                    let block = Int(seq.blockTable[j / bs])
+                    let block = Int(table[j / bs])
                     let base = cache.keys + cache.offset(layer: layer, block: block, head: g)
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {
@@ -159,7 +172,7 @@ enum PagedAttention {
                 }
                 j = 0
                 while j < ctx {
-                    let block = Int(seq.blockTable[j / bs])
+                    let block = Int(table[j / bs])
                     let base = cache.values + cache.offset(layer: layer, block: block, head: g)
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {

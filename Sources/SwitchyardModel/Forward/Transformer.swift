@@ -72,6 +72,10 @@ public final class Transformer: @unchecked Sendable {
     private var layerSeconds = 0.0
     /// Rows of the whole batch while a layered sub-batch runs (route log stride).
     private var routeBatchTokens = 0
+    /// Layered prefill, per layer: the sequences running it, as a sub-batch
+    /// (kept across layers and forwards so nothing is allocated per layer).
+    private var active: [Int] = []
+    private var sub = ForwardBatch()
 
     public init(weights: ModelWeights) {
         self.weights = weights
@@ -158,13 +162,15 @@ public final class Transformer: @unchecked Sendable {
         let h = config.hiddenSize
         let all = 0..<config.numLayers
         for l in all {
-            let active = batch.sequences.indices.filter { (batch.sequences[$0].layers ?? all).contains(l) }
+            active.removeAll(keepingCapacity: true)
+            for i in batch.sequences.indices where (batch.sequences[i].layers ?? all).contains(l) { active.append(i) }
             if active.isEmpty { continue }
             if active.count == batch.sequences.count {
                 runLayers(l..<(l + 1), batch: batch, cache: cache, hidden: hidden)
                 continue
             }
-            var sub = ForwardBatch()
+            sub.tokens.removeAll(keepingCapacity: true)
+            sub.sequences.removeAll(keepingCapacity: true)
             for i in active {
                 let s = batch.sequences[i]
                 sub.append(tokens: batch.tokens[s.tokenStart..<(s.tokenStart + s.tokenCount)], startPosition: s.startPosition,
@@ -282,6 +288,16 @@ public final class Transformer: @unchecked Sendable {
         let half = config.headDim / 2
         let cosT = ws.ropeCos.reserve(batch.tokenCount * half)
         let sinT = ws.ropeSin.reserve(batch.tokenCount * half)
+        let starts = ws.blockTableStart.reserve(batch.sequences.count)
+        var total = 0
+        for (i, s) in batch.sequences.enumerated() {
+            starts[i] = Int32(total)
+            total += s.blockTable.count
+        }
+        let tables = ws.blockTables.reserve(max(total, 1))
+        for (i, s) in batch.sequences.enumerated() {
+            s.blockTable.withUnsafeBufferPointer { (tables + Int(starts[i])).update(from: $0.baseAddress!, count: $0.count) }
+        }
         for (i, s) in batch.sequences.enumerated() {
             for j in 0..<s.tokenCount {
                 let t = s.tokenStart + j
@@ -302,7 +318,7 @@ public final class Transformer: @unchecked Sendable {
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
         let t0 = monotonicSeconds()
-        Linear.applyFused([(a.q, q), (a.k, k), (a.v, v)], x: normed, tokens: tokens, ctx: ws.gemm)
+        Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
         let t1 = monotonicSeconds()
         if let b = a.qBias { addBias(q, b, rows: tokens) }
         if let b = a.kBias { addBias(k, b, rows: tokens) }
@@ -331,8 +347,10 @@ public final class Transformer: @unchecked Sendable {
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
         let attn = ws.attention.reserve(tokens * c.qSize)
         PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, q: q, out: attn,
-                               tokenSequence: ws.tokenSequence.pointer, scratch: ws.attentionScores,
-                               tokenList: ws.attentionTokens)
+                               index: PagedAttention.BatchIndex(tokenSequence: ws.tokenSequence.pointer,
+                                                                tokenPosition: ws.tokenPosition.pointer,
+                                                                tables: ws.blockTables.pointer, tableStart: ws.blockTableStart.pointer),
+                               scratch: ws.attentionScores, tokenList: ws.attentionTokens)
         let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
         Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)

@@ -18,6 +18,10 @@ final class Workspace: @unchecked Sendable {
     let ropeSin = ScratchBuffer()
     let tokenSequence = IndexBuffer()
     let tokenPosition = IndexBuffer()
+    /// Every batch sequence's block table, concatenated, and where each
+    /// starts: what attention tasks read instead of the sequences' arrays.
+    let blockTables = IndexBuffer()
+    let blockTableStart = IndexBuffer()
     let attentionScores = ScratchBuffer()
     let attentionTokens = IndexBuffer()
     let gemm = GemmContext()

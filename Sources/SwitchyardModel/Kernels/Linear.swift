@@ -77,36 +77,42 @@ public enum Linear {
         w.dtype != .f32 && tokens < gemmMinTokens(options)
     }
 
-    /// Several products of the same input (q, k and v projections): the
-    /// input is converted once, and with few tokens one parallel pass covers
-    /// all their rows, saving a fork-join per matrix.
-    public static func applyFused(_ outputs: [(w: Matrix, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
-                                  tokens: Int, ctx: GemmContext) {
-        guard let first = outputs.first, tokens > 0 else { return }
-        let allDirect = outputs.allSatisfy { usesDirectKernel($0.w, tokens: tokens, ctx.options) && $0.w.cols == first.w.cols }
+    /// The q, k and v projections of one input: the input is converted
+    /// once, and with few tokens one parallel pass covers all three
+    /// matrices' rows, saving two fork-joins. Allocates nothing.
+    public static func applyQKV(q: Matrix, _ yq: UnsafeMutablePointer<Float>, k: Matrix, _ yk: UnsafeMutablePointer<Float>,
+                                v: Matrix, _ yv: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, tokens: Int,
+                                ctx: GemmContext) {
+        guard tokens > 0 else { return }
+        let sameCols = k.cols == q.cols && v.cols == q.cols
+        let allDirect = sameCols && usesDirectKernel(q, tokens: tokens, ctx.options)
+            && usesDirectKernel(k, tokens: tokens, ctx.options) && usesDirectKernel(v, tokens: tokens, ctx.options)
         guard allDirect else {
-            let input = prepare(x, ld: first.w.cols, tokens: tokens, cols: first.w.cols, ctx: ctx)
-            for o in outputs {
-                if o.w.cols == first.w.cols {
-                    gemm(o.w, input: input, tokens: tokens, y: o.y, ldy: o.w.rows, ctx: ctx)
-                } else {
-                    apply(o.w, x: x, tokens: tokens, y: o.y, ctx: ctx)
-                }
+            guard sameCols else {
+                apply(q, x: x, tokens: tokens, y: yq, ctx: ctx)
+                apply(k, x: x, tokens: tokens, y: yk, ctx: ctx)
+                apply(v, x: x, tokens: tokens, y: yv, ctx: ctx)
+                return
             }
+            let input = prepare(x, ld: q.cols, tokens: tokens, cols: q.cols, ctx: ctx)
+            gemm(q, input: input, tokens: tokens, y: yq, ldy: q.rows, ctx: ctx)
+            gemm(k, input: input, tokens: tokens, y: yk, ldy: k.rows, ctx: ctx)
+            gemm(v, input: input, tokens: tokens, y: yv, ldy: v.rows, ctx: ctx)
             return
         }
-        let xs = roundedIfNeeded(x, ld: first.w.cols, tokens: tokens, cols: first.w.cols, ctx: ctx)
-        let starts = outputs.reduce(into: [0]) { $0.append($0.last! + $1.w.rows) }
-        let total = starts.last!
-        let outs = outputs.map { (w: $0.w, y: UnsafeSendablePointer($0.y)) }
-        Parallel.forRanges(total, minChunk: minRowsPerThread(first.w)) { range in
-            for (i, o) in outs.enumerated() {
-                let lo = max(range.lowerBound, starts[i]), hi = min(range.upperBound, starts[i + 1])
+        let xs = roundedIfNeeded(x, ld: q.cols, tokens: tokens, cols: q.cols, ctx: ctx)
+        let kStart = q.rows, vStart = q.rows + k.rows, total = vStart + v.rows
+        nonisolated(unsafe) let oq = yq, ok = yk, ov = yv
+        Parallel.forRanges(total, minChunk: minRowsPerThread(q)) { range in
+            @inline(__always) func part(_ w: Matrix, _ y: UnsafeMutablePointer<Float>, _ start: Int) {
+                let lo = max(range.lowerBound, start), hi = min(range.upperBound, start + w.rows)
                 if lo < hi {
-                    MatVec.compute(o.w, rows: (lo - starts[i])..<(hi - starts[i]), x: xs.pointer, ldx: o.w.cols, tokens: tokens,
-                                   y: o.y.pointer, ldy: o.w.rows)
+                    MatVec.compute(w, rows: (lo - start)..<(hi - start), x: xs.pointer, ldx: w.cols, tokens: tokens, y: y, ldy: w.rows)
                 }
             }
+            part(q, oq, 0)
+            part(k, ok, kStart)
+            part(v, ov, vStart)
         }
     }
 

@@ -41,6 +41,11 @@ public struct Sampler: Sendable {
     private var rng: Xoshiro256
     private var candidates: [Int32] = []
     private var probs: [Float] = []
+    // Reused scratch: top-k selection, and the nucleus's pool and result.
+    private var scratch: [Float] = []
+    private var pool: [Int32] = []
+    private var keptCandidates: [Int32] = []
+    private var keptProbs: [Float] = []
 
     public init(_ params: SamplingParams) {
         self.params = params
@@ -64,7 +69,6 @@ public struct Sampler: Sendable {
         candidates.removeAll(keepingCapacity: true)
         if params.topK > 0 && params.topK < n {
             // Keep the k largest (ties at the threshold are kept, as HF does).
-            var scratch = probs
             scratch.removeAll(keepingCapacity: true)
             scratch.append(contentsOf: logits)
             let kth = Sampler.kthLargest(&scratch, params.topK)
@@ -83,21 +87,7 @@ public struct Sampler: Sendable {
             sum += e
         }
         for i in probs.indices { probs[i] /= sum }
-        if params.topP < 1 {
-            // Smallest set of most likely tokens whose mass reaches top_p.
-            let order = probs.indices.sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
-            var mass: Float = 0
-            var keep: [Int32] = []
-            var keptProbs: [Float] = []
-            for i in order {
-                keep.append(candidates[i])
-                keptProbs.append(probs[i])
-                mass += probs[i]
-                if mass >= params.topP { break }
-            }
-            candidates = keep
-            probs = keptProbs.map { $0 / mass }
-        }
+        if params.topP < 1 { applyTopP(params.topP) }
         let u = rng.nextUnitFloat()
         var acc: Float = 0
         for i in probs.indices {
@@ -105,6 +95,52 @@ public struct Sampler: Sendable {
             if u < acc { return Int(candidates[i]) }
         }
         return Int(candidates[candidates.count - 1])
+    }
+
+    /// Keeps the smallest set of most likely candidates whose mass reaches
+    /// `p` (most likely first, ties to the lower index), renormalised.
+    /// Only tokens that can be in that set are sorted: a pass sums the mass
+    /// per power-of-two band of probability, and the bands above the one
+    /// where the mass reaches `p` (and that band) form the pool; a sampled
+    /// distribution rarely puts more than a few dozen tokens there.
+    private mutating func applyTopP(_ p: Float) {
+        @inline(__always) func band(_ x: Float) -> Int { x > 0 ? min(63, -Int(x.exponent)) : 63 }
+        var last = 63
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { mass in
+            mass.initialize(repeating: 0)
+            for x in probs { mass[band(x)] += x }
+            var total: Float = 0
+            for b in 0..<64 {
+                total += mass[b]
+                if total >= p { last = b; break }
+            }
+        }
+        pool.removeAll(keepingCapacity: true)
+        for i in probs.indices where band(probs[i]) <= last { pool.append(Int32(i)) }
+        if pool.count < probs.count {
+            // Summed in another order the pool's mass can fall short of p by
+            // rounding: then every token is a candidate, as without the bands.
+            var poolMass: Float = 0
+            for i in pool { poolMass += probs[Int(i)] }
+            if poolMass < p {
+                pool.removeAll(keepingCapacity: true)
+                pool.append(contentsOf: 0..<Int32(probs.count))
+            }
+        }
+        let ps = probs
+        pool.sort { ps[Int($0)] > ps[Int($1)] || (ps[Int($0)] == ps[Int($1)] && $0 < $1) }
+        keptCandidates.removeAll(keepingCapacity: true)
+        keptProbs.removeAll(keepingCapacity: true)
+        var mass: Float = 0
+        for i in pool {
+            keptCandidates.append(candidates[Int(i)])
+            keptProbs.append(probs[Int(i)])
+            mass += probs[Int(i)]
+            if mass >= p { break }
+        }
+        swap(&candidates, &keptCandidates)
+        swap(&probs, &keptProbs)
+        for i in probs.indices { probs[i] /= mass }
     }
 
     /// The k-th largest value (quickselect, reorders `values`).
