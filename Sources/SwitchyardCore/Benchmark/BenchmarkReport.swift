@@ -184,6 +184,8 @@ public struct BenchmarkReport {
                 "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,
                 "peak_kv_cache_usage": e.peakKVUsage, "num_kv_blocks": e.totalKVBlocks,
                 "rejected_requests": e.rejectedRequests,
+                "unrunnable_items": e.unrunnableItems,
+                "forward_errors": e.forwardErrors,
                 "time_s": ["schedule": e.scheduleSeconds, "forward": e.forwardSeconds, "sample_and_bookkeeping": e.sampleSeconds],
                 "overhead_share": iterSeconds > 0 ? (e.scheduleSeconds + e.sampleSeconds) / iterSeconds : 0,
             ] as [String: Any]
