@@ -62,9 +62,16 @@ import Testing
         #expect(throws: StrategyError.unknown(kind: .execution, name: "gpu-magic", valid: ["cpu", "cpu-ep"])) {
             try r.makeExecution("gpu-magic")
         }
-        #expect(throws: StrategyError.self) { try r.makeExecution("cpu-ep", config: "{\"devices\": \"two\"}") }
-        #expect(throws: StrategyError.self) { try r.makeExecution("cpu-ep", config: "{\"pin\": 1}") }
-        #expect(throws: StrategyError.self) { try r.makeExecution("cpu-ep", config: "{\"device\": 2}") }
+        for (config, named) in [("{\"devices\": \"two\"}", "devices"), ("{\"pin\": 1}", "pin"), ("{\"device\": 2}", "device")] {
+            do {
+                _ = try r.makeExecution("cpu-ep", config: config)
+                Issue.record("\(config) was accepted")
+            } catch let e as StrategyError {
+                // The message names the option at fault and what is valid.
+                #expect(e.description.contains(named), "\(e.description)")
+                #expect(e.description.contains("cpu-ep"), "\(e.description)")
+            }
+        }
     }
 
     @Test func moreDevicesThanCoresIsASetupErrorNamingTheFix() throws {
