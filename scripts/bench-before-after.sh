@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Two builds of switchyard on the same workloads, alternated, as ratios B/A:
+# what a refactor must leave unchanged (docs/performance.md, "Before and
+# after"). Usage:
+#   scripts/bench-before-after.sh BIN_A BIN_B [OUT_DIR]
+# e.g. BIN_A from `git worktree add /tmp/before <rev> && (cd /tmp/before && swift build -c release)`.
+# Needs python3 for the ratio table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$1; B=$2; OUT=${3:-docs/results/before-after}
+mkdir -p "$OUT"
+MODEL=bench-models/compare-qwen3_moe
+[ -f "$MODEL/model.safetensors" ] || "$B" model create --arch qwen3_moe --preset compare --out "$MODEL" --seed 0
+COMPUTE="--gemm onednn --dtype bfloat16"
+for round in 1 2; do
+  for arm in A B; do
+    BIN=$A; [ $arm = B ] && BIN=$B
+    echo "== round $round, arm $arm ($BIN)" >&2
+    "$BIN" forward-bench --model $MODEL --batch-sizes 1,16,64 --decode-steps 16 --prefill-len 512 $COMPUTE \
+      --save-result "$OUT/forward-$arm-$round.json" > /dev/null 2>&1
+    "$BIN" bench --model $MODEL --num-prompts 64 --input-len 256 --output-len 64 --request-rate inf --seed 1 \
+      --max-num-seqs 64 --max-num-batched-tokens 2048 $COMPUTE --quiet \
+      --save-result "$OUT/serving-$arm-$round.json" > /dev/null 2>&1
+  done
+done
+python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+import json, sys, statistics
+out = sys.argv[1]
+def load(kind, arm, r): return json.load(open(f"{out}/{kind}-{arm}-{r}.json"))
+rows = [
+    ("prefill 512 (tok/s)", lambda f, s: f["prefillTokensPerSecond"]),
+    ("decode batch 1 (tok/s)", lambda f, s: f["decode"][0]["tokensPerSecond"]),
+    ("decode batch 16 (tok/s)", lambda f, s: f["decode"][1]["tokensPerSecond"]),
+    ("decode batch 64 (tok/s)", lambda f, s: f["decode"][2]["tokensPerSecond"]),
+    ("serving output throughput (tok/s)", lambda f, s: s["output_throughput"]),
+    ("serving mean TTFT (ms)", lambda f, s: s["mean_ttft_ms"]),
+    ("serving P99 ITL (ms)", lambda f, s: s["p99_itl_ms"]),
+]
+print(f"{'metric':38} {'A':>10} {'B':>10} {'B/A':>7}  B/A per round")
+for name, get in rows:
+    a = [get(load("forward", "A", r), load("serving", "A", r)) for r in (1, 2)]
+    b = [get(load("forward", "B", r), load("serving", "B", r)) for r in (1, 2)]
+    ratios = [y / x for x, y in zip(a, b)]
+    print(f"{name:38} {statistics.mean(a):10.2f} {statistics.mean(b):10.2f} {statistics.mean(b) / statistics.mean(a):7.3f}  "
+          + ", ".join(f"{r:.3f}" for r in ratios))
+PY
