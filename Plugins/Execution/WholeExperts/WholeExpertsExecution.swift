@@ -19,16 +19,9 @@ public final class WholeExpertsExecutor: ExpertExecutor, @unchecked Sendable {
     private let numExperts: Int
 
     public init(weights: ModelWeights) {
-        let c = weights.config
+        let c = weights.config, routed = weights.routedExperts
         numExperts = c.numExperts
-        var bytes = 0, experts = 0
-        for layer in weights.layers {
-            if case .moe(let moe) = layer.feedForward {
-                bytes += moe.experts.reduce(0) { $0 + $1.byteCount }
-                experts += moe.experts.count
-            }
-        }
-        devices = [ExecutionDevice(name: "cpu", kind: .cpuPool, expertWeightBytes: bytes, experts: experts,
+        devices = [ExecutionDevice(name: "cpu", kind: .cpuPool, expertWeightBytes: routed.bytes, experts: routed.count,
                                    detail: "\(Parallel.threadCount) kernel threads, whole experts per thread")]
         counters = ExpertExecutionCounters(numLayers: c.numLayers, numDevices: 1)
         owner = .allocate(capacity: max(1, c.numExperts))

@@ -22,15 +22,8 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
     private let numExperts: Int
 
     public convenience init(weights: ModelWeights) {
-        let c = weights.config
-        var bytes = 0, experts = 0
-        for layer in weights.layers {
-            if case .moe(let moe) = layer.feedForward {
-                bytes += moe.experts.reduce(0) { $0 + $1.byteCount }
-                experts += moe.experts.count
-            }
-        }
-        self.init(numLayers: c.numLayers, numExperts: c.numExperts, expertWeightBytes: bytes, experts: experts)
+        let c = weights.config, routed = weights.routedExperts
+        self.init(numLayers: c.numLayers, numExperts: c.numExperts, expertWeightBytes: routed.bytes, experts: routed.count)
     }
 
     /// For layers that are not a loaded model's (kernel benchmarks).

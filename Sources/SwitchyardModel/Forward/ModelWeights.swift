@@ -46,6 +46,19 @@ public struct ModelWeights: Sendable {
     public let config: ModelConfig
     public let embedding: Matrix
     public let layers: [LayerWeights]
+
+    /// Routed experts over all MoE layers, and their weight bytes (what an
+    /// executor that computes every expert has resident).
+    public var routedExperts: (count: Int, bytes: Int) {
+        var count = 0, bytes = 0
+        for layer in layers {
+            if case .moe(let moe) = layer.feedForward {
+                count += moe.experts.count
+                bytes += moe.experts.reduce(0) { $0 + $1.byteCount }
+            }
+        }
+        return (count, bytes)
+    }
     public let finalNorm: [Float]
     public let lmHead: Matrix
     /// Keeps the mappings the matrices point into alive.
