@@ -34,9 +34,26 @@ let cpuFlags: [SwiftSetting] = x86Level.map { level in
 
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + cpuFlags
 
-/// A strategy plug-in: one module depending only on the core.
-func plugin(_ name: String, _ path: String) -> Target {
-    .target(name: name, dependencies: ["SwitchyardCore"], path: path, swiftSettings: swiftSettings)
+/// Strategy plug-ins, found on disk: `Plugins/<Kind>/<Name>/` is the module
+/// `<Name><Kind>` (e.g. `Plugins/Execution/WholeExperts` is
+/// `WholeExpertsExecution`), depending only on the core, plus any system
+/// library listed here. A new plug-in is a new folder and one line in
+/// `Plugins/Registry/BuiltinPlugins.swift`.
+let pluginKinds = ["Scheduler", "Placement", "Execution"]
+let pluginExtraDependencies: [String: [Target.Dependency]] = ["ILPPlacement": ["CCbc"]]
+let pluginModules: [(name: String, path: String)] = pluginKinds.flatMap { kind -> [(name: String, path: String)] in
+    let folder = Context.packageDirectory + "/Plugins/" + kind
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+    return names.sorted().compactMap { name in
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue
+        else { return nil }
+        return (name + kind, "Plugins/\(kind)/\(name)")
+    }
+}
+let pluginTargets: [Target] = pluginModules.map { m in
+    .target(name: m.name, dependencies: ["SwitchyardCore"] + (pluginExtraDependencies[m.name] ?? []), path: m.path,
+            swiftSettings: swiftSettings)
 }
 
 let package = Package(
@@ -78,39 +95,9 @@ let package = Package(
             dependencies: ["SwitchyardModel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
-        .target(
-            name: "ChunkedScheduler",
-            dependencies: ["SwitchyardCore"],
-            path: "Plugins/Scheduler/Chunked",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "FCFSScheduler",
-            dependencies: ["SwitchyardCore"],
-            path: "Plugins/Scheduler/FCFS",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "LayeredScheduler",
-            dependencies: ["SwitchyardCore"],
-            path: "Plugins/Scheduler/Layered",
-            swiftSettings: swiftSettings
-        ),
-        .target(
-            name: "ShortestPromptFirstScheduler",
-            dependencies: ["SwitchyardCore"],
-            path: "Plugins/Scheduler/ShortestPromptFirst",
-            swiftSettings: swiftSettings
-        ),
-        plugin("LinearPlacement", "Plugins/Placement/Linear"),
-        plugin("RoundRobinPlacement", "Plugins/Placement/RoundRobin"),
-        plugin("BalancedPlacement", "Plugins/Placement/Balanced"),
-        plugin("FilePlacement", "Plugins/Placement/File"),
-        .target(name: "ILPPlacement", dependencies: ["SwitchyardCore", "CCbc"], path: "Plugins/Placement/ILP",
-                swiftSettings: swiftSettings),
-        plugin("CPUExecution", "Plugins/Execution/CPU"),
-        plugin("ExpertParallelExecution", "Plugins/Execution/ExpertParallel"),
-        plugin("WholeExpertsExecution", "Plugins/Execution/WholeExperts"),
+        // Registers every plug-in by name (the CLI's strategies).
+        .target(name: "SwitchyardPlugins", dependencies: ["SwitchyardCore"] + pluginModules.map { .target(name: $0.name) },
+                path: "Plugins/Registry", swiftSettings: swiftSettings),
         .target(
             name: "SwitchyardServer",
             dependencies: [
@@ -124,10 +111,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardModel", "SwitchyardCore", "ChunkedScheduler", "FCFSScheduler", "LayeredScheduler",
-                "ShortestPromptFirstScheduler",
-                "LinearPlacement", "RoundRobinPlacement", "BalancedPlacement", "FilePlacement", "ILPPlacement", "CPUExecution", "ExpertParallelExecution",
-                "WholeExpertsExecution", "SwitchyardServer",
+                "SwitchyardModel", "SwitchyardCore", "SwitchyardPlugins", "ExpertParallelExecution", "SwitchyardServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -162,3 +146,5 @@ let package = Package(
         ),
     ]
 )
+
+package.targets += pluginTargets
