@@ -32,6 +32,12 @@ public struct GenerationOptions: Sendable, Equatable {
     public var ignoreEOS = false
     /// vLLM's `priority`: lower runs earlier under a priority-aware scheduler.
     public var priority = 0
+    public var frequencyPenalty: Float = 0
+    public var presencePenalty: Float = 0
+    public var repetitionPenalty: Float = 1
+    /// Token id → bias in [-100, 100].
+    public var logitBias: [Int32: Float] = [:]
+    public var minTokens = 0
     public var stream = false
     public var includeUsage = false
 
@@ -169,6 +175,65 @@ extension GenerationOptions {
         o.stream = try f.bool("stream") ?? false
         if let so = try f.object("stream_options") { o.includeUsage = try so.bool("include_usage") ?? false }
         if let n = try f.int("n"), n != 1 { throw .invalid("n", "only n = 1 is supported, got \(n)") }
+        for (key, target) in [("frequency_penalty", \GenerationOptions.frequencyPenalty), ("presence_penalty", \.presencePenalty)] {
+            if let v = try f.number(key) {
+                guard abs(v) <= 2 else { throw .invalid(key, "\(key) must be in [-2, 2], got \(v)") }
+                o[keyPath: target] = Float(v)
+            }
+        }
+        if let v = try f.number("repetition_penalty") {
+            guard v > 0, v.isFinite else { throw .invalid("repetition_penalty", "repetition_penalty must be a finite number > 0, got \(v)") }
+            o.repetitionPenalty = Float(v)
+        }
+        if let bias = try f.object("logit_bias") {
+            for (key, value) in bias.object where value != .null {
+                guard let token = Int32(key), token >= 0 else {
+                    throw .invalid("logit_bias", "logit_bias keys must be token ids, got \"\(key)\"")
+                }
+                guard let b = try bias.number(key), abs(b) <= 100 else {
+                    throw .invalid("logit_bias", "logit_bias[\"\(key)\"] must be a number in [-100, 100]")
+                }
+                o.logitBias[token] = Float(b)
+            }
+        }
+        if let m = try f.int("min_tokens") {
+            guard m >= 0 else { throw .invalid("min_tokens", "min_tokens must be >= 0, got \(m)") }
+            o.minTokens = Int(clamping: m)
+        }
+        try rejectUnsupported(f, chat: chat)
         return o
+    }
+
+    /// Fields every request may carry; the endpoint's own are added.
+    static let supported: Set<String> = [
+        "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_ids", "ignore_eos",
+        "stream", "stream_options", "n", "priority", "frequency_penalty", "presence_penalty", "repetition_penalty",
+        "logit_bias", "min_tokens", "user",
+    ]
+
+    /// Any other field is a 400 naming it, unless it holds the value that
+    /// asks for nothing (`"echo": false`, `"best_of": 1`, `"tools": []`...):
+    /// a field this server would ignore must not look as if it were honoured.
+    static func rejectUnsupported(_ f: Fields, chat: Bool) throws(APIError) {
+        let own: Set<String> = chat ? ["messages", "max_completion_tokens"] : ["prompt"]
+        for key in f.object.keys.sorted() where !supported.contains(key) && !own.contains(key) {
+            let value = f.object[key]!
+            let harmless: Bool
+            switch (key, value) {
+            case (_, .null): harmless = true
+            case ("echo", .bool(false)), ("logprobs", .bool(false)), ("logprobs", .int(0)), ("top_logprobs", .int(0)),
+                 ("best_of", .int(1)), ("suffix", .string("")), ("tool_choice", .string("none")), ("parallel_tool_calls", _):
+                harmless = true
+            case ("tools", .array(let a)), ("functions", .array(let a)): harmless = a.isEmpty
+            case ("response_format", .object(let o)): harmless = o["type"] == .string("text") && o.count == 1
+            default: harmless = false
+            }
+            guard !harmless else { continue }
+            let known = ["logprobs", "top_logprobs", "echo", "best_of", "suffix", "response_format", "tools", "tool_choice",
+                         "functions", "function_call"]
+            throw .invalid(key, known.contains(key)
+                ? "\(key) is not supported by this server; remove it (docs/server.md lists every field)"
+                : "unknown field \(key); docs/server.md lists the fields this server accepts")
+        }
     }
 }

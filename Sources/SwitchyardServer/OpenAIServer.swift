@@ -70,10 +70,14 @@ public final class OpenAIServer: Sendable {
         let maxLen = engine.config.maxModelLen
         let room = max(0, maxLen - promptTokens.count)
         let maxTokens = o.maxTokens ?? (chat ? room : min(16, room))
-        let sampling = SamplingParams(temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed)
+        var sampling = SamplingParams(temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed)
+        sampling.frequencyPenalty = o.frequencyPenalty
+        sampling.presencePenalty = o.presencePenalty
+        sampling.repetitionPenalty = o.repetitionPenalty
+        sampling.logitBias = o.logitBias
         let request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
                                         stopTokenIds: o.stopTokenIds + extraStopTokens, stopStrings: o.stop.filter { !$0.isEmpty },
-                                        ignoreEOS: o.ignoreEOS, priority: o.priority)
+                                        ignoreEOS: o.ignoreEOS, priority: o.priority, minTokens: o.minTokens)
         // The engine's own rules, so nothing it would reject is admitted.
         if let error = engine.validator.validate(request, strictMaxTokens: true) {
             throw APIError(error, promptField: promptField)

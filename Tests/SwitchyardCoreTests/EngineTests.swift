@@ -221,3 +221,67 @@ import ChunkedScheduler
         engine.shutdown()
     }
 }
+
+/// Penalties, logit bias and min_tokens change what is sampled exactly as
+/// their definitions say, checked on greedy decoding.
+@Suite struct LogitsProcessingTests {
+    func model() throws -> Transformer {
+        try Transformer(directory: EngineTests.fixtures.appendingPathComponent("qwen2_moe").path)
+    }
+
+    func run(_ m: Transformer, _ r: GenerationRequest) async -> RequestOutput {
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 64), scheduler: ChunkedScheduler())
+        defer { engine.shutdown() }
+        return await engine.generate([r])[0]
+    }
+
+    @Test func presenceAndFrequencyPenaltiesCutRepeats() async throws {
+        let m = try model()
+        let prompt: [Int32] = [5, 9, 14, 2]
+        let free = try Generator(model: m).generate(prompt: prompt, maxTokens: 24).tokens
+        #expect(Set(free).count < free.count, "the free-running output repeats, or the test shows nothing")
+        var p = SamplingParams.greedy
+        p.presencePenalty = 2
+        p.frequencyPenalty = 2
+        let out = await run(m, GenerationRequest(id: "p", promptTokens: prompt, sampling: p, maxTokens: 24, ignoreEOS: true))
+        #expect(out.outputTokens.count == 24)
+        #expect(out.outputTokens != free)
+        // Every use of a token costs it 4 in logit (2 + 2 per use), so the
+        // output repeats itself less than when running free.
+        #expect(out.outputTokens.count - Set(out.outputTokens).count < free.count - Set(free).count)
+    }
+
+    @Test func logitBiasForcesAToken() async throws {
+        let m = try model()
+        var p = SamplingParams.greedy
+        p.logitBias = [42: 100]
+        let out = await run(m, GenerationRequest(id: "b", promptTokens: [1, 2, 3], sampling: p, maxTokens: 6, ignoreEOS: true))
+        #expect(out.outputTokens == Array(repeating: 42, count: 6))
+    }
+
+    @Test func aHugeRepetitionPenaltyAvoidsPromptAndOutputTokensWithPositiveLogits() async throws {
+        let m = try model()
+        let prompt: [Int32] = [5, 9, 14, 2, 7]
+        var p = SamplingParams.greedy
+        p.repetitionPenalty = 1e6
+        let out = await run(m, GenerationRequest(id: "r", promptTokens: prompt, sampling: p, maxTokens: 12, ignoreEOS: true))
+        var seen = Set(prompt)
+        for t in out.outputTokens {
+            #expect(!seen.contains(t), "token \(t) repeated under a 1e6 repetition penalty")
+            seen.insert(t)
+        }
+    }
+
+    @Test func minTokensHoldsBackStopTokens() async throws {
+        let m = try model()
+        let prompt: [Int32] = [1, 2, 3]
+        let free = try Generator(model: m).generate(prompt: prompt, maxTokens: 8).tokens
+        // Stop at the free-running output's second token, but not before 5 tokens.
+        let stop = free[1]
+        let early = await run(m, GenerationRequest(id: "s", promptTokens: prompt, maxTokens: 8, stopTokenIds: [stop]))
+        #expect(early.outputTokens.count == free.firstIndex(of: stop)! + 1 && early.finishReason == .stop)
+        let held = await run(m, GenerationRequest(id: "m", promptTokens: prompt, maxTokens: 8, stopTokenIds: [stop], minTokens: 5))
+        #expect(held.outputTokens.count >= 5)
+        #expect(!held.outputTokens.prefix(5).contains(stop))
+    }
+}

@@ -73,6 +73,21 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "top_k": 2.5}"#, "top_k"),
             ("/v1/completions", #"{"prompt": "def", "seed": "x"}"#, "seed"),
             ("/v1/completions", #"{"prompt": "def", "priority": "high"}"#, "priority"),
+            ("/v1/completions", #"{"prompt": "def", "logprobs": 3}"#, "logprobs"),                  // not supported: never ignored
+            ("/v1/completions", #"{"prompt": "def", "echo": true}"#, "echo"),
+            ("/v1/completions", #"{"prompt": "def", "best_of": 2}"#, "best_of"),
+            ("/v1/completions", #"{"prompt": "def", "suffix": "x"}"#, "suffix"),
+            ("/v1/completions", #"{"prompt": "def", "temprature": 0}"#, "temprature"),               // unknown field (typo)
+            ("/v1/completions", #"{"prompt": "def", "presence_penalty": "x"}"#, "presence_penalty"),
+            ("/v1/completions", #"{"prompt": "def", "frequency_penalty": 3}"#, "frequency_penalty"),
+            ("/v1/completions", #"{"prompt": "def", "repetition_penalty": 0}"#, "repetition_penalty"),
+            ("/v1/completions", #"{"prompt": "def", "logit_bias": {"x": 1}}"#, "logit_bias"),
+            ("/v1/completions", #"{"prompt": "def", "logit_bias": {"3": 101}}"#, "logit_bias"),
+            ("/v1/completions", #"{"prompt": "def", "logit_bias": {"99999": 1}}"#, "logit_bias"),    // outside the vocabulary
+            ("/v1/completions", #"{"prompt": "def", "min_tokens": 9, "max_tokens": 3}"#, "min_tokens"),
+            ("/v1/completions", #"{"prompt": "def", "stop": [\#(Array(repeating: "\"s\"", count: 65).joined(separator: ","))]}"#, "stop"),
+            ("/v1/completions", #"{"prompt": "def", "stop": "\#(String(repeating: "z", count: 513))"}"#, "stop"),
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, "tools"),
             ("/v1/completions", #"{"prompt": "def", "stop": 3}"#, "stop"),
             ("/v1/completions", #"{"prompt": "def", "ignore_eos": "yes"}"#, "ignore_eos"),
             ("/v1/completions", #"{"prompt": "def", "stream": 1}"#, "stream"),
@@ -98,8 +113,9 @@ import SwitchyardModel
         #expect(try await s.metric("switchyard:request_rejected_total", ["reason": "invalid_request"]) == Double(cases.count))
         // Nothing reached the engine, and it still serves.
         #expect(s.engine.stats.rejectedRequests == 0)
-        let ok = try await s.post("/v1/completions", #"{"prompt": "def", "max_tokens": 3, "temperature": 0}"#)
-        #expect(ok.status == 200)
+        // Fields that ask for nothing are accepted.
+        let ok = try await s.post("/v1/completions", #"{"prompt": "def", "max_tokens": 3, "temperature": 0, "echo": false, "logprobs": null, "best_of": 1, "user": "u"}"#)
+        #expect(ok.status == 200, "\(ok.body)")
         #expect(try await s.metric("switchyard:request_success_total") == 1)
         await s.stop()
     }

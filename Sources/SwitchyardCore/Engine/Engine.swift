@@ -269,7 +269,7 @@ public final class Engine: @unchecked Sendable {
             seq.inFlightTokens = 0
             seq.computedTokens += s.tokens
             guard seq.computedTokens == seq.tokens.count else { continue }
-            let reason = outputs.append(seq, logits: logits.row(row), time: time)
+            let reason = outputs.append(seq, logits: logits.mutableRow(row), time: time)
             row += 1
             if let reason { finish(seq, reason: reason, error: nil) }
         }

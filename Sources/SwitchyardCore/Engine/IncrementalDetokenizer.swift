@@ -33,8 +33,9 @@ struct IncrementalDetokenizer {
 
     /// Takes the output tokens so far (the newest last). Returns the text
     /// that may be streamed now and whether a stop string matched (the text
-    /// is then cut just before it).
-    mutating func push(_ output: ArraySlice<Int32>) -> (delta: String, stopped: Bool) {
+    /// is then cut just before it); with `checkStops` false (before
+    /// `min_tokens`) stop strings are not looked for in the new text.
+    mutating func push(_ output: ArraySlice<Int32>, checkStops: Bool = true) -> (delta: String, stopped: Bool) {
         let base = output.startIndex
         let prefix = tokenizer.decode(Array(output[(base + prefixOffset)..<(base + readOffset)]), skipSpecialTokens: true)
         let full = tokenizer.decode(Array(output[(base + prefixOffset)...]), skipSpecialTokens: true)
@@ -46,7 +47,7 @@ struct IncrementalDetokenizer {
         bytes.append(contentsOf: new)
         prefixOffset = readOffset
         readOffset = output.count
-        if let cut = firstStop(from: searchFrom) {
+        if checkStops, let cut = firstStop(from: searchFrom) {
             bytes.removeSubrange(cut...)
             return (release(upTo: bytes.count), true)
         }

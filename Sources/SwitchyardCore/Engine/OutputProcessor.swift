@@ -8,19 +8,23 @@ struct OutputProcessor {
 
     /// Samples `seq`'s next token from `logits`, appends and streams it.
     /// Returns why the sequence stops, or nil to continue.
-    func append(_ seq: SequenceState, logits: UnsafeBufferPointer<Float>, time: Double) -> FinishReason? {
-        let token = Int32(seq.sampler.sample(logits))
+    func append(_ seq: SequenceState, logits: UnsafeMutableBufferPointer<Float>, time: Double) -> FinishReason? {
+        if let p = seq.logitsProcessor, p.isActive(outputs: seq.outputCount) { p.apply(logits, outputs: seq.outputCount) }
+        let token = Int32(seq.sampler.sample(UnsafeBufferPointer(logits)))
+        seq.logitsProcessor?.append(token)
         seq.tokens.append(token)
         if seq.firstTokenTime == nil { seq.firstTokenTime = time }
         seq.tokenTimes.append(time)
+        // Within `min_tokens` nothing may stop the request.
+        let early = seq.outputCount <= seq.request.minTokens
         var delta = ""
         var stoppedByString = false
         if var d = seq.detokenizer {
-            (delta, stoppedByString) = d.push(seq.outputTokens)
+            (delta, stoppedByString) = d.push(seq.outputTokens, checkStops: !early)
             seq.detokenizer = d
         }
         seq.continuation?.yield(.token(token, time: time, text: delta))
-        if seq.stopTokens.contains(token) || stoppedByString { return .stop }
+        if !early && (seq.stopTokens.contains(token) || stoppedByString) { return .stop }
         if seq.outputCount >= seq.request.maxTokens || seq.tokens.count >= maxModelLen { return .length }
         return nil
     }

@@ -26,6 +26,8 @@ final class SequenceState {
     let stopTokens: Set<Int32>
     /// Output text so far (when the engine has a tokenizer).
     var detokenizer: IncrementalDetokenizer?
+    /// Penalties, bias and `min_tokens` (nil when the request has none).
+    var logitsProcessor: LogitsProcessor?
 
     init(handle: Int, request: GenerationRequest, arrivalTime: Double, eosTokens: [Int32],
          continuation: AsyncStream<RequestEvent>.Continuation?, tokenizer: (any Tokenizer)?) {
@@ -42,6 +44,10 @@ final class SequenceState {
         if !request.ignoreEOS { stops.formUnion(eosTokens) }
         stopTokens = stops
         detokenizer = tokenizer.map { IncrementalDetokenizer(tokenizer: $0, stopStrings: request.stopStrings) }
+        if request.sampling.processesLogits || request.minTokens > 0 {
+            logitsProcessor = LogitsProcessor(params: request.sampling, prompt: request.promptTokens,
+                                              minTokens: request.minTokens, stopTokens: stopTokens.sorted())
+        }
     }
 
     var outputTokens: ArraySlice<Int32> { tokens[request.promptTokens.count...] }

@@ -13,10 +13,16 @@ public struct GenerationRequest: Sendable {
     /// Scheduling priority, as vLLM's `priority`: lower runs earlier under a
     /// scheduler that honours it (the built-in ones ignore it). Default 0.
     public var priority: Int
+    /// vLLM's `min_tokens`: end-of-sequence and stop token ids cannot be
+    /// sampled (and stop strings do not end the request) before this many
+    /// output tokens.
+    public var minTokens: Int
 
     public init(id: String, promptTokens: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 16,
-                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, priority: Int = 0) {
+                stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, priority: Int = 0,
+                minTokens: Int = 0) {
         self.priority = priority
+        self.minTokens = minTokens
         self.id = id
         self.promptTokens = promptTokens
         self.sampling = sampling
@@ -43,6 +49,10 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
     case emptyPrompt(id: String)
     case promptTooLong(id: String, promptTokens: Int, maxModelLen: Int)
     case invalidMaxTokens(id: String, value: Int)
+    case invalidMinTokens(id: String, minTokens: Int, maxTokens: Int)
+    case tooManyStopStrings(id: String, count: Int, limit: Int)
+    case stopStringTooLong(id: String, bytes: Int, limit: Int)
+    case logitBiasOutOfRange(id: String, token: Int32, vocabSize: Int)
     case maxTokensBeyondContext(id: String, maxTokens: Int, promptTokens: Int, maxModelLen: Int)
     case tokenOutOfRange(id: String, token: Int32, vocabSize: Int)
     case stopTokenOutOfRange(id: String, token: Int32, vocabSize: Int)
@@ -55,6 +65,8 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
     public var id: String {
         switch self {
         case let .emptyPrompt(id), let .promptTooLong(id, _, _), let .invalidMaxTokens(id, _),
+             let .invalidMinTokens(id, _, _), let .tooManyStopStrings(id, _, _), let .stopStringTooLong(id, _, _),
+             let .logitBiasOutOfRange(id, _, _),
              let .maxTokensBeyondContext(id, _, _, _), let .tokenOutOfRange(id, _, _), let .stopTokenOutOfRange(id, _, _),
              let .invalidSampling(id, _), let .exceedsKVCapacity(id, _, _), let .engine(id, _):
             return id
@@ -67,6 +79,9 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
         case .emptyPrompt, .promptTooLong, .tokenOutOfRange: return "prompt"
         case .invalidMaxTokens, .maxTokensBeyondContext, .exceedsKVCapacity: return "max_tokens"
         case .stopTokenOutOfRange: return "stop_token_ids"
+        case .invalidMinTokens: return "min_tokens"
+        case .tooManyStopStrings, .stopStringTooLong: return "stop"
+        case .logitBiasOutOfRange: return "logit_bias"
         case .invalidSampling: return "sampling"
         case .engine: return nil
         }
@@ -83,6 +98,10 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
             return "max_tokens is \(m) but the prompt has \(n) tokens and --max-model-len is \(max), leaving \(max - n); lower max_tokens or raise --max-model-len"
         case let .tokenOutOfRange(_, t, v): return "the prompt has token id \(t), outside the vocabulary (0..<\(v))"
         case let .stopTokenOutOfRange(_, t, v): return "stop_token_ids has token id \(t), outside the vocabulary (0..<\(v))"
+        case let .invalidMinTokens(_, m, max): return "min_tokens must be between 0 and max_tokens (\(max)), got \(m)"
+        case let .tooManyStopStrings(_, n, limit): return "stop has \(n) strings; this server accepts at most \(limit)"
+        case let .stopStringTooLong(_, n, limit): return "a stop string has \(n) bytes; this server accepts at most \(limit)"
+        case let .logitBiasOutOfRange(_, t, v): return "logit_bias has token id \(t), outside the vocabulary (0..<\(v))"
         case let .invalidSampling(_, r): return r
         case let .exceedsKVCapacity(_, n, cap):
             return "prompt + max_tokens need \(n) KV-cache tokens but the cache holds \(cap); lower max_tokens or raise --num-kv-blocks / --kv-cache-memory"

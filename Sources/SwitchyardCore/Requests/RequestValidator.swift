@@ -2,6 +2,12 @@
 /// applies them on admission and the server before it answers, so the server
 /// never accepts what the engine would reject, and both say the same thing.
 public struct RequestValidator: Sendable {
+    /// Stop strings are searched in every new piece of output text, on the
+    /// engine's thread: their number and length are bounded so one request
+    /// cannot slow every other (OpenAI allows 4; vLLM sets no bound).
+    public static let maxStopStrings = 64
+    public static let maxStopStringBytes = 512
+
     public var maxModelLen: Int
     public var vocabSize: Int
     public var kvBlocks: Int
@@ -28,6 +34,18 @@ public struct RequestValidator: Sendable {
             return .stopTokenOutOfRange(id: r.id, token: bad, vocabSize: vocabSize)
         }
         if r.maxTokens < 1 { return .invalidMaxTokens(id: r.id, value: r.maxTokens) }
+        if r.minTokens < 0 || r.minTokens > r.maxTokens {
+            return .invalidMinTokens(id: r.id, minTokens: r.minTokens, maxTokens: r.maxTokens)
+        }
+        if r.stopStrings.count > Self.maxStopStrings {
+            return .tooManyStopStrings(id: r.id, count: r.stopStrings.count, limit: Self.maxStopStrings)
+        }
+        if let long = r.stopStrings.first(where: { $0.utf8.count > Self.maxStopStringBytes }) {
+            return .stopStringTooLong(id: r.id, bytes: long.utf8.count, limit: Self.maxStopStringBytes)
+        }
+        if let bad = r.sampling.logitBias.keys.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+            return .logitBiasOutOfRange(id: r.id, token: bad, vocabSize: vocabSize)
+        }
         if strictMaxTokens && n + r.maxTokens > maxModelLen {
             return .maxTokensBeyondContext(id: r.id, maxTokens: r.maxTokens, promptTokens: n, maxModelLen: maxModelLen)
         }

@@ -31,6 +31,12 @@ public struct LogitsView: @unchecked Sendable {
         UnsafeBufferPointer(start: base + i * vocabSize, count: vocabSize)
     }
 
+    /// Row `i` for a logits processor to rewrite in place (the rows are the
+    /// model's scratch, read by nobody else before the next forward).
+    public func mutableRow(_ i: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: UnsafeMutablePointer(mutating: base + i * vocabSize), count: vocabSize)
+    }
+
     public func toArrays() -> [[Float]] { (0..<rows).map { Array(row($0)) } }
 }
 

@@ -7,12 +7,27 @@ public struct SamplingParams: Sendable, Equatable, Codable {
     public var topP: Float
     public var topK: Int
     public var seed: UInt64?
+    /// OpenAI's penalties on the output so far: each logit minus
+    /// `frequencyPenalty` × (times the token was generated) and minus
+    /// `presencePenalty` if it was generated at all. Both in [-2, 2].
+    public var frequencyPenalty: Float = 0
+    public var presencePenalty: Float = 0
+    /// vLLM's / Hugging Face's repetition penalty over prompt and output
+    /// tokens: a positive logit divided by it, a negative one multiplied. 1 is off.
+    public var repetitionPenalty: Float = 1
+    /// Added to the logits of these token ids, in [-100, 100].
+    public var logitBias: [Int32: Float] = [:]
 
     public init(temperature: Float = 0, topP: Float = 1, topK: Int = 0, seed: UInt64? = nil) {
         self.temperature = temperature
         self.topP = topP
         self.topK = topK
         self.seed = seed
+    }
+
+    /// Whether any penalty or bias changes the logits before sampling.
+    public var processesLogits: Bool {
+        frequencyPenalty != 0 || presencePenalty != 0 || repetitionPenalty != 1 || !logitBias.isEmpty
     }
 
     public static let greedy = SamplingParams()
@@ -23,6 +38,14 @@ public struct SamplingParams: Sendable, Equatable, Codable {
     public func validate() throws {
         if !(temperature >= 0) || !temperature.isFinite { throw SamplingError.invalid("temperature must be a finite number >= 0, got \(temperature)") }
         if !(topP > 0 && topP <= 1) { throw SamplingError.invalid("top_p must be in (0, 1], got \(topP)") }
+        if !(abs(frequencyPenalty) <= 2) { throw SamplingError.invalid("frequency_penalty must be in [-2, 2], got \(frequencyPenalty)") }
+        if !(abs(presencePenalty) <= 2) { throw SamplingError.invalid("presence_penalty must be in [-2, 2], got \(presencePenalty)") }
+        if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite {
+            throw SamplingError.invalid("repetition_penalty must be a finite number > 0, got \(repetitionPenalty)")
+        }
+        if let (t, b) = logitBias.first(where: { !(abs($0.value) <= 100) }) {
+            throw SamplingError.invalid("logit_bias for token \(t) must be in [-100, 100], got \(b)")
+        }
     }
 }
 
