@@ -41,10 +41,11 @@ public final class OpenAIServer: Sendable {
     /// The Hummingbird application; `onRunning` gets the bound port.
     public func makeApplication(logger: Logger? = nil,
                                 onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        let router = Router(context: ServerRequestContext.self)
-        addRoutes(to: router)
         var log = logger ?? Logger(label: "switchyard.server")
         if logger == nil { log.logLevel = .warning }
+        let router = Router(context: ServerRequestContext.self)
+        router.add(middleware: GatekeeperMiddleware(apiKey: config.apiKey, logger: log))
+        addRoutes(to: router)
         return Application(router: router,
                            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
@@ -64,8 +65,9 @@ public final class OpenAIServer: Sendable {
     /// builds the engine request. Errors name the field.
     func prepare(prompt promptTokens: [Int32], promptField: String, options o: GenerationOptions, chat: Bool,
                  extraStopTokens: [Int32] = []) throws(APIError) -> PreparedRequest {
-        if let m = o.model, m != config.modelName {
-            throw .invalid("model", "the model `\(m)` does not exist; this server serves `\(config.modelName)`")
+        if let m = o.model, m != config.modelName, !config.modelAliases.contains(m) {
+            throw APIError(status: 404, message: "the model `\(m)` does not exist; this server serves `\(config.modelName)`",
+                           type: "not_found_error", param: "model")
         }
         let maxLen = engine.config.maxModelLen
         let room = max(0, maxLen - promptTokens.count)

@@ -9,6 +9,7 @@ extension OpenAIServer {
         router.post("/v1/chat/completions") { request, context in await self.generate(request, on: context.channel, chat: true) }
         router.get("/v1/models") { _, _ in self.models() }
         router.get("/health") { _, _ in Response(status: .ok) }
+        router.head("/health") { _, _ in Response(status: .ok) }
         router.get("/version") { _, _ in Self.json(.object([("version", .string(Self.version))])) }
         router.get("/metrics") { _, _ in
             let text = await self.metrics.render(engine: self.engine)
@@ -28,8 +29,10 @@ extension OpenAIServer {
     }
 
     static func error(_ e: APIError) -> Response {
-        Response(status: .init(code: e.status), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: e.json)))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        // A full queue clears as requests get their first token: retry soon.
+        if e.status == 503 { headers[.retryAfter] = "1" }
+        return Response(status: .init(code: e.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: e.json)))
     }
 
     func models() -> Response {

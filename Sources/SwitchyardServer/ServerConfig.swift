@@ -6,8 +6,14 @@ public struct ServerConfig: Sendable {
     public var host: String
     /// 0 picks a free port (tests); `onRunning` reports it.
     public var port: Int
-    /// The id in `/v1/models`; requests naming another model get 400.
+    /// The id in `/v1/models`; requests naming another model (not in
+    /// `modelAliases` either) get 404.
     public var modelName: String
+    /// Other names requests may use for the model (e.g. the checkpoint
+    /// directory's basename when the id is the `--model` path).
+    public var modelAliases: [String] = []
+    /// `--api-key`: when set, `/v1/*` needs `Authorization: Bearer <key>`.
+    public var apiKey: String?
     /// Requests admitted but without a first token yet, at most; more get 503. Nil: no limit.
     public var maxQueuedRequests: Int?
     public var chatTemplate: ChatTemplate

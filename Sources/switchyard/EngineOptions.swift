@@ -45,10 +45,26 @@ struct EngineOptions: ParsableArguments {
         _ = try parseBytes(kvCacheMemory)
     }
 
+    /// The engine's limits. A KV cache that cannot hold one sequence of
+    /// `--max-model-len` tokens is an error naming the figures (as vLLM's);
+    /// when the length was not given, it is clamped to the cache instead.
     func engineConfig(for model: ModelConfig) throws -> EngineConfig {
+        var config: EngineConfig
         let maxLen = maxModelLen ?? min(model.maxPositionEmbeddings, 4096)
-        if let n = numKVBlocks { return EngineConfig(maxModelLen: maxLen, blockSize: blockSize, numKVBlocks: n) }
-        return EngineConfig.fromMemory(model: model, kvCacheBytes: try parseBytes(kvCacheMemory), maxModelLen: maxLen, blockSize: blockSize)
+        if let n = numKVBlocks {
+            config = EngineConfig(maxModelLen: maxLen, blockSize: blockSize, numKVBlocks: n)
+        } else {
+            config = EngineConfig.fromMemory(model: model, kvCacheBytes: try parseBytes(kvCacheMemory), maxModelLen: maxLen, blockSize: blockSize)
+        }
+        let capacity = config.numKVBlocks * config.blockSize
+        if capacity < config.maxModelLen {
+            if maxModelLen != nil {
+                throw CLIError("error: --max-model-len \(config.maxModelLen) is more than the KV cache holds (\(config.numKVBlocks) blocks of \(config.blockSize) = \(capacity) tokens); raise --kv-cache-memory / --num-kv-blocks or lower --max-model-len")
+            }
+            log.warning("the KV cache holds \(capacity) tokens, less than the default max-model-len \(config.maxModelLen): serving with --max-model-len \(capacity); raise --kv-cache-memory for longer requests")
+            config.maxModelLen = capacity
+        }
+        return config
     }
 
     /// The scheduler options: `--scheduler-config` JSON, plus the shorthand

@@ -19,8 +19,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on.")
     var port: Int = 8000
 
-    @Option(name: .customLong("served-model-name"), help: "Model id in /v1/models and requests (default: the --model directory's name).")
+    @Option(name: .customLong("served-model-name"), help: "Model id in /v1/models and requests (default: the --model argument as given; its directory name is accepted too).")
     var servedModelName: String?
+
+    @Option(name: .customLong("api-key"), help: "Require `Authorization: Bearer KEY` on /v1/* (default: $SWITCHYARD_API_KEY, else none).")
+    var apiKey: String?
+
+    @Option(name: .customLong("log-level"), help: "Request log level: trace, debug, info (a line per request), notice, warning, error.")
+    var logLevel: String = "info"
 
     @Option(name: .customLong("max-queued-requests"), help: "Most requests admitted without a first token yet; more get HTTP 503 (default: no limit).")
     var maxQueuedRequests: Int?
@@ -28,22 +34,35 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535") }
         if let n = maxQueuedRequests, n < 1 { throw ValidationError("--max-queued-requests must be at least 1") }
+        if Logger.Level(rawValue: logLevel.lowercased()) == nil {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty") }
     }
 
     func run() async throws {
         // Per-device load in /metrics and /v1/experts/stats follows the
         // placement the engine really runs (one device for --execution cpu).
         let (eng, execution) = try engine.makeEngineAndExecution()
-        let name = servedModelName ?? URL(fileURLWithPath: engine.model).standardizedFileURL.lastPathComponent
+        let basename = URL(fileURLWithPath: engine.model).standardizedFileURL.lastPathComponent
+        let name = servedModelName ?? engine.model
+        let key = apiKey ?? ProcessInfo.processInfo.environment["SWITCHYARD_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if key == nil && !["127.0.0.1", "localhost", "::1"].contains(host) {
+            log.warning("serving on \(host) without --api-key: anyone who can reach this address can use the model; set --api-key or SWITCHYARD_API_KEY")
+        }
         let template = ChatTemplate.load(directory: engine.model)
         if let reason = template.fallbackReason {
             log.warning("the checkpoint's chat template is not used (\(reason)); chat prompts use the native \(template.family.rawValue) format instead")
         }
-        let config = ServerConfig(host: host, port: port, modelName: name, maxQueuedRequests: maxQueuedRequests,
+        var config = ServerConfig(host: host, port: port, modelName: name, maxQueuedRequests: maxQueuedRequests,
                                   chatTemplate: template, expertMap: execution.map, placementName: engine.placement)
+        config.modelAliases = servedModelName == nil && basename != name ? [basename] : []
+        config.apiKey = key
         let server = OpenAIServer(engine: eng, config: config)
         let host = self.host
-        try await server.run(logger: log) { port in
+        var requestLog = Logger(label: "switchyard.server")
+        requestLog.logLevel = Logger.Level(rawValue: logLevel.lowercased()) ?? .info
+        try await server.run(logger: requestLog) { port in
             FileHandle.standardError.write(Data("switchyard serving \(name) on http://\(host):\(port) (max-model-len \(eng.config.maxModelLen), \(eng.config.numKVBlocks) KV blocks)\n".utf8))
         }
     }

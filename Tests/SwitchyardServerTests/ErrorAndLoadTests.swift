@@ -53,6 +53,51 @@ import SwitchyardModel
         await s.stop()
     }
 
+    /// What vLLM's and OpenAI's clients expect around the routes: 404 with
+    /// an error body for an unknown model or route, 405 with `Allow`, HEAD
+    /// on /health; and what keeps other programs out: the API key (401) and
+    /// JSON-only bodies (415).
+    @Test func unknownModelsRoutesMethodsKeysAndContentTypesGetErrorBodies() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel()), apiKey: "sekret", modelAliases: ["alias"])
+        let auth = [("Authorization", "Bearer sekret"), ("Content-Type", "application/json")]
+        func error(_ r: TestServer.Reply) -> [String: Any] { r.json["error"] as? [String: Any] ?? [:] }
+
+        let (noKey, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2], "max_tokens": 2}"#,
+                                          headers: [("Content-Type", "application/json")])
+        #expect(noKey.status == 401 && error(noKey)["type"] as? String == "authentication_error")
+        let (wrongKey, _) = try await s.send(.GET, "/v1/models", headers: [("Authorization", "Bearer nope")])
+        #expect(wrongKey.status == 401)
+        let (reset, _) = try await s.send(.POST, "/v1/experts/stats/reset")
+        #expect(reset.status == 401)
+        // Health and metrics stay open for probes and scrapers.
+        let (health, _) = try await s.send(.HEAD, "/health")
+        #expect(health.status == 200)
+        #expect(try await s.get("/metrics").status == 200)
+
+        let (plain, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2], "max_tokens": 2}"#,
+                                          headers: [("Authorization", "Bearer sekret"), ("Content-Type", "text/plain")])
+        #expect(plain.status == 415)
+        #expect((error(plain)["message"] as? String)?.contains("application/json") == true)
+        let (none, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2]}"#, headers: [("Authorization", "Bearer sekret")])
+        #expect(none.status == 415)
+
+        let (model, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2], "model": "gpt-4"}"#, headers: auth)
+        #expect(model.status == 404 && error(model)["param"] as? String == "model")
+        #expect((error(model)["message"] as? String)?.contains(testModelName) == true)
+        let (alias, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2], "max_tokens": 2, "model": "alias"}"#, headers: auth)
+        #expect(alias.status == 200)
+
+        let (route, _) = try await s.send(.GET, "/v1/nothing", headers: auth)
+        #expect(route.status == 404 && error(route)["code"] as? Int == 404)
+        let (method, headers) = try await s.send(.GET, "/v1/completions", headers: auth)
+        #expect(method.status == 405 && error(method)["code"] as? Int == 405)
+        #expect(headers["Allow"] == ["POST"])
+
+        let (ok, _) = try await s.send(.POST, "/v1/completions", body: #"{"prompt": [1, 2], "max_tokens": 2}"#, headers: auth)
+        #expect(ok.status == 200)
+        await s.stop()
+    }
+
     @Test func badRequestsGet400NamingTheFieldAndTheServerKeepsServing() async throws {
         let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 64))
         let longPrompt = "[" + Array(repeating: "5", count: 80).joined(separator: ",") + "]"
@@ -92,7 +137,6 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "ignore_eos": "yes"}"#, "ignore_eos"),
             ("/v1/completions", #"{"prompt": "def", "stream": 1}"#, "stream"),
             ("/v1/completions", #"{"prompt": "def", "stream": true, "stream_options": {"include_usage": "no"}}"#, "stream_options.include_usage"),
-            ("/v1/completions", #"{"prompt": "def", "model": "gpt-4"}"#, "model"),
             ("/v1/completions", #"{"prompt": \#(longPrompt)}"#, "prompt"),                          // longer than --max-model-len
             ("/v1/completions", #"{"prompt": \#(longPrompt), "stream": true}"#, "prompt"),
             ("/v1/chat/completions", #"{"model": "stdlib-moe"}"#, "messages"),
@@ -133,6 +177,8 @@ import SwitchyardModel
         let error = try #require(rejected.json["error"] as? [String: Any])
         #expect((error["message"] as? String)?.contains("--max-queued-requests") == true)
         #expect(error["code"] as? Int == 503)
+        let (again, headers) = try await s.send(.POST, "/v1/completions", body: body, headers: [("Content-Type", "application/json")])
+        #expect(again.status == 503 && headers["Retry-After"] == ["1"])
         #expect(try await s.metric("switchyard:num_requests_waiting") == 2)
 
         // The two queued clients hang up: their requests are aborted and leave the queue.
@@ -142,7 +188,7 @@ import SwitchyardModel
         #expect(await s.eventually { s.server.queuedRequests == 0 })
         #expect(s.engine.freeKVBlocks == 64)
         #expect(try await s.metric("switchyard:request_success_total", ["finished_reason": "abort"]) == 2)
-        #expect(try await s.metric("switchyard:request_rejected_total", ["reason": "queue_full"]) == 1)
+        #expect(try await s.metric("switchyard:request_rejected_total", ["reason": "queue_full"]) == 2)
 
         gate.open()
         let (text, finish, _, done) = streamedText(try await s.post("/v1/completions", body).events)
@@ -158,6 +204,7 @@ import SwitchyardModel
         let reader = Task {
             var req = HTTPClientRequest(url: url)
             req.method = .POST
+            req.headers.add(name: "Content-Type", value: "application/json")
             req.body = .bytes(ByteBuffer(string: #"{"prompt": [5, 6, 7], "max_tokens": 400, "ignore_eos": true, "stream": true}"#))
             let response = try await client.execute(req, timeout: .seconds(300))
             var parser = SSE.Parser()

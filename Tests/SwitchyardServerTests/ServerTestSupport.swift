@@ -3,6 +3,7 @@ import ChunkedScheduler
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import Synchronization
 @testable import SwitchyardCore
 import SwitchyardModel
@@ -69,10 +70,13 @@ final class TestServer: Sendable {
     var engine: Engine { server.engine }
     var base: String { "http://127.0.0.1:\(port)" }
 
-    init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil, chatTemplate: ChatTemplate = .default) async throws {
-        let server = OpenAIServer(engine: engine, config: ServerConfig(host: "127.0.0.1", port: 0, modelName: testModelName,
-                                                                        maxQueuedRequests: maxQueuedRequests, chatTemplate: chatTemplate,
-                                                                        expertMap: expertMap))
+    init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil, chatTemplate: ChatTemplate = .default,
+         apiKey: String? = nil, modelAliases: [String] = []) async throws {
+        var serverConfig = ServerConfig(host: "127.0.0.1", port: 0, modelName: testModelName, maxQueuedRequests: maxQueuedRequests,
+                                        chatTemplate: chatTemplate, expertMap: expertMap)
+        serverConfig.apiKey = apiKey
+        serverConfig.modelAliases = modelAliases
+        let server = OpenAIServer(engine: engine, config: serverConfig)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test-server")
         logger.logLevel = .critical
@@ -107,6 +111,16 @@ final class TestServer: Sendable {
     func get(_ path: String) async throws -> Reply {
         let r = try await client.execute(HTTPClientRequest(url: base + path), timeout: .seconds(120))
         return Reply(status: Int(r.status.code), body: String(buffer: try await r.body.collect(upTo: 64 << 20)))
+    }
+
+    /// Any method, any headers; the reply's headers too.
+    func send(_ method: HTTPMethod, _ path: String, body: String? = nil, headers: [(String, String)] = []) async throws -> (Reply, HTTPHeaders) {
+        var req = HTTPClientRequest(url: base + path)
+        req.method = method
+        for (name, value) in headers { req.headers.add(name: name, value: value) }
+        if let body { req.body = .bytes(ByteBuffer(string: body)) }
+        let r = try await client.execute(req, timeout: .seconds(120))
+        return (Reply(status: Int(r.status.code), body: String(buffer: try await r.body.collect(upTo: 64 << 20))), r.headers)
     }
 
     func post(_ path: String, _ body: String) async throws -> Reply {
