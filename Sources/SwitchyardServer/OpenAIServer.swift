@@ -87,6 +87,20 @@ public final class OpenAIServer: Sendable {
         return PreparedRequest(request: request, options: o, chat: chat, created: Int(Date().timeIntervalSince1970))
     }
 
+    /// Refuses, before encoding it, a text that cannot fit: every token
+    /// stands for at most `maxTokenBytes` bytes, so a text of more than
+    /// `maxModelLen × maxTokenBytes` bytes (doubled, for normalizers that
+    /// shrink text) has more tokens than the context. Encoding a megabyte to
+    /// find that out would hold a core for nothing.
+    func checkEncodable(_ text: String, field: String, tokenizer: any Tokenizer) throws(APIError) {
+        let maxLen = engine.config.maxModelLen
+        let (limit, overflow) = maxLen.multipliedReportingOverflow(by: max(1, tokenizer.maxTokenBytes))
+        let bytes = text.utf8.count
+        if !overflow && limit < Int.max / 2 && bytes > 2 * limit {
+            throw .invalid(field, "\(field) has \(bytes) bytes of text, more than \(maxLen) tokens (--max-model-len) can cover; shorten it or raise --max-model-len")
+        }
+    }
+
     func prepare(_ body: Data, chat: Bool) throws(APIError) -> PreparedRequest {
         let tokenizer = engine.tokenizer
         if chat {
@@ -96,6 +110,7 @@ public final class OpenAIServer: Sendable {
             }
             let template = config.chatTemplate
             let text = try template.render(r.messages)
+            try checkEncodable(text, field: "messages", tokenizer: tokenizer)
             let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens)
             let ends = template.endMarkers.compactMap { tokenizer.tokenId($0) }
             return try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)
@@ -108,6 +123,7 @@ public final class OpenAIServer: Sendable {
             guard let tokenizer else {
                 throw .invalid("prompt", "the model has no tokenizer.json, so text prompts cannot be encoded; send token ids")
             }
+            try checkEncodable(s, field: "prompt", tokenizer: tokenizer)
             ids = tokenizer.encode(s)
         }
         return try prepare(prompt: ids, promptField: "prompt", options: r.options, chat: false)

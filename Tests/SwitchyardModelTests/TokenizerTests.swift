@@ -55,3 +55,58 @@ import Testing
         }
     }
 }
+
+/// BPE merging through a priority queue gives exactly the merges of the
+/// textbook loop (rescan, merge the lowest-ranked leftmost pair, repeat),
+/// and stays fast on a long word.
+@Suite struct BPEMergeTests {
+    /// The O(n²) definition, kept here as the reference.
+    func naiveMerge(_ model: BPEModel, _ start: [Int32]) -> [Int32] {
+        var symbols = start
+        while symbols.count > 1 {
+            var bestRank = Int32.max, bestPos = -1, bestId: Int32 = 0
+            for i in 0..<(symbols.count - 1) {
+                let key = UInt64(UInt32(bitPattern: symbols[i])) << 32 | UInt64(UInt32(bitPattern: symbols[i + 1]))
+                if let m = model.merges[key], m.rank < bestRank { (bestRank, bestPos, bestId) = (m.rank, i, m.id) }
+            }
+            if bestPos < 0 { break }
+            symbols[bestPos] = bestId
+            symbols.remove(at: bestPos + 1)
+        }
+        return symbols
+    }
+
+    @Test(arguments: TokenizerTests.cases)
+    func queueMergingEqualsTheTextbookLoop(_ name: String) throws {
+        let tok = try #require(try TokenizerLoader.load(directory: Fixtures.tokenizer(name)) as? BPETokenizer)
+        let model = tok.model
+        // Symbols drawn from the single-character tokens, so many pairs merge.
+        let singles = model.vocab.filter { $0.key.unicodeScalars.count == 1 }.map(\.value).sorted()
+        try #require(singles.count > 10)
+        var rng = Xoshiro256(seed: 9)
+        for length in [2, 3, 7, 16, 64, 300] {
+            for _ in 0..<20 {
+                let word = (0..<length).map { _ in singles[Int(rng.next() % UInt64(singles.count))] }
+                #expect(model.mergeAll(word) == naiveMerge(model, word), "\(name), \(length) symbols")
+            }
+        }
+        // Repetitive words stress equal ranks: leftmost first.
+        let a = singles[singles.count / 2], b = singles[singles.count / 3]
+        let repetitive = (0..<500).map { $0 % 3 == 2 ? b : a }
+        #expect(model.mergeAll(repetitive) == naiveMerge(model, repetitive))
+    }
+
+    @Test func aLongWordEncodesAndDecodesBack() throws {
+        let tok = try TokenizerLoader.load(directory: Fixtures.tokenizer("bytelevel_qwen2"))
+        var letters: [UInt8] = []
+        for i in 0..<40_000 {
+            let k: Int = (i * 7 + i / 13) % 26
+            letters.append(UInt8(97 + k))
+        }
+        let word = String(decoding: letters, as: UTF8.self)
+        let ids = tok.encode(word, addSpecialTokens: false)
+        #expect(ids.count < word.count)
+        #expect(tok.decode(ids, skipSpecialTokens: true) == word)
+        #expect(tok.maxTokenBytes >= 2 && word.utf8.count <= ids.count * tok.maxTokenBytes)
+    }
+}

@@ -98,6 +98,32 @@ import SwitchyardModel
         await s.stop()
     }
 
+    /// A megabyte word is refused before it is encoded (it cannot fit the
+    /// context), a 30,000-character word is encoded in O(n log n), and
+    /// 64 stop strings are checked only against new text: a short request
+    /// next to them is answered.
+    @Test func hostilePromptsAndStopListsAreBoundedWork() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 256))
+        let huge = String(repeating: "a", count: 1 << 20)
+        let short = #"{"prompt": "def f(x):", "max_tokens": 4, "temperature": 0}"#
+        async let refused = s.post("/v1/completions", #"{"prompt": "\#(huge)", "max_tokens": 4}"#)
+        async let answered = s.post("/v1/completions", short)
+        let (r, ok) = try await (refused, answered)
+        #expect(r.status == 400)
+        let error = try #require(r.json["error"] as? [String: Any], "\(r.body.prefix(200))")
+        #expect(error["param"] as? String == "prompt")
+        #expect((error["message"] as? String)?.contains("--max-model-len") == true)
+        #expect(ok.status == 200)
+        // Long but not surely too long: encoded (quickly), then refused by length.
+        let long = String(repeating: "ab", count: 15_000)
+        let r2 = try await s.post("/v1/completions", #"{"prompt": "\#(long)", "max_tokens": 4}"#)
+        #expect(r2.status == 400 && (r2.json["error"] as? [String: Any])?["param"] as? String == "prompt")
+        let stops = (0..<64).map { "\"zz\($0)qq\"" }.joined(separator: ",")
+        let r3 = try await s.post("/v1/completions", #"{"prompt": "def f(x):", "max_tokens": 32, "ignore_eos": true, "stop": [\#(stops)]}"#)
+        #expect(r3.status == 200)
+        await s.stop()
+    }
+
     @Test func badRequestsGet400NamingTheFieldAndTheServerKeepsServing() async throws {
         let s = try await TestServer(engine: try makeEngine(try loadModel(), maxModelLen: 64))
         let longPrompt = "[" + Array(repeating: "5", count: 80).joined(separator: ",") + "]"

@@ -4,7 +4,11 @@ import Synchronization
 /// The `model` section of tokenizer.json for `type: BPE`: a vocabulary and a
 /// ranked merge list. A word starts as one symbol per character (or per UTF-8
 /// byte with byte fallback) and the adjacent pair with the lowest merge rank
-/// is merged, leftmost first, until no ranked pair remains.
+/// is merged, leftmost first, until no ranked pair remains. As in Hugging
+/// Face's tokenizers the candidate pairs sit in a priority queue over a
+/// linked list of symbols, so a word of n characters costs O(n log n), not
+/// the O(n²) of rescanning the word for every merge (a 32,000-character word
+/// took 6 s that way).
 final class BPEModel: Sendable {
     let vocab: [String: Int32]
     let idToToken: [String]
@@ -15,7 +19,13 @@ final class BPEModel: Sendable {
     let byteFallback: Bool
     let ignoreMerges: Bool
     let byteTokenIds: [Int32?]
+    /// The longest token in bytes of text it can stand for (an upper bound:
+    /// a SentencePiece `▁` counts 3 bytes for one space, `<0x41>` 6 for one).
+    let maxTokenBytes: Int
     private let cache = Mutex<[String: [Int32]]>([:])
+    /// Words longer than this are not cached (they are rare, and a cache of
+    /// megabyte keys would hold the memory of hostile input).
+    static let cachedWordLimit = 256
 
     init(json obj: [String: Any], file: String) throws {
         guard (obj["type"] as? String ?? "BPE") == "BPE" else {
@@ -55,6 +65,7 @@ final class BPEModel: Sendable {
             if merges[key] == nil { merges[key] = (Int32(rank), id) }
         }
         self.vocab = vocab
+        maxTokenBytes = vocab.keys.reduce(1) { max($0, $1.utf8.count) }
         self.idToToken = idToToken
         self.merges = merges
         unkId = (obj["unk_token"] as? String).flatMap { vocab[$0] }
@@ -70,9 +81,11 @@ final class BPEModel: Sendable {
             return
         }
         let ids = encodeUncached(word)
-        cache.withLock { c in
-            if c.count > 100_000 { c.removeAll(keepingCapacity: true) }
-            c[word] = ids
+        if word.utf8.count <= Self.cachedWordLimit {
+            cache.withLock { c in
+                if c.count > 100_000 { c.removeAll(keepingCapacity: true) }
+                c[word] = ids
+            }
         }
         out.append(contentsOf: ids)
     }
@@ -100,22 +113,85 @@ final class BPEModel: Sendable {
                 }
             }
         }
-        while symbols.count > 1 {
-            var bestRank = Int32.max
-            var bestPos = -1
-            var bestId: Int32 = 0
-            for i in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(bitPattern: symbols[i])) << 32 | UInt64(UInt32(bitPattern: symbols[i + 1]))
-                if let m = merges[key], m.rank < bestRank {
-                    bestRank = m.rank
-                    bestPos = i
-                    bestId = m.id
-                }
-            }
-            if bestPos < 0 { break }
-            symbols[bestPos] = bestId
-            symbols.remove(at: bestPos + 1)
+        return mergeAll(symbols)
+    }
+
+    @inline(__always)
+    private func merge(_ left: Int32, _ right: Int32) -> (rank: Int32, id: Int32)? {
+        merges[UInt64(UInt32(bitPattern: left)) << 32 | UInt64(UInt32(bitPattern: right))]
+    }
+
+    /// Applies merges lowest rank first, leftmost first among equal ranks.
+    /// Symbols form a linked list; the queue holds (rank, position) of every
+    /// pair that could merge, and an entry whose pair has since changed is
+    /// skipped when it comes up (ranks are unique per pair).
+    func mergeAll(_ start: [Int32]) -> [Int32] {
+        let n = start.count
+        guard n > 1 else { return start }
+        var symbol = start
+        var next = (0..<n).map { $0 + 1 }
+        var prev = (0..<n).map { $0 - 1 }
+        next[n - 1] = -1
+        var queue = MergeQueue()
+        for i in 0..<(n - 1) { if let m = merge(symbol[i], symbol[i + 1]) { queue.push(rank: m.rank, position: i) } }
+        while let (rank, i) = queue.pop() {
+            let j = next[i]
+            guard symbol[i] >= 0, j >= 0, let m = merge(symbol[i], symbol[j]), m.rank == rank else { continue }
+            symbol[i] = m.id
+            symbol[j] = -1
+            next[i] = next[j]
+            if next[j] >= 0 { prev[next[j]] = i }
+            if prev[i] >= 0, let p = merge(symbol[prev[i]], symbol[i]) { queue.push(rank: p.rank, position: prev[i]) }
+            if next[i] >= 0, let q = merge(symbol[i], symbol[next[i]]) { queue.push(rank: q.rank, position: i) }
         }
-        return symbols
+        var out: [Int32] = []
+        var i = 0
+        while i >= 0 {
+            out.append(symbol[i])
+            i = next[i]
+        }
+        return out
+    }
+
+
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, position).
+struct MergeQueue {
+    private var items: [(rank: Int32, position: Int)] = []
+
+    @inline(__always)
+    private static func less(_ a: (rank: Int32, position: Int), _ b: (rank: Int32, position: Int)) -> Bool {
+        a.rank != b.rank ? a.rank < b.rank : a.position < b.position
+    }
+
+    mutating func push(rank: Int32, position: Int) {
+        items.append((rank, position))
+        var c = items.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard Self.less(items[c], items[p]) else { break }
+            items.swapAt(c, p)
+            c = p
+        }
+    }
+
+    mutating func pop() -> (Int32, Int)? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var p = 0
+            while true {
+                let l = 2 * p + 1, r = l + 1
+                var m = p
+                if l < items.count && Self.less(items[l], items[m]) { m = l }
+                if r < items.count && Self.less(items[r], items[m]) { m = r }
+                if m == p { break }
+                items.swapAt(p, m)
+                p = m
+            }
+        }
+        return (top.rank, top.position)
     }
 }

@@ -104,6 +104,8 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
         addedTokens.first(where: { $0.content == token })?.id ?? model.vocab[token]
     }
 
+    public var maxTokenBytes: Int { max(model.maxTokenBytes, addedTokens.first?.content.utf8.count ?? 0) }
+
     public func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] {
         var ids: [Int32] = []
         if addSpecialTokens { ids += postProcessor.prefix }

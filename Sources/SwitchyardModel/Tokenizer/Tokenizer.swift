@@ -10,9 +10,14 @@ public protocol Tokenizer: Sendable {
     func encode(_ text: String, addSpecialTokens: Bool) -> [Int32]
     func decode(_ ids: [Int32], skipSpecialTokens: Bool) -> String
     func tokenId(_ token: String) -> Int32?
+    /// An upper bound on the bytes of text one token stands for: a text of
+    /// B bytes encodes to at least B / maxTokenBytes tokens, which lets a
+    /// server refuse a prompt that is surely too long without encoding it.
+    var maxTokenBytes: Int { get }
 }
 
 public extension Tokenizer {
+    var maxTokenBytes: Int { Int.max }
     func encode(_ text: String) -> [Int32] { encode(text, addSpecialTokens: true) }
     func decode(_ ids: [Int32]) -> String { decode(ids, skipSpecialTokens: false) }
 }
