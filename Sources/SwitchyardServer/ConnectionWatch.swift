@@ -26,19 +26,25 @@ public struct ServerRequestContext: RequestContext {
 /// connection needs one slot, its current run, and one handler, not one hook
 /// per request.
 final class ConnectionWatch: Sendable {
-    private enum Slot { case idle, running(GenerationRun) }
+    private enum Slot { case idle, running([GenerationRun]) }
     private let connections = Mutex<[ObjectIdentifier: Slot]>([:])
 
     /// Runs `body` with `run` as the connection's current request.
     func during<T>(_ run: GenerationRun, on channel: any Channel, _ body: () async -> T) async -> T {
+        await during([run], on: channel, body)
+    }
+
+    /// Runs `body` with `runs` (the choices of one HTTP request) as the
+    /// connection's current request: a hang-up cancels all of them.
+    func during<T>(_ runs: [GenerationRun], on channel: any Channel, _ body: () async -> T) async -> T {
         let key = ObjectIdentifier(channel)
         let first = connections.withLock { c -> Bool in
-            defer { c[key] = .running(run) }
+            defer { c[key] = .running(runs) }
             return c[key] == nil
         }
         if first {
             let hangUp: @Sendable () -> Void = { [self] in
-                if case .running(let r)? = connections.withLock({ $0.removeValue(forKey: key) }) { r.cancel() }
+                if case .running(let rs)? = connections.withLock({ $0.removeValue(forKey: key) }) { rs.forEach { $0.cancel() } }
             }
             channel.eventLoop.execute {
                 // A channel that closed before this ran never reports it to

@@ -9,6 +9,31 @@ struct PreparedRequest: Sendable {
     var options: GenerationOptions
     var chat: Bool
     var created: Int
+    /// The response's id (one per HTTP request; `request.id` is this
+    /// choice's engine request), and the choice's index in the response.
+    var responseId: String
+    var choice = 0
+
+    init(request: GenerationRequest, options: GenerationOptions, chat: Bool, created: Int) {
+        self.request = request
+        self.options = options
+        self.chat = chat
+        self.created = created
+        responseId = request.id
+    }
+
+    /// `n` choices of this request, numbered from `first`: engine ids
+    /// `<id>-<choice>`, and with a seed, sample j seeded `seed + j`.
+    func choices(_ n: Int, first: Int, total: Int) -> [PreparedRequest] {
+        guard total > 1 else { return [self] }
+        return (0..<n).map { j in
+            var p = self
+            p.choice = first + j
+            p.request.id = "\(request.id)-\(first + j)"
+            if let seed = request.sampling.seed { p.request.sampling.seed = seed &+ UInt64(j) }
+            return p
+        }
+    }
 }
 
 /// One request in flight: submits it, tracks the server's queue of requests

@@ -38,6 +38,9 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Token id → bias in [-100, 100].
     public var logitBias: [Int32: Float] = [:]
     public var minTokens = 0
+    /// Choices per prompt, each sampled independently (with `seed`, sample
+    /// j uses seed + j).
+    public var n = 1
     public var stream = false
     public var includeUsage = false
 
@@ -45,8 +48,15 @@ public struct GenerationOptions: Sendable, Equatable {
 }
 
 public struct CompletionRequest: Sendable, Equatable {
-    public var prompt: PromptInput
+    /// One or more prompts (a batch, as lm-evaluation-harness sends them);
+    /// each gets `n` choices, in prompt order.
+    public var prompts: [PromptInput]
     public var options: GenerationOptions
+
+    public var prompt: PromptInput { prompts[0] }
+
+    /// Most choices (prompts × `n`) one request may ask for.
+    public static let maxChoices = 64
 }
 
 public struct ChatCompletionRequest: Sendable, Equatable {
@@ -59,21 +69,35 @@ extension CompletionRequest {
     public static func parse(_ body: Data) throws(APIError) -> CompletionRequest {
         let f = Fields(try JSONValue.parseObject(body))
         guard let p = f.value("prompt") else { throw .invalid("prompt", "prompt is required") }
-        let prompt: PromptInput
+        var prompts: [PromptInput] = []
         switch p {
-        case .string(let s): prompt = .text(s)
+        case .string(let s): prompts = [.text(s)]
         case .array(let items):
             if items.isEmpty { throw .invalid("prompt", "prompt is empty") }
-            if items.count == 1, case .string(let s) = items[0] { prompt = .text(s); break }
-            if items.count == 1, case .array(let inner) = items[0] { prompt = .tokens(try tokenIds(inner, field: "prompt")); break }
-            if case .string = items[0] { throw .invalid("prompt", "only one prompt per request is supported; got \(items.count)") }
-            if case .array = items[0] { throw .invalid("prompt", "only one prompt per request is supported; got \(items.count)") }
-            prompt = .tokens(try tokenIds(items, field: "prompt"))
+            switch items[0] {
+            case .string, .array:
+                // A batch: strings, or token-id lists.
+                for (i, item) in items.enumerated() {
+                    switch item {
+                    case .string(let s): prompts.append(.text(s))
+                    case .array(let inner): prompts.append(.tokens(try tokenIds(inner, field: "prompt[\(i)]")))
+                    default: throw .invalid("prompt", "prompt[\(i)] must be a string or an array of token ids, like prompt[0]; got \(item.typeName)")
+                    }
+                }
+            default:
+                prompts = [.tokens(try tokenIds(items, field: "prompt"))]
+            }
         default:
-            throw f.wrong("prompt", "a string or an array of token ids", p)
+            throw f.wrong("prompt", "a string, an array of token ids, or an array of either", p)
         }
-        if case .text(let s) = prompt, s.isEmpty { throw .invalid("prompt", "prompt is empty") }
-        return CompletionRequest(prompt: prompt, options: try GenerationOptions.parse(f, chat: false))
+        for (i, prompt) in prompts.enumerated() where prompt == .text("") || prompt == .tokens([]) {
+            throw .invalid("prompt", prompts.count == 1 ? "prompt is empty" : "prompt[\(i)] is empty")
+        }
+        let options = try GenerationOptions.parse(f, chat: false)
+        if prompts.count * options.n > maxChoices {
+            throw .invalid(options.n > 1 ? "n" : "prompt", "\(prompts.count) prompts × n = \(options.n) asks for \(prompts.count * options.n) choices; this server answers at most \(maxChoices) per request")
+        }
+        return CompletionRequest(prompts: prompts, options: options)
     }
 }
 
@@ -174,7 +198,12 @@ extension GenerationOptions {
         }
         o.stream = try f.bool("stream") ?? false
         if let so = try f.object("stream_options") { o.includeUsage = try so.bool("include_usage") ?? false }
-        if let n = try f.int("n"), n != 1 { throw .invalid("n", "only n = 1 is supported, got \(n)") }
+        if let n = try f.int("n") {
+            guard (1...Int64(CompletionRequest.maxChoices)).contains(n) else {
+                throw .invalid("n", "n must be between 1 and \(CompletionRequest.maxChoices), got \(n)")
+            }
+            o.n = Int(n)
+        }
         for (key, target) in [("frequency_penalty", \GenerationOptions.frequencyPenalty), ("presence_penalty", \.presencePenalty)] {
             if let v = try f.number(key) {
                 guard abs(v) <= 2 else { throw .invalid(key, "\(key) must be in [-2, 2], got \(v)") }

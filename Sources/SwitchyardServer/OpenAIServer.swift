@@ -101,7 +101,8 @@ public final class OpenAIServer: Sendable {
         }
     }
 
-    func prepare(_ body: Data, chat: Bool) throws(APIError) -> PreparedRequest {
+    /// Every choice a request asks for: each prompt of a batch, `n` times.
+    func prepare(_ body: Data, chat: Bool) throws(APIError) -> [PreparedRequest] {
         let tokenizer = engine.tokenizer
         if chat {
             let r = try ChatCompletionRequest.parse(body)
@@ -113,19 +114,31 @@ public final class OpenAIServer: Sendable {
             try checkEncodable(text, field: "messages", tokenizer: tokenizer)
             let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens)
             let ends = template.endMarkers.compactMap { tokenizer.tokenId($0) }
-            return try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)
+            let one = try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)
+            return one.choices(r.options.n, first: 0, total: r.options.n)
         }
         let r = try CompletionRequest.parse(body)
-        let ids: [Int32]
-        switch r.prompt {
-        case .tokens(let t): ids = t
-        case .text(let s):
-            guard let tokenizer else {
-                throw .invalid("prompt", "the model has no tokenizer.json, so text prompts cannot be encoded; send token ids")
+        let n = r.options.n, total = r.prompts.count * n
+        var out: [PreparedRequest] = []
+        var responseId: String?
+        for (i, prompt) in r.prompts.enumerated() {
+            let field = r.prompts.count > 1 ? "prompt[\(i)]" : "prompt"
+            let ids: [Int32]
+            switch prompt {
+            case .tokens(let t): ids = t
+            case .text(let s):
+                guard let tokenizer else {
+                    throw .invalid("prompt", "the model has no tokenizer.json, so text prompts cannot be encoded; send token ids")
+                }
+                try checkEncodable(s, field: field, tokenizer: tokenizer)
+                ids = tokenizer.encode(s)
             }
-            try checkEncodable(s, field: "prompt", tokenizer: tokenizer)
-            ids = tokenizer.encode(s)
+            var one = try prepare(prompt: ids, promptField: field, options: r.options, chat: false)
+            // One id for the response; each choice's engine request is `<id>-<choice>`.
+            if let id = responseId { one.request.id = id } else { responseId = one.request.id }
+            one.responseId = responseId!
+            out += one.choices(n, first: i * n, total: total)
         }
-        return try prepare(prompt: ids, promptField: "prompt", options: r.options, chat: false)
+        return out
     }
 }

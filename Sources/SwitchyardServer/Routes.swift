@@ -56,28 +56,52 @@ extension OpenAIServer {
             metrics.recordRejected(e)
             return Self.error(e)
         }
-        let run: GenerationRun
+        var runs: [GenerationRun] = []
         do {
-            let prepared = try prepare(Data(buffer: body), chat: chat)
-            run = try GenerationRun(server: self, prepared: prepared)
+            // A run left behind when a later one is refused (503) cancels
+            // itself when dropped.
+            for prepared in try prepare(Data(buffer: body), chat: chat) {
+                runs.append(try GenerationRun(server: self, prepared: prepared))
+            }
         } catch {
             if error.status != 503 { metrics.recordRejected(error) }
             return Self.error(error)
         }
-        if run.prepared.options.stream { return stream(run, on: channel) }
+        if runs[0].prepared.options.stream { return stream(runs, on: channel) }
 
-        var text = ""
-        let output = await connections.during(run, on: channel) { await run.run { text += $0 } }
-        guard let output else {
-            return Self.error(APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil))
+        let results = await connections.during(runs, on: channel) { await Self.collect(runs) }
+        var complete: [(text: String, output: RequestOutput)] = []
+        for r in results {
+            guard let output = r.output else {
+                return Self.error(APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil))
+            }
+            if let e = output.error { return Self.error(APIError(e)) }
+            complete.append((r.text, output))
         }
-        if let e = output.error { return Self.error(APIError(e)) }
-        return Self.json(OpenAIResponse.full(run.prepared, model: config.modelName, text: text, output: output))
+        return Self.json(OpenAIResponse.full(runs.map(\.prepared), model: config.modelName, results: complete))
     }
 
-    func stream(_ run: GenerationRun, on channel: any Channel) -> Response {
+    /// Runs every choice at once; their texts and outputs in choice order.
+    static func collect(_ runs: [GenerationRun]) async -> [(text: String, output: RequestOutput?)] {
+        await withTaskGroup(of: (Int, String, RequestOutput?).self) { group in
+            for (i, run) in runs.enumerated() {
+                group.addTask {
+                    var text = ""
+                    let output = await run.run { text += $0 }
+                    return (i, text, output)
+                }
+            }
+            var out = [(text: String, output: RequestOutput?)](repeating: ("", nil), count: runs.count)
+            for await (i, text, output) in group { out[i] = (text, output) }
+            return out
+        }
+    }
+
+    /// Server-Sent Events for every choice: each choice's chunks carry its
+    /// index, interleaved as they are produced; one writer sends them.
+    func stream(_ runs: [GenerationRun], on channel: any Channel) -> Response {
         let model = config.modelName
-        let p = run.prepared
+        let p = runs[0].prepared
         let connections = connections
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: .init { writer in
@@ -87,22 +111,47 @@ extension OpenAIServer {
                 s += "\n\n"
                 try await writer.write(ByteBuffer(string: s))
             }
-            // A failed write also means the client left: `run` cancels then.
-            let output = await connections.during(run, on: channel) { () -> RequestOutput? in
-                do {
-                    if p.chat { try await send(OpenAIResponse.chunk(p, model: model, text: "", role: true)) }
-                } catch {
-                    run.cancel()
+            let (chunks, sink) = AsyncStream<JSONOut>.makeStream(bufferingPolicy: .unbounded)
+            let producer = Task { () -> [RequestOutput?] in
+                await connections.during(runs, on: channel) {
+                    await withTaskGroup(of: (Int, RequestOutput?).self) { group in
+                        for (i, run) in runs.enumerated() {
+                            let q = run.prepared
+                            group.addTask {
+                                if q.chat { sink.yield(OpenAIResponse.chunk(q, model: model, text: "", role: true)) }
+                                let output = await run.run { text in sink.yield(OpenAIResponse.chunk(q, model: model, text: text)) }
+                                if let output, output.error == nil {
+                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: q.chat ? nil : "", finish: output.finishReason))
+                                }
+                                return (i, output)
+                            }
+                        }
+                        var outputs = [RequestOutput?](repeating: nil, count: runs.count)
+                        for await (i, output) in group { outputs[i] = output }
+                        sink.finish()
+                        return outputs
+                    }
                 }
-                return await run.run { text in try await send(OpenAIResponse.chunk(p, model: model, text: text)) }
             }
-            guard let output else { return }
+            // A failed write means the client left: cancel every choice.
+            var failed = false
+            for await chunk in chunks where !failed {
+                do { try await send(chunk) } catch {
+                    failed = true
+                    runs.forEach { $0.cancel() }
+                }
+            }
+            let outputs = await producer.value
+            guard !failed, outputs.allSatisfy({ $0 != nil }) else { return }
             do {
-                if let e = output.error {
+                if let e = outputs.compactMap({ $0?.error }).first {
                     try await send(APIError(e).jsonOut)
-                } else {
-                    try await send(OpenAIResponse.chunk(p, model: model, text: p.chat ? nil : "", finish: output.finishReason))
-                    if p.options.includeUsage { try await send(OpenAIResponse.usageChunk(p, model: model, output: output)) }
+                } else if p.options.includeUsage {
+                    let all = outputs.map { $0! }
+                    let n = max(1, p.options.n)
+                    let promptTokens = stride(from: 0, to: all.count, by: n).reduce(0) { $0 + all[$1].promptTokens }
+                    try await send(OpenAIResponse.usageChunk(p, model: model, promptTokens: promptTokens,
+                                                             completionTokens: all.reduce(0) { $0 + $1.outputTokens.count }))
                 }
                 try await writer.write(ByteBuffer(string: SSE.done))
                 try await writer.finish(nil)

@@ -215,3 +215,58 @@ import SwitchyardModel
         await s.stop()
     }
 }
+
+/// `n` choices and a batch of prompts in one request, as the OpenAI SDK
+/// (`n=2`) and lm-evaluation-harness (`--batch_size`) send them.
+@Suite(.serialized) struct ChoicesTests {
+    @Test func aBatchOfPromptsWithNChoicesAnswersEveryChoiceInOrder() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel()))
+        let body = #"{"prompt": [[5, 6, 7], [40, 41, 42, 43]], "n": 2, "max_tokens": 4, "temperature": 0, "ignore_eos": true}"#
+        let r = try await s.post("/v1/completions", body)
+        #expect(r.status == 200, "\(r.body)")
+        let choices = try #require(r.json["choices"] as? [[String: Any]])
+        #expect(choices.map { $0["index"] as? Int } == [0, 1, 2, 3])
+        let texts = choices.map { $0["text"] as? String ?? "?" }
+        // Greedy: both choices of a prompt agree, and equal that prompt alone.
+        for (i, prompt) in ["[5, 6, 7]", "[40, 41, 42, 43]"].enumerated() {
+            let alone = try await s.post("/v1/completions", #"{"prompt": \#(prompt), "max_tokens": 4, "temperature": 0, "ignore_eos": true}"#)
+            let aloneText = try #require((alone.json["choices"] as? [[String: Any]])?.first?["text"] as? String)
+            #expect(texts[2 * i] == aloneText && texts[2 * i + 1] == aloneText)
+        }
+        let usage = try #require(r.json["usage"] as? [String: Int])
+        #expect(usage["prompt_tokens"] == 7 && usage["completion_tokens"] == 16)
+
+        // Streamed: each choice's chunks carry its index and add up to the same text.
+        let streamed = try await s.post("/v1/completions", #"{"prompt": [[5, 6, 7], [40, 41, 42, 43]], "n": 2, "max_tokens": 4, "temperature": 0, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}"#)
+        var byIndex = [Int: String](), finished = Set<Int>()
+        var total: [String: Int]?
+        for event in streamed.events where event != "[DONE]" {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any])
+            if let u = json["usage"] as? [String: Int] { total = u }
+            for c in json["choices"] as? [[String: Any]] ?? [] {
+                let i = try #require(c["index"] as? Int)
+                byIndex[i, default: ""] += c["text"] as? String ?? ""
+                if c["finish_reason"] as? String == "length" { finished.insert(i) }
+            }
+        }
+        #expect(streamed.events.last == "[DONE]")
+        #expect((0..<4).map { byIndex[$0] } == texts.map { Optional($0) })
+        #expect(finished == [0, 1, 2, 3])
+        #expect(total?["completion_tokens"] == 16)
+        #expect(await s.eventually { s.engine.freeKVBlocks == 512 })
+        await s.stop()
+    }
+
+    @Test func seededChoicesSampleIndependentlyAndRepeat() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel()))
+        let body = #"{"prompt": "def f(x):", "n": 3, "max_tokens": 12, "temperature": 1.0, "seed": 11, "ignore_eos": true}"#
+        func texts() async throws -> [String] {
+            let r = try await s.post("/v1/completions", body)
+            return (r.json["choices"] as? [[String: Any]] ?? []).map { $0["text"] as? String ?? "" }
+        }
+        let first = try await texts(), second = try await texts()
+        #expect(first.count == 3 && first == second)
+        #expect(Set(first).count > 1, "choices with seeds 11, 12, 13 all sampled \(first)")
+        await s.stop()
+    }
+}

@@ -143,11 +143,16 @@ import ExpertParallelExecution
         #expect(r.prompt == .tokens([1, 2, 3]))
         #expect(r.options.temperature == 1 && r.options.topK == 0 && r.options.seed == 7 && r.options.stop == ["\n"])
         #expect(r.options.maxTokens == nil && !r.options.stream)
-        #expect(throws: APIError.invalid("prompt", "only one prompt per request is supported; got 2")) {
-            try CompletionRequest.parse(Data(#"{"prompt": ["a", "b"]}"#.utf8))
+        #expect(try CompletionRequest.parse(Data(#"{"prompt": ["a", "b"]}"#.utf8)).prompts == [.text("a"), .text("b")])
+        #expect(try CompletionRequest.parse(Data(#"{"prompt": [[1], [2, 3]], "n": 2}"#.utf8)).prompts == [.tokens([1]), .tokens([2, 3])])
+        #expect(throws: APIError.invalid("prompt", "prompt[1] is empty")) {
+            try CompletionRequest.parse(Data(#"{"prompt": ["a", ""]}"#.utf8))
         }
-        #expect(throws: APIError.invalid("n", "only n = 1 is supported, got 2")) {
-            try CompletionRequest.parse(Data(#"{"prompt": "a", "n": 2}"#.utf8))
+        #expect(throws: APIError.invalid("n", "n must be between 1 and 64, got 0")) {
+            try CompletionRequest.parse(Data(#"{"prompt": "a", "n": 0}"#.utf8))
+        }
+        #expect(throws: APIError.invalid("n", "2 prompts × n = 40 asks for 80 choices; this server answers at most 64 per request")) {
+            try CompletionRequest.parse(Data(#"{"prompt": ["a", "b"], "n": 40}"#.utf8))
         }
         let c = try ChatCompletionRequest.parse(Data(#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}], "max_completion_tokens": 5}"#.utf8))
         #expect(c.messages == [ChatMessage(role: "user", content: "ab")])
