@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import Logging
 import Synchronization
 import SwitchyardCore
@@ -46,15 +47,22 @@ public final class OpenAIServer: Sendable {
         let router = Router(context: ServerRequestContext.self)
         router.add(middleware: GatekeeperMiddleware(apiKey: config.apiKey, logger: log))
         addRoutes(to: router)
+        let idle = config.idleTimeout.components
         return Application(router: router,
+                           server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
                            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
                            logger: log)
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops the engine.
+    /// Serves until SIGINT or SIGTERM, lets requests in flight finish for
+    /// up to `shutdownTimeout`, cancels the rest, then stops the engine.
     public func run(logger: Logger? = nil, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        try await makeApplication(logger: logger, onRunning: onRunning).runService()
+        let app = makeApplication(logger: logger, onRunning: onRunning)
+        var group = ServiceGroupConfiguration(services: [.init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                                              logger: logger ?? Logger(label: "switchyard.server"))
+        group.maximumGracefulShutdownDuration = config.shutdownTimeout
+        try await ServiceGroup(configuration: group).run()
         engine.shutdown()
     }
 

@@ -48,9 +48,18 @@ extension OpenAIServer {
     /// blocks before its next iteration); other connections stay open for the
     /// next request.
     func generate(_ request: Request, on channel: any Channel, chat: Bool) async -> Response {
-        var request = request
         let body: ByteBuffer
-        do { body = try await request.collectBody(upTo: config.maxBodyBytes) } catch {
+        do {
+            guard let b = try await collectBody(request, on: channel) else {
+                // Too slow (or never finished): the connection is closed, nobody reads this.
+                return Self.error(APIError(status: 408, message: "the request body did not arrive within \(config.bodyTimeout)",
+                                           type: "invalid_request_error", param: nil))
+            }
+            body = b
+        } catch {
+            if Task.isCancelled {
+                return Self.error(APIError(status: 503, message: "the server is shutting down", type: "service_unavailable_error", param: nil))
+            }
             let e = APIError(status: 413, message: "the request body is larger than \(config.maxBodyBytes) bytes",
                              type: "invalid_request_error", param: nil)
             metrics.recordRejected(e)
@@ -79,6 +88,27 @@ extension OpenAIServer {
             complete.append((r.text, output))
         }
         return Self.json(OpenAIResponse.full(runs.map(\.prepared), model: config.modelName, results: complete))
+    }
+
+    /// The body, or nil when it has not arrived within `bodyTimeout`: the
+    /// connection is then closed, which also ends the read (a client that
+    /// sends half a body holds nothing, not even a shutdown).
+    func collectBody(_ request: Request, on channel: any Channel) async throws -> ByteBuffer? {
+        let limit = config.maxBodyBytes, timeout = config.bodyTimeout
+        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                var r = request
+                return try await r.collectBody(upTo: limit)
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { channel.close(promise: nil) }
+                return nil
+            }
+            defer { group.cancelAll() }
+            let first = try await group.next()!
+            return first
+        }
     }
 
     /// Runs every choice at once; their texts and outputs in choice order.

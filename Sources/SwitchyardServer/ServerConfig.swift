@@ -14,6 +14,14 @@ public struct ServerConfig: Sendable {
     public var modelAliases: [String] = []
     /// `--api-key`: when set, `/v1/*` needs `Authorization: Bearer <key>`.
     public var apiKey: String?
+    /// A connection with no request in progress (idle keep-alive, or a
+    /// request head still arriving) is closed after this long.
+    public var idleTimeout: Duration = .seconds(60)
+    /// A request body must arrive within this long, else the connection is closed.
+    public var bodyTimeout: Duration = .seconds(30)
+    /// On SIGTERM or SIGINT: requests in flight get this long to finish,
+    /// then they are cancelled and the server exits.
+    public var shutdownTimeout: Duration = .seconds(30)
     /// Requests admitted but without a first token yet, at most; more get 503. Nil: no limit.
     public var maxQueuedRequests: Int?
     public var chatTemplate: ChatTemplate

@@ -25,6 +25,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("api-key"), help: "Require `Authorization: Bearer KEY` on /v1/* (default: $SWITCHYARD_API_KEY, else none).")
     var apiKey: String?
 
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before closing a connection with no request in progress (idle keep-alive, or a request head still arriving).")
+    var idleTimeout: Double = 60
+
+    @Option(name: .customLong("body-timeout"), help: "Seconds a request body may take to arrive before the connection is closed.")
+    var bodyTimeout: Double = 30
+
+    @Option(name: .customLong("shutdown-timeout"), help: "Seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled.")
+    var shutdownTimeout: Double = 30
+
     @Option(name: .customLong("log-level"), help: "Request log level: trace, debug, info (a line per request), notice, warning, error.")
     var logLevel: String = "info"
 
@@ -38,6 +47,10 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty") }
+        for (flag, v) in [("--idle-timeout", idleTimeout), ("--body-timeout", bodyTimeout), ("--shutdown-timeout", shutdownTimeout)]
+        where !(v > 0 && v.isFinite) {
+            throw ValidationError("\(flag) must be a positive number of seconds")
+        }
     }
 
     func run() async throws {
@@ -58,6 +71,9 @@ struct ServeCommand: AsyncParsableCommand {
                                   chatTemplate: template, expertMap: execution.map, placementName: engine.placement)
         config.modelAliases = servedModelName == nil && basename != name ? [basename] : []
         config.apiKey = key
+        config.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        config.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
+        config.shutdownTimeout = .milliseconds(Int64(shutdownTimeout * 1000))
         let server = OpenAIServer(engine: eng, config: config)
         let host = self.host
         var requestLog = Logger(label: "switchyard.server")

@@ -165,3 +165,34 @@ final class RawHTTPConnection: @unchecked Sendable {
         await s.stop()
     }
 }
+
+extension RawHTTPConnection {
+    /// Sends bytes and nothing more (half a request).
+    func sendRaw(_ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { send(fileDescriptor, $0.baseAddress, $0.count, 0) }
+    }
+}
+
+/// Connections that send nothing, or half a request, are closed after their
+/// timeouts instead of being held forever.
+@Suite(.serialized) struct ConnectionTimeoutTests {
+    @Test func idleHalfHeaderAndHalfBodyConnectionsAreClosed() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel()), idleTimeout: .seconds(1), bodyTimeout: .seconds(1))
+        let idle = try RawHTTPConnection(port: s.port)
+        let slowHeader = try RawHTTPConnection(port: s.port)
+        slowHeader.sendRaw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        let slowBody = try RawHTTPConnection(port: s.port)
+        slowBody.sendRaw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+        let start = Date()
+        #expect(await idle.serverClosed())
+        #expect(await slowHeader.serverClosed())
+        #expect(await slowBody.serverClosed())
+        // Closed by the timeouts, not by the 120 s receive timeout of the client.
+        #expect(Date().timeIntervalSince(start) < 60)
+        // And the server still serves.
+        let ok = try await s.post("/v1/completions", #"{"prompt": [1, 2, 3], "max_tokens": 2}"#)
+        #expect(ok.status == 200)
+        await s.stop()
+    }
+}

@@ -71,11 +71,14 @@ final class TestServer: Sendable {
     var base: String { "http://127.0.0.1:\(port)" }
 
     init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil, chatTemplate: ChatTemplate = .default,
-         apiKey: String? = nil, modelAliases: [String] = []) async throws {
+         apiKey: String? = nil, modelAliases: [String] = [], idleTimeout: Duration = .seconds(60),
+         bodyTimeout: Duration = .seconds(30)) async throws {
         var serverConfig = ServerConfig(host: "127.0.0.1", port: 0, modelName: testModelName, maxQueuedRequests: maxQueuedRequests,
                                         chatTemplate: chatTemplate, expertMap: expertMap)
         serverConfig.apiKey = apiKey
         serverConfig.modelAliases = modelAliases
+        serverConfig.idleTimeout = idleTimeout
+        serverConfig.bodyTimeout = bodyTimeout
         let server = OpenAIServer(engine: engine, config: serverConfig)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test-server")
