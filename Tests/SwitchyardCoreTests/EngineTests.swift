@@ -285,3 +285,49 @@ import ChunkedScheduler
         #expect(!held.outputTokens.prefix(5).contains(stop))
     }
 }
+
+/// Prompt and output log-probabilities equal the log-softmax of the model's
+/// own logits for the same tokens, however the prompt was chunked.
+@Suite struct LogprobTests {
+    func logSoftmax(_ row: [Float], _ token: Int32) -> Float {
+        let m = row.max()!
+        let z = row.reduce(0.0) { $0 + Double(expf($1 - m)) }
+        return row[Int(token)] - m - Float(log(z))
+    }
+
+    @Test(arguments: [4, 64])
+    func promptAndOutputLogprobsMatchTheLogits(_ budget: Int) async throws {
+        let m = try Transformer(directory: EngineTests.fixtures.appendingPathComponent("qwen2_moe").path)
+        let prompt: [Int32] = [5, 9, 14, 2, 7, 30, 31, 8, 100, 3, 17]
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 64, blockSize: 4, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: budget)))
+        var r = GenerationRequest(id: "lp", promptTokens: prompt, maxTokens: 3, ignoreEOS: true)
+        r.logprobs = 2
+        r.promptLogprobs = 2
+        var scoreOnly = GenerationRequest(id: "score", promptTokens: prompt, maxTokens: 0)
+        scoreOnly.promptLogprobs = 0
+        let outs = await engine.generate([r, scoreOnly])
+        engine.shutdown()
+        let out = outs[0]
+        let all = try Generator(model: m).allLogits(prompt + out.outputTokens)
+        let p = try #require(out.promptLogprobs)
+        #expect(p.count == prompt.count - 1)
+        for (i, lp) in p.enumerated() {
+            #expect(lp.token == prompt[i + 1])
+            #expect(abs(lp.logprob - logSoftmax(all[i], prompt[i + 1])) < 1e-4)
+            #expect(lp.topTokens.count == 2 && lp.topTokens[0] == Int32(all[i].indices.max { all[i][$0] < all[i][$1] }!))
+        }
+        let o = try #require(out.logprobs)
+        #expect(o.map(\.token) == out.outputTokens)
+        for (j, lp) in o.enumerated() {
+            let row = all[prompt.count - 1 + j]
+            #expect(abs(lp.logprob - logSoftmax(row, lp.token)) < 1e-4)
+            #expect(lp.topTokens.first == lp.token)  // greedy: the chosen token is the most likely
+        }
+        // max_tokens 0 with prompt logprobs scores the prompt and samples nothing.
+        #expect(outs[1].outputTokens.isEmpty && outs[1].finishReason == .length && outs[1].error == nil)
+        let scored = try #require(outs[1].promptLogprobs)
+        #expect(scored.count == p.count && zip(scored, p).allSatisfy { abs($0.logprob - $1.logprob) < 1e-5 })
+        #expect(outs[1].promptLogprobs?.allSatisfy { $0.topTokens.isEmpty } == true)
+    }
+}

@@ -255,9 +255,8 @@ public final class Engine: @unchecked Sendable {
     private func process(_ scheduled: [KVCacheManager.Scheduled], logits: LogitsView) {
         let numLayers = model.config.numLayers
         let time = now()
-        var row = 0
         var ran = Set<Int>()
-        for s in scheduled {
+        for (i, s) in scheduled.enumerated() {
             let seq = s.seq
             ran.insert(seq.handle)
             if s.layers.upperBound < numLayers {
@@ -265,12 +264,20 @@ public final class Engine: @unchecked Sendable {
                 seq.inFlightTokens = s.tokens
                 continue
             }
+            let rows = runner.rowCount[i], first = runner.firstRow[i]
+            if seq.request.promptLogprobs != nil && rows > 0 {
+                outputs.scorePrompt(seq, logits: logits, firstRow: first, start: seq.computedTokens, rows: rows)
+            }
             seq.nextLayer = 0
             seq.inFlightTokens = 0
             seq.computedTokens += s.tokens
             guard seq.computedTokens == seq.tokens.count else { continue }
-            let reason = outputs.append(seq, logits: logits.mutableRow(row), time: time)
-            row += 1
+            if seq.request.maxTokens == 0 {
+                // Scoring only: the prompt is computed, nothing to sample.
+                finish(seq, reason: .length, error: nil)
+                continue
+            }
+            let reason = outputs.append(seq, logits: logits.mutableRow(first + rows - 1), time: time)
             if let reason { finish(seq, reason: reason, error: nil) }
         }
         // A decode that was running but got no token this iteration stalled.

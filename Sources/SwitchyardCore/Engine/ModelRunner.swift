@@ -24,19 +24,42 @@ final class ModelRunner {
         self.cache = cache
     }
 
-    /// Runs the forward; afterwards `row(i)` of the result is the logits of
-    /// the i-th scheduled sequence that completed all its tokens.
+    /// Where each scheduled sequence's logits rows start in the last
+    /// forward's result, and how many it has (0, 1 for the last token, or
+    /// every token of a prefill chunk whose prompt is being scored).
+    private(set) var firstRow: [Int] = []
+    private(set) var rowCount: [Int] = []
+
+    /// Which rows a scheduled sequence needs: the last one to sample, every
+    /// row of a prompt chunk that is being scored.
+    private func selection(_ s: KVCacheManager.Scheduled, numLayers: Int) -> LogitsSelection {
+        let seq = s.seq
+        guard s.layers.upperBound == numLayers else { return .none }
+        if seq.request.promptLogprobs != nil && seq.computedTokens < seq.request.promptTokens.count - 1 { return .all }
+        return seq.computedTokens + s.tokens == seq.tokens.count ? .last : .none
+    }
+
+    /// Runs the forward; the rows of scheduled sequence i are
+    /// `firstRow[i] ..< firstRow[i] + rowCount[i]` of the result.
     func forward(_ scheduled: [KVCacheManager.Scheduled]) throws -> LogitsView {
         let numLayers = model.config.numLayers
         batch.tokens.removeAll(keepingCapacity: true)
         batch.sequences.removeAll(keepingCapacity: true)
+        firstRow.removeAll(keepingCapacity: true)
+        rowCount.removeAll(keepingCapacity: true)
+        var rows = 0
         for s in scheduled {
             let seq = s.seq
             let end = seq.computedTokens + s.tokens
             let carry = s.layers.lowerBound > 0 ? carried[seq.handle] : nil
+            let logits = selection(s, numLayers: numLayers)
+            let n = logits == .all ? s.tokens : logits == .last ? 1 : 0
+            firstRow.append(rows)
+            rowCount.append(n)
+            rows += n
             batch.append(tokens: seq.tokens[seq.computedTokens..<end], startPosition: seq.computedTokens,
                          blockTable: seq.blockTable,
-                         logits: s.layers.upperBound == numLayers && end == seq.tokens.count ? .last : .none,
+                         logits: logits,
                          layers: s.layers == 0..<numLayers ? nil : s.layers,
                          inputHidden: carry?.hidden, inputRoutes: carry?.routes)
         }

@@ -11,6 +11,9 @@ struct OutputProcessor {
     func append(_ seq: SequenceState, logits: UnsafeMutableBufferPointer<Float>, time: Double) -> FinishReason? {
         if let p = seq.logitsProcessor, p.isActive(outputs: seq.outputCount) { p.apply(logits, outputs: seq.outputCount) }
         let token = Int32(seq.sampler.sample(UnsafeBufferPointer(logits)))
+        if let top = seq.request.logprobs {
+            seq.outputLogprobs.append(TokenLogprob.of(token, in: UnsafeBufferPointer(logits), top: top))
+        }
         seq.logitsProcessor?.append(token)
         seq.tokens.append(token)
         if seq.firstTokenTime == nil { seq.firstTokenTime = time }
@@ -29,11 +32,27 @@ struct OutputProcessor {
         return nil
     }
 
+    /// Scores the prompt tokens the rows of a prefill chunk predict: row j
+    /// of a chunk starting at position `start` predicts the token at
+    /// `start + j + 1`. Tokens already scored (before a preemption) are skipped.
+    func scorePrompt(_ seq: SequenceState, logits: LogitsView, firstRow: Int, start: Int, rows: Int) {
+        guard let top = seq.request.promptLogprobs else { return }
+        let promptLen = seq.request.promptTokens.count
+        for j in 0..<rows {
+            let position = start + j + 1
+            guard position < promptLen, position - 1 == seq.promptLogprobs.count else { continue }
+            let token = seq.request.promptTokens[position]
+            seq.promptLogprobs.append(TokenLogprob.of(token, in: logits.row(firstRow + j), top: top))
+        }
+    }
+
     /// The final output of `seq` (its text without a matched stop string).
     func output(_ seq: SequenceState, reason: FinishReason, error: RequestError?, time: Double) -> RequestOutput {
         RequestOutput(id: seq.request.id, promptTokens: seq.request.promptTokens.count, outputTokens: Array(seq.outputTokens),
                       text: seq.detokenizer?.text, finishReason: reason, error: error, arrivalTime: seq.arrivalTime,
                       firstTokenTime: seq.firstTokenTime, finishTime: time, tokenTimes: seq.tokenTimes,
-                      preemptions: seq.preemptions)
+                      preemptions: seq.preemptions,
+                      logprobs: seq.request.logprobs == nil ? nil : seq.outputLogprobs,
+                      promptLogprobs: seq.request.promptLogprobs == nil ? nil : seq.promptLogprobs)
     }
 }

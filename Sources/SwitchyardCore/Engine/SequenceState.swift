@@ -26,6 +26,11 @@ final class SequenceState {
     let stopTokens: Set<Int32>
     /// Output text so far (when the engine has a tokenizer).
     var detokenizer: IncrementalDetokenizer?
+    /// What the request asked to be scored: per output token, and per prompt
+    /// token from the second (filled once; a recompute after preemption
+    /// does not add them again).
+    var outputLogprobs: [TokenLogprob] = []
+    var promptLogprobs: [TokenLogprob] = []
     /// Penalties, bias and `min_tokens` (nil when the request has none).
     var logitsProcessor: LogitsProcessor?
 

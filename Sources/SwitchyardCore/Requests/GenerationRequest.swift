@@ -17,6 +17,15 @@ public struct GenerationRequest: Sendable {
     /// sampled (and stop strings do not end the request) before this many
     /// output tokens.
     public var minTokens: Int
+    /// Log-probabilities of each sampled token with its `logprobs` most
+    /// likely alternatives (0: the token's alone); nil: none.
+    public var logprobs: Int? = nil
+    /// The same for every prompt token after the first (scoring, `echo`);
+    /// nil: none. With it, `maxTokens` may be 0: score the prompt only.
+    public var promptLogprobs: Int? = nil
+
+    /// Most alternatives per token (vLLM's limit).
+    public static let maxLogprobs = 20
 
     public init(id: String, promptTokens: [Int32], sampling: SamplingParams = .greedy, maxTokens: Int = 16,
                 stopTokenIds: [Int32] = [], stopStrings: [String] = [], ignoreEOS: Bool = false, priority: Int = 0,
@@ -53,6 +62,7 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
     case tooManyStopStrings(id: String, count: Int, limit: Int)
     case stopStringTooLong(id: String, bytes: Int, limit: Int)
     case logitBiasOutOfRange(id: String, token: Int32, vocabSize: Int)
+    case invalidLogprobs(id: String, value: Int, limit: Int)
     case maxTokensBeyondContext(id: String, maxTokens: Int, promptTokens: Int, maxModelLen: Int)
     case tokenOutOfRange(id: String, token: Int32, vocabSize: Int)
     case stopTokenOutOfRange(id: String, token: Int32, vocabSize: Int)
@@ -66,7 +76,7 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
         switch self {
         case let .emptyPrompt(id), let .promptTooLong(id, _, _), let .invalidMaxTokens(id, _),
              let .invalidMinTokens(id, _, _), let .tooManyStopStrings(id, _, _), let .stopStringTooLong(id, _, _),
-             let .logitBiasOutOfRange(id, _, _),
+             let .logitBiasOutOfRange(id, _, _), let .invalidLogprobs(id, _, _),
              let .maxTokensBeyondContext(id, _, _, _), let .tokenOutOfRange(id, _, _), let .stopTokenOutOfRange(id, _, _),
              let .invalidSampling(id, _), let .exceedsKVCapacity(id, _, _), let .engine(id, _):
             return id
@@ -82,6 +92,7 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
         case .invalidMinTokens: return "min_tokens"
         case .tooManyStopStrings, .stopStringTooLong: return "stop"
         case .logitBiasOutOfRange: return "logit_bias"
+        case .invalidLogprobs: return "logprobs"
         case .invalidSampling: return "sampling"
         case .engine: return nil
         }
@@ -102,6 +113,7 @@ public enum RequestError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .tooManyStopStrings(_, n, limit): return "stop has \(n) strings; this server accepts at most \(limit)"
         case let .stopStringTooLong(_, n, limit): return "a stop string has \(n) bytes; this server accepts at most \(limit)"
         case let .logitBiasOutOfRange(_, t, v): return "logit_bias has token id \(t), outside the vocabulary (0..<\(v))"
+        case let .invalidLogprobs(_, n, limit): return "logprobs must be between 0 and \(limit), got \(n)"
         case let .invalidSampling(_, r): return r
         case let .exceedsKVCapacity(_, n, cap):
             return "prompt + max_tokens need \(n) KV-cache tokens but the cache holds \(cap); lower max_tokens or raise --num-kv-blocks / --kv-cache-memory"

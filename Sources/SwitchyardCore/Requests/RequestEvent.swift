@@ -1,3 +1,5 @@
+import SwitchyardModel
+
 /// What a request's stream carries: each new token as it is sampled, with
 /// the text it completes, then exactly one `.finished`.
 public enum RequestEvent: Sendable {
@@ -23,6 +25,10 @@ public struct RequestOutput: Sendable {
     public var finishTime: Double
     public var tokenTimes: [Double]
     public var preemptions: Int
+    /// Per output token, when the request asked for `logprobs`.
+    public var logprobs: [TokenLogprob]? = nil
+    /// Per prompt token from the second, when it asked for `promptLogprobs`.
+    public var promptLogprobs: [TokenLogprob]? = nil
 
     public var ttft: Double? { firstTokenTime.map { $0 - arrivalTime } }
     public var e2eLatency: Double { finishTime - arrivalTime }

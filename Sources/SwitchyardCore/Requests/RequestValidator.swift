@@ -33,7 +33,10 @@ public struct RequestValidator: Sendable {
         if let bad = r.stopTokenIds.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
             return .stopTokenOutOfRange(id: r.id, token: bad, vocabSize: vocabSize)
         }
-        if r.maxTokens < 1 { return .invalidMaxTokens(id: r.id, value: r.maxTokens) }
+        if r.maxTokens < (r.promptLogprobs == nil ? 1 : 0) { return .invalidMaxTokens(id: r.id, value: r.maxTokens) }
+        for n in [r.logprobs, r.promptLogprobs].compactMap({ $0 }) where !(0...GenerationRequest.maxLogprobs).contains(n) {
+            return .invalidLogprobs(id: r.id, value: n, limit: GenerationRequest.maxLogprobs)
+        }
         if r.minTokens < 0 || r.minTokens > r.maxTokens {
             return .invalidMinTokens(id: r.id, minTokens: r.minTokens, maxTokens: r.maxTokens)
         }
