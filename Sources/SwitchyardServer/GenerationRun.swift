@@ -13,6 +13,8 @@ struct PreparedRequest: Sendable {
     /// choice's engine request), and the choice's index in the response.
     var responseId: String
     var choice = 0
+    /// The prompt as the client sent it, when it was text (for `echo`).
+    var promptText: String?
 
     init(request: GenerationRequest, options: GenerationOptions, chat: Bool, created: Int) {
         self.request = request

@@ -1,3 +1,4 @@
+import SwitchyardCore
 import Foundation
 
 /// A completion prompt: text for the tokenizer, or token ids as they are.
@@ -41,6 +42,12 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Choices per prompt, each sampled independently (with `seed`, sample
     /// j uses seed + j).
     public var n = 1
+    /// Completions' `logprobs` (alternatives per token), chat's
+    /// `top_logprobs` when `logprobs` is true; nil: no log-probabilities.
+    public var logprobs: Int?
+    /// Completions: the prompt is prepended to the text (and, with
+    /// `logprobs`, scored token by token).
+    public var echo = false
     public var stream = false
     public var includeUsage = false
 
@@ -154,12 +161,33 @@ extension GenerationOptions {
     static func parse(_ f: Fields, chat: Bool) throws(APIError) -> GenerationOptions {
         var o = GenerationOptions()
         o.model = try f.string("model")
+        if !chat { o.echo = try f.bool("echo") ?? false }
         var maxKey = "max_tokens"
         var maxTokens = try f.int("max_tokens")
         if chat, maxTokens == nil, let m = try f.int("max_completion_tokens") { maxTokens = m; maxKey = "max_completion_tokens" }
         if let m = maxTokens {
-            guard m >= 1 else { throw .invalid(maxKey, "\(maxKey) must be at least 1, got \(m)") }
+            // 0 with echo: score the prompt, generate nothing (lm-evaluation-harness's loglikelihood).
+            guard m >= (o.echo ? 0 : 1) else {
+                throw .invalid(maxKey, "\(maxKey) must be at least 1 (0 only with echo), got \(m)")
+            }
             o.maxTokens = Int(clamping: m)
+        }
+        let limit = Int64(GenerationRequest.maxLogprobs)
+        if chat {
+            if try f.bool("logprobs") == true {
+                let top = try f.int("top_logprobs") ?? 0
+                guard (0...limit).contains(top) else { throw .invalid("top_logprobs", "top_logprobs must be between 0 and \(limit), got \(top)") }
+                o.logprobs = Int(top)
+            } else if let top = try f.int("top_logprobs"), top != 0 {
+                throw .invalid("top_logprobs", "top_logprobs needs \"logprobs\": true")
+            }
+        } else {
+            switch f.value("logprobs") {
+            case nil, .bool(false)?: break
+            case .int(let n)? where (0...limit).contains(n): o.logprobs = Int(n)
+            case .int(let n)?: throw .invalid("logprobs", "logprobs must be between 0 and \(limit), got \(n)")
+            case let v?: throw .invalid("logprobs", "logprobs must be an integer between 0 and \(limit), got \(v.typeName)")
+            }
         }
         if let t = try f.number("temperature") {
             guard t >= 0, t.isFinite else { throw .invalid("temperature", "temperature must be a finite number >= 0, got \(t)") }
@@ -229,6 +257,9 @@ extension GenerationOptions {
             guard m >= 0 else { throw .invalid("min_tokens", "min_tokens must be >= 0, got \(m)") }
             o.minTokens = Int(clamping: m)
         }
+        if o.stream && (o.logprobs != nil || o.echo) {
+            throw .invalid(o.echo ? "echo" : "logprobs", "\(o.echo ? "echo" : "logprobs") is not supported with stream yet; send the request without stream")
+        }
         try rejectUnsupported(f, chat: chat)
         return o
     }
@@ -244,7 +275,7 @@ extension GenerationOptions {
     /// asks for nothing (`"echo": false`, `"best_of": 1`, `"tools": []`...):
     /// a field this server would ignore must not look as if it were honoured.
     static func rejectUnsupported(_ f: Fields, chat: Bool) throws(APIError) {
-        let own: Set<String> = chat ? ["messages", "max_completion_tokens"] : ["prompt"]
+        let own: Set<String> = chat ? ["messages", "max_completion_tokens", "logprobs", "top_logprobs"] : ["prompt", "logprobs", "echo"]
         for key in f.object.keys.sorted() where !supported.contains(key) && !own.contains(key) {
             let value = f.object[key]!
             let harmless: Bool

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchyardCore
+import SwitchyardModel
 
 /// OpenAI's response and stream-chunk objects for completions and chat.
 enum OpenAIResponse {
@@ -12,14 +13,23 @@ enum OpenAIResponse {
     /// A whole (non-streamed) response: one choice per prepared request, in
     /// choice order. Usage counts each prompt once (as OpenAI does for `n`)
     /// and every choice's completion tokens.
-    static func full(_ ps: [PreparedRequest], model: String, results: [(text: String, output: RequestOutput)]) -> JSONOut {
+    static func full(_ ps: [PreparedRequest], model: String, results: [(text: String, output: RequestOutput)],
+                     tokenText: (Int32) -> String) -> JSONOut {
         let p = ps[0]
         let choices: [JSONOut] = zip(ps, results).map { q, r in
             if q.chat {
                 return .object([("index", .int(q.choice)), ("message", .object([("role", "assistant"), ("content", .string(r.text))])),
-                                ("logprobs", nil), ("finish_reason", finishReason(r.output.finishReason))])
+                                ("logprobs", chatLogprobs(r.output, tokenText: tokenText)),
+                                ("finish_reason", finishReason(r.output.finishReason))])
             }
-            return .object([("index", .int(q.choice)), ("text", .string(r.text)), ("logprobs", nil),
+            var text = r.text
+            var echoed: [Int32] = []
+            if q.options.echo {
+                echoed = q.request.promptTokens
+                text = (q.promptText ?? echoed.map(tokenText).joined()) + text
+            }
+            return .object([("index", .int(q.choice)), ("text", .string(text)),
+                            ("logprobs", completionLogprobs(r.output, echoed: echoed, tokenText: tokenText)),
                             ("finish_reason", finishReason(r.output.finishReason))])
         }
         let n = max(1, p.options.n)
@@ -30,6 +40,49 @@ enum OpenAIResponse {
             ("created", .int(p.created)), ("model", .string(model)), ("choices", .array(choices)),
             ("usage", usage(promptTokens, completionTokens)),
         ])
+    }
+
+    /// The legacy completions `logprobs` object (vLLM's and OpenAI's):
+    /// `tokens`, `token_logprobs`, `top_logprobs` (the alternatives and the
+    /// chosen token, by text) and `text_offset` (offsets into the returned
+    /// text). With `echo` the prompt's tokens come first; the first has no
+    /// logprob (nothing predicts it).
+    static func completionLogprobs(_ out: RequestOutput, echoed: [Int32], tokenText: (Int32) -> String) -> JSONOut {
+        guard let generated = out.logprobs ?? (echoed.isEmpty ? nil : []) else { return nil }
+        var tokens: [JSONOut] = [], values: [JSONOut] = [], tops: [JSONOut] = [], offsets: [JSONOut] = []
+        var offset = 0
+        func add(_ token: Int32, _ lp: TokenLogprob?) {
+            let text = tokenText(token)
+            tokens.append(.string(text))
+            offsets.append(.int(offset))
+            offset += text.count
+            guard let lp else { values.append(nil); tops.append(nil); return }
+            values.append(.double(Double(lp.logprob)))
+            var top: [(String, JSONOut)] = zip(lp.topTokens, lp.topLogprobs).map { (tokenText($0), .double(Double($1))) }
+            if !lp.topTokens.contains(token) { top.append((text, .double(Double(lp.logprob)))) }
+            tops.append(.object(top))
+        }
+        if let first = echoed.first {
+            add(first, nil)
+            let scored = out.promptLogprobs ?? []
+            for (i, t) in echoed.dropFirst().enumerated() { add(t, i < scored.count ? scored[i] : nil) }
+        }
+        for lp in generated { add(lp.token, lp) }
+        return .object([("tokens", .array(tokens)), ("token_logprobs", .array(values)), ("top_logprobs", .array(tops)),
+                        ("text_offset", .array(offsets))])
+    }
+
+    /// Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+    static func chatLogprobs(_ out: RequestOutput, tokenText: (Int32) -> String) -> JSONOut {
+        guard let lps = out.logprobs else { return nil }
+        func entry(_ token: Int32, _ logprob: Float) -> [(String, JSONOut)] {
+            let text = tokenText(token)
+            return [("token", .string(text)), ("logprob", .double(Double(logprob))),
+                    ("bytes", .array(text.utf8.map { .int(Int($0)) }))]
+        }
+        return .object([("content", .array(lps.map { lp in
+            .object(entry(lp.token, lp.logprob) + [("top_logprobs", .array(zip(lp.topTokens, lp.topLogprobs).map { .object(entry($0, $1)) }))])
+        }))])
     }
 
     /// A stream chunk carrying `text` (chat: the first chunk also carries

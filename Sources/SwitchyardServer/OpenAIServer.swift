@@ -85,9 +85,12 @@ public final class OpenAIServer: Sendable {
         sampling.presencePenalty = o.presencePenalty
         sampling.repetitionPenalty = o.repetitionPenalty
         sampling.logitBias = o.logitBias
-        let request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
+        var request = GenerationRequest(id: makeId(chat: chat), promptTokens: promptTokens, sampling: sampling, maxTokens: maxTokens,
                                         stopTokenIds: o.stopTokenIds + extraStopTokens, stopStrings: o.stop.filter { !$0.isEmpty },
                                         ignoreEOS: o.ignoreEOS, priority: o.priority, minTokens: o.minTokens)
+        request.logprobs = o.logprobs
+        // echo with logprobs scores the prompt; max_tokens 0 needs a scored prompt to run at all.
+        if o.echo && (o.logprobs != nil || maxTokens == 0) { request.promptLogprobs = o.logprobs ?? 0 }
         // The engine's own rules, so nothing it would reject is admitted.
         if let error = engine.validator.validate(request, strictMaxTokens: true) {
             throw APIError(error, promptField: promptField)
@@ -142,6 +145,7 @@ public final class OpenAIServer: Sendable {
                 ids = tokenizer.encode(s)
             }
             var one = try prepare(prompt: ids, promptField: field, options: r.options, chat: false)
+            if case .text(let s) = prompt { one.promptText = s }
             // One id for the response; each choice's engine request is `<id>-<choice>`.
             if let id = responseId { one.request.id = id } else { responseId = one.request.id }
             one.responseId = responseId!

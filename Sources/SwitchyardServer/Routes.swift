@@ -87,7 +87,10 @@ extension OpenAIServer {
             if let e = output.error { return Self.error(APIError(e)) }
             complete.append((r.text, output))
         }
-        return Self.json(OpenAIResponse.full(runs.map(\.prepared), model: config.modelName, results: complete))
+        let tokenizer = engine.tokenizer
+        return Self.json(OpenAIResponse.full(runs.map(\.prepared), model: config.modelName, results: complete) { token in
+            tokenizer?.decode([token], skipSpecialTokens: false) ?? "\(token)"
+        })
     }
 
     /// The body, or nil when it has not arrived within `bodyTimeout`: the

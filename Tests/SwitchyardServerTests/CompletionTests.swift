@@ -270,3 +270,62 @@ import SwitchyardModel
         await s.stop()
     }
 }
+
+/// `logprobs` and `echo` as lm-evaluation-harness uses them: the server's
+/// log-probabilities are the model's own (log-softmax of `Generator`'s logits).
+@Suite(.serialized) struct LogprobsAPITests {
+    func logSoftmax(_ row: [Float], _ token: Int32) -> Double {
+        let m = row.max()!
+        let z = row.reduce(0.0) { $0 + Double(expf($1 - m)) }
+        return Double(row[Int(token)] - m) - log(z)
+    }
+
+    @Test func echoWithMaxTokensZeroScoresThePromptWithTheModelsLogprobs() async throws {
+        let model = try loadModel()
+        let tok = try loadTokenizer()
+        let s = try await TestServer(engine: try makeEngine(model))
+        let prompt: [Int32] = tok.encode("def add(a, b):\n    return a + b")
+        let ids = prompt.map(String.init).joined(separator: ", ")
+        let r = try await s.post("/v1/completions", #"{"prompt": [\#(ids)], "max_tokens": 0, "echo": true, "logprobs": 1, "temperature": 0}"#)
+        #expect(r.status == 200, "\(r.body)")
+        let choice = try #require((r.json["choices"] as? [[String: Any]])?.first)
+        #expect(choice["text"] as? String == tok.decode(prompt, skipSpecialTokens: false))
+        let lp = try #require(choice["logprobs"] as? [String: Any])
+        let values = try #require(lp["token_logprobs"] as? [Any])
+        #expect(values.count == prompt.count && values[0] is NSNull)
+        let logits = try Generator(model: model).allLogits(prompt)
+        for i in 1..<prompt.count {
+            let v = try #require(values[i] as? Double)
+            #expect(abs(v - logSoftmax(logits[i - 1], prompt[i])) < 1e-4, "token \(i)")
+        }
+        let tokens = try #require(lp["tokens"] as? [String])
+        #expect(tokens.joined() == choice["text"] as? String)
+        #expect((lp["text_offset"] as? [Int])?.first == 0)
+        let tops = try #require(lp["top_logprobs"] as? [Any])
+        #expect(tops[0] is NSNull && (tops[1] as? [String: Double])?.isEmpty == false)
+        let usage = try #require(r.json["usage"] as? [String: Int])
+        #expect(usage["completion_tokens"] == 0 && usage["prompt_tokens"] == prompt.count)
+        await s.stop()
+    }
+
+    @Test func generatedTokensCarryTheirLogprobsInCompletionsAndChat() async throws {
+        let model = try loadModel()
+        let s = try await TestServer(engine: try makeEngine(model))
+        let r = try await s.post("/v1/completions", #"{"prompt": [5, 6, 7], "max_tokens": 3, "logprobs": 2, "temperature": 0, "ignore_eos": true}"#)
+        let choice = try #require((r.json["choices"] as? [[String: Any]])?.first, "\(r.body)")
+        let lp = try #require(choice["logprobs"] as? [String: Any])
+        let values = try #require(lp["token_logprobs"] as? [Double])
+        #expect(values.count == 3 && values.allSatisfy { $0 <= 0 })
+        #expect((lp["tokens"] as? [String])?.joined() == choice["text"] as? String)
+        // Greedy: each chosen token is the best of its top two.
+        for (i, top) in (lp["top_logprobs"] as? [[String: Double]] ?? []).enumerated() {
+            #expect(top.count >= 2 && abs((top.values.max() ?? 1) - values[i]) < 1e-6)
+        }
+        let c = try await s.post("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "logprobs": true, "top_logprobs": 2, "temperature": 0, "ignore_eos": true}"#)
+        let cc = try #require((c.json["choices"] as? [[String: Any]])?.first, "\(c.body)")
+        let content = try #require((cc["logprobs"] as? [String: Any])?["content"] as? [[String: Any]])
+        #expect(content.count == 4)
+        #expect(content.allSatisfy { ($0["top_logprobs"] as? [Any])?.count == 2 && $0["logprob"] is Double })
+        await s.stop()
+    }
+}

@@ -144,8 +144,10 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "top_k": 2.5}"#, "top_k"),
             ("/v1/completions", #"{"prompt": "def", "seed": "x"}"#, "seed"),
             ("/v1/completions", #"{"prompt": "def", "priority": "high"}"#, "priority"),
-            ("/v1/completions", #"{"prompt": "def", "logprobs": 3}"#, "logprobs"),                  // not supported: never ignored
-            ("/v1/completions", #"{"prompt": "def", "echo": true}"#, "echo"),
+            ("/v1/completions", #"{"prompt": "def", "logprobs": 21}"#, "logprobs"),
+            ("/v1/completions", #"{"prompt": "def", "echo": true, "stream": true}"#, "echo"),
+            ("/v1/completions", #"{"prompt": "def", "max_tokens": 0}"#, "max_tokens"),                // 0 only with echo
+            ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}"#, "top_logprobs"),
             ("/v1/completions", #"{"prompt": "def", "best_of": 2}"#, "best_of"),
             ("/v1/completions", #"{"prompt": "def", "suffix": "x"}"#, "suffix"),
             ("/v1/completions", #"{"prompt": "def", "temprature": 0}"#, "temprature"),               // unknown field (typo)
