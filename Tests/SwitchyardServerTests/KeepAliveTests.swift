@@ -196,3 +196,42 @@ extension RawHTTPConnection {
         await s.stop()
     }
 }
+
+/// SIGTERM drains with a deadline: a client holding half a body open cannot
+/// keep the server alive past `--shutdown-timeout`.
+@Suite struct ShutdownTests {
+    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/switchyard").path
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "needs the debug switchyard binary (swift build)"),
+          .timeLimit(.minutes(2)))
+    func sigtermExitsWithinTheShutdownTimeoutWithAHalfSentBodyOpen() async throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--model", modelDirectory, "--port", "0", "--shutdown-timeout", "1", "--body-timeout", "600",
+                       "--log-level", "warning"]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        // The port, from the start-up line "switchyard serving ... on http://127.0.0.1:PORT (...)".
+        var text = ""
+        var port: Int?
+        while port == nil {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let r = text.range(of: "http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: " ") {
+                port = Int(text[r.upperBound..<end])
+            }
+        }
+        let open = try RawHTTPConnection(port: try #require(port, "no start-up line: \(text)"))
+        open.sendRaw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+        try await Task.sleep(for: .milliseconds(300))
+        let start = Date()
+        p.terminate()  // SIGTERM
+        while p.isRunning && Date().timeIntervalSince(start) < 60 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!p.isRunning)
+        #expect(Date().timeIntervalSince(start) < 15, "the drain waited on the half-sent body")
+        if p.isRunning { p.interrupt() } else { #expect(p.terminationStatus == 0) }
+    }
+}
