@@ -49,14 +49,13 @@ final class GenerationRun: Sendable {
     private let queued: QueueSlot
     private let consumed = Mutex(false)
 
-    /// Submits, or throws 503 when `--max-queued-requests` are already queued.
-    init(server: OpenAIServer, prepared: PreparedRequest) throws(APIError) {
+    /// Submits, or throws 503 when `--max-queued-requests` are already
+    /// queued. `slot`: one taken already (before the request was tokenized).
+    init(server: OpenAIServer, prepared: PreparedRequest, slot: QueueSlot? = nil) throws(APIError) {
         self.server = server
         self.prepared = prepared
-        guard let slot = server.admission.take() else {
-            let error = APIError.queueFull(limit: server.config.maxQueuedRequests ?? 0)
-            server.metrics.recordRejected(error)
-            throw error
+        guard let slot = slot ?? server.admission.take() else {
+            throw server.queueFull()
         }
         queued = slot
         events = server.engine.submit(prepared.request)
@@ -148,4 +147,6 @@ final class QueueSlot: Sendable {
     func release() {
         if held.withLock({ h -> Bool in defer { h = false }; return h }) { admission.give() }
     }
+
+    deinit { release() }
 }

@@ -31,6 +31,13 @@ public final class OpenAIServer: Sendable {
         engine.start()
     }
 
+    /// The 503 of a full queue, counted.
+    func queueFull() -> APIError {
+        let error = APIError.queueFull(limit: config.maxQueuedRequests ?? 0)
+        metrics.recordRejected(error)
+        return error
+    }
+
     /// Requests admitted that have not produced a token yet.
     public var queuedRequests: Int { admission.queued }
 

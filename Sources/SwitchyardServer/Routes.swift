@@ -66,11 +66,15 @@ extension OpenAIServer {
             return Self.error(e)
         }
         var runs: [GenerationRun] = []
-        do {
-            // A run left behind when a later one is refused (503) cancels
-            // itself when dropped.
+        do throws(APIError) {
+            // The queue slot is taken before the prompt is tokenized, so the
+            // tokenizing counts against --max-queued-requests too. A run left
+            // behind when a later one is refused (503) cancels itself when dropped.
+            guard let slot = admission.take() else { throw queueFull() }
+            var first: QueueSlot? = slot
             for prepared in try prepare(Data(buffer: body), chat: chat) {
-                runs.append(try GenerationRun(server: self, prepared: prepared))
+                runs.append(try GenerationRun(server: self, prepared: prepared, slot: first))
+                first = nil
             }
         } catch {
             if error.status != 503 { metrics.recordRejected(error) }
