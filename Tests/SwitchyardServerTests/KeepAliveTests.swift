@@ -204,7 +204,7 @@ extension RawHTTPConnection {
         .deletingLastPathComponent().appendingPathComponent(".build/debug/switchyard").path
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "needs the debug switchyard binary (swift build)"),
-          .timeLimit(.minutes(2)))
+          .timeLimit(.minutes(5)))
     func sigtermExitsWithinTheShutdownTimeoutWithAHalfSentBodyOpen() async throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
@@ -231,7 +231,7 @@ extension RawHTTPConnection {
         p.terminate()  // SIGTERM
         while p.isRunning && Date().timeIntervalSince(start) < 60 { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!p.isRunning)
-        #expect(Date().timeIntervalSince(start) < 15, "the drain waited on the half-sent body")
+        #expect(Date().timeIntervalSince(start) < 30, "the drain waited on the half-sent body (its body timeout is 600 s)")
         if p.isRunning { p.interrupt() } else { #expect(p.terminationStatus == 0) }
     }
 }
