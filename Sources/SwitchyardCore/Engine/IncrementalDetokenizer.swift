@@ -22,6 +22,8 @@ struct IncrementalDetokenizer {
     private var released = 0
     private var prefixOffset = 0
     private var readOffset = 0
+    /// A stop string matched: the text is final.
+    private var stopped = false
 
     init(tokenizer: any Tokenizer, stopStrings: [String]) {
         self.tokenizer = tokenizer
@@ -39,7 +41,10 @@ struct IncrementalDetokenizer {
         let base = output.startIndex
         let prefix = tokenizer.decode(Array(output[(base + prefixOffset)..<(base + readOffset)]), skipSpecialTokens: true)
         let full = tokenizer.decode(Array(output[(base + prefixOffset)...]), skipSpecialTokens: true)
-        guard full.utf8.count > prefix.utf8.count, !full.hasSuffix("\u{FFFD}"), full.hasPrefix(prefix) else {
+        // Bytes, not Characters: a combining mark in the new text changes
+        // the last grapheme of the old one, not its bytes.
+        guard full.utf8.count > prefix.utf8.count, full.unicodeScalars.last != "\u{FFFD}",
+              full.utf8.starts(with: prefix.utf8) else {
             return ("", false)
         }
         let new = full.utf8.dropFirst(prefix.utf8.count)
@@ -49,9 +54,24 @@ struct IncrementalDetokenizer {
         readOffset = output.count
         if checkStops, let cut = firstStop(from: searchFrom) {
             bytes.removeSubrange(cut...)
+            stopped = true
             return (release(upTo: bytes.count), true)
         }
         return (release(upTo: bytes.count - holdBack), false)
+    }
+
+    /// At the end: the tokens still waiting to complete a character are
+    /// decoded as they are (a replacement character, as a full decode would
+    /// give), unless a stop string ended the text.
+    mutating func flush(_ output: ArraySlice<Int32>) {
+        guard !stopped, readOffset < output.count else { return }
+        let base = output.startIndex
+        let prefix = tokenizer.decode(Array(output[(base + prefixOffset)..<(base + readOffset)]), skipSpecialTokens: true)
+        let full = tokenizer.decode(Array(output[(base + prefixOffset)...]), skipSpecialTokens: true)
+        guard full.utf8.count > prefix.utf8.count, full.utf8.starts(with: prefix.utf8) else { return }
+        bytes.append(contentsOf: full.utf8.dropFirst(prefix.utf8.count))
+        prefixOffset = readOffset
+        readOffset = output.count
     }
 
     /// The text not yet streamed (held back for a stop string that never came).

@@ -48,7 +48,8 @@ struct OutputProcessor {
 
     /// The final output of `seq` (its text without a matched stop string).
     func output(_ seq: SequenceState, reason: FinishReason, error: RequestError?, time: Double) -> RequestOutput {
-        RequestOutput(id: seq.request.id, promptTokens: seq.request.promptTokens.count, outputTokens: Array(seq.outputTokens),
+        seq.detokenizer?.flush(seq.outputTokens)
+        return RequestOutput(id: seq.request.id, promptTokens: seq.request.promptTokens.count, outputTokens: Array(seq.outputTokens),
                       text: seq.detokenizer?.text, finishReason: reason, error: error, arrivalTime: seq.arrivalTime,
                       firstTokenTime: seq.firstTokenTime, finishTime: time, tokenTimes: seq.tokenTimes,
                       preemptions: seq.preemptions,
