@@ -68,7 +68,7 @@ final class GenerationRun: Sendable {
     /// the queue at its first token or when it finishes. When `onText` throws
     /// (the client went away) the request is cancelled, its end is still
     /// recorded in the metrics, and nil comes back.
-    func run(_ onText: (String) async throws -> Void) async -> RequestOutput? {
+    func run(_ onText: (String, TokenLogprob?) async throws -> Void) async -> RequestOutput? {
         consumed.withLock { $0 = true }
         var output: RequestOutput?
         // Bytes of text streamed so far: the engine's deltas concatenate to a
@@ -78,16 +78,16 @@ final class GenerationRun: Sendable {
         do {
             for await event in events {
                 switch event {
-                case .token(_, _, let text):
+                case .token(_, _, let text, let logprob):
                     queued.release()
                     sentBytes += text.utf8.count
-                    try await onText(text)
+                    try await onText(text, logprob)
                 case .finished(let out):
                     queued.release()
                     output = out
                     server.metrics.recordFinished(out)
                     if let final = out.text, final.utf8.count > sentBytes {
-                        try await onText(String(decoding: final.utf8.dropFirst(sentBytes), as: UTF8.self))
+                        try await onText(String(decoding: final.utf8.dropFirst(sentBytes), as: UTF8.self), nil)
                     }
                 }
             }

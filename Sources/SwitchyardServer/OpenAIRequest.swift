@@ -257,8 +257,8 @@ extension GenerationOptions {
             guard m >= 0 else { throw .invalid("min_tokens", "min_tokens must be >= 0, got \(m)") }
             o.minTokens = Int(clamping: m)
         }
-        if o.stream && (o.logprobs != nil || o.echo) {
-            throw .invalid(o.echo ? "echo" : "logprobs", "\(o.echo ? "echo" : "logprobs") is not supported with stream yet; send the request without stream")
+        if o.stream && o.echo {
+            throw .invalid("echo", "echo is not supported with stream yet; send the request without stream")
         }
         try rejectUnsupported(f, chat: chat)
         return o

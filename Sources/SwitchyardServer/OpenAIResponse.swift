@@ -19,7 +19,7 @@ enum OpenAIResponse {
         let choices: [JSONOut] = zip(ps, results).map { q, r in
             if q.chat {
                 return .object([("index", .int(q.choice)), ("message", .object([("role", "assistant"), ("content", .string(r.text))])),
-                                ("logprobs", chatLogprobs(r.output, tokenText: tokenText)),
+                                ("logprobs", chatLogprobs(r.output.logprobs, tokenText: tokenText)),
                                 ("finish_reason", finishReason(r.output.finishReason))])
             }
             var text = r.text
@@ -29,7 +29,8 @@ enum OpenAIResponse {
                 text = (q.promptText ?? echoed.map(tokenText).joined()) + text
             }
             return .object([("index", .int(q.choice)), ("text", .string(text)),
-                            ("logprobs", completionLogprobs(r.output, echoed: echoed, tokenText: tokenText)),
+                            ("logprobs", completionLogprobs(r.output.logprobs, prompt: r.output.promptLogprobs, echoed: echoed,
+                                                            tokenText: tokenText)),
                             ("finish_reason", finishReason(r.output.finishReason))])
         }
         let n = max(1, p.options.n)
@@ -47,10 +48,11 @@ enum OpenAIResponse {
     /// chosen token, by text) and `text_offset` (offsets into the returned
     /// text). With `echo` the prompt's tokens come first; the first has no
     /// logprob (nothing predicts it).
-    static func completionLogprobs(_ out: RequestOutput, echoed: [Int32], tokenText: (Int32) -> String) -> JSONOut {
-        guard let generated = out.logprobs ?? (echoed.isEmpty ? nil : []) else { return nil }
+    static func completionLogprobs(_ output: [TokenLogprob]?, prompt: [TokenLogprob]?, echoed: [Int32], tokenText: (Int32) -> String,
+                                   offset start: Int = 0) -> JSONOut {
+        guard let generated = output ?? (echoed.isEmpty ? nil : []) else { return nil }
         var tokens: [JSONOut] = [], values: [JSONOut] = [], tops: [JSONOut] = [], offsets: [JSONOut] = []
-        var offset = 0
+        var offset = start
         func add(_ token: Int32, _ lp: TokenLogprob?) {
             let text = tokenText(token)
             tokens.append(.string(text))
@@ -64,7 +66,7 @@ enum OpenAIResponse {
         }
         if let first = echoed.first {
             add(first, nil)
-            let scored = out.promptLogprobs ?? []
+            let scored = prompt ?? []
             for (i, t) in echoed.dropFirst().enumerated() { add(t, i < scored.count ? scored[i] : nil) }
         }
         for lp in generated { add(lp.token, lp) }
@@ -73,8 +75,8 @@ enum OpenAIResponse {
     }
 
     /// Chat's `logprobs`: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
-    static func chatLogprobs(_ out: RequestOutput, tokenText: (Int32) -> String) -> JSONOut {
-        guard let lps = out.logprobs else { return nil }
+    static func chatLogprobs(_ output: [TokenLogprob]?, tokenText: (Int32) -> String) -> JSONOut {
+        guard let lps = output else { return nil }
         func entry(_ token: Int32, _ logprob: Float) -> [(String, JSONOut)] {
             let text = tokenText(token)
             return [("token", .string(text)), ("logprob", .double(Double(logprob))),
@@ -87,15 +89,23 @@ enum OpenAIResponse {
 
     /// A stream chunk carrying `text` (chat: the first chunk also carries
     /// the assistant role), or the finish reason when given.
-    static func chunk(_ p: PreparedRequest, model: String, text: String?, role: Bool = false, finish: FinishReason? = nil) -> JSONOut {
+    /// With `logprob` (a request that asked for `logprobs`), the chunk
+    /// carries that token's log-probabilities in the request's format.
+    static func chunk(_ p: PreparedRequest, model: String, text: String?, role: Bool = false, finish: FinishReason? = nil,
+                      logprob: TokenLogprob? = nil, textOffset: Int = 0, tokenText: (Int32) -> String = { "\($0)" }) -> JSONOut {
+        var logprobs: JSONOut = nil
+        if let lp = logprob {
+            logprobs = p.chat ? chatLogprobs([lp], tokenText: tokenText)
+                : completionLogprobs([lp], prompt: nil, echoed: [], tokenText: tokenText, offset: textOffset)
+        }
         let choice: JSONOut
         if p.chat {
             var delta: [(String, JSONOut)] = []
             if role { delta.append(("role", "assistant")) }
             if let text { delta.append(("content", .string(text))) }
-            choice = .object([("index", .int(p.choice)), ("delta", .object(delta)), ("logprobs", nil), ("finish_reason", finishReason(finish))])
+            choice = .object([("index", .int(p.choice)), ("delta", .object(delta)), ("logprobs", logprobs), ("finish_reason", finishReason(finish))])
         } else {
-            choice = .object([("index", .int(p.choice)), ("text", .string(text ?? "")), ("logprobs", nil), ("finish_reason", finishReason(finish))])
+            choice = .object([("index", .int(p.choice)), ("text", .string(text ?? "")), ("logprobs", logprobs), ("finish_reason", finishReason(finish))])
         }
         var fields: [(String, JSONOut)] = [
             ("id", .string(p.responseId)), ("object", p.chat ? "chat.completion.chunk" : "text_completion"),

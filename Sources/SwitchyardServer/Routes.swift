@@ -124,7 +124,7 @@ extension OpenAIServer {
             for (i, run) in runs.enumerated() {
                 group.addTask {
                     var text = ""
-                    let output = await run.run { text += $0 }
+                    let output = await run.run { piece, _ in text += piece }
                     return (i, text, output)
                 }
             }
@@ -140,6 +140,8 @@ extension OpenAIServer {
         let model = config.modelName
         let p = runs[0].prepared
         let connections = connections
+        let tokenizer = engine.tokenizer
+        let tokenText: @Sendable (Int32) -> String = { tokenizer?.decode([$0], skipSpecialTokens: false) ?? "\($0)" }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: .init { writer in
             func send(_ chunk: JSONOut) async throws {
@@ -156,7 +158,12 @@ extension OpenAIServer {
                             let q = run.prepared
                             group.addTask {
                                 if q.chat { sink.yield(OpenAIResponse.chunk(q, model: model, text: "", role: true)) }
-                                let output = await run.run { text in sink.yield(OpenAIResponse.chunk(q, model: model, text: text)) }
+                                var offset = 0
+                                let output = await run.run { text, logprob in
+                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: text, logprob: logprob, textOffset: offset,
+                                                                    tokenText: tokenText))
+                                    offset += text.count
+                                }
                                 if let output, output.error == nil {
                                     sink.yield(OpenAIResponse.chunk(q, model: model, text: q.chat ? nil : "", finish: output.finishReason))
                                 }

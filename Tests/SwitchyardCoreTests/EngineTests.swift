@@ -129,7 +129,7 @@ import ChunkedScheduler
         var final: RequestOutput?
         for await e in engine.submit(GenerationRequest(id: "s2", promptTokens: prompt, maxTokens: 24, stopStrings: [stop], ignoreEOS: true)) {
             switch e {
-            case .token(_, _, let text): deltas += text
+            case .token(_, _, let text, _): deltas += text
             case .finished(let o): final = o
             }
         }
@@ -210,7 +210,7 @@ import ChunkedScheduler
         var final: RequestOutput?
         for await e in engine.submit(GenerationRequest(id: "s", promptTokens: [7, 8, 9], maxTokens: 7, ignoreEOS: true)) {
             switch e {
-            case .token(let t, _, let text): streamed.append(t); texts.append(text)
+            case .token(let t, _, let text, _): streamed.append(t); texts.append(text)
             case .finished(let o): final = o
             }
         }

@@ -321,6 +321,16 @@ import SwitchyardModel
         for (i, top) in (lp["top_logprobs"] as? [[String: Double]] ?? []).enumerated() {
             #expect(top.count >= 2 && abs((top.values.max() ?? 1) - values[i]) < 1e-6)
         }
+        // Streamed, each token's chunk carries the same log-probabilities.
+        let streamed = try await s.post("/v1/completions", #"{"prompt": [5, 6, 7], "max_tokens": 3, "logprobs": 2, "temperature": 0, "ignore_eos": true, "stream": true}"#)
+        var streamedValues: [Double] = []
+        for event in streamed.events where event != "[DONE]" {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any])
+            for c in json["choices"] as? [[String: Any]] ?? [] {
+                if let v = (c["logprobs"] as? [String: Any])?["token_logprobs"] as? [Double] { streamedValues += v }
+            }
+        }
+        #expect(streamedValues.count == 3 && zip(streamedValues, values).allSatisfy { abs($0 - $1) < 1e-9 })
         let c = try await s.post("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "logprobs": true, "top_logprobs": 2, "temperature": 0, "ignore_eos": true}"#)
         let cc = try #require((c.json["choices"] as? [[String: Any]])?.first, "\(c.body)")
         let content = try #require((cc["logprobs"] as? [String: Any])?["content"] as? [[String: Any]])

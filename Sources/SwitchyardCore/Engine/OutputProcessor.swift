@@ -26,7 +26,8 @@ struct OutputProcessor {
             (delta, stoppedByString) = d.push(seq.outputTokens, checkStops: !early)
             seq.detokenizer = d
         }
-        seq.continuation?.yield(.token(token, time: time, text: delta))
+        seq.continuation?.yield(.token(token, time: time, text: delta,
+                                       logprob: seq.request.logprobs == nil ? nil : seq.outputLogprobs.last))
         if !early && (seq.stopTokens.contains(token) || stoppedByString) { return .stop }
         if seq.outputCount >= seq.request.maxTokens || seq.tokens.count >= maxModelLen { return .length }
         return nil

@@ -6,7 +6,8 @@ public enum RequestEvent: Sendable {
     /// `text`: new output text (empty without a tokenizer, while a UTF-8
     /// sequence is incomplete, or while it could be the start of a stop
     /// string). The deltas concatenate to a prefix of the final `text`.
-    case token(Int32, time: Double, text: String)
+    /// `logprob`: the token's log-probability when the request asked for `logprobs`.
+    case token(Int32, time: Double, text: String, logprob: TokenLogprob?)
     case finished(RequestOutput)
 }
 
