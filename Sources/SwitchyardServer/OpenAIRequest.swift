@@ -48,6 +48,9 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Completions: the prompt is prepended to the text (and, with
     /// `logprobs`, scored token by token).
     public var echo = false
+    /// Completions: candidates sampled per prompt, of which the `n` with the
+    /// highest total log-probability are returned (≥ n).
+    public var bestOf = 1
     public var stream = false
     public var includeUsage = false
 
@@ -101,8 +104,9 @@ extension CompletionRequest {
             throw .invalid("prompt", prompts.count == 1 ? "prompt is empty" : "prompt[\(i)] is empty")
         }
         let options = try GenerationOptions.parse(f, chat: false)
-        if prompts.count * options.n > maxChoices {
-            throw .invalid(options.n > 1 ? "n" : "prompt", "\(prompts.count) prompts × n = \(options.n) asks for \(prompts.count * options.n) choices; this server answers at most \(maxChoices) per request")
+        if prompts.count * options.bestOf > maxChoices {
+            let field = options.bestOf > options.n ? "best_of" : options.n > 1 ? "n" : "prompt"
+            throw .invalid(field, "\(prompts.count) prompts × \(options.bestOf > options.n ? "best_of" : "n") = \(options.bestOf) asks for \(prompts.count * options.bestOf) choices; this server answers at most \(maxChoices) per request")
         }
         return CompletionRequest(prompts: prompts, options: options)
     }
@@ -257,6 +261,14 @@ extension GenerationOptions {
             guard m >= 0 else { throw .invalid("min_tokens", "min_tokens must be >= 0, got \(m)") }
             o.minTokens = Int(clamping: m)
         }
+        if !chat, let b = try f.int("best_of") {
+            guard b >= Int64(o.n), b <= Int64(CompletionRequest.maxChoices) else {
+                throw .invalid("best_of", "best_of must be between n (\(o.n)) and \(CompletionRequest.maxChoices), got \(b)")
+            }
+            o.bestOf = Int(b)
+            if o.stream && o.bestOf > 1 { throw .invalid("best_of", "best_of cannot be used with stream (as OpenAI's API)") }
+        }
+        o.bestOf = max(o.bestOf, o.n)
         if o.stream && o.echo {
             throw .invalid("echo", "echo is not supported with stream yet; send the request without stream")
         }
@@ -275,14 +287,14 @@ extension GenerationOptions {
     /// asks for nothing (`"echo": false`, `"best_of": 1`, `"tools": []`...):
     /// a field this server would ignore must not look as if it were honoured.
     static func rejectUnsupported(_ f: Fields, chat: Bool) throws(APIError) {
-        let own: Set<String> = chat ? ["messages", "max_completion_tokens", "logprobs", "top_logprobs"] : ["prompt", "logprobs", "echo"]
+        let own: Set<String> = chat ? ["messages", "max_completion_tokens", "logprobs", "top_logprobs"] : ["prompt", "logprobs", "echo", "best_of"]
         for key in f.object.keys.sorted() where !supported.contains(key) && !own.contains(key) {
             let value = f.object[key]!
             let harmless: Bool
             switch (key, value) {
             case (_, .null): harmless = true
             case ("echo", .bool(false)), ("logprobs", .bool(false)), ("logprobs", .int(0)), ("top_logprobs", .int(0)),
-                 ("best_of", .int(1)), ("suffix", .string("")), ("tool_choice", .string("none")), ("parallel_tool_calls", _):
+                 ("suffix", .string("")), ("tool_choice", .string("none")), ("parallel_tool_calls", _):
                 harmless = true
             case ("tools", .array(let a)), ("functions", .array(let a)): harmless = a.isEmpty
             case ("response_format", .object(let o)): harmless = o["type"] == .string("text") && o.count == 1

@@ -14,7 +14,7 @@ enum OpenAIResponse {
     /// choice order. Usage counts each prompt once (as OpenAI does for `n`)
     /// and every choice's completion tokens.
     static func full(_ ps: [PreparedRequest], model: String, results: [(text: String, output: RequestOutput)],
-                     tokenText: (Int32) -> String) -> JSONOut {
+                     generatedTokens: Int? = nil, tokenText: (Int32) -> String) -> JSONOut {
         let p = ps[0]
         let choices: [JSONOut] = zip(ps, results).map { q, r in
             if q.chat {
@@ -35,7 +35,8 @@ enum OpenAIResponse {
         }
         let n = max(1, p.options.n)
         let promptTokens = stride(from: 0, to: results.count, by: n).reduce(0) { $0 + results[$1].output.promptTokens }
-        let completionTokens = results.reduce(0) { $0 + $1.output.outputTokens.count }
+        // With best_of, every candidate's tokens were generated: the caller counts them all.
+        let completionTokens = generatedTokens ?? results.reduce(0) { $0 + $1.output.outputTokens.count }
         return .object([
             ("id", .string(p.responseId)), ("object", p.chat ? "chat.completion" : "text_completion"),
             ("created", .int(p.created)), ("model", .string(model)), ("choices", .array(choices)),

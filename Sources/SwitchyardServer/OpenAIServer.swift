@@ -136,7 +136,8 @@ public final class OpenAIServer: Sendable {
             return one.choices(r.options.n, first: 0, total: r.options.n)
         }
         let r = try CompletionRequest.parse(body)
-        let n = r.options.n, total = r.prompts.count * n
+        // best_of candidates per prompt; the n best are chosen after they run.
+        let n = r.options.bestOf, total = r.prompts.count * n
         var out: [PreparedRequest] = []
         var responseId: String?
         for (i, prompt) in r.prompts.enumerated() {
@@ -152,6 +153,8 @@ public final class OpenAIServer: Sendable {
                 ids = tokenizer.encode(s)
             }
             var one = try prepare(prompt: ids, promptField: field, options: r.options, chat: false)
+            // Ranking candidates needs each one's total log-probability.
+            if r.options.bestOf > r.options.n && one.request.logprobs == nil { one.request.logprobs = 0 }
             if case .text(let s) = prompt { one.promptText = s }
             // One id for the response; each choice's engine request is `<id>-<choice>`.
             if let id = responseId { one.request.id = id } else { responseId = one.request.id }

@@ -92,7 +92,13 @@ extension OpenAIServer {
             complete.append((r.text, output))
         }
         let tokenizer = engine.tokenizer
-        return Self.json(OpenAIResponse.full(runs.map(\.prepared), model: config.modelName, results: complete) { token in
+        var prepared = runs.map(\.prepared)
+        let options = prepared[0].options
+        let generated = complete.reduce(0) { $0 + $1.output.outputTokens.count }
+        if options.bestOf > options.n {
+            (prepared, complete) = Self.best(prepared, complete, of: options.bestOf, keep: options.n)
+        }
+        return Self.json(OpenAIResponse.full(prepared, model: config.modelName, results: complete, generatedTokens: generated) { token in
             tokenizer?.decode([token], skipSpecialTokens: false) ?? "\(token)"
         })
     }
@@ -116,6 +122,28 @@ extension OpenAIServer {
             let first = try await group.next()!
             return first
         }
+    }
+
+    /// `best_of`: of each prompt's `of` candidates, the `keep` with the
+    /// highest total log-probability (ties: the earlier), renumbered as the
+    /// prompt's choices; log-probabilities only computed for the ranking are
+    /// dropped again.
+    static func best(_ ps: [PreparedRequest], _ rs: [(text: String, output: RequestOutput)], of: Int, keep: Int)
+        -> ([PreparedRequest], [(text: String, output: RequestOutput)]) {
+        var outP: [PreparedRequest] = [], outR: [(text: String, output: RequestOutput)] = []
+        for (prompt, start) in stride(from: 0, to: ps.count, by: of).enumerated() {
+            let score = { (i: Int) -> Double in (rs[i].output.logprobs ?? []).reduce(0) { $0 + Double($1.logprob) } }
+            let ranked = (start..<(start + of)).sorted { (score($0), -$0) > (score($1), -$1) }
+            for (rank, i) in ranked.prefix(keep).enumerated() {
+                var p = ps[i]
+                p.choice = prompt * keep + rank
+                var r = rs[i]
+                if p.options.logprobs == nil { r.output.logprobs = nil }
+                outP.append(p)
+                outR.append(r)
+            }
+        }
+        return (outP, outR)
     }
 
     /// Runs every choice at once; their texts and outputs in choice order.

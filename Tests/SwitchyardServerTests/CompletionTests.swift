@@ -257,6 +257,28 @@ import SwitchyardModel
         await s.stop()
     }
 
+    /// best_of: the n candidates with the highest total log-probability,
+    /// checked against the same candidates requested as n choices.
+    @Test func bestOfReturnsTheMostLikelyCandidates() async throws {
+        let s = try await TestServer(engine: try makeEngine(try loadModel()))
+        let common = #""prompt": "def f(x):", "max_tokens": 8, "temperature": 1.0, "seed": 5, "ignore_eos": true"#
+        let all = try await s.post("/v1/completions", "{\(common), \"n\": 4, \"logprobs\": 0}")
+        let candidates = (all.json["choices"] as? [[String: Any]] ?? []).map { c -> (String, Double) in
+            let lp = (c["logprobs"] as? [String: Any])?["token_logprobs"] as? [Double] ?? []
+            return (c["text"] as? String ?? "", lp.reduce(0, +))
+        }
+        #expect(candidates.count == 4)
+        let best = try await s.post("/v1/completions", "{\(common), \"n\": 2, \"best_of\": 4}")
+        let chosen = try #require(best.json["choices"] as? [[String: Any]], "\(best.body)")
+        #expect(chosen.map { $0["index"] as? Int } == [0, 1])
+        #expect(chosen.allSatisfy { $0["logprobs"] is NSNull })
+        let expected = candidates.enumerated().sorted { ($0.element.1, -$0.offset) > ($1.element.1, -$1.offset) }.prefix(2).map(\.element.0)
+        #expect(chosen.map { $0["text"] as? String ?? "" } == Array(expected))
+        // Usage counts every candidate's tokens.
+        #expect((best.json["usage"] as? [String: Int])?["completion_tokens"] == 32)
+        await s.stop()
+    }
+
     @Test func seededChoicesSampleIndependentlyAndRepeat() async throws {
         let s = try await TestServer(engine: try makeEngine(try loadModel()))
         let body = #"{"prompt": "def f(x):", "n": 3, "max_tokens": 12, "temperature": 1.0, "seed": 11, "ignore_eos": true}"#

@@ -148,7 +148,8 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "echo": true, "stream": true}"#, "echo"),
             ("/v1/completions", #"{"prompt": "def", "max_tokens": 0}"#, "max_tokens"),                // 0 only with echo
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}"#, "top_logprobs"),
-            ("/v1/completions", #"{"prompt": "def", "best_of": 2}"#, "best_of"),
+            ("/v1/completions", #"{"prompt": "def", "best_of": 2, "n": 3}"#, "best_of"),             // fewer than n
+            ("/v1/completions", #"{"prompt": "def", "best_of": 2, "stream": true}"#, "best_of"),
             ("/v1/completions", #"{"prompt": "def", "suffix": "x"}"#, "suffix"),
             ("/v1/completions", #"{"prompt": "def", "temprature": 0}"#, "temprature"),               // unknown field (typo)
             ("/v1/completions", #"{"prompt": "def", "presence_penalty": "x"}"#, "presence_penalty"),
