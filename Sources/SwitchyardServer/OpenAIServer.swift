@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import ServiceLifecycle
 import Logging
 import Synchronization
@@ -57,7 +58,8 @@ public final class OpenAIServer: Sendable {
         let idle = config.idleTimeout.components
         return Application(router: router,
                            server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
-                           configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard"),
+                           configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard",
+                                                availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
                            logger: log)
     }

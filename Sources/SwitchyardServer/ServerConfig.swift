@@ -1,3 +1,4 @@
+import Foundation
 import SwitchyardCore
 
 /// How `switchyard serve` serves (the engine has its own `EngineConfig`).
@@ -22,6 +23,17 @@ public struct ServerConfig: Sendable {
     /// On SIGTERM or SIGINT: requests in flight get this long to finish,
     /// then they are cancelled and the server exits.
     public var shutdownTimeout: Duration = .seconds(30)
+    /// Most open connections; more wait in the listen backlog instead of
+    /// being accepted. The default stays below the process's descriptor
+    /// limit, so the server never reaches it (where accept fails and loops).
+    public var maxConnections: Int = ServerConfig.defaultMaxConnections
+
+    public static var defaultMaxConnections: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(Int32.max) else { return 4096 }
+        // Leave room for the model file, logs and the engine's own descriptors.
+        return max(16, min(65536, Int(limit.rlim_cur) - 128))
+    }
     /// Requests admitted but without a first token yet, at most; more get 503. Nil: no limit.
     public var maxQueuedRequests: Int?
     public var chatTemplate: ChatTemplate

@@ -34,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-timeout"), help: "Seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled.")
     var shutdownTimeout: Double = 30
 
+    @Option(name: .customLong("max-connections"), help: "Most open connections; more wait in the listen backlog (default: below the descriptor limit).")
+    var maxConnections: Int?
+
     @Option(name: .customLong("log-level"), help: "Request log level: trace, debug, info (a line per request), notice, warning, error.")
     var logLevel: String = "info"
 
@@ -47,6 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty") }
+        if let n = maxConnections, n < 1 { throw ValidationError("--max-connections must be at least 1") }
         for (flag, v) in [("--idle-timeout", idleTimeout), ("--body-timeout", bodyTimeout), ("--shutdown-timeout", shutdownTimeout)]
         where !(v > 0 && v.isFinite) {
             throw ValidationError("\(flag) must be a positive number of seconds")
@@ -74,6 +78,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         config.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
         config.shutdownTimeout = .milliseconds(Int64(shutdownTimeout * 1000))
+        if let n = maxConnections { config.maxConnections = n }
         let server = OpenAIServer(engine: eng, config: config)
         let host = self.host
         var requestLog = Logger(label: "switchyard.server")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import SwitchyardCore
 import SwitchyardModel
@@ -193,6 +194,33 @@ extension RawHTTPConnection {
         // And the server still serves.
         let ok = try await s.post("/v1/completions", #"{"prompt": [1, 2, 3], "max_tokens": 2}"#)
         #expect(ok.status == 200)
+        await s.stop()
+    }
+}
+
+/// Beyond `--max-connections`, new connections wait in the backlog (rather
+/// than the server accepting until it runs out of descriptors), and are
+/// served as soon as a slot frees.
+@Suite(.serialized) struct ConnectionCapTests {
+    @Test func aConnectionBeyondTheCapWaitsUntilOneCloses() async throws {
+        #expect(ServerConfig.defaultMaxConnections >= 16)
+        let s = try await TestServer(engine: try makeEngine(try loadModel()), maxConnections: 1)
+        var holder: RawHTTPConnection? = try RawHTTPConnection(port: s.port)
+        let first = try await holder!.exchange("GET", "/health")
+        #expect(first.status == 200)
+        // A second client: connected by the kernel, not accepted by the server.
+        let second = try RawHTTPConnection(port: s.port)
+        let answered = Mutex(false)
+        let waiting = Task {
+            let r = try await second.exchange("GET", "/health")
+            answered.withLock { $0 = true }
+            return r
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(!answered.withLock { $0 }, "the server accepted a connection beyond its cap")
+        holder = nil  // closes the first connection
+        let r = try await waiting.value
+        #expect(r.status == 200)
         await s.stop()
     }
 }

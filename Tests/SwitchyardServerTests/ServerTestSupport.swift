@@ -72,13 +72,14 @@ final class TestServer: Sendable {
 
     init(engine: Engine, maxQueuedRequests: Int? = nil, expertMap: ExpertMap? = nil, chatTemplate: ChatTemplate = .default,
          apiKey: String? = nil, modelAliases: [String] = [], idleTimeout: Duration = .seconds(60),
-         bodyTimeout: Duration = .seconds(30)) async throws {
+         bodyTimeout: Duration = .seconds(30), maxConnections: Int? = nil) async throws {
         var serverConfig = ServerConfig(host: "127.0.0.1", port: 0, modelName: testModelName, maxQueuedRequests: maxQueuedRequests,
                                         chatTemplate: chatTemplate, expertMap: expertMap)
         serverConfig.apiKey = apiKey
         serverConfig.modelAliases = modelAliases
         serverConfig.idleTimeout = idleTimeout
         serverConfig.bodyTimeout = bodyTimeout
+        if let maxConnections { serverConfig.maxConnections = maxConnections }
         let server = OpenAIServer(engine: engine, config: serverConfig)
         let (ports, portSink) = AsyncStream<Int>.makeStream()
         var logger = Logger(label: "test-server")
