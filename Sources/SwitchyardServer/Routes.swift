@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 import SwitchyardCore
 
@@ -28,7 +29,16 @@ extension OpenAIServer {
                  body: .init(byteBuffer: ByteBuffer(string: value.serialized)))
     }
 
+    /// Errors are logged with their message: server faults (5xx) at error
+    /// level, client errors at notice (shown with `--log-level notice`).
+    static let errorLog = Logger(label: "switchyard.server")
+
     static func error(_ e: APIError) -> Response {
+        if e.status >= 500 {
+            errorLog.error("\(e.status) \(e.type): \(e.message)")
+        } else {
+            errorLog.notice("\(e.status) \(e.type)\(e.param.map { " (\($0))" } ?? ""): \(e.message)")
+        }
         var headers: HTTPFields = [.contentType: "application/json"]
         // A full queue clears as requests get their first token: retry soon.
         if e.status == 503 { headers[.retryAfter] = "1" }
@@ -186,6 +196,10 @@ extension OpenAIServer {
                             let q = run.prepared
                             group.addTask {
                                 if q.chat { sink.yield(OpenAIResponse.chunk(q, model: model, text: "", role: true)) }
+                                if q.options.echo {
+                                    let prompt = q.promptText ?? q.request.promptTokens.map(tokenText).joined()
+                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: prompt))
+                                }
                                 var offset = 0
                                 let output = await run.run { text, logprob in
                                     sink.yield(OpenAIResponse.chunk(q, model: model, text: text, logprob: logprob, textOffset: offset,

@@ -343,6 +343,15 @@ import SwitchyardModel
         for (i, top) in (lp["top_logprobs"] as? [[String: Double]] ?? []).enumerated() {
             #expect(top.count >= 2 && abs((top.values.max() ?? 1) - values[i]) < 1e-6)
         }
+        // Streamed with echo: the prompt's text comes first.
+        let echoed = try await s.post("/v1/completions", #"{"prompt": "def f(x):", "max_tokens": 3, "echo": true, "temperature": 0, "ignore_eos": true, "stream": true}"#)
+        var echoedText = ""
+        for event in echoed.events where event != "[DONE]" {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any])
+            for c in json["choices"] as? [[String: Any]] ?? [] { echoedText += c["text"] as? String ?? "" }
+        }
+        let plain = try await s.post("/v1/completions", #"{"prompt": "def f(x):", "max_tokens": 3, "echo": true, "temperature": 0, "ignore_eos": true}"#)
+        #expect(echoedText.hasPrefix("def f(x):") && echoedText == (plain.json["choices"] as? [[String: Any]])?.first?["text"] as? String)
         // Streamed, each token's chunk carries the same log-probabilities.
         let streamed = try await s.post("/v1/completions", #"{"prompt": [5, 6, 7], "max_tokens": 3, "logprobs": 2, "temperature": 0, "ignore_eos": true, "stream": true}"#)
         var streamedValues: [Double] = []
