@@ -132,7 +132,8 @@ public final class OpenAIServer: Sendable {
             let template = config.chatTemplate
             let text = try template.render(r.messages)
             try checkEncodable(text, field: "messages", tokenizer: tokenizer)
-            let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens)
+            // Encoding stops past the context: the validator then names the prompt as too long.
+            let ids = tokenizer.encode(text, addSpecialTokens: !template.rendersSpecialTokens, maxTokens: engine.config.maxModelLen)
             let ends = template.endMarkers.compactMap { tokenizer.tokenId($0) }
             let one = try prepare(prompt: ids, promptField: "messages", options: r.options, chat: true, extraStopTokens: ends)
             return one.choices(r.options.n, first: 0, total: r.options.n)
@@ -152,7 +153,7 @@ public final class OpenAIServer: Sendable {
                     throw .invalid("prompt", "the model has no tokenizer.json, so text prompts cannot be encoded; send token ids")
                 }
                 try checkEncodable(s, field: field, tokenizer: tokenizer)
-                ids = tokenizer.encode(s)
+                ids = tokenizer.encode(s, addSpecialTokens: true, maxTokens: engine.config.maxModelLen)
             }
             var one = try prepare(prompt: ids, promptField: field, options: r.options, chat: false)
             // Ranking candidates needs each one's total log-probability.

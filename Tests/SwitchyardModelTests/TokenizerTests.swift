@@ -96,6 +96,16 @@ import Testing
         #expect(model.mergeAll(repetitive) == naiveMerge(model, repetitive))
     }
 
+    @Test func encodingStopsOncePastTheLimitWithAPrefixOfTheFullEncoding() throws {
+        let tok = try TokenizerLoader.load(directory: Fixtures.tokenizer("bytelevel_qwen2"))
+        let text = String(repeating: "def f(x): return x + 1\n", count: 2000)
+        let full = tok.encode(text, addSpecialTokens: false)
+        let cut = tok.encode(text, addSpecialTokens: false, maxTokens: 100)
+        #expect(full.count > 1000)
+        #expect(cut.count > 100 && cut.count < 120)
+        #expect(Array(full.prefix(cut.count)) == cut)
+    }
+
     @Test func aLongWordEncodesAndDecodesBack() throws {
         let tok = try TokenizerLoader.load(directory: Fixtures.tokenizer("bytelevel_qwen2"))
         var letters: [UInt8] = []

@@ -107,6 +107,12 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
     public var maxTokenBytes: Int { max(model.maxTokenBytes, addedTokens.first?.content.utf8.count ?? 0) }
 
     public func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] {
+        encode(text, addSpecialTokens: addSpecialTokens, maxTokens: .max)
+    }
+
+    /// Stops as soon as more than `maxTokens` ids are out (or the task is
+    /// cancelled): a prompt that cannot fit is not encoded to its end.
+    public func encode(_ text: String, addSpecialTokens: Bool, maxTokens: Int) -> [Int32] {
         var ids: [Int32] = []
         if addSpecialTokens { ids += postProcessor.prefix }
         var isFirst = true
@@ -119,7 +125,10 @@ public final class BPETokenizer: Tokenizer, @unchecked Sendable {
                 if let n = normalizer { normalized = n.apply(normalized) }
                 guard !normalized.isEmpty else { continue }
                 let words = preTokenizer?.apply([normalized], isFirst: isFirst) ?? [normalized]
-                for w in words where !w.isEmpty { model.encode(word: w, into: &ids) }
+                for w in words where !w.isEmpty {
+                    model.encode(word: w, into: &ids)
+                    if ids.count > maxTokens || Task.isCancelled { return ids }
+                }
             }
             isFirst = false
         }

@@ -14,10 +14,13 @@ public protocol Tokenizer: Sendable {
     /// B bytes encodes to at least B / maxTokenBytes tokens, which lets a
     /// server refuse a prompt that is surely too long without encoding it.
     var maxTokenBytes: Int { get }
+    /// `encode`, allowed to stop once more than `maxTokens` ids are out.
+    func encode(_ text: String, addSpecialTokens: Bool, maxTokens: Int) -> [Int32]
 }
 
 public extension Tokenizer {
     var maxTokenBytes: Int { Int.max }
+    func encode(_ text: String, addSpecialTokens: Bool, maxTokens: Int) -> [Int32] { encode(text, addSpecialTokens: addSpecialTokens) }
     func encode(_ text: String) -> [Int32] { encode(text, addSpecialTokens: true) }
     func decode(_ ids: [Int32]) -> String { decode(ids, skipSpecialTokens: false) }
 }
