@@ -26,7 +26,7 @@ public struct ServerRequestContext: RequestContext {
 /// connection needs one slot, its current run, and one handler, not one hook
 /// per request.
 final class ConnectionWatch: Sendable {
-    private enum Slot { case idle, running([GenerationRun]) }
+    private enum Slot { case idle, running([@Sendable () -> Void]) }
     private let connections = Mutex<[ObjectIdentifier: Slot]>([:])
 
     /// Runs `body` with `run` as the connection's current request.
@@ -37,14 +37,20 @@ final class ConnectionWatch: Sendable {
     /// Runs `body` with `runs` (the choices of one HTTP request) as the
     /// connection's current request: a hang-up cancels all of them.
     func during<T>(_ runs: [GenerationRun], on channel: any Channel, _ body: () async -> T) async -> T {
+        await during(cancelling: runs.map { run in { run.cancel() } }, on: channel, body)
+    }
+
+    /// Runs `body` with `cancels` called if the client hangs up meanwhile
+    /// (a request still being tokenized, or its generation runs).
+    func during<T>(cancelling cancels: [@Sendable () -> Void], on channel: any Channel, _ body: () async -> T) async -> T {
         let key = ObjectIdentifier(channel)
         let first = connections.withLock { c -> Bool in
-            defer { c[key] = .running(runs) }
+            defer { c[key] = .running(cancels) }
             return c[key] == nil
         }
         if first {
             let hangUp: @Sendable () -> Void = { [self] in
-                if case .running(let rs)? = connections.withLock({ $0.removeValue(forKey: key) }) { rs.forEach { $0.cancel() } }
+                if case .running(let cs)? = connections.withLock({ $0.removeValue(forKey: key) }) { cs.forEach { $0() } }
             }
             channel.eventLoop.execute {
                 // A channel that closed before this ran never reports it to

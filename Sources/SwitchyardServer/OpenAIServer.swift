@@ -122,7 +122,14 @@ public final class OpenAIServer: Sendable {
     }
 
     /// Every choice a request asks for: each prompt of a batch, `n` times.
+    /// Cancelled (the client left) while tokenizing: 499, nothing submitted.
     func prepare(_ body: Data, chat: Bool) throws(APIError) -> [PreparedRequest] {
+        let all = try prepareChoices(body, chat: chat)
+        if Task.isCancelled { throw APIError(status: 499, message: "client closed the request", type: "client_closed", param: nil) }
+        return all
+    }
+
+    private func prepareChoices(_ body: Data, chat: Bool) throws(APIError) -> [PreparedRequest] {
         let tokenizer = engine.tokenizer
         if chat {
             let r = try ChatCompletionRequest.parse(body)

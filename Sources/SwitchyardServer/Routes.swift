@@ -82,12 +82,17 @@ extension OpenAIServer {
             // behind when a later one is refused (503) cancels itself when dropped.
             guard let slot = admission.take() else { throw queueFull() }
             var first: QueueSlot? = slot
-            for prepared in try prepare(Data(buffer: body), chat: chat) {
+            // Tokenizing runs in a task the client's hang-up cancels.
+            let preparing = Task { () -> Result<[PreparedRequest], APIError> in
+                do throws(APIError) { return .success(try self.prepare(Data(buffer: body), chat: chat)) } catch { return .failure(error) }
+            }
+            let outcome = await connections.during(cancelling: [{ preparing.cancel() }], on: channel) { await preparing.value }
+            for prepared in try outcome.get() {
                 runs.append(try GenerationRun(server: self, prepared: prepared, slot: first))
                 first = nil
             }
         } catch {
-            if error.status != 503 { metrics.recordRejected(error) }
+            if error.status != 503 && error.status != 499 { metrics.recordRejected(error) }
             return Self.error(error)
         }
         if runs[0].prepared.options.stream { return stream(runs, on: channel) }

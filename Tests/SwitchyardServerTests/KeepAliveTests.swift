@@ -1,3 +1,4 @@
+import ChunkedScheduler
 import Foundation
 import Synchronization
 import Testing
@@ -261,5 +262,69 @@ extension RawHTTPConnection {
         #expect(!p.isRunning)
         #expect(Date().timeIntervalSince(start) < 30, "the drain waited on the half-sent body (its body timeout is 600 s)")
         if p.isRunning { p.interrupt() } else { #expect(p.terminationStatus == 0) }
+    }
+}
+
+/// A client that hangs up while its prompt is being tokenized cancels the
+/// tokenizing, and nothing reaches the engine.
+@Suite(.serialized) struct TokenizingCancelTests {
+    /// The real tokenizer, but encoding waits until its task is cancelled
+    /// (at most 30 s), as a very long prompt would keep it busy.
+    final class SlowTokenizer: Tokenizer, @unchecked Sendable {
+        let inner: any Tokenizer
+        let started = Mutex(false)
+        let cancelled = Mutex(false)
+        init(_ inner: any Tokenizer) { self.inner = inner }
+        var vocabSize: Int { inner.vocabSize }
+        var bosTokenId: Int32? { inner.bosTokenId }
+        var eosTokenId: Int32? { inner.eosTokenId }
+        func decode(_ ids: [Int32], skipSpecialTokens: Bool) -> String { inner.decode(ids, skipSpecialTokens: skipSpecialTokens) }
+        func tokenId(_ token: String) -> Int32? { inner.tokenId(token) }
+        func encode(_ text: String, addSpecialTokens: Bool) -> [Int32] { inner.encode(text, addSpecialTokens: addSpecialTokens) }
+        func encode(_ text: String, addSpecialTokens: Bool, maxTokens: Int) -> [Int32] {
+            started.withLock { $0 = true }
+            let deadline = Date().addingTimeInterval(30)
+            while !Task.isCancelled && Date() < deadline { usleep(1000) }
+            cancelled.withLock { $0 = Task.isCancelled }
+            return inner.encode(text, addSpecialTokens: addSpecialTokens)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func hangingUpWhileTokenizingCancelsIt() async throws {
+        let tok = SlowTokenizer(try loadTokenizer())
+        let engine = Engine(model: try loadModel(), config: EngineConfig(maxModelLen: 256, blockSize: 16, numKVBlocks: 64),
+                            scheduler: ChunkedScheduler(), tokenizer: tok)
+        let s = try await TestServer(engine: engine)
+        var client: RawHTTPConnection? = try RawHTTPConnection(port: s.port)
+        let body = #"{"prompt": "def f(x):", "max_tokens": 4}"#
+        client!.sendRaw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(await s.eventually { tok.started.withLock { $0 } })
+        client = nil  // hang up
+        #expect(await s.eventually { tok.cancelled.withLock { $0 } })
+        // Nothing was submitted: no request ran, was cancelled or rejected in the engine.
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(engine.stats.cancelledRequests == 0 && engine.stats.iterations == 0 && engine.stats.rejectedRequests == 0)
+        await s.stop()
+    }
+}
+
+/// A KV cache that cannot hold one --max-model-len sequence is refused at
+/// start-up with both figures and the flags to change.
+@Suite struct StartupCheckTests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: ShutdownTests.binary), "needs the debug switchyard binary (swift build)"),
+          .timeLimit(.minutes(2)))
+    func aKVCacheSmallerThanTheContextIsAStartUpError() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ShutdownTests.binary)
+        p.arguments = ["serve", "--model", modelDirectory, "--port", "0", "--max-model-len", "1024", "--num-kv-blocks", "4"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = Pipe()
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("--max-model-len 1024") && text.contains("64 tokens") && text.contains("--num-kv-blocks"), "\(text)")
     }
 }
