@@ -59,7 +59,7 @@ public final class OpenAIServer: Sendable {
         return Application(router: router,
                            server: .http1(configuration: .init(idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
                            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "switchyard",
-                                                availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections)),
+                                                availableConnectionsDelegate: ConnectionCap(config.maxConnections, logger: log)),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
                            logger: log)
     }

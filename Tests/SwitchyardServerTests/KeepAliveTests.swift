@@ -1,5 +1,6 @@
 import ChunkedScheduler
 import Foundation
+import Logging
 import Synchronization
 import Testing
 @testable import SwitchyardCore
@@ -203,6 +204,17 @@ extension RawHTTPConnection {
 /// than the server accepting until it runs out of descriptors), and are
 /// served as soon as a slot frees.
 @Suite(.serialized) struct ConnectionCapTests {
+    @Test func theCapCountsOpenConnections() {
+        var cap = ConnectionCap(2, logger: Logger(label: "test"))
+        cap.connectionOpened()
+        #expect(cap.isAcceptingNewConnections())
+        cap.connectionOpened()
+        #expect(!cap.isAcceptingNewConnections())
+        #expect(cap.lastWarning > .distantPast)
+        cap.connectionClosed()
+        #expect(cap.isAcceptingNewConnections())
+    }
+
     @Test func aConnectionBeyondTheCapWaitsUntilOneCloses() async throws {
         #expect(ServerConfig.defaultMaxConnections >= 16)
         let s = try await TestServer(engine: try makeEngine(try loadModel()), maxConnections: 1)
