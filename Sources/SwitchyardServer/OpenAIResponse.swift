@@ -26,7 +26,7 @@ enum OpenAIResponse {
             var echoed: [Int32] = []
             if q.options.echo {
                 echoed = q.request.promptTokens
-                text = (q.promptText ?? echoed.map(tokenText).joined()) + text
+                text = (q.promptText ?? "") + text
             }
             return .object([("index", .int(q.choice)), ("text", .string(text)),
                             ("logprobs", completionLogprobs(r.output.logprobs, prompt: r.output.promptLogprobs, echoed: echoed,

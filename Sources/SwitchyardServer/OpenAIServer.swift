@@ -107,6 +107,12 @@ public final class OpenAIServer: Sendable {
         return PreparedRequest(request: request, options: o, chat: chat, created: Int(Date().timeIntervalSince1970))
     }
 
+    /// One token's text, for log-probability objects (its id without a tokenizer).
+    var tokenText: @Sendable (Int32) -> String {
+        let tokenizer = engine.tokenizer
+        return { tokenizer?.decode([$0], skipSpecialTokens: false) ?? "\($0)" }
+    }
+
     /// Refuses, before encoding it, a text that cannot fit: every token
     /// stands for at most `maxTokenBytes` bytes, so a text of more than
     /// `maxModelLen × maxTokenBytes` bytes (doubled, for normalizers that
@@ -165,7 +171,11 @@ public final class OpenAIServer: Sendable {
             var one = try prepare(prompt: ids, promptField: field, options: r.options, chat: false)
             // Ranking candidates needs each one's total log-probability.
             if r.options.bestOf > r.options.n && one.request.logprobs == nil { one.request.logprobs = 0 }
-            if case .text(let s) = prompt { one.promptText = s }
+            // What echo prepends: the text as sent, or the ids decoded in one piece.
+            switch prompt {
+            case .text(let s): one.promptText = s
+            case .tokens(let t): one.promptText = tokenizer?.decode(t, skipSpecialTokens: false)
+            }
             // One id for the response; each choice's engine request is `<id>-<choice>`.
             if let id = responseId { one.request.id = id } else { responseId = one.request.id }
             one.responseId = responseId!

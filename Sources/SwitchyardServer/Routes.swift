@@ -106,16 +106,14 @@ extension OpenAIServer {
             if let e = output.error { return Self.error(APIError(e)) }
             complete.append((r.text, output))
         }
-        let tokenizer = engine.tokenizer
         var prepared = runs.map(\.prepared)
         let options = prepared[0].options
         let generated = complete.reduce(0) { $0 + $1.output.outputTokens.count }
         if options.bestOf > options.n {
             (prepared, complete) = Self.best(prepared, complete, of: options.bestOf, keep: options.n)
         }
-        return Self.json(OpenAIResponse.full(prepared, model: config.modelName, results: complete, generatedTokens: generated) { token in
-            tokenizer?.decode([token], skipSpecialTokens: false) ?? "\(token)"
-        })
+        return Self.json(OpenAIResponse.full(prepared, model: config.modelName, results: complete, generatedTokens: generated,
+                                             tokenText: tokenText))
     }
 
     /// The body, or nil when it has not arrived within `bodyTimeout`: the
@@ -183,8 +181,7 @@ extension OpenAIServer {
         let model = config.modelName
         let p = runs[0].prepared
         let connections = connections
-        let tokenizer = engine.tokenizer
-        let tokenText: @Sendable (Int32) -> String = { tokenizer?.decode([$0], skipSpecialTokens: false) ?? "\($0)" }
+        let tokenText = tokenText
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
         return Response(status: .ok, headers: headers, body: .init { writer in
             func send(_ chunk: JSONOut) async throws {
@@ -202,8 +199,7 @@ extension OpenAIServer {
                             group.addTask {
                                 if q.chat { sink.yield(OpenAIResponse.chunk(q, model: model, text: "", role: true)) }
                                 if q.options.echo {
-                                    let prompt = q.promptText ?? q.request.promptTokens.map(tokenText).joined()
-                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: prompt))
+                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: q.promptText ?? ""))
                                 }
                                 var offset = 0
                                 let output = await run.run { text, logprob in

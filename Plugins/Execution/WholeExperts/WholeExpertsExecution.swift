@@ -57,11 +57,7 @@ public final class WholeExpertsExecutor: ExpertExecutor, @unchecked Sendable {
             // The kernel threads are busy elsewhere (or there is one): run every share here.
             for part in 0..<threads { body(part) }
         }
-        let dt = monotonicSeconds() - t0
-        counters.recordAssignments(layer: work.layer, device: 0, tokens: work.assignments)
-        counters.recordBalance(layer: work.layer, busiest: work.assignments, mean: Double(work.assignments))
-        counters.recordBusy(layer: work.layer, device: 0, seconds: dt)
-        counters.recordPhase(layer: work.layer, seconds: dt)
+        counters.recordSingleDevice(layer: work.layer, assignments: work.assignments, seconds: monotonicSeconds() - t0)
     }
 
     /// Longest-processing-time: each expert with tokens, most tokens first

@@ -255,10 +255,10 @@ public final class Engine: @unchecked Sendable {
     private func process(_ scheduled: [KVCacheManager.Scheduled], logits: LogitsView) {
         let numLayers = model.config.numLayers
         let time = now()
-        var ran = Set<Int>()
+        let iteration = loopStats.iterations
         for (i, s) in scheduled.enumerated() {
             let seq = s.seq
-            ran.insert(seq.handle)
+            seq.lastIteration = iteration
             if s.layers.upperBound < numLayers {
                 seq.nextLayer = s.layers.upperBound
                 seq.inFlightTokens = s.tokens
@@ -281,7 +281,7 @@ public final class Engine: @unchecked Sendable {
             if let reason { finish(seq, reason: reason, error: nil) }
         }
         // A decode that was running but got no token this iteration stalled.
-        if kv.running.contains(where: { $0.outputCount > 0 && !ran.contains($0.handle) }) {
+        if kv.running.contains(where: { $0.outputCount > 0 && $0.lastIteration != iteration }) {
             loopStats.decodeStalls += 1
         }
     }

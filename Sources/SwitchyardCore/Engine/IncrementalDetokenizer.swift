@@ -38,20 +38,8 @@ struct IncrementalDetokenizer {
     /// is then cut just before it); with `checkStops` false (before
     /// `min_tokens`) stop strings are not looked for in the new text.
     mutating func push(_ output: ArraySlice<Int32>, checkStops: Bool = true) -> (delta: String, stopped: Bool) {
-        let base = output.startIndex
-        let prefix = tokenizer.decode(Array(output[(base + prefixOffset)..<(base + readOffset)]), skipSpecialTokens: true)
-        let full = tokenizer.decode(Array(output[(base + prefixOffset)...]), skipSpecialTokens: true)
-        // Bytes, not Characters: a combining mark in the new text changes
-        // the last grapheme of the old one, not its bytes.
-        guard full.utf8.count > prefix.utf8.count, full.unicodeScalars.last != "\u{FFFD}",
-              full.utf8.starts(with: prefix.utf8) else {
-            return ("", false)
-        }
-        let new = full.utf8.dropFirst(prefix.utf8.count)
         let searchFrom = max(0, bytes.count - holdBack)
-        bytes.append(contentsOf: new)
-        prefixOffset = readOffset
-        readOffset = output.count
+        guard advance(output, acceptIncomplete: false) else { return ("", false) }
         if checkStops, let cut = firstStop(from: searchFrom) {
             bytes.removeSubrange(cut...)
             stopped = true
@@ -65,13 +53,27 @@ struct IncrementalDetokenizer {
     /// give), unless a stop string ended the text.
     mutating func flush(_ output: ArraySlice<Int32>) {
         guard !stopped, readOffset < output.count else { return }
+        _ = advance(output, acceptIncomplete: true)
+    }
+
+    /// Decodes the window from `prefixOffset` with and without the tokens
+    /// since `readOffset`, appends the difference to `bytes` and moves the
+    /// offsets on; false (nothing changes) when there is no new text yet or
+    /// it ends in an incomplete UTF-8 sequence (unless `acceptIncomplete`).
+    private mutating func advance(_ output: ArraySlice<Int32>, acceptIncomplete: Bool) -> Bool {
         let base = output.startIndex
         let prefix = tokenizer.decode(Array(output[(base + prefixOffset)..<(base + readOffset)]), skipSpecialTokens: true)
         let full = tokenizer.decode(Array(output[(base + prefixOffset)...]), skipSpecialTokens: true)
-        guard full.utf8.count > prefix.utf8.count, full.utf8.starts(with: prefix.utf8) else { return }
+        // Bytes, not Characters: a combining mark in the new text changes
+        // the last grapheme of the old one, not its bytes.
+        guard full.utf8.count > prefix.utf8.count, acceptIncomplete || full.unicodeScalars.last != "\u{FFFD}",
+              full.utf8.starts(with: prefix.utf8) else {
+            return false
+        }
         bytes.append(contentsOf: full.utf8.dropFirst(prefix.utf8.count))
         prefixOffset = readOffset
         readOffset = output.count
+        return true
     }
 
     /// The text not yet streamed (held back for a stop string that never came).

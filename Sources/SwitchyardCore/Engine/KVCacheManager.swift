@@ -1,4 +1,3 @@
-import Logging
 import SwitchyardModel
 
 /// Owns the KV blocks and the sequences holding them, and keeps the one

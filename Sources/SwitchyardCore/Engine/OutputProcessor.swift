@@ -20,12 +20,9 @@ struct OutputProcessor {
         seq.tokenTimes.append(time)
         // Within `min_tokens` nothing may stop the request.
         let early = seq.outputCount <= seq.request.minTokens
-        var delta = ""
-        var stoppedByString = false
-        if var d = seq.detokenizer {
-            (delta, stoppedByString) = d.push(seq.outputTokens, checkStops: !early)
-            seq.detokenizer = d
-        }
+        // Mutated in place: a copy out and back would copy the whole text
+        // each token (the copy shares its buffer until the first append).
+        let (delta, stoppedByString) = seq.detokenizer?.push(seq.outputTokens, checkStops: !early) ?? ("", false)
         seq.continuation?.yield(.token(token, time: time, text: delta,
                                        logprob: seq.request.logprobs == nil ? nil : seq.outputLogprobs.last))
         if !early && (seq.stopTokens.contains(token) || stoppedByString) { return .stop }

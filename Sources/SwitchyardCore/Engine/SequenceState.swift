@@ -23,6 +23,8 @@ final class SequenceState {
     /// that chunk's tokens.
     var nextLayer = 0
     var inFlightTokens = 0
+    /// The last engine iteration this sequence ran in (decode-stall count).
+    var lastIteration = -1
     let stopTokens: Set<Int32>
     /// Output text so far (when the engine has a tokenizer).
     var detokenizer: IncrementalDetokenizer?

@@ -161,6 +161,16 @@ public final class ExpertExecutionCounters: @unchecked Sendable {
     @inline(__always)
     public func recordPhase(layer: Int, seconds: Double) { phase[layer] += seconds }
 
+    /// A one-device executor's layer: all `assignments` on device 0, which
+    /// was busy for the whole phase.
+    @inline(__always)
+    public func recordSingleDevice(layer: Int, assignments n: Int, seconds: Double) {
+        recordAssignments(layer: layer, device: 0, tokens: n)
+        recordBalance(layer: layer, busiest: n, mean: Double(n))
+        recordBusy(layer: layer, device: 0, seconds: seconds)
+        recordPhase(layer: layer, seconds: seconds)
+    }
+
     public var stats: ExpertExecutionStats {
         let n = numDevices
         return ExpertExecutionStats(deviceTokens: (0..<numLayers).map { l in (0..<n).map { tokens[l * n + $0] } },

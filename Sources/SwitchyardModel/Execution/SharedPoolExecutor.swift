@@ -58,12 +58,7 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
         }
         if largeCount > 0 { runLarge(work, list: large, count: largeCount) }
         if smallCount > 0 { runSmall(work, list: small, count: smallCount) }
-        let dt = monotonicSeconds() - t0
-        let n = work.assignments
-        counters.recordAssignments(layer: work.layer, device: 0, tokens: n)
-        counters.recordBalance(layer: work.layer, busiest: n, mean: Double(n))
-        counters.recordBusy(layer: work.layer, device: 0, seconds: dt)
-        counters.recordPhase(layer: work.layer, seconds: dt)
+        counters.recordSingleDevice(layer: work.layer, assignments: work.assignments, seconds: monotonicSeconds() - t0)
     }
 
     // MARK: - Large experts

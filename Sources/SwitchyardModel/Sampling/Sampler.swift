@@ -124,8 +124,8 @@ public struct Sampler: Sendable {
     /// `p` (most likely first, ties to the lower index), renormalised.
     /// Only tokens that can be in that set are sorted: a pass sums the mass
     /// per power-of-two band of probability, and the bands above the one
-    /// where the mass reaches `p` (and that band) form the pool; a sampled
-    /// distribution rarely puts more than a few dozen tokens there.
+    /// where the mass reaches `p` (and that band) form the pool, which holds
+    /// every token of the nucleus and, for a peaked distribution, few others.
     private mutating func applyTopP(_ p: Float) {
         @inline(__always) func band(_ x: Float) -> Int { x > 0 ? min(63, -Int(x.exponent)) : 63 }
         var last = 63

@@ -7,8 +7,8 @@ import Synchronization
 /// is merged, leftmost first, until no ranked pair remains. As in Hugging
 /// Face's tokenizers the candidate pairs sit in a priority queue over a
 /// linked list of symbols, so a word of n characters costs O(n log n), not
-/// the O(n²) of rescanning the word for every merge (a 32,000-character word
-/// took 6 s that way).
+/// the O(n²) of rescanning the word for every merge (the server issue
+/// reported 6 s for a 32,000-character word that way).
 final class BPEModel: Sendable {
     let vocab: [String: Int32]
     let idToToken: [String]
