@@ -14,7 +14,7 @@ struct ComputeFlags: ParsableArguments {
     func apply(to model: Transformer, defaultDType: String = "auto") throws {
         do {
             let options = try ComputeOptions.resolve(gemm: gemm, dtype: dtype ?? defaultDType,
-                                                     checkpointDType: model.weights.layers.first?.attention.q.dtype ?? .f32)
+                                                     checkpointDType: model.weights.embedding.dtype)
             try model.configure(compute: options)
             log.info("compute", metadata: ["gemm": "\(options.gemm.rawValue)", "dtype": "\(options.dtype.rawValue)",
                                            "library": "\(options.gemm == .onednn ? OneDNN.description : "OpenBLAS")"])

@@ -65,10 +65,23 @@ struct ModelCommand: ParsableCommand {
             var perExpert = 0
             for l in w.layers { if case .moe(let m) = l.feedForward { expertBytes += m.experts.reduce(0) { $0 + $1.byteCount }; perExpert = m.experts.first?.byteCount ?? 0 } }
             let total = w.checkpoint.tensors.values.reduce(0) { $0 + $1.byteCount }
+            let attention: String
+            if let m = c.latentAttention {
+                attention = "heads \(c.numHeads), multi-head latent attention: kv_lora_rank \(m.kvLoraRank), q_lora_rank \(m.qLoraRank.map(String.init) ?? "none"), qk_nope \(m.nopeDim), qk_rope \(m.ropeDim), v_head \(m.valueDim)"
+            } else {
+                attention = "heads \(c.numHeads)/\(c.numKVHeads) kv, head_dim \(c.headDim)"
+            }
+            var routing = "softmax top-\(c.numExpertsPerToken)"
+            if c.routing.scoring == .sigmoid { routing = "sigmoid top-\(c.numExpertsPerToken)" }
+            if c.routing.selectionBias { routing += " with selection bias" }
+            if c.routing.isGroupLimited { routing += ", best \(c.routing.groupsKept) of \(c.routing.groupCount) groups" }
+            if c.routing.scale != 1 { routing += ", scaled \(c.routing.scale)" }
+            let shared = c.hasSharedExpert ? ", shared experts \(c.sharedExpertIntermediateSize)\(c.sharedExpertGated ? " (gated)" : "")" : ""
             print("""
             architecture: \(c.architecture.rawValue)
-            layers: \(c.numLayers) (\(c.sparseLayers.filter { $0 }.count) MoE), hidden \(c.hiddenSize), heads \(c.numHeads)/\(c.numKVHeads) kv, head_dim \(c.headDim)
-            experts: \(c.numExperts) per layer, top-\(c.numExpertsPerToken), intermediate \(c.moeIntermediateSize), norm_topk_prob \(c.normTopKProb)\(c.hasSharedExpert ? ", shared expert \(c.sharedExpertIntermediateSize)" : "")
+            layers: \(c.numLayers) (\(c.sparseLayers.filter { $0 }.count) MoE), hidden \(c.hiddenSize), \(attention)
+            experts: \(c.numExperts) per layer, \(routing), intermediate \(c.moeIntermediateSize), norm_topk_prob \(c.normTopKProb)\(shared)
+            KV cache per token: \(c.kvCacheBytesPerToken) bytes (Float32\(c.latentAttention != nil ? ", one latent row per layer" : ""))
             vocab: \(c.vocabSize), tied embeddings: \(c.tieWordEmbeddings)
             weights: \(String(format: "%.1f", Double(total) / 1048576)) MiB total, \(String(format: "%.1f", Double(expertBytes) / 1048576)) MiB experts (\(String(format: "%.2f", Double(perExpert) / 1048576)) MiB each)
             active weight bytes per decode token: \(String(format: "%.1f", Double(ForwardBenchmark.activeBytesPerToken(w)) / 1048576)) MiB

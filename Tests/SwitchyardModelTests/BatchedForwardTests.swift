@@ -10,7 +10,7 @@ import Testing
         zip(a, b).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
     }
 
-    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded"])
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded", "deepseek_v2", "deepseek_v3"])
     func raggedBatchMatchesSequencesRunAlone(_ name: String) throws {
         let model = try Transformer(directory: Fixtures.model(name))
         let (ref, _) = try Fixtures.reference(name)
@@ -62,10 +62,11 @@ import Testing
     /// Long prefill chunks take the GEMM attention path; short chunks the
     /// per-token one. Both must agree, including when the chunk starts
     /// mid-sequence (causal mask offset) and with a decode in the same batch.
-    @Test func gemmAttentionPathMatchesPerTokenPath() throws {
-        let model = try Transformer(directory: Fixtures.model("qwen2_moe"))
+    @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded"])
+    func gemmAttentionPathMatchesPerTokenPath(_ name: String) throws {
+        let model = try Transformer(directory: Fixtures.model(name))
         var rng = Xoshiro256(seed: 5)
-        let tokens = (0..<150).map { _ in Int32(rng.next() % 317) }
+        let tokens = (0..<150).map { _ in Int32(rng.next() % UInt64(model.config.vocabSize)) }
         let blockSize = 8
         let table = (0..<Int32(19)).reversed().map { $0 }
         func run(chunks: [Int]) throws -> [[Float]] {
@@ -92,9 +93,11 @@ import Testing
     /// hidden states carried between forwards, while another sequence decodes
     /// through every layer in the same forwards, gets the same logits as a
     /// plain prefill.
-    @Test func layerGroupsWithCarriedHiddenStatesMatchAFullPrefill() throws {
-        let model = try Transformer(directory: Fixtures.model("qwen2_moe"))
-        let (ref, _) = try Fixtures.reference("qwen2_moe")
+    @Test(arguments: ["qwen2_moe", "deepseek_v3"])
+    func layerGroupsWithCarriedHiddenStatesMatchAFullPrefill(_ name: String) throws {
+        let model = try Transformer(directory: Fixtures.model(name))
+        let (ref, _) = try Fixtures.reference(name)
+        #expect(model.config.numLayers == 3)
         let h = model.config.hiddenSize
         let prompt = Array(ref.tokens)
         let expected = try Generator(model: model).allLogits(prompt).last!

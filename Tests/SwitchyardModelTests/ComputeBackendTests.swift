@@ -44,7 +44,7 @@ import Testing
     /// model's own bf16 error of transformers' bf16 logits (measured up to
     /// 1.7x), pick the same argmax at every position, and greedy decoding
     /// agrees for the first 8 tokens (mixtral's paths part at token 9).
-    @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"), arguments: Fixtures.modelCases)
+    @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"), arguments: Fixtures.bf16Cases)
     func bfloat16IsAsCloseToFP32AsTransformersBFloat16(_ name: String) throws {
         let (ref, fp32) = try Fixtures.reference(name)
         let (hfGreedy, hf) = try Self.bf16Reference(name)

@@ -47,8 +47,7 @@ public struct ForwardBenchmark {
     public static func activeBytesPerToken(_ w: ModelWeights) -> Int {
         var bytes = w.lmHead.byteCount + w.embedding.cols * w.embedding.dtype.byteSize
         for l in w.layers {
-            let a = l.attention
-            bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount + a.o.byteCount
+            bytes += l.attention.byteCount
             switch l.feedForward {
             case .dense(let mlp): bytes += mlp.byteCount
             case .moe(let moe):

@@ -10,6 +10,7 @@ public final class Checkpoint: @unchecked Sendable {
     public let tensors: [String: TensorRecord]
     /// Copies made for tensors whose mapped bytes are misaligned for their dtype.
     private var ownedCopies: [UnsafeMutableRawPointer] = []
+    private let lock = NSLock()
 
     public static let indexFile = "model.safetensors.index.json"
 
@@ -103,12 +104,31 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
+    /// `w` transposed, in its own dtype, in memory this checkpoint owns: for
+    /// weights the forward needs the other way round (MLA's absorbed keys).
+    /// Elements are moved bit for bit, so the values are exactly the stored ones.
+    public func transposed(_ w: Matrix) -> Matrix {
+        let size = w.dtype.byteSize
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: max(w.byteCount, 1), alignment: 64)
+        for r in 0..<w.rows {
+            for c in 0..<w.cols {
+                (copy + (c * w.rows + r) * size).copyMemory(from: w.data + (r * w.cols + c) * size, byteCount: size)
+            }
+        }
+        lock.lock()
+        ownedCopies.append(copy)
+        lock.unlock()
+        return Matrix(rows: w.cols, cols: w.rows, dtype: w.dtype, data: UnsafeRawPointer(copy))
+    }
+
     /// BLAS needs Float32 data 4-byte aligned; safetensors does not promise it.
     private func aligned(_ r: TensorRecord) -> UnsafeRawPointer {
         if Int(bitPattern: r.data) % r.dtype.byteSize == 0 { return r.data }
         let copy = UnsafeMutableRawPointer.allocate(byteCount: r.byteCount, alignment: 64)
         copy.copyMemory(from: r.data, byteCount: r.byteCount)
+        lock.lock()
         ownedCopies.append(copy)
+        lock.unlock()
         return UnsafeRawPointer(copy)
     }
 

@@ -2,7 +2,7 @@ import Foundation
 
 /// Model dimensions for `switchyard model create`, kept as JSON in
 /// `models/presets/` with Hugging Face key names. The architecture is chosen
-/// separately, so one preset yields a Mixtral, Qwen-MoE or OLMoE model.
+/// separately, so one preset yields a Mixtral, Qwen-MoE, OLMoE or DeepSeek model.
 public struct ModelPreset: Codable, Sendable {
     public var description: String?
     public var vocabSize: Int
@@ -21,6 +21,17 @@ public struct ModelPreset: Codable, Sendable {
     public var rmsNormEps: Double
     public var initializerRange: Double
     public var tieWordEmbeddings: Bool
+    // DeepSeek (MLA, dense first layers, shared experts, groups); ignored by
+    // the other architectures. Absent: DeepSeek-V2-Lite's values.
+    public var kvLoraRank: Int?
+    public var qLoraRank: Int?
+    public var qkNopeHeadDim: Int?
+    public var qkRopeHeadDim: Int?
+    public var vHeadDim: Int?
+    public var nSharedExperts: Int?
+    public var firstKDenseReplace: Int?
+    public var nGroup: Int?
+    public var topkGroup: Int?
 
     enum CodingKeys: String, CodingKey {
         case description
@@ -40,6 +51,20 @@ public struct ModelPreset: Codable, Sendable {
         case rmsNormEps = "rms_norm_eps"
         case initializerRange = "initializer_range"
         case tieWordEmbeddings = "tie_word_embeddings"
+        case kvLoraRank = "kv_lora_rank"
+        case qLoraRank = "q_lora_rank"
+        case qkNopeHeadDim = "qk_nope_head_dim"
+        case qkRopeHeadDim = "qk_rope_head_dim"
+        case vHeadDim = "v_head_dim"
+        case nSharedExperts = "n_shared_experts"
+        case firstKDenseReplace = "first_k_dense_replace"
+        case nGroup = "n_group"
+        case topkGroup = "topk_group"
+    }
+
+    /// The MLA dimensions a DeepSeek checkpoint made from this preset gets.
+    var latent: (kvLoraRank: Int, qLoraRank: Int?, nope: Int, rope: Int, value: Int) {
+        (kvLoraRank ?? 512, qLoraRank, qkNopeHeadDim ?? 128, qkRopeHeadDim ?? 64, vHeadDim ?? 128)
     }
 
     /// Where presets are looked up: `models/presets` under the working

@@ -30,7 +30,8 @@ public enum RandomCheckpoint {
 
     public static func create(_ o: Options, at dir: URL) throws {
         let p = o.preset
-        if o.architecture != .qwen3Moe && p.headDim * p.numAttentionHeads != p.hiddenSize {
+        let derivesHeadDim = [.mixtral, .qwen2Moe, .olmoe].contains(o.architecture)
+        if derivesHeadDim && p.headDim * p.numAttentionHeads != p.hiddenSize {
             throw CheckpointError.invalidConfig(file: "preset",
                 reason: "\(o.architecture.rawValue) derives head_dim from hidden_size / num_attention_heads, but the preset has head_dim \(p.headDim) ≠ \(p.hiddenSize) / \(p.numAttentionHeads); use qwen3_moe or fix the preset")
         }
@@ -74,6 +75,10 @@ public enum RandomCheckpoint {
             let pre = "model.layers.\(l)."
             t.append(TensorSpec(name: pre + "input_layernorm.weight", shape: [h], fill: .ones))
             t.append(TensorSpec(name: pre + "post_attention_layernorm.weight", shape: [h], fill: .ones))
+            if arch == .deepseekV2 || arch == .deepseekV3 {
+                t += deepseekLayer(arch, p, layer: l)
+                continue
+            }
             t.append(TensorSpec(name: pre + "self_attn.q_proj.weight", shape: [q, h], fill: .weight))
             t.append(TensorSpec(name: pre + "self_attn.k_proj.weight", shape: [kv, h], fill: .weight))
             t.append(TensorSpec(name: pre + "self_attn.v_proj.weight", shape: [kv, h], fill: .weight))
@@ -89,7 +94,7 @@ public enum RandomCheckpoint {
             case .olmoe:
                 t.append(TensorSpec(name: pre + "self_attn.q_norm.weight", shape: [q], fill: .ones))
                 t.append(TensorSpec(name: pre + "self_attn.k_norm.weight", shape: [kv], fill: .ones))
-            case .mixtral:
+            case .mixtral, .deepseekV2, .deepseekV3:
                 break
             }
             let block = arch == .mixtral ? "block_sparse_moe." : "mlp."
@@ -120,6 +125,40 @@ public enum RandomCheckpoint {
             t.append(TensorSpec(name: "lm_head.weight", shape: [p.vocabSize, h], fill: .weight))
         }
         return t.sorted { $0.name < $1.name }
+    }
+
+    /// A DeepSeek layer: MLA, then a dense MLP (the first
+    /// `first_k_dense_replace` layers) or routed plus shared experts.
+    static func deepseekLayer(_ arch: Architecture, _ p: ModelPreset, layer l: Int) -> [TensorSpec] {
+        let h = p.hiddenSize, heads = p.numAttentionHeads, m = p.latent
+        let pre = "model.layers.\(l).", a = pre + "self_attn."
+        var t: [TensorSpec] = [
+            TensorSpec(name: pre + "input_layernorm.weight", shape: [h], fill: .ones),
+            TensorSpec(name: pre + "post_attention_layernorm.weight", shape: [h], fill: .ones),
+            TensorSpec(name: a + "kv_a_proj_with_mqa.weight", shape: [m.kvLoraRank + m.rope, h], fill: .weight),
+            TensorSpec(name: a + "kv_a_layernorm.weight", shape: [m.kvLoraRank], fill: .ones),
+            TensorSpec(name: a + "kv_b_proj.weight", shape: [heads * (m.nope + m.value), m.kvLoraRank], fill: .weight),
+            TensorSpec(name: a + "o_proj.weight", shape: [h, heads * m.value], fill: .weight),
+        ]
+        if let rank = m.qLoraRank {
+            t.append(TensorSpec(name: a + "q_a_proj.weight", shape: [rank, h], fill: .weight))
+            t.append(TensorSpec(name: a + "q_a_layernorm.weight", shape: [rank], fill: .ones))
+            t.append(TensorSpec(name: a + "q_b_proj.weight", shape: [heads * (m.nope + m.rope), rank], fill: .weight))
+        } else {
+            t.append(TensorSpec(name: a + "q_proj.weight", shape: [heads * (m.nope + m.rope), h], fill: .weight))
+        }
+        func mlp(_ prefix: String, _ i: Int) -> [TensorSpec] {
+            [TensorSpec(name: prefix + "gate_proj.weight", shape: [i, h], fill: .weight),
+             TensorSpec(name: prefix + "up_proj.weight", shape: [i, h], fill: .weight),
+             TensorSpec(name: prefix + "down_proj.weight", shape: [h, i], fill: .weight)]
+        }
+        if l < (p.firstKDenseReplace ?? 1) { return t + mlp(pre + "mlp.", p.intermediateSize) }
+        t.append(TensorSpec(name: pre + "mlp.gate.weight", shape: [p.numExperts, h], fill: .weight))
+        if arch == .deepseekV3 {
+            t.append(TensorSpec(name: pre + "mlp.gate.e_score_correction_bias", shape: [p.numExperts], fill: .bias))
+        }
+        for e in 0..<p.numExperts { t += mlp(pre + "mlp.experts.\(e).", p.moeIntermediateSize) }
+        return t + mlp(pre + "mlp.shared_experts.", p.moeIntermediateSize * (p.nSharedExperts ?? 2))
     }
 
     /// Fills in fixed 64 Ki-element chunks, each with its own RNG stream, so
@@ -193,6 +232,32 @@ public enum RandomCheckpoint {
             c["num_experts"] = p.numExperts
             c["norm_topk_prob"] = false
             c["attention_bias"] = false
+        case .deepseekV2, .deepseekV3:
+            let v3 = o.architecture == .deepseekV3, m = p.latent
+            c["architectures"] = [v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"]
+            c["intermediate_size"] = p.intermediateSize
+            c["moe_intermediate_size"] = p.moeIntermediateSize
+            c["n_routed_experts"] = p.numExperts
+            c["n_shared_experts"] = p.nSharedExperts ?? 2
+            c["first_k_dense_replace"] = p.firstKDenseReplace ?? 1
+            c["kv_lora_rank"] = m.kvLoraRank
+            c["q_lora_rank"] = m.qLoraRank ?? NSNull()
+            c["qk_nope_head_dim"] = m.nope
+            c["qk_rope_head_dim"] = m.rope
+            c["v_head_dim"] = m.value
+            c["routed_scaling_factor"] = 1.0
+            c["norm_topk_prob"] = v3
+            if v3 {
+                c["n_group"] = p.nGroup ?? 1
+                c["topk_group"] = p.topkGroup ?? 1
+                c["rope_interleave"] = true
+            } else if let g = p.nGroup, let kept = p.topkGroup {
+                c["topk_method"] = "group_limited_greedy"
+                c["n_group"] = g
+                c["topk_group"] = kept
+            } else {
+                c["topk_method"] = "greedy"
+            }
         }
         return c
     }

@@ -8,11 +8,28 @@ public struct RopeParameters: Codable, Sendable {
     public var ropeType: String?
     public var type: String?
     public var ropeTheta: Double?
+    // YaRN.
+    public var factor: Double?
+    public var originalMaxPositionEmbeddings: Int?
+    public var betaFast: Double?
+    public var betaSlow: Double?
+    public var mscale: Double?
+    public var mscaleAllDim: Double?
+    public var attentionFactor: Double?
+    public var truncate: Bool?
 
     enum CodingKeys: String, CodingKey {
         case ropeType = "rope_type"
         case type
         case ropeTheta = "rope_theta"
+        case factor
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        case betaFast = "beta_fast"
+        case betaSlow = "beta_slow"
+        case mscale
+        case mscaleAllDim = "mscale_all_dim"
+        case attentionFactor = "attention_factor"
+        case truncate
     }
 
     var kind: String { ropeType ?? type ?? "default" }

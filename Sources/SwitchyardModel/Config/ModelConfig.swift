@@ -6,6 +6,8 @@ public enum Architecture: String, Sendable, CaseIterable, Codable {
     case qwen2Moe = "qwen2_moe"
     case qwen3Moe = "qwen3_moe"
     case olmoe
+    case deepseekV2 = "deepseek_v2"
+    case deepseekV3 = "deepseek_v3"
 }
 
 /// Where an architecture applies RMSNorm to queries and keys.
@@ -45,10 +47,26 @@ public struct ModelConfig: Sendable {
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
+    /// How the router scores experts and picks a token's top-k.
+    public var routing = RouterConfig()
+    /// Multi-head latent attention (DeepSeek); nil for grouped-query attention.
+    /// With it, `numKVHeads` is 1 and `headDim` is the cached latent's width:
+    /// attention runs as one-kv-head attention over the latent.
+    public var latentAttention: LatentAttentionConfig?
+    /// Rotary embedding: width, frequencies, scaling, pair layout.
+    public var rope = RopeConfig()
+    /// Qwen2-MoE scales its shared expert by a sigmoid gate; DeepSeek adds its
+    /// shared experts as they are.
+    public var sharedExpertGated = true
 
     public var qSize: Int { numHeads * headDim }
     public var kvSize: Int { numKVHeads * headDim }
     public var hasSharedExpert: Bool { sharedExpertIntermediateSize > 0 }
+    /// Values cached per token per layer: keys and values of every kv head,
+    /// or MLA's one latent row (its keys are its values).
+    public var kvCacheFloatsPerToken: Int { latentAttention == nil ? 2 * kvSize : kvSize }
+    /// KV cache bytes one token takes across all layers (Float32 cache).
+    public var kvCacheBytesPerToken: Int { numLayers * kvCacheFloatsPerToken * MemoryLayout<Float>.size }
 
     public static let configFile = "config.json"
 
@@ -105,6 +123,8 @@ public struct ModelConfig: Sendable {
                 config = try fromQwen(decoder.decode(QwenMoeConfiguration.self, from: data), arch: arch, file: file)
             case .olmoe:
                 config = try fromOlmoe(decoder.decode(OlmoeConfiguration.self, from: data), file: file)
+            case .deepseekV2, .deepseekV3:
+                config = try fromDeepseek(decoder.decode(DeepseekConfiguration.self, from: data), arch: arch, data: data, file: file)
             }
         } catch let error as CheckpointError {
             throw error
@@ -113,6 +133,7 @@ public struct ModelConfig: Sendable {
         }
         config.bosTokenId = header.bosTokenId
         config.eosTokenIds = header.eosTokenId?.ids ?? []
+        if config.latentAttention == nil { config.rope.dim = config.headDim }
         try config.validate(file: file)
         return config
     }
@@ -133,6 +154,14 @@ public struct ModelConfig: Sendable {
             throw CheckpointError.invalidConfig(file: file, reason: "rope type \"\(p.kind)\" is not supported (only default RoPE)")
         }
         return Float(parameters?.ropeTheta ?? top ?? defaultTheta)
+    }
+
+    /// The RoPE parameters in force: `rope_parameters` (transformers 5) or
+    /// `rope_scaling` (4.x, where the theta stays at the top level).
+    static func ropeParameters(parameters: RopeParameters?, scaling: RopeParameters?) -> RopeParameters? {
+        guard var p = parameters ?? scaling else { return nil }
+        if p.ropeTheta == nil { p.ropeTheta = parameters?.ropeTheta }
+        return p
     }
 
     static func checkActivation(_ act: String?, file: String) throws {
@@ -216,7 +245,7 @@ public struct ModelConfig: Sendable {
         if numKVHeads <= 0 || numHeads % numKVHeads != 0 {
             try fail("num_attention_heads (\(numHeads)) must be a multiple of num_key_value_heads (\(numKVHeads))")
         }
-        if headDim % 2 != 0 { try fail("head_dim (\(headDim)) must be even for RoPE") }
+        if rope.dim % 2 != 0 || rope.dim <= 0 { try fail("the rotary width (\(rope.dim)) must be positive and even") }
         if sparseLayers.contains(true) {
             if numExperts <= 0 { try fail("num_experts must be positive") }
             if numExpertsPerToken <= 0 || numExpertsPerToken > numExperts {

@@ -15,21 +15,20 @@ enum MoEBlock {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
-        // 1. Router: softmax over all experts in fp32, top-k, optional renormalisation.
+        // 1. Router: scores in fp32, top-k (group-limited or biased where the
+        // model says so), optional renormalisation and scale.
         let logits = ws.routerLogits.reserve(tokens * e)
         Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
         let topE = ws.topExperts.reserve(assignments)
         let topW = ws.topWeights.reserve(assignments)
-        for t in 0..<tokens {
-            let row = logits + t * e
-            Elementwise.softmax(row, n: e)
-            selectTopK(row, n: e, k: k, experts: topE + t * k, weights: topW + t * k)
-            if c.normTopKProb {
-                var s: Float = 0
-                for j in 0..<k { s += topW[t * k + j] }
-                for j in 0..<k { topW[t * k + j] /= s }
+        let choice = ws.routerChoice.reserve(e)
+        func routeAll(_ bias: UnsafePointer<Float>?) {
+            for t in 0..<tokens {
+                Router.route(logits + t * e, n: e, k: k, config: c.routing, normalize: c.normTopKProb,
+                             selectionBias: bias, choice: choice, experts: topE + t * k, weights: topW + t * k)
             }
         }
+        if let bias = weights.selectionBias { bias.withUnsafeBufferPointer { routeAll($0.baseAddress) } } else { routeAll(nil) }
 
         // 2. Counting sort of assignments by expert.
         let count = ws.expertCount.reserve(e)
@@ -101,17 +100,21 @@ enum MoEBlock {
         }
     }
 
-    /// 6. Qwen2-MoE's shared expert, gated per token by a sigmoid.
+    /// 6. Shared experts: Qwen2-MoE's, gated per token by a sigmoid;
+    /// DeepSeek's, added as they are.
     static func addSharedExpert(weights: MoEWeights, x: UnsafePointer<Float>, tokens: Int, h: Int,
                                 out: UnsafeMutablePointer<Float>, ws: Workspace) {
-        if let shared = weights.shared, let sharedGate = weights.sharedGate {
-            let sharedOut = ws.sharedOut.reserve(tokens * h)
-            DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
-            let g = ws.sharedGate.reserve(tokens)
-            Linear.apply(sharedGate, x: x, tokens: tokens, y: g, ctx: ws.gemm)
-            for t in 0..<tokens {
-                Elementwise.axpy(Elementwise.sigmoid(g[t]), sharedOut + t * h, out + t * h, n: h)
-            }
+        guard let shared = weights.shared else { return }
+        let sharedOut = ws.sharedOut.reserve(tokens * h)
+        DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
+        guard let sharedGate = weights.sharedGate else {
+            Elementwise.axpy(1, sharedOut, out, n: tokens * h)
+            return
+        }
+        let g = ws.sharedGate.reserve(tokens)
+        Linear.apply(sharedGate, x: x, tokens: tokens, y: g, ctx: ws.gemm)
+        for t in 0..<tokens {
+            Elementwise.axpy(Elementwise.sigmoid(g[t]), sharedOut + t * h, out + t * h, n: h)
         }
     }
 

@@ -23,21 +23,40 @@ public struct MoEWeights: Sendable {
     /// `[numExperts, hidden]`.
     public let router: Matrix
     public let experts: [ExpertWeights]
-    /// Qwen2-MoE's always-on expert, scaled by `sigmoid(sharedGate · x)`.
+    /// Always-on experts: Qwen2-MoE's one, scaled by `sigmoid(sharedGate · x)`;
+    /// DeepSeek's `n_shared_experts`, fused into one MLP and added as is.
     public let shared: ExpertWeights?
     public let sharedGate: Matrix?
+    /// DeepSeek-V3's per-expert bias on the selection scores.
+    public let selectionBias: [Float]?
 }
 
 public struct AttentionWeights: Sendable {
     public let q: Matrix, k: Matrix, v: Matrix, o: Matrix
     public let qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
     public let qNorm: [Float]?, kNorm: [Float]?
+
+    public var byteCount: Int { q.byteCount + k.byteCount + v.byteCount + o.byteCount }
+}
+
+/// The attention half of a decoder layer.
+public enum LayerAttentionWeights: Sendable {
+    case grouped(AttentionWeights)
+    case latent(LatentAttentionWeights)
+
+    /// Weight bytes one token reads.
+    public var byteCount: Int {
+        switch self {
+        case .grouped(let a): return a.byteCount
+        case .latent(let a): return a.byteCount
+        }
+    }
 }
 
 public struct LayerWeights: Sendable {
     public let inputNorm: [Float]
     public let postAttentionNorm: [Float]
-    public let attention: AttentionWeights
+    public let attention: LayerAttentionWeights
     public let feedForward: FeedForwardWeights
 }
 
@@ -82,7 +101,9 @@ public struct ModelWeights: Sendable {
         let c = ckpt.config
         let p = "model.layers.\(i)."
         let h = c.hiddenSize
-        let attn = AttentionWeights(
+        let attn: LayerAttentionWeights = c.latentAttention != nil
+            ? .latent(try LatentAttentionWeights(prefix: p + "self_attn.", config: c, checkpoint: ckpt))
+            : .grouped(AttentionWeights(
             q: try ckpt.matrix(p + "self_attn.q_proj.weight", rows: c.qSize, cols: h),
             k: try ckpt.matrix(p + "self_attn.k_proj.weight", rows: c.kvSize, cols: h),
             v: try ckpt.matrix(p + "self_attn.v_proj.weight", rows: c.kvSize, cols: h),
@@ -91,7 +112,7 @@ public struct ModelWeights: Sendable {
             kBias: c.qkvBias ? try ckpt.vector(p + "self_attn.k_proj.bias", count: c.kvSize) : nil,
             vBias: c.qkvBias ? try ckpt.vector(p + "self_attn.v_proj.bias", count: c.kvSize) : nil,
             qNorm: try qkNorm(p + "self_attn.q_norm.weight", c, perHead: c.headDim, whole: c.qSize, ckpt),
-            kNorm: try qkNorm(p + "self_attn.k_norm.weight", c, perHead: c.headDim, whole: c.kvSize, ckpt))
+            kNorm: try qkNorm(p + "self_attn.k_norm.weight", c, perHead: c.headDim, whole: c.kvSize, ckpt)))
         let ff: FeedForwardWeights
         if c.sparseLayers[i] {
             ff = .moe(try moe(p, c, ckpt))
@@ -145,10 +166,14 @@ public struct ModelWeights: Sendable {
         }
         var shared: ExpertWeights?
         var sharedGate: Matrix?
-        if c.hasSharedExpert {
+        if c.hasSharedExpert && c.sharedExpertGated {
             shared = try mlp(p + "mlp.shared_expert.", inter: c.sharedExpertIntermediateSize, hidden: h, names: qwenNames, ckpt)
             sharedGate = try ckpt.matrix(p + "mlp.shared_expert_gate.weight", rows: 1, cols: h)
+        } else if c.hasSharedExpert {
+            shared = try mlp(p + "mlp.shared_experts.", inter: c.sharedExpertIntermediateSize, hidden: h, names: qwenNames, ckpt)
         }
-        return MoEWeights(router: router, experts: experts, shared: shared, sharedGate: sharedGate)
+        let selectionBias = c.routing.selectionBias
+            ? try ckpt.vector(p + block + "gate.e_score_correction_bias", count: e) : nil
+        return MoEWeights(router: router, experts: experts, shared: shared, sharedGate: sharedGate, selectionBias: selectionBias)
     }
 }

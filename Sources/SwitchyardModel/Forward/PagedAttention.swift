@@ -5,7 +5,8 @@ import Foundation
 /// Each token attends to its own sequence's positions `0...p`, read through
 /// that sequence's block table.
 enum PagedAttention {
-    /// Writes the batch's new keys and values (`[T, kvHeads * headDim]`) into their cache slots.
+    /// Writes the batch's new keys and values (`[T, kvHeads * headDim]`) into
+    /// their cache slots (only the keys where the cache has no values).
     static func store(cache: PagedKVCache, layer: Int, batch: ForwardBatch,
                       k: UnsafePointer<Float>, v: UnsafePointer<Float>) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
@@ -19,7 +20,7 @@ enum PagedAttention {
                 for h in 0..<kvh {
                     let dst = cache.offset(layer: layer, block: block, head: h) + slot * d
                     (cache.keys + dst).update(from: k + row * rowSize + h * d, count: d)
-                    (cache.values + dst).update(from: v + row * rowSize + h * d, count: d)
+                    if cache.storesValues { (cache.values + dst).update(from: v + row * rowSize + h * d, count: d) }
                 }
             }
         }
@@ -44,9 +45,12 @@ enum PagedAttention {
         @inline(__always) func table(_ sequence: Int) -> UnsafePointer<Int32> { tables + Int(tableStart[sequence]) }
     }
 
-    /// `out[t, h*d ..< (h+1)*d] = softmax(q_h · Kᵀ / √d) · V` for every token
-    /// and query head.
+    /// `out[t, h*dv ..< (h+1)*dv] = softmax(scale · q_h · Kᵀ) · V` for every
+    /// token and query head, where `dv` is `valueDim` (the cache's head dim,
+    /// or for latent attention the latent's width: its values are the first
+    /// `valueDim` floats of each cached row).
     static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
+                        valueDim: Int, scale: Float,
                         q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                         index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer) {
         // Tokens of short sequences, for the per-token path.
@@ -56,12 +60,14 @@ enum PagedAttention {
             for i in 0..<s.tokenCount { list[n] = Int32(s.tokenStart + i); n += 1 }
         }
         if n > 0 {
-            computePerToken(cache: cache, layer: layer, batch: batch, numHeads: numHeads, q: q, out: out,
+            computePerToken(cache: cache, layer: layer, batch: batch, numHeads: numHeads, valueDim: valueDim, scale: scale,
+                            q: q, out: out,
                             index: index, tokens: list, count: n, scratch: scratch)
         }
         for (i, s) in batch.sequences.enumerated() where s.tokenCount >= gemmMinTokens {
             computeChunk(cache: cache, layer: layer, start: s.startPosition, tokenStart: s.tokenStart, tokenCount: s.tokenCount,
-                         table: index.table(i), numHeads: numHeads, q: q, out: out, scratch: scratch)
+                         table: index.table(i), numHeads: numHeads, valueDim: valueDim, scale: scale,
+                         q: q, out: out, scratch: scratch)
         }
     }
 
@@ -70,12 +76,12 @@ enum PagedAttention {
     /// `O = softmax(S)·V` with single-threaded OpenBLAS, the tasks spread
     /// over the kernel threads, with the causal mask applied to `S`.
     static func computeChunk(cache: PagedKVCache, layer: Int, start: Int, tokenStart: Int, tokenCount: Int,
-                             table: UnsafePointer<Int32>, numHeads: Int,
+                             table: UnsafePointer<Int32>, numHeads: Int, valueDim dv: Int, scale: Float,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
         _ = Linear.blasConfigured
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
-        let scale = 1 / Float(d).squareRoot()
+        let separateValues = cache.storesValues
         let ctx = start + tokenCount
         let qb = min(queryBlock, tokenCount)
         let blocks = (tokenCount + qb - 1) / qb
@@ -84,7 +90,9 @@ enum PagedAttention {
         let base = scratch.reserve(perPart * Parallel.threadCount)
         nonisolated(unsafe) let bp = base, qs = q, os = out, tb = table
         Parallel.forParts(kvh * blocks) { part, range in
-            let kc = bp + part * perPart, vc = kc + kSize, qc = vc + kSize, oc = qc + qSize, sc = oc + qSize
+            // Latent attention reads its values from the gathered keys.
+            let kc = bp + part * perPart, vc = separateValues ? kc + kSize : kc
+            let qc = kc + 2 * kSize, oc = qc + qSize, sc = oc + qSize
             for task in range {
                 let g = task / blocks
                 let i0 = (task % blocks) * qb
@@ -98,7 +106,7 @@ enum PagedAttention {
                     let n = min(bs, cols - j)
                     let off = cache.offset(layer: layer, block: block, head: g)
                     (kc + j * d).update(from: cache.keys + off, count: n * d)
-                    (vc + j * d).update(from: cache.values + off, count: n * d)
+                    if separateValues { (vc + j * d).update(from: cache.values + off, count: n * d) }
                     j += n
                 }
                 // Query rows ordered (token, head-in-group).
@@ -115,11 +123,11 @@ enum PagedAttention {
                     Elementwise.softmax(r, n: visible)
                     for c in visible..<cols { r[c] = 0 }
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(d), Int32(cols),
-                            1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(d))
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dv), Int32(cols),
+                            1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(dv))
                 for i in 0..<m {
                     for r in 0..<rep {
-                        (os + (tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d).update(from: oc + (i * rep + r) * d, count: d)
+                        (os + (tokenStart + i0 + i) * numHeads * dv + (g * rep + r) * dv).update(from: oc + (i * rep + r) * dv, count: dv)
                     }
                 }
             }
@@ -129,12 +137,12 @@ enum PagedAttention {
     /// Decodes and short chunks: one task per (token, kv head), scores kept
     /// in per-thread scratch.
     static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
+                                valueDim dv: Int, scale: Float,
                                 q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                 index: BatchIndex, tokens: UnsafePointer<Int32>, count: Int,
                                 scratch: ScratchBuffer) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
-        let scale = 1 / Float(d).squareRoot()
         let maxContext = batch.sequences.reduce(0) { max($0, $1.startPosition + $1.tokenCount) }
         let perPart = rep * maxContext
         let scores = scratch.reserve(perPart * Parallel.threadCount)
@@ -167,8 +175,8 @@ enum PagedAttention {
                 }
                 for r in 0..<rep {
                     Elementwise.softmax(sc + r * maxContext, n: ctx)
-                    let oh = os + t * numHeads * d + (g * rep + r) * d
-                    oh.initialize(repeating: 0, count: d)
+                    let oh = os + t * numHeads * dv + (g * rep + r) * dv
+                    oh.initialize(repeating: 0, count: dv)
                 }
                 j = 0
                 while j < ctx {
@@ -178,8 +186,8 @@ enum PagedAttention {
                     while j < end {
                         let vj = base + (j % bs) * d
                         for r in 0..<rep {
-                            let oh = os + t * numHeads * d + (g * rep + r) * d
-                            Elementwise.axpy(sc[r * maxContext + j], vj, oh, n: d)
+                            let oh = os + t * numHeads * dv + (g * rep + r) * dv
+                            Elementwise.axpy(sc[r * maxContext + j], vj, oh, n: dv)
                         }
                         j += 1
                     }

@@ -51,7 +51,7 @@ public final class Transformer: @unchecked Sendable {
     let ws = Workspace()
     let rope: Rope
     /// Accumulated time per phase since the last `resetProfile()`.
-    public private(set) var profile = ForwardProfile()
+    public internal(set) var profile = ForwardProfile()
 
     public func resetProfile() { profile = ForwardProfile() }
 
@@ -75,7 +75,7 @@ public final class Transformer: @unchecked Sendable {
         try options.check()
         ws.gemm.options = options
     }
-    private var layerSeconds = 0.0
+    var layerSeconds = 0.0
     /// Rows of the whole batch while a layered sub-batch runs (route log stride).
     private var routeBatchTokens = 0
     /// Layered prefill, per layer: the sequences running it, as a sub-batch
@@ -87,7 +87,7 @@ public final class Transformer: @unchecked Sendable {
         self.weights = weights
         config = weights.config
         counters = ExpertLoadCounters(numLayers: config.numLayers, numExperts: config.numExperts)
-        rope = Rope(headDim: config.headDim, theta: config.ropeTheta)
+        rope = Rope(config: config)
         experts = SharedPoolExecutor(weights: weights)
     }
 
@@ -291,7 +291,7 @@ public final class Transformer: @unchecked Sendable {
     private func prepareTokenIndex(_ batch: ForwardBatch) {
         let seqOf = ws.tokenSequence.reserve(batch.tokenCount)
         let posOf = ws.tokenPosition.reserve(batch.tokenCount)
-        let half = config.headDim / 2
+        let half = rope.headDim / 2
         let cosT = ws.ropeCos.reserve(batch.tokenCount * half)
         let sinT = ws.ropeSin.reserve(batch.tokenCount * half)
         let starts = ws.blockTableStart.reserve(batch.sequences.count)
@@ -314,12 +314,31 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// The flat batch index `prepareTokenIndex` filled, for attention tasks.
+    var attentionIndex: PagedAttention.BatchIndex {
+        PagedAttention.BatchIndex(tokenSequence: ws.tokenSequence.pointer, tokenPosition: ws.tokenPosition.pointer,
+                                  tables: ws.blockTables.pointer, tableStart: ws.blockTableStart.pointer)
+    }
+
     private func attentionBlock(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
         let c = config, h = c.hiddenSize, tokens = batch.tokenCount
         let w = weights.layers[l]
-        let a = w.attention
         let normed = ws.normed.reserve(tokens * h)
         rmsNormRows(hidden, weight: w.inputNorm, n: h, rows: tokens, out: normed)
+        let a: AttentionWeights
+        switch w.attention {
+        case .grouped(let g): a = g
+        case .latent(let latent):
+            let projected = ws.projected.reserve(tokens * h)
+            let (projection, attention, output) = latentAttention(latent, layer: l, batch: batch, cache: cache,
+                                                                  normed: normed, out: projected)
+            addInPlace(hidden, projected, count: tokens * h)
+            profile.qkvSeconds += projection
+            profile.attentionSeconds += attention
+            profile.outputProjectionSeconds += output
+            layerSeconds += projection + attention + output
+            return
+        }
         let q = ws.q.reserve(tokens * c.qSize)
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
@@ -343,7 +362,7 @@ public final class Transformer: @unchecked Sendable {
             clamp(k, tokens * c.kvSize, clip)
             clamp(v, tokens * c.kvSize, clip)
         }
-        let half = c.headDim / 2
+        let half = rope.headDim / 2
         let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
         for t in 0..<tokens {
             rope.apply(q + t * c.qSize, heads: c.numHeads, cos: cosT + t * half, sin: sinT + t * half)
@@ -352,10 +371,8 @@ public final class Transformer: @unchecked Sendable {
         let t2 = monotonicSeconds()
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
         let attn = ws.attention.reserve(tokens * c.qSize)
-        PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, q: q, out: attn,
-                               index: PagedAttention.BatchIndex(tokenSequence: ws.tokenSequence.pointer,
-                                                                tokenPosition: ws.tokenPosition.pointer,
-                                                                tables: ws.blockTables.pointer, tableStart: ws.blockTableStart.pointer),
+        PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, valueDim: c.headDim,
+                               scale: 1 / Float(c.headDim).squareRoot(), q: q, out: attn, index: attentionIndex,
                                scratch: ws.attentionScores, tokenList: ws.attentionTokens)
         let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
@@ -403,7 +420,7 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    private func addBias(_ x: UnsafeMutablePointer<Float>, _ b: [Float], rows: Int) {
+    func addBias(_ x: UnsafeMutablePointer<Float>, _ b: [Float], rows: Int) {
         let n = b.count
         for r in 0..<rows { for i in 0..<n { x[r * n + i] += b[i] } }
     }
@@ -412,7 +429,7 @@ public final class Transformer: @unchecked Sendable {
         for i in 0..<n { x[i] = min(max(x[i], -limit), limit) }
     }
 
-    private func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+    func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
         Elementwise.axpy(1, x, y, n: count)
     }
 }

@@ -13,6 +13,10 @@ final class Workspace: @unchecked Sendable {
     let k = ScratchBuffer()
     let v = ScratchBuffer()
     let attention = ScratchBuffer()
+    // Latent attention: q bottleneck, queries in latent space, per-head values.
+    let latentQueryA = ScratchBuffer()
+    let latentQuery = ScratchBuffer()
+    let latentValues = ScratchBuffer()
     let projected = ScratchBuffer()
     let ropeCos = ScratchBuffer()
     let ropeSin = ScratchBuffer()
@@ -32,6 +36,7 @@ final class Workspace: @unchecked Sendable {
     let logitsInput = ScratchBuffer()
     // MoE dispatch.
     let routerLogits = ScratchBuffer()
+    let routerChoice = ScratchBuffer()
     let topExperts = IndexBuffer()
     let topWeights = ScratchBuffer()
     let assignmentRow = IndexBuffer()

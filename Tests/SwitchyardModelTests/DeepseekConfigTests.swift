@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+@testable import SwitchyardModel
+
+/// DeepSeek-V2/V3 configs decode into MLA dimensions, routing, YaRN and KV
+/// sizes equal to what transformers derives; malformed ones are one error
+/// naming the file, the key and what was expected.
+@Suite struct DeepseekConfigTests {
+    @Test func groupLimitedV2DecodesLatentAttentionRoutingAndYarn() throws {
+        let c = try Checkpoint(directory: Fixtures.model("deepseek_v2_group")).config
+        #expect(c.architecture == .deepseekV2)
+        let m = try #require(c.latentAttention)
+        #expect(m.qLoraRank == 24 && m.kvLoraRank == 18 && m.nopeDim == 6 && m.ropeDim == 12 && m.valueDim == 10)
+        #expect(m.bias)
+        #expect(c.routing.scoring == .softmax && c.routing.groupCount == 4 && c.routing.groupsKept == 2)
+        #expect(c.routing.groupScore == .max && !c.routing.selectionBias && c.routing.scale == 2)
+        #expect(!c.normTopKProb, "transformers' V2 router never renormalises")
+        #expect(c.sparseLayers == [false, true, true])
+        #expect(c.sharedExpertIntermediateSize == 10 && !c.sharedExpertGated)
+        // transformers 5.24: model.model.rotary_emb.inv_freq and layers[0].self_attn.scaling.
+        let expected: [Float] = [1.0, 0.13465215265750885, 0.011603971011936665, 0.0024999999441206455,
+                                 0.0005386085831560194, 0.00011603973689489067]
+        let rope = Rope(config: c)
+        #expect(rope.interleaved && rope.attentionFactor == 1)
+        for (a, b) in zip(rope.invFreq, expected) { #expect(abs(a - b) <= 1e-6 * b, "\(a) vs \(b)") }
+        #expect(abs(m.softmaxScale - 0.2841692874592977) < 1e-7)
+    }
+
+    @Test func v3DecodesSigmoidBiasedTopTwoGroupRouting() throws {
+        let c = try Checkpoint(directory: Fixtures.model("deepseek_v3")).config
+        #expect(c.routing.scoring == .sigmoid && c.routing.selectionBias && c.routing.groupScore == .topTwoSum)
+        #expect(c.routing.groupCount == 4 && c.routing.groupsKept == 2 && c.routing.scale == 2.5)
+        #expect(c.normTopKProb)
+        #expect(Rope(config: c).interleaved)
+        let flat = try Checkpoint(directory: Fixtures.model("deepseek_v3_noninterleaved_bf16_sharded")).config
+        #expect(!Rope(config: flat).interleaved)
+        #expect(flat.latentAttention?.qLoraRank == nil)
+        #expect(abs(flat.latentAttention!.softmaxScale - 1 / Float(14).squareRoot()) < 1e-7)
+    }
+
+    /// docs/architecture.md: MLA caches `num_layers × (kv_lora_rank +
+    /// qk_rope_head_dim)` values per token; grouped attention
+    /// `2 × num_layers × num_kv_heads × head_dim`.
+    @Test func kvBytesPerTokenFollowTheDocumentedFormulas() throws {
+        let v2 = try Checkpoint(directory: Fixtures.model("deepseek_v2")).config
+        #expect(v2.kvCacheBytesPerToken == 3 * (20 + 8) * 4)
+        let qwen = try Checkpoint(directory: Fixtures.model("qwen2_moe")).config
+        #expect(qwen.kvCacheBytesPerToken == 2 * 3 * 2 * 16 * 4)
+        let cache = PagedKVCache(config: v2, numBlocks: 5, blockSize: 4)
+        #expect(!cache.storesValues)
+        #expect(cache.totalBytes == 5 * PagedKVCache.bytesPerBlock(config: v2, blockSize: 4))
+        #expect(PagedKVCache.bytesPerBlock(config: v2, blockSize: 4) == 4 * v2.kvCacheBytesPerToken)
+    }
+
+    func configError(_ base: String, _ edit: (inout [String: Any]) -> Void) throws -> String {
+        let dir = try Fixtures.scratchCopy(of: base)
+        let url = dir.appendingPathComponent("config.json")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        edit(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: url)
+        do {
+            _ = try Transformer(directory: dir.path)
+            return ""
+        } catch let e as CheckpointError {
+            #expect(e.description.contains(url.standardizedFileURL.path), "names the file: \(e)")
+            return e.description
+        }
+    }
+
+    @Test func malformedRoutingKeysAreNamedWithTheExpectedValue() throws {
+        let method = try configError("deepseek_v2_group") { $0["topk_method"] = "noaux_tc_v9" }
+        #expect(method.contains("topk_method \"noaux_tc_v9\"") && method.contains("\"greedy\" or \"group_limited_greedy\""))
+        let groups = try configError("deepseek_v3") { $0["n_group"] = 3 }
+        #expect(groups.contains("n_group (3) must divide n_routed_experts (8)"))
+        let kept = try configError("deepseek_v3") { $0["topk_group"] = 5 }
+        #expect(kept.contains("topk_group (5) must be between 1 and n_group (4)"))
+        let rope = try configError("deepseek_v3") { $0["rope_parameters"] = ["rope_type": "longrope", "rope_theta": 10000.0] }
+        #expect(rope.contains("rope type \"longrope\"") && rope.contains("\"default\" or \"yarn\""))
+        let freq = try configError("deepseek_v2") { $0["moe_layer_freq"] = 2 }
+        #expect(freq.contains("moe_layer_freq is 2"))
+    }
+
+    @Test func missingLatentTensorIsNamed() throws {
+        let dir = try Fixtures.scratchCopy(of: "deepseek_v3")
+        try CheckpointErrorTests().rewriteHeader(dir.appendingPathComponent("model.safetensors")) {
+            $0.removeValue(forKey: "model.layers.2.self_attn.kv_b_proj.weight")
+        }
+        #expect(throws: CheckpointError.missingTensor(tensor: "model.layers.2.self_attn.kv_b_proj.weight",
+                                                      directory: dir.standardizedFileURL.path)) {
+            try Transformer(directory: dir.path)
+        }
+    }
+}
