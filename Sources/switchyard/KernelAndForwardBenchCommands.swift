@@ -84,8 +84,9 @@ struct ForwardBenchCommand: ParsableCommand {
         print("machine: \(MachineTopology.detect()); kernel threads \(Parallel.threadCount); \(t.compute)"
               + (t.compute.gemm == .onednn ? " (\(OneDNN.description))" : ""))
         let r = try ForwardBenchmark.run(model: t, o)
-        print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token → decode roofline %.1f tok/s",
-                     r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, r.rooflineDecodeTokensPerSecond))
+        print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token + KV cache %.2f MiB/token (%d B per cached token) → decode roofline %.1f tok/s",
+                     r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, Double(r.kvCacheBytesPerDecodeToken) / 1048576,
+                     r.kvCacheBytesPerToken, r.rooflineDecodeTokensPerSecond))
         print("  batch   tok/s    ms/iter   of roofline   expert MiB/token")
         for row in r.decode {
             let frac = row.fractionOfRoofline.map { String(format: "%9.1f%%", 100 * $0) } ?? "        -"

@@ -12,7 +12,8 @@ import Testing
 /// freed at the end. (The Mixtral/Qwen/OLMoE families are covered by
 /// EngineTests and StrategyTests on their fixtures.)
 @Suite struct ModelFamilyEngineTests {
-    static let families = ["deepseek_v2", "deepseek_v2_group", "deepseek_v3", "deepseek_v3_noninterleaved_bf16_sharded"]
+    static let families = ["deepseek_v2", "deepseek_v2_group", "deepseek_v3", "deepseek_v3_noninterleaved_bf16_sharded",
+                           "glm4_moe", "glm4_moe_bf16_sharded"]
 
     func scheduler(_ name: String, layers: Int) -> any Scheduler {
         switch name {

@@ -10,7 +10,7 @@ import Testing
         zip(a, b).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
     }
 
-    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded", "deepseek_v2", "deepseek_v3"])
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded", "deepseek_v2", "deepseek_v3", "glm4_moe"])
     func raggedBatchMatchesSequencesRunAlone(_ name: String) throws {
         let model = try Transformer(directory: Fixtures.model(name))
         let (ref, _) = try Fixtures.reference(name)
@@ -62,7 +62,7 @@ import Testing
     /// Long prefill chunks take the GEMM attention path; short chunks the
     /// per-token one. Both must agree, including when the chunk starts
     /// mid-sequence (causal mask offset) and with a decode in the same batch.
-    @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded"])
+    @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded", "glm4_moe_bf16_sharded"])
     func gemmAttentionPathMatchesPerTokenPath(_ name: String) throws {
         let model = try Transformer(directory: Fixtures.model(name))
         var rng = Xoshiro256(seed: 5)

@@ -2,8 +2,8 @@ import Foundation
 
 /// Whole-model speed behind `switchyard forward-bench`: decode tokens/s at
 /// several batch sizes and prefill tokens/s, next to the decode roofline
-/// (active weight bytes per token ÷ streaming read bandwidth measured in the
-/// same run).
+/// (bytes one batch-1 decode token reads — active weights plus the KV cache
+/// of its context — ÷ streaming read bandwidth measured in the same run).
 public struct ForwardBenchmark {
     public struct Options: Sendable {
         public var batchSizes = [1, 16]
@@ -24,6 +24,10 @@ public struct ForwardBenchmark {
         /// Weight bytes one decode token reads at batch 1 (attention, router,
         /// its top-k experts, shared/dense MLPs, LM head row-set).
         public var activeWeightBytesPerToken: Int
+        /// KV cache bytes per cached token (all layers), and what a batch-1
+        /// decode step reads from the cache on average over the timed steps.
+        public var kvCacheBytesPerToken: Int
+        public var kvCacheBytesPerDecodeToken: Int
         public var rooflineDecodeTokensPerSecond: Double
         public var decode: [Row]
         public var prefillTokens: Int
@@ -109,6 +113,8 @@ public struct ForwardBenchmark {
         var batch = ForwardBatch()
         batch.append(tokens: randomTokens(o.prefillLength), startPosition: 0,
                      blockTable: (0..<Int32(blocks)).map { $0 }, logits: .last)
+        // A decode step at position p reads the cache of positions 0...p.
+        let kvRead = c.kvCacheBytesPerToken * (o.context + 1 + (o.decodeSteps - 1) / 2)
         // One untimed prefill first: it builds the GEMM backend's primitives
         // for these shapes, as a server's first requests would.
         _ = try model.forward(batch, cache: cache)
@@ -120,9 +126,10 @@ public struct ForwardBenchmark {
         let prefillProfile = model.profile
         stream = max(stream, weightStream(model, bytes: o.bandwidthBytes))
         // Recompute batch-1 fractions against the best bandwidth seen.
-        let roofline = stream / Double(active)
+        let roofline = stream / Double(active + kvRead)
         for i in rows.indices where rows[i].batch == 1 { rows[i].fractionOfRoofline = rows[i].tokensPerSecond / roofline }
         return Result(threads: Parallel.threadCount, gemm: model.compute.gemm.rawValue, dtype: model.compute.dtype.rawValue, streamingReadGBs: stream / 1e9, activeWeightBytesPerToken: active,
+                      kvCacheBytesPerToken: c.kvCacheBytesPerToken, kvCacheBytesPerDecodeToken: kvRead,
                       rooflineDecodeTokensPerSecond: roofline, decode: rows, prefillTokens: o.prefillLength,
                       prefillTokensPerSecond: Double(o.prefillLength) / prefillSeconds,
                       expertWeightBytesPerPrefillToken: Double(model.counters.expertWeightBytesRead) / Double(o.prefillLength),

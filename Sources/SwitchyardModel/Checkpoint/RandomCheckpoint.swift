@@ -94,6 +94,12 @@ public enum RandomCheckpoint {
             case .olmoe:
                 t.append(TensorSpec(name: pre + "self_attn.q_norm.weight", shape: [q], fill: .ones))
                 t.append(TensorSpec(name: pre + "self_attn.k_norm.weight", shape: [kv], fill: .ones))
+            case .glm4Moe:
+                t.append(TensorSpec(name: pre + "self_attn.q_proj.bias", shape: [q], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.k_proj.bias", shape: [kv], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.v_proj.bias", shape: [kv], fill: .bias))
+                t += sharedExpertFeedForward(arch, p, layer: l)
+                continue
             case .mixtral, .deepseekV2, .deepseekV3:
                 break
             }
@@ -147,18 +153,26 @@ public enum RandomCheckpoint {
         } else {
             t.append(TensorSpec(name: a + "q_proj.weight", shape: [heads * (m.nope + m.rope), h], fill: .weight))
         }
+        return t + sharedExpertFeedForward(arch, p, layer: l)
+    }
+
+    /// DeepSeek's and GLM's feed-forward: a dense MLP in the first
+    /// `first_k_dense_replace` layers, then routed experts (with V3/GLM's
+    /// selection bias) plus ungated shared experts.
+    static func sharedExpertFeedForward(_ arch: Architecture, _ p: ModelPreset, layer l: Int) -> [TensorSpec] {
+        let h = p.hiddenSize, pre = "model.layers.\(l)."
         func mlp(_ prefix: String, _ i: Int) -> [TensorSpec] {
             [TensorSpec(name: prefix + "gate_proj.weight", shape: [i, h], fill: .weight),
              TensorSpec(name: prefix + "up_proj.weight", shape: [i, h], fill: .weight),
              TensorSpec(name: prefix + "down_proj.weight", shape: [h, i], fill: .weight)]
         }
-        if l < (p.firstKDenseReplace ?? 1) { return t + mlp(pre + "mlp.", p.intermediateSize) }
-        t.append(TensorSpec(name: pre + "mlp.gate.weight", shape: [p.numExperts, h], fill: .weight))
-        if arch == .deepseekV3 {
+        if l < (p.firstKDenseReplace ?? 1) { return mlp(pre + "mlp.", p.intermediateSize) }
+        var t = [TensorSpec(name: pre + "mlp.gate.weight", shape: [p.numExperts, h], fill: .weight)]
+        if arch == .deepseekV3 || arch == .glm4Moe {
             t.append(TensorSpec(name: pre + "mlp.gate.e_score_correction_bias", shape: [p.numExperts], fill: .bias))
         }
         for e in 0..<p.numExperts { t += mlp(pre + "mlp.experts.\(e).", p.moeIntermediateSize) }
-        return t + mlp(pre + "mlp.shared_experts.", p.moeIntermediateSize * (p.nSharedExperts ?? 2))
+        return t + mlp(pre + "mlp.shared_experts.", p.moeIntermediateSize * (p.nSharedExperts ?? (arch == .deepseekV2 ? 2 : 1)))
     }
 
     /// Fills in fixed 64 Ki-element chunks, each with its own RNG stream, so
@@ -232,6 +246,21 @@ public enum RandomCheckpoint {
             c["num_experts"] = p.numExperts
             c["norm_topk_prob"] = false
             c["attention_bias"] = false
+        case .glm4Moe:
+            c["architectures"] = ["Glm4MoeForCausalLM"]
+            c["intermediate_size"] = p.intermediateSize
+            c["moe_intermediate_size"] = p.moeIntermediateSize
+            c["n_routed_experts"] = p.numExperts
+            c["n_shared_experts"] = p.nSharedExperts ?? 1
+            c["first_k_dense_replace"] = p.firstKDenseReplace ?? 1
+            c["head_dim"] = p.headDim
+            c["partial_rotary_factor"] = 0.5
+            c["attention_bias"] = true
+            c["use_qk_norm"] = false
+            c["n_group"] = p.nGroup ?? 1
+            c["topk_group"] = p.topkGroup ?? 1
+            c["norm_topk_prob"] = true
+            c["routed_scaling_factor"] = 1.0
         case .deepseekV2, .deepseekV3:
             let v3 = o.architecture == .deepseekV3, m = p.latent
             c["architectures"] = [v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"]

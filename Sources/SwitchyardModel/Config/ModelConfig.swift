@@ -8,6 +8,7 @@ public enum Architecture: String, Sendable, CaseIterable, Codable {
     case olmoe
     case deepseekV2 = "deepseek_v2"
     case deepseekV3 = "deepseek_v3"
+    case glm4Moe = "glm4_moe"
 }
 
 /// Where an architecture applies RMSNorm to queries and keys.
@@ -123,6 +124,8 @@ public struct ModelConfig: Sendable {
                 config = try fromQwen(decoder.decode(QwenMoeConfiguration.self, from: data), arch: arch, file: file)
             case .olmoe:
                 config = try fromOlmoe(decoder.decode(OlmoeConfiguration.self, from: data), file: file)
+            case .glm4Moe:
+                config = try fromGlm4Moe(decoder.decode(Glm4MoeConfiguration.self, from: data), data: data, file: file)
             case .deepseekV2, .deepseekV3:
                 config = try fromDeepseek(decoder.decode(DeepseekConfiguration.self, from: data), arch: arch, data: data, file: file)
             }
@@ -133,7 +136,7 @@ public struct ModelConfig: Sendable {
         }
         config.bosTokenId = header.bosTokenId
         config.eosTokenIds = header.eosTokenId?.ids ?? []
-        if config.latentAttention == nil { config.rope.dim = config.headDim }
+        if config.rope.dim == 0 { config.rope.dim = config.headDim }
         try config.validate(file: file)
         return config
     }

@@ -95,10 +95,8 @@ extension Transformer {
         }
         // Attention queries, per head [W_UKᵀ q_nope | rotated q_rope].
         let query = ws.latentQuery.reserve(tokens * heads * width)
-        for h in 0..<heads {
-            Linear.apply(a.absorbedKeys[h], x: qFull + h * m.queryHeadDim, ldx: qWidth, tokens: tokens,
-                         y: query + h * width, ldy: heads * width, ctx: ws.gemm)
-        }
+        Linear.applyPerHead(a.absorbedKeys, x: qFull, ldx: qWidth, xStride: m.queryHeadDim, tokens: tokens,
+                            y: query, ldy: heads * width, yStride: width, ctx: ws.gemm)
         for t in 0..<tokens {
             for h in 0..<heads {
                 (query + (t * heads + h) * width + r).update(from: qFull + t * qWidth + h * m.queryHeadDim + m.nopeDim, count: m.ropeDim)
@@ -113,10 +111,8 @@ extension Transformer {
                                scratch: ws.attentionScores, tokenList: ws.attentionTokens)
         let t2 = monotonicSeconds()
         let values = ws.latentValues.reserve(tokens * heads * m.valueDim)
-        for h in 0..<heads {
-            Linear.apply(a.valueUp[h], x: latentOut + h * r, ldx: heads * r, tokens: tokens,
-                         y: values + h * m.valueDim, ldy: heads * m.valueDim, ctx: ws.gemm)
-        }
+        Linear.applyPerHead(a.valueUp, x: latentOut, ldx: heads * r, xStride: r, tokens: tokens,
+                            y: values, ldy: heads * m.valueDim, yStride: m.valueDim, ctx: ws.gemm)
         Linear.apply(a.o, x: values, tokens: tokens, y: projected, ctx: ws.gemm)
         if let b = a.oBias { addBias(projected, b, rows: tokens) }
         let t3 = monotonicSeconds()

@@ -365,8 +365,8 @@ public final class Transformer: @unchecked Sendable {
         let half = rope.headDim / 2
         let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
         for t in 0..<tokens {
-            rope.apply(q + t * c.qSize, heads: c.numHeads, cos: cosT + t * half, sin: sinT + t * half)
-            rope.apply(k + t * c.kvSize, heads: c.numKVHeads, cos: cosT + t * half, sin: sinT + t * half)
+            rope.apply(q + t * c.qSize, heads: c.numHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
+            rope.apply(k + t * c.kvSize, heads: c.numKVHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
         }
         let t2 = monotonicSeconds()
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)

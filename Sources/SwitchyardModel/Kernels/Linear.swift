@@ -116,6 +116,43 @@ public enum Linear {
         }
     }
 
+    /// Token count below which `applyPerHead` runs 16-bit per-head weights
+    /// through the direct kernel in one parallel pass: the matrices are small
+    /// (MLA's are 128 KiB a head), so a GEMM call per head costs more in
+    /// dispatch than its arithmetic.
+    static let perHeadDirectMaxTokens = 32
+
+    /// `y_h = x_h · W_hᵀ` for equally shaped matrices `ws`, head `h` reading
+    /// rows of `x + h * xStride` (row stride `ldx`) and writing
+    /// `y + h * yStride` (row stride `ldy`). With few tokens and 16-bit
+    /// weights one parallel pass covers every head's rows (one fork-join
+    /// instead of one per head); otherwise each head is one `apply`.
+    public static func applyPerHead(_ ws: [Matrix], x: UnsafePointer<Float>, ldx: Int, xStride: Int, tokens: Int,
+                                    y: UnsafeMutablePointer<Float>, ldy: Int, yStride: Int, ctx: GemmContext) {
+        guard tokens > 0, let first = ws.first else { return }
+        let direct = tokens < perHeadDirectMaxTokens && ws.allSatisfy { $0.dtype != .f32 }
+        guard direct else {
+            for (h, w) in ws.enumerated() {
+                apply(w, x: x + h * xStride, ldx: ldx, tokens: tokens, y: y + h * yStride, ldy: ldy, ctx: ctx)
+            }
+            return
+        }
+        // Rounding (bfloat16 mode) covers whole input rows, so every head's
+        // slice keeps its offset and stride.
+        let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
+        let rows = first.rows
+        nonisolated(unsafe) let ys = y
+        Parallel.forRanges(ws.count * rows, minChunk: minRowsPerThread(first)) { range in
+            var r = range.lowerBound
+            while r < range.upperBound {
+                let h = r / rows, lo = r - h * rows, hi = min(rows, range.upperBound - h * rows)
+                MatVec.compute(ws[h], rows: lo..<hi, x: xs.pointer + h * xStride, ldx: ldx, tokens: tokens,
+                               y: ys + h * yStride, ldy: ldy)
+                r = h * rows + hi
+            }
+        }
+    }
+
     // MARK: - Direct kernel
 
     private static func direct(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int, tokens: Int,

@@ -2,10 +2,10 @@ import Foundation
 import Testing
 @testable import SwitchyardModel
 
-/// DeepSeek-V2/V3 configs decode into MLA dimensions, routing, YaRN and KV
+/// DeepSeek-V2/V3 and GLM-4.5 configs decode into MLA dimensions, routing, YaRN and KV
 /// sizes equal to what transformers derives; malformed ones are one error
 /// naming the file, the key and what was expected.
-@Suite struct DeepseekConfigTests {
+@Suite struct ModelFamilyConfigTests {
     @Test func groupLimitedV2DecodesLatentAttentionRoutingAndYarn() throws {
         let c = try Checkpoint(directory: Fixtures.model("deepseek_v2_group")).config
         #expect(c.architecture == .deepseekV2)
@@ -36,6 +36,20 @@ import Testing
         #expect(!Rope(config: flat).interleaved)
         #expect(flat.latentAttention?.qLoraRank == nil)
         #expect(abs(flat.latentAttention!.softmaxScale - 1 / Float(14).squareRoot()) < 1e-7)
+    }
+
+    @Test func glmDecodesPartialRotaryQKNormAndV3Routing() throws {
+        let c = try Checkpoint(directory: Fixtures.model("glm4_moe")).config
+        #expect(c.architecture == .glm4Moe && c.latentAttention == nil)
+        #expect(c.headDim == 16 && c.rope.dim == 8 && !c.rope.interleaved)
+        #expect(c.qkNorm == .perHead && c.qkvBias)
+        #expect(c.routing.scoring == .sigmoid && c.routing.selectionBias && c.routing.groupCount == 2 && c.routing.groupsKept == 1)
+        #expect(abs(c.routing.scale - 1.8) < 1e-6 && c.normTopKProb)
+        #expect(c.sparseLayers == [false, true, true] && c.sharedExpertIntermediateSize == 12 && !c.sharedExpertGated)
+        // transformers: inv_freq = theta^(-2i/rot) over the rotated width, not head_dim.
+        #expect(Rope(config: c).invFreq == [1, 0.1, 0.01, 0.001].map { Float($0) })
+        let plain = try Checkpoint(directory: Fixtures.model("glm4_moe_bf16_sharded")).config
+        #expect(plain.qkNorm == .none && plain.rope.dim == 6 && !plain.routing.isGroupLimited)
     }
 
     /// docs/architecture.md: MLA caches `num_layers × (kv_lora_rank +
