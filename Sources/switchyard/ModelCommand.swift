@@ -27,6 +27,9 @@ struct ModelCommand: ParsableCommand {
         @Option(help: "Weight dtype: bf16, f16 or f32.")
         var dtype: String = "bf16"
 
+        @Flag(name: .customLong("mxfp4-experts"), help: "gpt_oss: store the experts as MXFP4 blocks and scales, as the published checkpoints do (other weights in --dtype).")
+        var mxfp4Experts = false
+
         @Option(name: .customLong("router-skew"), help: "Scale router rows by 1 + s·rank/(E−1) (random rank per layer) for a skewed expert load; 0 keeps routing near uniform.")
         var routerSkew: Double = 0
 
@@ -39,7 +42,8 @@ struct ModelCommand: ParsableCommand {
                 let p = try ModelPreset.load(preset)
                 let t0 = Date()
                 guard routerSkew >= 0 else { throw ValidationError("--router-skew must be 0 or more") }
-                try RandomCheckpoint.create(.init(architecture: architecture, preset: p, seed: seed, dtype: dt, routerSkew: routerSkew),
+                try RandomCheckpoint.create(.init(architecture: architecture, preset: p, seed: seed, dtype: dt, routerSkew: routerSkew,
+                                                   mxfp4Experts: mxfp4Experts),
                                             at: URL(fileURLWithPath: out))
                 let ckpt = try Checkpoint(directory: out)
                 let bytes = ckpt.tensors.values.reduce(0) { $0 + $1.byteCount }

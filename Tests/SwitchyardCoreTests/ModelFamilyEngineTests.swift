@@ -13,7 +13,7 @@ import Testing
 /// EngineTests and StrategyTests on their fixtures.)
 @Suite struct ModelFamilyEngineTests {
     static let families = ["deepseek_v2", "deepseek_v2_group", "deepseek_v3", "deepseek_v3_noninterleaved_bf16_sharded",
-                           "glm4_moe", "glm4_moe_bf16_sharded"]
+                           "glm4_moe", "glm4_moe_bf16_sharded", "gpt_oss", "gpt_oss_mxfp4"]
 
     func scheduler(_ name: String, layers: Int) -> any Scheduler {
         switch name {

@@ -10,7 +10,7 @@ import Testing
         zip(a, b).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0
     }
 
-    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded", "deepseek_v2", "deepseek_v3", "glm4_moe"])
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe_bf16_sharded", "deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss"])
     func raggedBatchMatchesSequencesRunAlone(_ name: String) throws {
         let model = try Transformer(directory: Fixtures.model(name))
         let (ref, _) = try Fixtures.reference(name)
@@ -62,7 +62,8 @@ import Testing
     /// Long prefill chunks take the GEMM attention path; short chunks the
     /// per-token one. Both must agree, including when the chunk starts
     /// mid-sequence (causal mask offset) and with a decode in the same batch.
-    @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded", "glm4_moe_bf16_sharded"])
+    @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded", "glm4_moe_bf16_sharded",
+                      "gpt_oss", "gpt_oss_mxfp4"])
     func gemmAttentionPathMatchesPerTokenPath(_ name: String) throws {
         let model = try Transformer(directory: Fixtures.model(name))
         var rng = Xoshiro256(seed: 5)
@@ -86,7 +87,12 @@ import Testing
         let viaGemm = try run(chunks: [40, 110])  // both chunks ≥ 32 tokens
         let perToken = try run(chunks: Array(repeating: 25, count: 6))
         #expect(viaGemm.count == 150 && perToken.count == 150)
-        for (a, b) in zip(viaGemm, perToken) { #expect(maxRelativeDifference(a, b) < 1e-5) }
+        // MXFP4 experts go through dequantised tiles on the GEMM path and a
+        // row kernel on the other; the sums differ in order, and this
+        // fixture's experts are scaled up (its clamp must fire), so its
+        // logits are large: measured up to 1.08e-5.
+        let tolerance: Float = name == "gpt_oss_mxfp4" ? 3e-5 : 1e-5
+        for (a, b) in zip(viaGemm, perToken) { #expect(maxRelativeDifference(a, b) < tolerance) }
     }
 
     /// Layered prefill: a prompt advancing one layer group per forward, its

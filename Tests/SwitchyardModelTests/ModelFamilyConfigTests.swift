@@ -52,6 +52,43 @@ import Testing
         #expect(plain.qkNorm == .none && plain.rope.dim == 6 && !plain.routing.isGroupLimited)
     }
 
+    @Test func gptOssDecodesWindowsSinksYarnAndMXFP4() throws {
+        let c = try Checkpoint(directory: Fixtures.model("gpt_oss")).config
+        #expect(c.attentionWindows == [6, 0, 6, 0])
+        #expect(c.routing.scoring == .softmaxOfTopK && c.qkvBias)
+        #expect(c.gptOss == GptOssSpecifics(swigluAlpha: 1.702, swigluLimit: 7, mxfp4Experts: false))
+        let rope = Rope(config: c)
+        #expect(abs(rope.attentionFactor - 1.138629) < 1e-6 && !rope.interleaved)
+        // transformers 5.24, truncate false: no floor/ceil on the ramp.
+        let expected: [Float] = [1, 0.1169, 0.0127033, 0.00286356, 6.45497e-4, 1.45507e-4, 3.27998e-5, 7.39367e-6]
+        for (a, b) in zip(rope.invFreq, expected) { #expect(abs(a - b) <= 1e-4 * b, "\(a) vs \(b)") }
+        let q = try Checkpoint(directory: Fixtures.model("gpt_oss_mxfp4")).config
+        #expect(q.gptOss?.mxfp4Experts == true && q.numExpertsPerToken == 2)
+        let w = try ModelWeights(checkpoint: Checkpoint(directory: Fixtures.model("gpt_oss_mxfp4")))
+        guard case .moe(let moe) = w.layers[0].feedForward else { Issue.record("layer 0 is not MoE"); return }
+        #expect(moe.experts[0].gate.dtype == .mxfp4 && moe.experts[0].gate.rows == 96 && moe.experts[0].gate.rowStride == 2)
+        #expect(moe.experts[0].down.cols == 96 && moe.experts[0].down.rows == 64)
+        // 4 bits a value plus a scale byte per 32: 0.53 bytes a weight.
+        #expect(moe.experts[0].down.byteCount == 64 * (48 + 3))
+    }
+
+    @Test func mxfp4BlocksWithTheWrongShapeAreNamed() throws {
+        let dir = try Fixtures.scratchCopy(of: "gpt_oss_mxfp4")
+        let name = "model.layers.1.mlp.experts.down_proj_blocks"
+        try CheckpointErrorTests().rewriteHeader(dir.appendingPathComponent("model.safetensors")) { h in
+            var entry = h[name] as! [String: Any]
+            entry["shape"] = [4, 64, 2, 24]
+            h[name] = entry
+        }
+        #expect(throws: CheckpointError.wrongShape(file: "model.safetensors", tensor: name, expected: [4, 64, 3, 16], found: [4, 64, 2, 24])) {
+            try Transformer(directory: dir.path)
+        }
+        let bad = try configError("gpt_oss") { $0["layer_types"] = ["sliding_attention", "chunked_attention", "full_attention", "full_attention"] }
+        #expect(bad.contains("layer_types[1] is \"chunked_attention\""))
+        let quant = try configError("gpt_oss_mxfp4") { $0["quantization_config"] = ["quant_method": "gptq"] }
+        #expect(quant.contains("quant_method \"gptq\" is not supported"))
+    }
+
     /// docs/architecture.md: MLA caches `num_layers × (kv_lora_rank +
     /// qk_rope_head_dim)` values per token; grouped attention
     /// `2 × num_layers × num_kv_heads × head_dim`.

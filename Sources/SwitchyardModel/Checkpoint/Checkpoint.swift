@@ -121,6 +121,62 @@ public final class Checkpoint: @unchecked Sendable {
         return Matrix(rows: w.cols, cols: w.rows, dtype: w.dtype, data: UnsafeRawPointer(copy))
     }
 
+    /// A `[count, length]` tensor as `count` Float32 rows (per-expert biases).
+    public func vectors(_ name: String, count: Int, length: Int) throws -> [[Float]] {
+        let r = try record(name)
+        guard r.shape == [count, length] else {
+            throw CheckpointError.wrongShape(file: Checkpoint.fileName(r), tensor: name, expected: [count, length], found: r.shape)
+        }
+        let all = [Float](unsafeUninitializedCapacity: count * length) { buf, n in
+            convertToFloat(r.data, dtype: r.dtype, count: count * length, into: buf.baseAddress!)
+            n = count * length
+        }
+        return (0..<count).map { Array(all[($0 * length)..<(($0 + 1) * length)]) }
+    }
+
+    /// From an input-major `[experts, inputs, outputs]` tensor (transformers'
+    /// fused expert layout), expert `expert`'s output columns `first, first +
+    /// stride, ...` as an output-major `[outputs / stride, inputs]` matrix in
+    /// the stored dtype, copied once into memory this checkpoint owns.
+    public func transposedExpertSlab(_ name: String, expert: Int, of experts: Int, inputs: Int, outputs: Int,
+                                     first: Int, stride: Int) throws -> Matrix {
+        let r = try record(name)
+        guard r.shape == [experts, inputs, outputs] else {
+            throw CheckpointError.wrongShape(file: Checkpoint.fileName(r), tensor: name, expected: [experts, inputs, outputs], found: r.shape)
+        }
+        let size = r.dtype.byteSize, rows = (outputs - first + stride - 1) / stride
+        let slab = r.data + expert * inputs * outputs * size
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: max(rows * inputs * size, 1), alignment: 64)
+        for o in 0..<rows {
+            let column = first + o * stride
+            for i in 0..<inputs {
+                (copy + (o * inputs + i) * size).copyMemory(from: slab + (i * outputs + column) * size, byteCount: size)
+            }
+        }
+        lock.lock()
+        ownedCopies.append(copy)
+        lock.unlock()
+        return Matrix(rows: rows, cols: inputs, dtype: r.dtype, data: UnsafeRawPointer(copy))
+    }
+
+    /// Expert `expert`'s `[rows, cols]` MXFP4 matrix from `<name>_blocks`
+    /// (`[experts, rows, cols/32, 16]` bytes) and `<name>_scales`
+    /// (`[experts, rows, cols/32]`), used in place.
+    public func mxfp4(_ name: String, expert: Int, of experts: Int, rows: Int, cols: Int) throws -> Matrix {
+        let blocks = try record(name + "_blocks"), scales = try record(name + "_scales")
+        for (t, expected) in [(blocks, [experts, rows, cols / 32, 16]), (scales, [experts, rows, cols / 32])] {
+            let tensorName = t.name
+            guard t.dtype == .u8 else {
+                throw CheckpointError.invalidHeader(file: Checkpoint.fileName(t), reason: "tensor \(tensorName) has dtype \(t.dtype.rawValue); MXFP4 blocks and scales are U8")
+            }
+            guard t.shape == expected else {
+                throw CheckpointError.wrongShape(file: Checkpoint.fileName(t), tensor: tensorName, expected: expected, found: t.shape)
+            }
+        }
+        return Matrix(rows: rows, cols: cols, dtype: .mxfp4, data: blocks.data + expert * rows * (cols / 2),
+                      scales: scales.data + expert * rows * (cols / 32))
+    }
+
     /// BLAS needs Float32 data 4-byte aligned; safetensors does not promise it.
     private func aligned(_ r: TensorRecord) -> UnsafeRawPointer {
         if Int(bitPattern: r.data) % r.dtype.byteSize == 0 { return r.data }

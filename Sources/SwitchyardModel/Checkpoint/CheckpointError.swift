@@ -30,7 +30,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .invalidHeader(file, reason):
             return "\(file): invalid safetensors header: \(reason)"
         case let .unsupportedDType(file, tensor, dtype):
-            return "\(file): tensor \(tensor) has dtype \(dtype); supported: F32, BF16, F16 (convert the checkpoint, e.g. with transformers' save_pretrained after .to(torch.bfloat16))"
+            return "\(file): tensor \(tensor) has dtype \(dtype); supported: F32, BF16, F16, and U8 for MXFP4 blocks and scales (convert the checkpoint, e.g. with transformers' save_pretrained after .to(torch.bfloat16))"
         case let .tensorOutOfBounds(file, tensor, reason):
             return "\(file): tensor \(tensor) \(reason); the file is truncated or corrupt"
         case let .missingTensor(tensor, directory):

@@ -17,8 +17,13 @@ public enum RandomCheckpoint {
         /// logits in magnitude and so lands in the top-k more often, giving
         /// the skewed expert load of trained models to benchmark placement on.
         public var routerSkew: Double
-        public init(architecture: Architecture, preset: ModelPreset, seed: UInt64 = 0, dtype: DType = .bf16, routerSkew: Double = 0) {
+        /// gpt_oss: experts as MXFP4 blocks and scales, as the published
+        /// checkpoints store them (every other weight in `dtype`).
+        public var mxfp4Experts: Bool
+        public init(architecture: Architecture, preset: ModelPreset, seed: UInt64 = 0, dtype: DType = .bf16, routerSkew: Double = 0,
+                    mxfp4Experts: Bool = false) {
             self.routerSkew = routerSkew
+            self.mxfp4Experts = mxfp4Experts
             self.architecture = architecture
             self.preset = preset
             self.seed = seed
@@ -26,7 +31,9 @@ public enum RandomCheckpoint {
         }
     }
 
-    enum Fill { case weight, ones, bias }
+    /// `fp4Blocks`: random E2M1 code pairs; `e8m0Scales`: the scale byte
+    /// nearest the preset's standard deviation.
+    enum Fill { case weight, ones, bias, fp4Blocks, e8m0Scales }
 
     public static func create(_ o: Options, at dir: URL) throws {
         let p = o.preset
@@ -35,13 +42,19 @@ public enum RandomCheckpoint {
             throw CheckpointError.invalidConfig(file: "preset",
                 reason: "\(o.architecture.rawValue) derives head_dim from hidden_size / num_attention_heads, but the preset has head_dim \(p.headDim) ≠ \(p.hiddenSize) / \(p.numAttentionHeads); use qwen3_moe or fix the preset")
         }
+        if o.mxfp4Experts && o.architecture != .gptOss {
+            throw CheckpointError.invalidConfig(file: "preset", reason: "MXFP4 experts are a gpt_oss format; use --arch gpt_oss or drop the MXFP4 option")
+        }
+        if o.mxfp4Experts && (p.hiddenSize % 32 != 0 || p.moeIntermediateSize % 32 != 0) {
+            throw CheckpointError.invalidConfig(file: "preset", reason: "MXFP4 experts need hidden_size and moe_intermediate_size to be multiples of 32")
+        }
         if p.vocabSize < 257 {
             throw CheckpointError.invalidConfig(file: "preset", reason: "vocab_size must be at least 257 (256 byte tokens and <|endoftext|>)")
         }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tensors = tensorList(o.architecture, p)
+        let tensors = tensorList(o.architecture, p, mxfp4Experts: o.mxfp4Experts)
         var writer = SafetensorsWriter()
-        for t in tensors { writer.declare(t.name, dtype: o.dtype, shape: t.shape) }
+        for t in tensors { writer.declare(t.name, dtype: t.dtype ?? o.dtype, shape: t.shape) }
         let std = Float(p.initializerRange)
         try writer.write(to: dir.appendingPathComponent("model.safetensors")) { entry, buffer in
             let index = tensors.firstIndex { $0.name == entry.name }!
@@ -53,7 +66,7 @@ public enum RandomCheckpoint {
                 order.shuffle(using: &rng)
                 rowScale = order.map { Float(1 + o.routerSkew * Double($0) / Double(p.numExperts - 1)) }
             }
-            fill(buffer, count: entry.shape.reduce(1, *), dtype: o.dtype, kind: tensors[index].fill, std: std,
+            fill(buffer, count: entry.shape.reduce(1, *), dtype: entry.dtype, kind: tensors[index].fill, std: std,
                  seed: seed, rowScale: rowScale, cols: entry.shape.last ?? 1)
         }
         try writeJSON(config(o), to: dir.appendingPathComponent("config.json"))
@@ -66,9 +79,15 @@ public enum RandomCheckpoint {
                       to: dir.appendingPathComponent("tokenizer_config.json"))
     }
 
-    struct TensorSpec { let name: String; let shape: [Int]; let fill: Fill }
+    struct TensorSpec {
+        let name: String
+        let shape: [Int]
+        let fill: Fill
+        /// Overrides the checkpoint dtype (MXFP4's U8 blocks and scales).
+        var dtype: DType? = nil
+    }
 
-    static func tensorList(_ arch: Architecture, _ p: ModelPreset) -> [TensorSpec] {
+    static func tensorList(_ arch: Architecture, _ p: ModelPreset, mxfp4Experts: Bool = false) -> [TensorSpec] {
         let h = p.hiddenSize, q = p.numAttentionHeads * p.headDim, kv = p.numKeyValueHeads * p.headDim
         var t: [TensorSpec] = [TensorSpec(name: "model.embed_tokens.weight", shape: [p.vocabSize, h], fill: .weight)]
         for l in 0..<p.numHiddenLayers {
@@ -94,6 +113,14 @@ public enum RandomCheckpoint {
             case .olmoe:
                 t.append(TensorSpec(name: pre + "self_attn.q_norm.weight", shape: [q], fill: .ones))
                 t.append(TensorSpec(name: pre + "self_attn.k_norm.weight", shape: [kv], fill: .ones))
+            case .gptOss:
+                t.append(TensorSpec(name: pre + "self_attn.q_proj.bias", shape: [q], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.k_proj.bias", shape: [kv], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.v_proj.bias", shape: [kv], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.o_proj.bias", shape: [h], fill: .bias))
+                t.append(TensorSpec(name: pre + "self_attn.sinks", shape: [p.numAttentionHeads], fill: .bias))
+                t += gptOssExperts(p, layer: l, mxfp4: mxfp4Experts)
+                continue
             case .glm4Moe:
                 t.append(TensorSpec(name: pre + "self_attn.q_proj.bias", shape: [q], fill: .bias))
                 t.append(TensorSpec(name: pre + "self_attn.k_proj.bias", shape: [kv], fill: .bias))
@@ -156,6 +183,27 @@ public enum RandomCheckpoint {
         return t + sharedExpertFeedForward(arch, p, layer: l)
     }
 
+    /// gpt-oss's router and fused experts, dense (transformers' input-major
+    /// layout) or MXFP4 (the published output-major blocks and scales).
+    static func gptOssExperts(_ p: ModelPreset, layer l: Int, mxfp4: Bool) -> [TensorSpec] {
+        let h = p.hiddenSize, i = p.moeIntermediateSize, e = p.numExperts
+        let x = "model.layers.\(l).mlp."
+        var t = [TensorSpec(name: x + "router.weight", shape: [e, h], fill: .weight),
+                 TensorSpec(name: x + "router.bias", shape: [e], fill: .bias),
+                 TensorSpec(name: x + "experts.gate_up_proj_bias", shape: [e, 2 * i], fill: .bias),
+                 TensorSpec(name: x + "experts.down_proj_bias", shape: [e, h], fill: .bias)]
+        if mxfp4 {
+            t.append(TensorSpec(name: x + "experts.gate_up_proj_blocks", shape: [e, 2 * i, h / 32, 16], fill: .fp4Blocks, dtype: .u8))
+            t.append(TensorSpec(name: x + "experts.gate_up_proj_scales", shape: [e, 2 * i, h / 32], fill: .e8m0Scales, dtype: .u8))
+            t.append(TensorSpec(name: x + "experts.down_proj_blocks", shape: [e, h, i / 32, 16], fill: .fp4Blocks, dtype: .u8))
+            t.append(TensorSpec(name: x + "experts.down_proj_scales", shape: [e, h, i / 32], fill: .e8m0Scales, dtype: .u8))
+        } else {
+            t.append(TensorSpec(name: x + "experts.gate_up_proj", shape: [e, h, 2 * i], fill: .weight))
+            t.append(TensorSpec(name: x + "experts.down_proj", shape: [e, i, h], fill: .weight))
+        }
+        return t
+    }
+
     /// DeepSeek's and GLM's feed-forward: a dense MLP in the first
     /// `first_k_dense_replace` layers, then routed experts (with V3/GLM's
     /// selection bias) plus ungated shared experts.
@@ -191,11 +239,20 @@ public enum RandomCheckpoint {
                 case .weight: v = (rng.nextUnitFloat() * 2 - 1) * a * (rowScale?[i / cols] ?? 1)
                 case .ones: v = 1
                 case .bias: v = 0
+                case .fp4Blocks:
+                    base.storeBytes(of: UInt8(truncatingIfNeeded: rng.next()), toByteOffset: i, as: UInt8.self)
+                    continue
+                case .e8m0Scales:
+                    // Mean |E2M1 code| is 2.3125: pick 2^(s−127) so values have about the preset's std.
+                    base.storeBytes(of: UInt8(max(1, min(254, 127 + Int(log2(Double(std) / 2.3125).rounded())))),
+                                    toByteOffset: i, as: UInt8.self)
+                    continue
                 }
                 switch dtype {
                 case .f32: (base + 4 * i).storeBytes(of: v, as: Float.self)
                 case .bf16: (base + 2 * i).storeBytes(of: narrowToBF16(v), as: UInt16.self)
                 case .f16: (base + 2 * i).storeBytes(of: Float16(v).bitPattern, as: UInt16.self)
+                case .u8, .mxfp4: preconditionFailure("byte tensors are filled as MXFP4 blocks or scales")
                 }
             }
         }
@@ -246,6 +303,22 @@ public enum RandomCheckpoint {
             c["num_experts"] = p.numExperts
             c["norm_topk_prob"] = false
             c["attention_bias"] = false
+        case .gptOss:
+            c["architectures"] = ["GptOssForCausalLM"]
+            c["intermediate_size"] = p.moeIntermediateSize
+            c["num_local_experts"] = p.numExperts
+            c["head_dim"] = p.headDim
+            c["attention_bias"] = true
+            c["sliding_window"] = 128
+            c["layer_types"] = (0..<p.numHiddenLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+            c["swiglu_limit"] = 7.0
+            c["rope_scaling"] = ["rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                                 "beta_fast": 32.0, "beta_slow": 1.0, "truncate": false] as [String: Any]
+            if o.mxfp4Experts {
+                c["quantization_config"] = ["quant_method": "mxfp4",
+                                            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                                       "model.embed_tokens", "lm_head"]] as [String: Any]
+            }
         case .glm4Moe:
             c["architectures"] = ["Glm4MoeForCausalLM"]
             c["intermediate_size"] = p.intermediateSize

@@ -49,7 +49,7 @@ public enum Safetensors {
                   let offsetsAny = entry["data_offsets"] as? [Any], offsetsAny.count == 2 else {
                 throw CheckpointError.invalidHeader(file: name, reason: "entry for tensor \(tensor) lacks dtype, shape or data_offsets")
             }
-            guard let dtype = DType(rawValue: dtypeName) else {
+            guard let dtype = DType(rawValue: dtypeName), dtype != .mxfp4 else {
                 throw CheckpointError.unsupportedDType(file: name, tensor: tensor, dtype: dtypeName)
             }
             let shape = shapeAny.compactMap { ($0 as? NSNumber)?.intValue }

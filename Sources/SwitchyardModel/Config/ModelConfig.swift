@@ -9,6 +9,7 @@ public enum Architecture: String, Sendable, CaseIterable, Codable {
     case deepseekV2 = "deepseek_v2"
     case deepseekV3 = "deepseek_v3"
     case glm4Moe = "glm4_moe"
+    case gptOss = "gpt_oss"
 }
 
 /// Where an architecture applies RMSNorm to queries and keys.
@@ -59,6 +60,14 @@ public struct ModelConfig: Sendable {
     /// Qwen2-MoE scales its shared expert by a sigmoid gate; DeepSeek adds its
     /// shared experts as they are.
     public var sharedExpertGated = true
+    /// Per layer, the sliding attention window (0: full attention; empty: all full).
+    public var attentionWindows: [Int] = []
+    /// gpt-oss: biased `o_proj`, per-head attention sinks, biased router and
+    /// experts, and the clamped SwiGLU.
+    public var gptOss: GptOssSpecifics?
+
+    @inline(__always)
+    public func attentionWindow(layer: Int) -> Int { attentionWindows.isEmpty ? 0 : attentionWindows[layer] }
 
     public var qSize: Int { numHeads * headDim }
     public var kvSize: Int { numKVHeads * headDim }
@@ -124,6 +133,8 @@ public struct ModelConfig: Sendable {
                 config = try fromQwen(decoder.decode(QwenMoeConfiguration.self, from: data), arch: arch, file: file)
             case .olmoe:
                 config = try fromOlmoe(decoder.decode(OlmoeConfiguration.self, from: data), file: file)
+            case .gptOss:
+                config = try fromGptOss(decoder.decode(GptOssConfiguration.self, from: data), file: file)
             case .glm4Moe:
                 config = try fromGlm4Moe(decoder.decode(Glm4MoeConfiguration.self, from: data), data: data, file: file)
             case .deepseekV2, .deepseekV3:

@@ -5,7 +5,9 @@
 /// sigmoid scores with a per-expert selection bias (DeepSeek-V3), and a
 /// final scale on the weights.
 public struct RouterConfig: Sendable, Equatable {
-    public enum Scoring: String, Sendable, Equatable { case softmax, sigmoid }
+    /// `softmaxOfTopK` (gpt-oss): top-k of the raw logits, then softmax over
+    /// those k only.
+    public enum Scoring: String, Sendable, Equatable { case softmax, sigmoid, softmaxOfTopK }
     /// How a group is ranked: its best expert (DeepSeek-V2) or the sum of its
     /// best two (DeepSeek-V3), on the selection scores.
     public enum GroupScore: Sendable, Equatable { case max, topTwoSum }

@@ -61,15 +61,38 @@ public struct ExpertWork: @unchecked Sendable {
     /// SwiGLU over `count` of expert `j`'s gate elements starting at element
     /// `from` (all of them by default), then, in bfloat16 mode, the result
     /// rounded through BF16 and kept as BF16 for the down product.
+    /// Experts with biases (gpt-oss) get them added to the gate and up
+    /// products first, and their own activation.
     @inline(__always)
     public func activate(expert j: Int, from: Int = 0, count: Int? = nil) {
         let base = Int(rowOffset[j]) * intermediateSize + from
         let n = count ?? Int(tokenCount[j]) * intermediateSize
-        Elementwise.swiglu(gate: gate + base, up: up + base, n: n)
+        let e = experts[j]
+        if e.gateBias != nil || e.activation != .swiglu {
+            ExpertActivationKernel.apply(e, gate: gate + base, up: up + base, firstColumn: from % intermediateSize,
+                                         columns: intermediateSize, n: n)
+        } else {
+            Elementwise.swiglu(gate: gate + base, up: up + base, n: n)
+        }
         if options.dtype == .bfloat16 {
             Linear.roundInPlace(gate + base, count: n)
             if let a = activatedBF16 { narrowToBF16(gate + base, count: n, into: a + base) }
         }
+    }
+
+    /// `activate` over all of expert `j`'s rows, without keeping a BF16
+    /// copy (for kernels that read the Float32 rows).
+    @inline(__always)
+    public func activateForDirectKernel(expert j: Int) {
+        let base = Int(rowOffset[j]) * intermediateSize
+        let n = Int(tokenCount[j]) * intermediateSize
+        let e = experts[j]
+        if e.gateBias != nil || e.activation != .swiglu {
+            ExpertActivationKernel.apply(e, gate: gate + base, up: up + base, firstColumn: 0, columns: intermediateSize, n: n)
+        } else {
+            Elementwise.swiglu(gate: gate + base, up: up + base, n: n)
+        }
+        if options.dtype == .bfloat16 { Linear.roundInPlace(gate + base, count: n) }
     }
 
     /// Expert `j`'s activated rows (after `activate`), for the down product.
@@ -78,5 +101,32 @@ public struct ExpertWork: @unchecked Sendable {
         let s = Int(rowOffset[j]) * intermediateSize
         return GemmInput(f32: gate + s, ld: intermediateSize,
                          bf16: activatedBF16.map { UnsafePointer($0 + s) }, ldBF16: intermediateSize)
+    }
+}
+
+/// Bias-and-activation for experts that are not plain SwiGLU.
+enum ExpertActivationKernel {
+    /// `n` elements of `[rows, columns]` gate/up products starting at column
+    /// `firstColumn` of a row: biases added, then the expert's activation,
+    /// written into `gate`.
+    @inline(__always)
+    static func apply(_ e: ExpertWeights, gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
+                      firstColumn: Int, columns: Int, n: Int) {
+        var c = firstColumn
+        for i in 0..<n {
+            var g = gate[i], u = up[i]
+            if let b = e.gateBias { g += b[c] }
+            if let b = e.upBias { u += b[c] }
+            switch e.activation {
+            case .swiglu:
+                gate[i] = Elementwise.silu(g) * u
+            case let .clampedSwiGLU(alpha, limit):
+                g = min(g, limit)
+                u = min(max(u, -limit), limit)
+                gate[i] = (u + 1) * (g * Elementwise.sigmoid(alpha * g))
+            }
+            c += 1
+            if c == columns { c = 0 }
+        }
     }
 }

@@ -125,7 +125,6 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
 
     private func runSmall(_ w: ExpertWork, list: UnsafeMutablePointer<Int32>, count: Int) {
         let h = w.hiddenSize, inter = w.intermediateSize
-        let roundActivations = w.options.dtype == .bfloat16
         nonisolated(unsafe) let ids = list
         Parallel.forRanges(count * inter, minChunk: 32) { range in
             Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
@@ -135,12 +134,7 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
                 MatVec.compute(e.up, rows: rows, x: w.input + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
             }
         }
-        for i in 0..<count {
-            let j = Int(list[i])
-            let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
-            Elementwise.swiglu(gate: w.gate + start * inter, up: w.up + start * inter, n: n * inter)
-            if roundActivations { Linear.roundInPlace(w.gate + start * inter, count: n * inter) }
-        }
+        for i in 0..<count { w.activateForDirectKernel(expert: Int(list[i])) }
         Parallel.forRanges(count * h, minChunk: 32) { range in
             Self.forEachSegment(range, segmentLength: h, count: count) { i, rows in
                 let j = Int(ids[i])

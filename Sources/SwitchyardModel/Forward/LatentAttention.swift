@@ -106,8 +106,8 @@ extension Transformer {
         let t1 = monotonicSeconds()
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: row, v: row)
         let latentOut = ws.attention.reserve(tokens * heads * r)
-        PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: heads, valueDim: r, scale: m.softmaxScale,
-                               q: query, out: latentOut, index: attentionIndex,
+        PagedAttention.compute(cache: cache, layer: l, batch: batch,
+                               shape: .init(numHeads: heads, valueDim: r, scale: m.softmaxScale), q: query, out: latentOut, index: attentionIndex,
                                scratch: ws.attentionScores, tokenList: ws.attentionTokens)
         let t2 = monotonicSeconds()
         let values = ws.latentValues.reserve(tokens * heads * m.valueDim)

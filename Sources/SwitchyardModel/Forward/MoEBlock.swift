@@ -19,6 +19,9 @@ enum MoEBlock {
         // model says so), optional renormalisation and scale.
         let logits = ws.routerLogits.reserve(tokens * e)
         Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
+        if let b = weights.routerBias {
+            for t in 0..<tokens { for j in 0..<e { logits[t * e + j] += b[j] } }
+        }
         let topE = ws.topExperts.reserve(assignments)
         let topW = ws.topWeights.reserve(assignments)
         let choice = ws.routerChoice.reserve(e)
@@ -81,6 +84,14 @@ enum MoEBlock {
             compute: ws.gemm))
 
         combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
+        if weights.experts.first?.downBias != nil {
+            // gpt-oss: each expert's down bias, weighted like its output.
+            for a in 0..<assignments {
+                if let b = weights.experts[Int(topE[a])].downBias {
+                    b.withUnsafeBufferPointer { Elementwise.axpy(topW[a], $0.baseAddress!, out + (a / k) * h, n: h) }
+                }
+            }
+        }
         addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
     }
 

@@ -4,6 +4,11 @@ public struct ExpertWeights: Sendable {
     public let gate: Matrix
     public let up: Matrix
     public let down: Matrix
+    /// gpt-oss: biases on the three products, and its clamped activation.
+    public var gateBias: [Float]?
+    public var upBias: [Float]?
+    public var downBias: [Float]?
+    public var activation: ExpertActivation = .swiglu
     public var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
 
     public init(gate: Matrix, up: Matrix, down: Matrix) {
@@ -11,6 +16,15 @@ public struct ExpertWeights: Sendable {
         self.up = up
         self.down = down
     }
+}
+
+/// How an expert combines its gate and up products.
+public enum ExpertActivation: Sendable, Equatable {
+    /// `silu(gate) · up`.
+    case swiglu
+    /// gpt-oss: `g = min(gate, limit)`, `u = clamp(up, -limit, limit)`,
+    /// `(u + 1) · g · sigmoid(alpha · g)`.
+    case clampedSwiGLU(alpha: Float, limit: Float)
 }
 
 /// The feed-forward half of a decoder layer.
@@ -29,12 +43,17 @@ public struct MoEWeights: Sendable {
     public let sharedGate: Matrix?
     /// DeepSeek-V3's per-expert bias on the selection scores.
     public let selectionBias: [Float]?
+    /// gpt-oss: the router's bias, added to its logits.
+    public var routerBias: [Float]? = nil
 }
 
 public struct AttentionWeights: Sendable {
     public let q: Matrix, k: Matrix, v: Matrix, o: Matrix
     public let qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
     public let qNorm: [Float]?, kNorm: [Float]?
+    /// gpt-oss: `o_proj` bias and one attention-sink logit per query head.
+    public var oBias: [Float]? = nil
+    public var sinks: [Float]? = nil
 
     public var byteCount: Int { q.byteCount + k.byteCount + v.byteCount + o.byteCount }
 }
@@ -112,7 +131,9 @@ public struct ModelWeights: Sendable {
             kBias: c.qkvBias ? try ckpt.vector(p + "self_attn.k_proj.bias", count: c.kvSize) : nil,
             vBias: c.qkvBias ? try ckpt.vector(p + "self_attn.v_proj.bias", count: c.kvSize) : nil,
             qNorm: try qkNorm(p + "self_attn.q_norm.weight", c, perHead: c.headDim, whole: c.qSize, ckpt),
-            kNorm: try qkNorm(p + "self_attn.k_norm.weight", c, perHead: c.headDim, whole: c.kvSize, ckpt)))
+            kNorm: try qkNorm(p + "self_attn.k_norm.weight", c, perHead: c.headDim, whole: c.kvSize, ckpt),
+            oBias: c.gptOss != nil ? try ckpt.vector(p + "self_attn.o_proj.bias", count: h) : nil,
+            sinks: c.gptOss != nil ? try ckpt.vector(p + "self_attn.sinks", count: c.numHeads) : nil))
         let ff: FeedForwardWeights
         if c.sparseLayers[i] {
             ff = .moe(try moe(p, c, ckpt))
@@ -143,6 +164,7 @@ public struct ModelWeights: Sendable {
     }
 
     static func moe(_ p: String, _ c: ModelConfig, _ ckpt: Checkpoint) throws -> MoEWeights {
+        if let oss = c.gptOss { return try gptOssExperts(p + "mlp.", c, oss, ckpt) }
         let h = c.hiddenSize, inter = c.moeIntermediateSize, e = c.numExperts
         let block = c.architecture == .mixtral ? "block_sparse_moe." : "mlp."
         let names = c.architecture == .mixtral ? mixtralNames : qwenNames

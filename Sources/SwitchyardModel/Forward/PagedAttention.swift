@@ -45,12 +45,31 @@ enum PagedAttention {
         @inline(__always) func table(_ sequence: Int) -> UnsafePointer<Int32> { tables + Int(tableStart[sequence]) }
     }
 
+    /// What one layer's attention computes beyond the cache's shape.
+    struct Shape: @unchecked Sendable {
+        var numHeads: Int
+        /// Output floats per head: the cache's head dim, or for latent
+        /// attention the latent's width (its values are the first
+        /// `valueDim` floats of each cached row).
+        var valueDim: Int
+        var scale: Float
+        /// Sliding window: a query at position p sees keys p-window+1 ... p
+        /// (0: every earlier key).
+        var window = 0
+        /// gpt-oss: one extra logit per query head in every softmax.
+        var sinks: UnsafePointer<Float>?
+
+        /// The first key position a query at `position` sees.
+        @inline(__always) func firstKey(_ position: Int) -> Int { window > 0 ? max(0, position - window + 1) : 0 }
+
+        @inline(__always) func softmax(_ x: UnsafeMutablePointer<Float>, n: Int, head: Int) {
+            if let sinks { Elementwise.softmax(x, n: n, sink: sinks[head]) } else { Elementwise.softmax(x, n: n) }
+        }
+    }
+
     /// `out[t, h*dv ..< (h+1)*dv] = softmax(scale · q_h · Kᵀ) · V` for every
-    /// token and query head, where `dv` is `valueDim` (the cache's head dim,
-    /// or for latent attention the latent's width: its values are the first
-    /// `valueDim` floats of each cached row).
-    static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
-                        valueDim: Int, scale: Float,
+    /// token and query head over the keys its position sees.
+    static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, shape: Shape,
                         q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                         index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer) {
         // Tokens of short sequences, for the per-token path.
@@ -60,14 +79,12 @@ enum PagedAttention {
             for i in 0..<s.tokenCount { list[n] = Int32(s.tokenStart + i); n += 1 }
         }
         if n > 0 {
-            computePerToken(cache: cache, layer: layer, batch: batch, numHeads: numHeads, valueDim: valueDim, scale: scale,
-                            q: q, out: out,
+            computePerToken(cache: cache, layer: layer, batch: batch, shape: shape, q: q, out: out,
                             index: index, tokens: list, count: n, scratch: scratch)
         }
         for (i, s) in batch.sequences.enumerated() where s.tokenCount >= gemmMinTokens {
             computeChunk(cache: cache, layer: layer, start: s.startPosition, tokenStart: s.tokenStart, tokenCount: s.tokenCount,
-                         table: index.table(i), numHeads: numHeads, valueDim: valueDim, scale: scale,
-                         q: q, out: out, scratch: scratch)
+                         table: index.table(i), shape: shape, q: q, out: out, scratch: scratch)
         }
     }
 
@@ -76,9 +93,10 @@ enum PagedAttention {
     /// `O = softmax(S)·V` with single-threaded OpenBLAS, the tasks spread
     /// over the kernel threads, with the causal mask applied to `S`.
     static func computeChunk(cache: PagedKVCache, layer: Int, start: Int, tokenStart: Int, tokenCount: Int,
-                             table: UnsafePointer<Int32>, numHeads: Int, valueDim dv: Int, scale: Float,
+                             table: UnsafePointer<Int32>, shape: Shape,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
         _ = Linear.blasConfigured
+        let numHeads = shape.numHeads, dv = shape.valueDim, scale = shape.scale
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rep = numHeads / kvh
         let separateValues = cache.storesValues
@@ -98,15 +116,17 @@ enum PagedAttention {
                 let i0 = (task % blocks) * qb
                 let m = min(qb, tokenCount - i0)
                 let rows = m * rep
-                // Only the columns some row of this block can see.
-                let cols = start + i0 + m
-                var j = 0
-                while j < cols {
+                // Only the keys some row of this block can see: from the
+                // first row's window start to the last row's position.
+                let first = shape.firstKey(start + i0)
+                let cols = start + i0 + m - first
+                var j = first
+                while j < first + cols {
                     let block = Int(tb[j / bs])
-                    let n = min(bs, cols - j)
-                    let off = cache.offset(layer: layer, block: block, head: g)
-                    (kc + j * d).update(from: cache.keys + off, count: n * d)
-                    if separateValues { (vc + j * d).update(from: cache.values + off, count: n * d) }
+                    let n = min(bs - j % bs, first + cols - j)
+                    let off = cache.offset(layer: layer, block: block, head: g) + (j % bs) * d
+                    (kc + (j - first) * d).update(from: cache.keys + off, count: n * d)
+                    if separateValues { (vc + (j - first) * d).update(from: cache.values + off, count: n * d) }
                     j += n
                 }
                 // Query rows ordered (token, head-in-group).
@@ -118,9 +138,11 @@ enum PagedAttention {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
                             scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
                 for row in 0..<rows {
-                    let visible = start + i0 + row / rep + 1
+                    let position = start + i0 + row / rep
+                    let lo = shape.firstKey(position) - first, visible = position + 1 - first
                     let r = sc + row * cols
-                    Elementwise.softmax(r, n: visible)
+                    for c in 0..<lo { r[c] = 0 }
+                    shape.softmax(r + lo, n: visible - lo, head: g * rep + row % rep)
                     for c in visible..<cols { r[c] = 0 }
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dv), Int32(cols),
@@ -136,12 +158,12 @@ enum PagedAttention {
 
     /// Decodes and short chunks: one task per (token, kv head), scores kept
     /// in per-thread scratch.
-    static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, numHeads: Int,
-                                valueDim dv: Int, scale: Float,
+    static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, shape: Shape,
                                 q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                                 index: BatchIndex, tokens: UnsafePointer<Int32>, count: Int,
                                 scratch: ScratchBuffer) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
+        let numHeads = shape.numHeads, dv = shape.valueDim, scale = shape.scale
         let rep = numHeads / kvh
         let maxContext = batch.sequences.reduce(0) { max($0, $1.startPosition + $1.tokenCount) }
         let perPart = rep * maxContext
@@ -157,9 +179,10 @@ enum PagedAttention {
                 let t = Int(tl[task / kvh])
                 let g = task % kvh
                 let table = index.table(Int(index.tokenSequence[t]))
-                let ctx = Int(index.tokenPosition[t]) + 1
+                let position = Int(index.tokenPosition[t])
+                let ctx = position + 1, first = shape.firstKey(position), n = ctx - first
                 // Scores for the `rep` query heads that share kv head g.
-                var j = 0
+                var j = first
                 while j < ctx {
                     let block = Int(table[j / bs])
                     let base = cache.keys + cache.offset(layer: layer, block: block, head: g)
@@ -168,17 +191,17 @@ enum PagedAttention {
                         let kj = base + (j % bs) * d
                         for r in 0..<rep {
                             let qh = qs + t * numHeads * d + (g * rep + r) * d
-                            sc[r * maxContext + j] = Elementwise.dot(qh, kj, n: d) * scale
+                            sc[r * maxContext + j - first] = Elementwise.dot(qh, kj, n: d) * scale
                         }
                         j += 1
                     }
                 }
                 for r in 0..<rep {
-                    Elementwise.softmax(sc + r * maxContext, n: ctx)
+                    shape.softmax(sc + r * maxContext, n: n, head: g * rep + r)
                     let oh = os + t * numHeads * dv + (g * rep + r) * dv
                     oh.initialize(repeating: 0, count: dv)
                 }
-                j = 0
+                j = first
                 while j < ctx {
                     let block = Int(table[j / bs])
                     let base = cache.values + cache.offset(layer: layer, block: block, head: g)
@@ -187,7 +210,7 @@ enum PagedAttention {
                         let vj = base + (j % bs) * d
                         for r in 0..<rep {
                             let oh = os + t * numHeads * dv + (g * rep + r) * dv
-                            Elementwise.axpy(sc[r * maxContext + j], vj, oh, n: dv)
+                            Elementwise.axpy(sc[r * maxContext + j - first], vj, oh, n: dv)
                         }
                         j += 1
                     }

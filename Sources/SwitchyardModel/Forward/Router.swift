@@ -11,6 +11,11 @@ enum Router {
         switch r.scoring {
         case .softmax: Elementwise.softmax(scores, n: n)
         case .sigmoid: for i in 0..<n { scores[i] = Elementwise.sigmoid(scores[i]) }
+        case .softmaxOfTopK:
+            MoEBlock.selectTopK(scores, n: n, k: k, experts: experts, weights: weights)
+            Elementwise.softmax(weights, n: k)
+            if r.scale != 1 { for j in 0..<k { weights[j] *= r.scale } }
+            return
         }
         if selectionBias == nil && !r.isGroupLimited {
             MoEBlock.selectTopK(scores, n: n, k: k, experts: experts, weights: weights)

@@ -371,12 +371,21 @@ public final class Transformer: @unchecked Sendable {
         let t2 = monotonicSeconds()
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
         let attn = ws.attention.reserve(tokens * c.qSize)
-        PagedAttention.compute(cache: cache, layer: l, batch: batch, numHeads: c.numHeads, valueDim: c.headDim,
-                               scale: 1 / Float(c.headDim).squareRoot(), q: q, out: attn, index: attentionIndex,
-                               scratch: ws.attentionScores, tokenList: ws.attentionTokens)
+        var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: 1 / Float(c.headDim).squareRoot(),
+                                         window: c.attentionWindow(layer: l))
+        func attend() {
+            PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
+                                   scratch: ws.attentionScores, tokenList: ws.attentionTokens)
+        }
+        if let sinks = a.sinks {
+            sinks.withUnsafeBufferPointer { shape.sinks = $0.baseAddress; attend() }
+        } else {
+            attend()
+        }
         let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
         Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
+        if let b = a.oBias { addBias(projected, b, rows: tokens) }
         addInPlace(hidden, projected, count: tokens * h)
         let t4 = monotonicSeconds()
         profile.qkvSeconds += t1 - t0

@@ -44,6 +44,19 @@ public enum Elementwise {
         for i in 0..<n { x[i] *= inv }
     }
 
+    /// Softmax over `n` values plus one extra logit `sink` that takes its
+    /// share of the mass and is then dropped (gpt-oss attention sinks):
+    /// `x[i] = e^x[i] / (e^sink + Σ e^x[j])`.
+    @inline(__always)
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, n: Int, sink: Float) {
+        var m = sink
+        for i in 0..<n where x[i] > m { m = x[i] }
+        var s = expf(sink - m)
+        for i in 0..<n { let e = expf(x[i] - m); x[i] = e; s += e }
+        let inv = 1 / s
+        for i in 0..<n { x[i] *= inv }
+    }
+
     /// `y += a * x` over `n` values.
     @inline(__always)
     public static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, n: Int) {

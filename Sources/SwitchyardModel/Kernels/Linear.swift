@@ -283,12 +283,11 @@ public enum Linear {
         var r0 = rows.lowerBound
         while r0 < rows.upperBound {
             let n = min(tileRows, rows.upperBound - r0)
-            let srcRows = w.data + r0 * k * w.dtype.byteSize
             if bf16 {
-                convertToBF16(srcRows, dtype: w.dtype, count: n * k, into: tile.assumingMemoryBound(to: UInt16.self),
-                              scratch: conversionScratch, scratchCount: GemmContext.tileBytes / 8)
+                w.narrowRows(r0, count: n, into: tile.assumingMemoryBound(to: UInt16.self),
+                             scratch: conversionScratch, scratchCount: GemmContext.tileBytes / 8)
             } else {
-                convertToFloat(srcRows, dtype: w.dtype, count: n * k, into: tile.assumingMemoryBound(to: Float.self))
+                w.widenRows(r0, count: n, into: tile.assumingMemoryBound(to: Float.self))
             }
             guard matmulBucketed(m: tokens, n: n, k: k, src: src, lds: lds, wei: UnsafeRawPointer(tile), ldw: k,
                                  dst: y + r0, ldd: ldy, bf16: bf16) else { return false }
@@ -329,7 +328,7 @@ public enum Linear {
         var r0 = rows.lowerBound
         while r0 < rows.upperBound {
             let n = min(tileRows, rows.upperBound - r0)
-            convertToFloat(w.data + r0 * k * w.dtype.byteSize, dtype: w.dtype, count: n * k, into: tile)
+            w.widenRows(r0, count: n, into: tile)
             sgemm(tokens: tokens, x: x, ldx: ldx, weights: tile, rows: n, cols: k, y: y + r0, ldy: ldy)
             r0 += n
         }
@@ -339,7 +338,7 @@ public enum Linear {
     /// weights: below that, waking a thread costs more than it saves.
     @inline(__always)
     static func minRowsPerThread(_ w: Matrix) -> Int {
-        max(4, 65536 / max(1, w.cols * w.dtype.byteSize))
+        max(4, 65536 / max(1, w.rowBytes))
     }
 
     @inline(__always)

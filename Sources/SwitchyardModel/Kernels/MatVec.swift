@@ -14,6 +14,8 @@ enum MatVec {
         case .bf16: kernel16(BF16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
         case .f16: kernel16(F16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
         case .f32: kernel32(w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
+        case .mxfp4: MXFP4.matVec(w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
+        case .u8: preconditionFailure("U8 tensors are MXFP4 parts, not matrices")
         }
     }
 

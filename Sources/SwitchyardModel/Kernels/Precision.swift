@@ -76,6 +76,10 @@ public func convertToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, in
             i += 8
         }
         while i < count { dst[i] = widenF16((src + 2 * i).loadUnaligned(as: UInt16.self)); i += 1 }
+    case .u8:
+        for i in 0..<count { dst[i] = Float(src.load(fromByteOffset: i, as: UInt8.self)) }
+    case .mxfp4:
+        preconditionFailure("MXFP4 matrices widen through Matrix.widenRows (their scales live apart from the blocks)")
     }
 }
 
@@ -141,5 +145,7 @@ func convertToBF16(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: 
             narrowToBF16(scratch, count: n, into: dst + i)
             i += n
         }
+    case .u8, .mxfp4:
+        preconditionFailure("BF16 tiles of \(dtype) weights come from Matrix.narrowRows")
     }
 }
