@@ -82,10 +82,13 @@ let package = Package(
                        providers: [.apt(["coinor-libcbc-dev"])]),
         // oneDNN's matmul, opened with dlopen at run time (headers from libdnnl-dev).
         .target(name: "CDNNL", path: "Sources/CDNNL"),
+        // AVX512-BF16 matrix-vector kernels (BF16 and MXFP4 weights), compiled
+        // for that ISA per function and called only where the CPU has it.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
             name: "SwitchyardModel",
             dependencies: [
-                "CBLAS", "CNuma", "CHwloc", "CDNNL",
+                "CBLAS", "CNuma", "CHwloc", "CDNNL", "CKernels",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -27,7 +27,12 @@ import Testing
     // (some experts get ≥ 24 tokens); the fixtures are Float32 (sgemm path).
     // The same cases again in every available precision: each pool runs its
     // experts through the model's GEMM backend on its own threads.
-    @Test(arguments: [("stdlib-moe", 3), ("stdlib-moe", 80), ("qwen2_moe", 40), ("mixtral", 12)], ComputeOptions.available)
+    // The newer families too: gpt-oss (expert biases and clamped SwiGLU
+    // carried into the node-local copies; MXFP4 blocks and scales copied
+    // apart), DeepSeek-V3 and GLM (shared experts stay with the model).
+    @Test(arguments: [("stdlib-moe", 3), ("stdlib-moe", 80), ("qwen2_moe", 40), ("mixtral", 12), ("gpt_oss", 12),
+                      ("gpt_oss_mxfp4", 40), ("deepseek_v3_noninterleaved_bf16_sharded", 30), ("glm4_moe", 20)],
+          ComputeOptions.available)
     func logitsMatchSingleDeviceExecution(_ c: (name: String, length: Int), _ compute: ComputeOptions) throws {
         let (name, length) = c
         let dir = name == "stdlib-moe" ? Self.defaultModel : PluginFixtures.model(name)

@@ -62,7 +62,7 @@ import Testing
         let e = loadError(dir)
         guard case let .unsupportedModelType(_, modelType, supported) = e else { Issue.record("got \(String(describing: e))"); return }
         #expect(modelType == "deepseek_v9")
-        #expect(supported == ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+        #expect(supported == ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss"])
     }
 
     @Test func truncatedHeaderIsReported() throws {

@@ -120,11 +120,10 @@ public final class ExpertParallelExecutor: ExpertExecutor, @unchecked Sendable {
                 mem.append(block)
                 var at = block.pointer
                 func copy(_ m: Matrix) -> Matrix {
-                    at.copyMemory(from: m.data, byteCount: m.byteCount)
                     defer { at += m.byteCount }
-                    return Matrix(rows: m.rows, cols: m.cols, dtype: m.dtype, data: UnsafeRawPointer(at))
+                    return m.copy(to: at)
                 }
-                return ExpertWeights(gate: copy(e.gate), up: copy(e.up), down: copy(e.down))
+                return e.replacing(gate: copy(e.gate), up: copy(e.up), down: copy(e.down))
             })
         }
         experts = local

@@ -165,9 +165,8 @@ public enum RandomCheckpoint {
     static func deepseekLayer(_ arch: Architecture, _ p: ModelPreset, layer l: Int) -> [TensorSpec] {
         let h = p.hiddenSize, heads = p.numAttentionHeads, m = p.latent
         let pre = "model.layers.\(l).", a = pre + "self_attn."
+        // (The caller has added the layer's two norms.)
         var t: [TensorSpec] = [
-            TensorSpec(name: pre + "input_layernorm.weight", shape: [h], fill: .ones),
-            TensorSpec(name: pre + "post_attention_layernorm.weight", shape: [h], fill: .ones),
             TensorSpec(name: a + "kv_a_proj_with_mqa.weight", shape: [m.kvLoraRank + m.rope, h], fill: .weight),
             TensorSpec(name: a + "kv_a_layernorm.weight", shape: [m.kvLoraRank], fill: .ones),
             TensorSpec(name: a + "kv_b_proj.weight", shape: [heads * (m.nope + m.value), m.kvLoraRank], fill: .weight),
@@ -337,10 +336,12 @@ public enum RandomCheckpoint {
         case .deepseekV2, .deepseekV3:
             let v3 = o.architecture == .deepseekV3, m = p.latent
             c["architectures"] = [v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"]
+            // MLA has no kv heads of its own; transformers expects one per query head.
+            c["num_key_value_heads"] = p.numAttentionHeads
             c["intermediate_size"] = p.intermediateSize
             c["moe_intermediate_size"] = p.moeIntermediateSize
             c["n_routed_experts"] = p.numExperts
-            c["n_shared_experts"] = p.nSharedExperts ?? 2
+            c["n_shared_experts"] = p.nSharedExperts ?? (v3 ? 1 : 2)
             c["first_k_dense_replace"] = p.firstKDenseReplace ?? 1
             c["kv_lora_rank"] = m.kvLoraRank
             c["q_lora_rank"] = m.qLoraRank ?? NSNull()
@@ -387,8 +388,35 @@ public enum RandomCheckpoint {
         ]
     }
 
+    /// Writes JSON with sorted keys, keeping a Double a float literal
+    /// (`1.0`, not `1`): transformers 5's strict configs reject an integer
+    /// where a float field is declared (DeepSeek's `attention_dropout`,
+    /// `routed_scaling_factor`), and JSONSerialization drops the `.0`.
     static func writeJSON(_ object: Any, to url: URL) throws {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-        try data.write(to: url)
+        try Data((try jsonText(object, indent: "") + "\n").utf8).write(to: url)
+    }
+
+    static func jsonText(_ value: Any, indent: String) throws -> String {
+        let inner = indent + "  "
+        switch value {
+        case let d as [String: Any]:
+            if d.isEmpty { return "{}" }
+            let items = try d.keys.sorted().map { "\(inner)\(try jsonText($0, indent: inner)): \(try jsonText(d[$0]!, indent: inner))" }
+            return "{\n" + items.joined(separator: ",\n") + "\n\(indent)}"
+        case let a as [Any]:
+            if a.isEmpty { return "[]" }
+            return "[\n" + (try a.map { inner + (try jsonText($0, indent: inner)) }).joined(separator: ",\n") + "\n\(indent)]"
+        case let s as String:
+            return String(decoding: try JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed]), as: UTF8.self)
+                .dropFirst().dropLast().description
+        case let b as Bool: return b ? "true" : "false"
+        case let i as Int: return String(i)
+        case let f as Double:
+            guard f.isFinite else { throw CheckpointError.invalidConfig(file: "config.json", reason: "non-finite number \(f)") }
+            return "\(f)"
+        case is NSNull: return "null"
+        default:
+            throw CheckpointError.invalidConfig(file: "config.json", reason: "cannot write \(type(of: value)) as JSON")
+        }
     }
 }

@@ -125,6 +125,11 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
 
     private func runSmall(_ w: ExpertWork, list: UnsafeMutablePointer<Int32>, count: Int) {
         let h = w.hiddenSize, inter = w.intermediateSize
+        if let xb = w.inputBF16, let ab = w.activatedBF16, w.options.dtype == .bfloat16,
+           (0..<count).allSatisfy({ i in let e = w.experts[Int(list[i])]; return MatVec.takesBF16Inputs(e.gate) && MatVec.takesBF16Inputs(e.down) }) {
+            runSmallBF16(w, list: list, count: count, input: xb, activated: ab)
+            return
+        }
         nonisolated(unsafe) let ids = list
         Parallel.forRanges(count * inter, minChunk: 32) { range in
             Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
@@ -141,6 +146,31 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
                 let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
                 MatVec.compute(w.experts[j].down, rows: rows, x: w.gate + start * inter, ldx: inter, tokens: n,
                                y: w.output + start * h, ldy: h)
+            }
+        }
+    }
+
+    /// bfloat16 mode on an AVX512-BF16 CPU: the same passes from the BF16
+    /// copies of the inputs and activations (`MatVec.computeBF16`).
+    private func runSmallBF16(_ w: ExpertWork, list: UnsafeMutablePointer<Int32>, count: Int,
+                              input: UnsafePointer<UInt16>, activated: UnsafeMutablePointer<UInt16>) {
+        let h = w.hiddenSize, inter = w.intermediateSize
+        nonisolated(unsafe) let ids = list, xb = input, ab = UnsafePointer(activated)
+        Parallel.forRanges(count * inter, minChunk: 32) { range in
+            Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
+                let j = Int(ids[i])
+                let e = w.experts[j], start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
+                MatVec.computeBF16(e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.gate + start * inter, ldy: inter)
+                MatVec.computeBF16(e.up, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
+            }
+        }
+        for i in 0..<count { w.activate(expert: Int(list[i])) }
+        Parallel.forRanges(count * h, minChunk: 32) { range in
+            Self.forEachSegment(range, segmentLength: h, count: count) { i, rows in
+                let j = Int(ids[i])
+                let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
+                MatVec.computeBF16(w.experts[j].down, rows: rows, x: ab + start * inter, ldx: inter, tokens: n,
+                                   y: w.output + start * h, ldy: h)
             }
         }
     }

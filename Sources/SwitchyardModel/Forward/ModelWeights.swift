@@ -18,6 +18,20 @@ public struct ExpertWeights: Sendable {
     }
 }
 
+extension ExpertWeights {
+    /// The same expert computing from other copies of its matrices (an
+    /// executor's node-local or device-resident ones): biases and
+    /// activation are kept.
+    public func replacing(gate: Matrix, up: Matrix, down: Matrix) -> ExpertWeights {
+        var e = ExpertWeights(gate: gate, up: up, down: down)
+        e.gateBias = gateBias
+        e.upBias = upBias
+        e.downBias = downBias
+        e.activation = activation
+        return e
+    }
+}
+
 /// How an expert combines its gate and up products.
 public enum ExpertActivation: Sendable, Equatable {
     /// `silu(gate) · up`.

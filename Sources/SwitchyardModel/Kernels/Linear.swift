@@ -139,9 +139,22 @@ public enum Linear {
         }
         // Rounding (bfloat16 mode) covers whole input rows, so every head's
         // slice keeps its offset and stride.
-        let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
         let rows = first.rows
         nonisolated(unsafe) let ys = y
+        if ctx.options.dtype == .bfloat16 && ws.allSatisfy(MatVec.takesBF16Inputs) {
+            let xb = narrowedInput(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
+            Parallel.forRanges(ws.count * rows, minChunk: minRowsPerThread(first)) { range in
+                var r = range.lowerBound
+                while r < range.upperBound {
+                    let h = r / rows, lo = r - h * rows, hi = min(rows, range.upperBound - h * rows)
+                    MatVec.computeBF16(ws[h], rows: lo..<hi, x: xb.pointer + h * xStride, ldx: ldx, tokens: tokens,
+                                       y: ys + h * yStride, ldy: ldy)
+                    r = h * rows + hi
+                }
+            }
+            return
+        }
+        let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
         Parallel.forRanges(ws.count * rows, minChunk: minRowsPerThread(first)) { range in
             var r = range.lowerBound
             while r < range.upperBound {
@@ -157,6 +170,14 @@ public enum Linear {
 
     private static func direct(_ w: Matrix, x: UnsafePointer<Float>, ldx: Int, tokens: Int,
                                y: UnsafeMutablePointer<Float>, ldy: Int, ctx: GemmContext) {
+        if ctx.options.dtype == .bfloat16 && MatVec.takesBF16Inputs(w) {
+            let xb = narrowedInput(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
+            nonisolated(unsafe) let ys = y
+            Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
+                MatVec.computeBF16(w, rows: range, x: xb.pointer, ldx: w.cols, tokens: tokens, y: ys, ldy: ldy)
+            }
+            return
+        }
         let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
         let ld = ctx.options.dtype == .bfloat16 ? w.cols : ldx
         nonisolated(unsafe) let ys = y
@@ -167,8 +188,17 @@ public enum Linear {
 
     /// In bfloat16 mode, the input rounded through BF16 (contiguous rows of
     /// `cols`), so the direct kernel multiplies what a BF16 GEMM would.
+    /// `tokens` rows of `cols` activations as BF16 (round to nearest even,
+    /// the values `roundedIfNeeded` gives), packed `[tokens, cols]`.
+    static func narrowedInput(_ x: UnsafePointer<Float>, ld: Int, tokens: Int, cols: Int,
+                              ctx: GemmContext) -> UnsafeSendableConstPointer<UInt16> {
+        let b = ctx.inputs.reserve(tokens * cols * 2).assumingMemoryBound(to: UInt16.self)
+        for t in 0..<tokens { narrowToBF16(x + t * ld, count: cols, into: b + t * cols) }
+        return UnsafeSendableConstPointer(UnsafePointer(b))
+    }
+
     private static func roundedIfNeeded(_ x: UnsafePointer<Float>, ld: Int, tokens: Int, cols: Int,
-                                        ctx: GemmContext) -> UnsafeSendableConstPointer {
+                                        ctx: GemmContext) -> UnsafeSendableConstPointer<Float> {
         guard ctx.options.dtype == .bfloat16 else { return UnsafeSendableConstPointer(x) }
         let r = ctx.rounded.reserve(tokens * cols)
         for t in 0..<tokens { roundThroughBF16(x + t * ld, count: cols, into: r + t * cols) }
@@ -226,7 +256,18 @@ public enum Linear {
                                ldy: Int, options: ComputeOptions, scratch: ThreadScratch) {
         if usesDirectKernel(w, tokens: tokens, options) {
             let rounded = scratch.rounded
-            if options.dtype == .bfloat16 {
+            if options.dtype == .bfloat16 && MatVec.takesBF16Inputs(w) {
+                // The kernel the default executor uses, so every executor
+                // computes the same sums.
+                if let xb = input.bf16 {
+                    MatVec.computeBF16(w, rows: rows, x: xb, ldx: input.ldBF16, tokens: tokens, y: y, ldy: ldy)
+                } else {
+                    rounded.withMemoryRebound(to: UInt16.self, capacity: tokens * w.cols) { xb in
+                        for t in 0..<tokens { narrowToBF16(input.f32 + t * input.ld, count: w.cols, into: xb + t * w.cols) }
+                        MatVec.computeBF16(w, rows: rows, x: xb, ldx: w.cols, tokens: tokens, y: y, ldy: ldy)
+                    }
+                }
+            } else if options.dtype == .bfloat16 {
                 for t in 0..<tokens { roundThroughBF16(input.f32 + t * input.ld, count: w.cols, into: rounded + t * w.cols) }
                 MatVec.compute(w, rows: rows, x: rounded, ldx: w.cols, tokens: tokens, y: y, ldy: ldy)
             } else {
@@ -362,7 +403,7 @@ struct UnsafeSendablePointer: @unchecked Sendable {
 }
 
 /// A read-only pointer that may cross into the fork-join closures.
-struct UnsafeSendableConstPointer: @unchecked Sendable {
-    let pointer: UnsafePointer<Float>
-    init(_ p: UnsafePointer<Float>) { pointer = p }
+struct UnsafeSendableConstPointer<Element>: @unchecked Sendable {
+    let pointer: UnsafePointer<Element>
+    init(_ p: UnsafePointer<Element>) { pointer = p }
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Matrix times a few vectors, reading 16-bit weights directly: each weight
 /// row is loaded once (from memory) and reused from L1 for every token, so
 /// with few tokens the kernel runs at memory bandwidth instead of paying for
@@ -6,6 +8,30 @@
 /// same bits alone or batched with others (as long as this kernel, not the
 /// GEMM path, computes it).
 enum MatVec {
+    /// Whether this CPU has AVX512-BF16, for `computeBF16`.
+    static let nativeBF16: Bool = sy_has_avx512_bf16() != 0
+
+    /// Whether `computeBF16` takes `w` (BF16 or MXFP4 weights on an AVX512-BF16 CPU).
+    @inline(__always)
+    static func takesBF16Inputs(_ w: Matrix) -> Bool { nativeBF16 && (w.dtype == .bf16 || w.dtype == .mxfp4) }
+
+    /// bfloat16 mode: the same product from BF16 activations, 32 exact
+    /// products per `vdpbf16ps` (MXFP4 blocks decoded to BF16 in registers).
+    /// Only where `takesBF16Inputs(w)`.
+    static func computeBF16(_ w: Matrix, rows rowRange: Range<Int>, x: UnsafePointer<UInt16>, ldx: Int, tokens: Int,
+                            y: UnsafeMutablePointer<Float>, ldy: Int) {
+        switch w.dtype {
+        case .bf16:
+            sy_matvec_bf16(w.data.assumingMemoryBound(to: UInt16.self), w.cols, rowRange.lowerBound, rowRange.upperBound,
+                           w.cols, x, ldx, tokens, y, ldy)
+        case .mxfp4:
+            sy_matvec_mxfp4(w.data.assumingMemoryBound(to: UInt8.self), w.scales!.assumingMemoryBound(to: UInt8.self),
+                            w.rowStride, rowRange.lowerBound, rowRange.upperBound, w.cols, x, ldx, tokens, y, ldy)
+        default:
+            preconditionFailure("computeBF16 takes BF16 or MXFP4 weights")
+        }
+    }
+
     /// For rows in `rowRange`: `y[t * ldy + r] = dot(W[r], x[t * ldx ..< t * ldx + cols])`.
     static func compute(_ w: Matrix, rows rowRange: Range<Int>,
                         x: UnsafePointer<Float>, ldx: Int, tokens: Int,

@@ -38,6 +38,22 @@ public struct Matrix: @unchecked Sendable {
         return Matrix(rows: range.count, cols: cols, dtype: dtype, data: data + range.lowerBound * cols * dtype.byteSize)
     }
 
+    /// Copies this matrix into `byteCount` bytes at `dst` (rows contiguous;
+    /// an MXFP4 matrix's blocks, then its scales) and returns the copy.
+    public func copy(to dst: UnsafeMutableRawPointer) -> Matrix {
+        guard dtype == .mxfp4 else {
+            dst.copyMemory(from: data, byteCount: byteCount)
+            return Matrix(rows: rows, cols: cols, dtype: dtype, data: UnsafeRawPointer(dst))
+        }
+        let blockBytes = cols / 2, scaleBytes = cols / 32
+        let scalesOut = dst + rows * blockBytes
+        for r in 0..<rows {
+            (dst + r * blockBytes).copyMemory(from: data + r * rowStride * blockBytes, byteCount: blockBytes)
+            (scalesOut + r * scaleBytes).copyMemory(from: scales! + r * rowStride * scaleBytes, byteCount: scaleBytes)
+        }
+        return Matrix(rows: rows, cols: cols, dtype: .mxfp4, data: UnsafeRawPointer(dst), scales: UnsafeRawPointer(scalesOut))
+    }
+
     /// Every other row starting at `phase` (0 or 1), sharing storage.
     public func interleavedRows(phase: Int) -> Matrix {
         precondition(dtype == .mxfp4, "interleaved views are for MXFP4 matrices")

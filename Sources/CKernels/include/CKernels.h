@@ -1,0 +1,21 @@
+#ifndef SWITCHYARD_CKERNELS_H
+#define SWITCHYARD_CKERNELS_H
+
+#include <stdint.h>
+
+/// 1 when this CPU runs AVX512-BF16 (`vdpbf16ps`), so the kernels below may be called.
+int sy_has_avx512_bf16(void);
+
+/// For rows r in [row0, row1) of a BF16 matrix with row stride `ldw` elements:
+/// y[t * ldy + r] = Σ_c w[r, c] · x[t * ldx + c] over `cols` columns, for
+/// `tokens` BF16 input rows; products exact in Float32, summed in Float32.
+void sy_matvec_bf16(const uint16_t *w, long ldw, long row0, long row1, long cols,
+                    const uint16_t *x, long ldx, long tokens, float *y, long ldy);
+
+/// The same for an MXFP4 matrix: row r's 4-bit blocks at
+/// blocks + r * rowStride * cols / 2 (low nibble first) and its E8M0 scales at
+/// scales + r * rowStride * cols / 32. `cols` must be a multiple of 32.
+void sy_matvec_mxfp4(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long row1, long cols,
+                     const uint16_t *x, long ldx, long tokens, float *y, long ldy);
+
+#endif

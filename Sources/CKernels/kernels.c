@@ -1,0 +1,139 @@
+// Matrix-vector kernels on AVX512-BF16 for bfloat16 mode: weights (BF16, or
+// MXFP4 decoded to BF16 in registers) times BF16-rounded activations with
+// vdpbf16ps, 32 products per instruction, exact in Float32. Compiled for that
+// ISA per function, so the binary still runs where it is missing: callers
+// check sy_has_avx512_bf16() first.
+#include "CKernels.h"
+#include <immintrin.h>
+#include <math.h>
+
+int sy_has_avx512_bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
+#define SY_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+static inline float bf16_to_f32(uint16_t v) {
+    union { uint32_t u; float f; } c = { (uint32_t)v << 16 };
+    return c.f;
+}
+
+// Every (row, token) sums in the same order however many tokens the call
+// has: even 32-column chunks into one accumulator, odd ones into another,
+// then the tail, so a token gets the same bits alone or batched.
+SY_TARGET
+void sy_matvec_bf16(const uint16_t *w, long ldw, long row0, long row1, long cols,
+                    const uint16_t *x, long ldx, long tokens, float *y, long ldy) {
+    const long c32 = cols & ~31L, c64 = cols & ~63L;
+    for (long r = row0; r < row1; r++) {
+        const uint16_t *wr = w + r * ldw;
+        long t = 0;
+        // Four tokens share each weight load.
+        for (; t + 4 <= tokens; t += 4) {
+            const uint16_t *xs[4] = { x + t * ldx, x + (t + 1) * ldx, x + (t + 2) * ldx, x + (t + 3) * ldx };
+            __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+            long c = 0;
+            for (; c < c64; c += 64) {
+                __m512bh we = (__m512bh)_mm512_loadu_si512(wr + c), wo = (__m512bh)_mm512_loadu_si512(wr + c + 32);
+                e0 = _mm512_dpbf16_ps(e0, we, (__m512bh)_mm512_loadu_si512(xs[0] + c));
+                o0 = _mm512_dpbf16_ps(o0, wo, (__m512bh)_mm512_loadu_si512(xs[0] + c + 32));
+                e1 = _mm512_dpbf16_ps(e1, we, (__m512bh)_mm512_loadu_si512(xs[1] + c));
+                o1 = _mm512_dpbf16_ps(o1, wo, (__m512bh)_mm512_loadu_si512(xs[1] + c + 32));
+                e2 = _mm512_dpbf16_ps(e2, we, (__m512bh)_mm512_loadu_si512(xs[2] + c));
+                o2 = _mm512_dpbf16_ps(o2, wo, (__m512bh)_mm512_loadu_si512(xs[2] + c + 32));
+                e3 = _mm512_dpbf16_ps(e3, we, (__m512bh)_mm512_loadu_si512(xs[3] + c));
+                o3 = _mm512_dpbf16_ps(o3, wo, (__m512bh)_mm512_loadu_si512(xs[3] + c + 32));
+            }
+            if (c < c32) {
+                __m512bh we = (__m512bh)_mm512_loadu_si512(wr + c);
+                e0 = _mm512_dpbf16_ps(e0, we, (__m512bh)_mm512_loadu_si512(xs[0] + c));
+                e1 = _mm512_dpbf16_ps(e1, we, (__m512bh)_mm512_loadu_si512(xs[1] + c));
+                e2 = _mm512_dpbf16_ps(e2, we, (__m512bh)_mm512_loadu_si512(xs[2] + c));
+                e3 = _mm512_dpbf16_ps(e3, we, (__m512bh)_mm512_loadu_si512(xs[3] + c));
+            }
+            float s[4] = { _mm512_reduce_add_ps(_mm512_add_ps(e0, o0)), _mm512_reduce_add_ps(_mm512_add_ps(e1, o1)),
+                           _mm512_reduce_add_ps(_mm512_add_ps(e2, o2)), _mm512_reduce_add_ps(_mm512_add_ps(e3, o3)) };
+            for (int i = 0; i < 4; i++) {
+                for (long k = c32; k < cols; k++) s[i] += bf16_to_f32(wr[k]) * bf16_to_f32(xs[i][k]);
+                y[(t + i) * ldy + r] = s[i];
+            }
+        }
+        for (; t < tokens; t++) {
+            const uint16_t *xt = x + t * ldx;
+            __m512 e = _mm512_setzero_ps(), o = _mm512_setzero_ps();
+            long c = 0;
+            for (; c < c64; c += 64) {
+                e = _mm512_dpbf16_ps(e, (__m512bh)_mm512_loadu_si512(wr + c), (__m512bh)_mm512_loadu_si512(xt + c));
+                o = _mm512_dpbf16_ps(o, (__m512bh)_mm512_loadu_si512(wr + c + 32), (__m512bh)_mm512_loadu_si512(xt + c + 32));
+            }
+            if (c < c32) e = _mm512_dpbf16_ps(e, (__m512bh)_mm512_loadu_si512(wr + c), (__m512bh)_mm512_loadu_si512(xt + c));
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(e, o));
+            for (long k = c32; k < cols; k++) s += bf16_to_f32(wr[k]) * bf16_to_f32(xt[k]);
+            y[t * ldy + r] = s;
+        }
+    }
+}
+
+// E2M1 codes as BF16 bit patterns: 0, 0.5, 1, 1.5, 2, 3, 4, 6, then negated;
+// twice, for a 32-entry vpermw table.
+static const uint16_t fp4_bf16[32] = {
+    0x0000, 0x3F00, 0x3F80, 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0,
+    0x8000, 0xBF00, 0xBF80, 0xBFC0, 0xC000, 0xC040, 0xC080, 0xC0C0,
+    0x0000, 0x3F00, 0x3F80, 0x3FC0, 0x4000, 0x4040, 0x4080, 0x40C0,
+    0x8000, 0xBF00, 0xBF80, 0xBFC0, 0xC000, 0xC040, 0xC080, 0xC0C0,
+};
+
+static inline float e8m0(uint8_t s) {
+    if (s == 0) return ldexpf(1.0f, -127);
+    union { uint32_t u; float f; } c = { (uint32_t)s << 23 };
+    return c.f;
+}
+
+// One block of 32 weights (16 bytes) decoded to BF16 in one register.
+SY_TARGET static inline __m512i decode_block(const uint8_t *b, __m512i lut) {
+    __m128i v = _mm_loadu_si128((const __m128i *)b);
+    __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i lo = _mm_and_si128(v, mask), hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
+    __m256i codes = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
+    return _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(codes), lut);
+}
+
+// As sy_matvec_bf16, one accumulation order per (row, token): blocks in
+// sequence, each block's exact BF16 dot product scaled into the sum.
+SY_TARGET
+void sy_matvec_mxfp4(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long row1, long cols,
+                     const uint16_t *x, long ldx, long tokens, float *y, long ldy) {
+    const __m512i lut = _mm512_loadu_si512(fp4_bf16);
+    const long nb = cols / 32;
+    for (long r = row0; r < row1; r++) {
+        const uint8_t *br = blocks + r * rowStride * (cols / 2);
+        const uint8_t *sr = scales + r * rowStride * nb;
+        long t = 0;
+        for (; t + 4 <= tokens; t += 4) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            const uint16_t *x0 = x + t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+            for (long g = 0; g < nb; g++) {
+                __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
+                __m512 s = _mm512_set1_ps(e8m0(sr[g]));
+                __m512 z = _mm512_setzero_ps();
+                a0 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x0 + 32 * g)), s, a0);
+                a1 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x1 + 32 * g)), s, a1);
+                a2 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x2 + 32 * g)), s, a2);
+                a3 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x3 + 32 * g)), s, a3);
+            }
+            y[t * ldy + r] = _mm512_reduce_add_ps(a0); y[(t + 1) * ldy + r] = _mm512_reduce_add_ps(a1);
+            y[(t + 2) * ldy + r] = _mm512_reduce_add_ps(a2); y[(t + 3) * ldy + r] = _mm512_reduce_add_ps(a3);
+        }
+        for (; t < tokens; t++) {
+            const uint16_t *xt = x + t * ldx;
+            __m512 a = _mm512_setzero_ps();
+            for (long g = 0; g < nb; g++) {
+                __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
+                __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), wv, (__m512bh)_mm512_loadu_si512(xt + 32 * g));
+                a = _mm512_fmadd_ps(part, _mm512_set1_ps(e8m0(sr[g])), a);
+            }
+            y[t * ldy + r] = _mm512_reduce_add_ps(a);
+        }
+    }
+}

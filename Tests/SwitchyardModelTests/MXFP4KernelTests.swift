@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+@testable import SwitchyardModel
+
+/// MXFP4 weights decode exactly as the OCP format says, and the AVX512-BF16
+/// kernels give the products of the portable kernels on the same values.
+@Suite struct MXFP4KernelTests {
+    /// One row of 32 values: byte 0 is 0x2F (low nibble 0xF = −6 for element
+    /// 0, high nibble 0x2 = 1.0 for element 1), byte 1 is 0x90 (0 then −0.5),
+    /// the rest 0x71 (0.5 then 6); scale byte 128 doubles every value.
+    @Test func dequantizesNibblesLowFirstWithTheE8M0Scale() {
+        var blocks = [UInt8](repeating: 0x71, count: 16)
+        blocks[0] = 0x2F
+        blocks[1] = 0x90
+        let scales: [UInt8] = [128]
+        var out = [Float](repeating: .nan, count: 32)
+        blocks.withUnsafeBytes { b in
+            scales.withUnsafeBytes { s in
+                let m = Matrix(rows: 1, cols: 32, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)
+                #expect(m.byteCount == 17)
+                out.withUnsafeMutableBufferPointer { MXFP4.dequantizeRow(m, 0, into: $0.baseAddress!) }
+            }
+        }
+        #expect(Array(out.prefix(4)) == [-12, 2, 0, -1])
+        #expect(Array(out.suffix(2)) == [1, 12])
+    }
+
+    func randomMXFP4(rows: Int, cols: Int, seed: UInt64) -> (blocks: [UInt8], scales: [UInt8]) {
+        var rng = Xoshiro256(seed: seed)
+        let blocks = (0..<(rows * cols / 2)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let scales = (0..<(rows * cols / 32)).map { _ in UInt8(120 + rng.next() % 8) }
+        return (blocks, scales)
+    }
+
+    func bf16Inputs(tokens: Int, cols: Int, seed: UInt64) -> (bits: [UInt16], floats: [Float]) {
+        var rng = Xoshiro256(seed: seed)
+        let bits = (0..<(tokens * cols)).map { _ in narrowToBF16(rng.nextUnitFloat() * 2 - 1) }
+        return (bits, bits.map(widenBF16))
+    }
+
+    func close(_ a: [Float], _ b: [Float]) -> Float {
+        zip(a, b).map { abs($0 - $1) / (1e-3 + abs($1)) }.max() ?? 0
+    }
+
+    @Test(.enabled(if: MatVec.nativeBF16, "no AVX512-BF16 on this CPU"), arguments: [1, 3, 4, 6, 9])
+    func avx512MXFP4KernelMatchesTheRowKernel(tokens: Int) {
+        let rows = 24, cols = 96
+        let w = randomMXFP4(rows: 2 * rows, cols: cols, seed: 3)
+        let x = bf16Inputs(tokens: tokens, cols: cols, seed: 4)
+        var fast = [Float](repeating: 0, count: tokens * rows), slow = fast
+        w.blocks.withUnsafeBytes { b in
+            w.scales.withUnsafeBytes { s in
+                // Every other stored row, as gpt-oss's interleaved gate/up rows.
+                let m = Matrix(rows: 2 * rows, cols: cols, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)
+                    .interleavedRows(phase: 1)
+                x.bits.withUnsafeBufferPointer { xb in
+                    fast.withUnsafeMutableBufferPointer {
+                        MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
+                    }
+                }
+                x.floats.withUnsafeBufferPointer { xf in
+                    slow.withUnsafeMutableBufferPointer {
+                        MatVec.compute(m, rows: 0..<rows, x: xf.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
+                    }
+                }
+            }
+        }
+        #expect(close(fast, slow) < 1e-5, "tokens \(tokens)")
+        #expect(slow.contains { $0 != 0 })
+    }
+
+    @Test(.enabled(if: MatVec.nativeBF16, "no AVX512-BF16 on this CPU"), arguments: [(1, 100), (4, 64), (7, 129)])
+    func avx512BF16KernelMatchesTheSIMDKernel(tokens: Int, cols: Int) {
+        let rows = 20
+        var rng = Xoshiro256(seed: 9)
+        let w = (0..<(rows * cols)).map { _ in narrowToBF16(rng.nextUnitFloat() - 0.5) }
+        let x = bf16Inputs(tokens: tokens, cols: cols, seed: 10)
+        var fast = [Float](repeating: 0, count: tokens * rows), slow = fast
+        w.withUnsafeBytes { wb in
+            let m = Matrix(rows: rows, cols: cols, dtype: .bf16, data: wb.baseAddress!)
+            x.bits.withUnsafeBufferPointer { xb in
+                fast.withUnsafeMutableBufferPointer {
+                    MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
+                }
+            }
+            x.floats.withUnsafeBufferPointer { xf in
+                slow.withUnsafeMutableBufferPointer {
+                    MatVec.compute(m, rows: 0..<rows, x: xf.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
+                }
+            }
+        }
+        #expect(close(fast, slow) < 1e-5)
+    }
+}
+
+extension MXFP4KernelTests {
+    /// The engine batches decodes; a token must get the same bits whether
+    /// the kernel sees it alone or in a group of four.
+    @Test(.enabled(if: MatVec.nativeBF16, "no AVX512-BF16 on this CPU"))
+    func avx512KernelsGiveATokenTheSameBitsAloneAndBatched() {
+        let rows = 8, cols = 160
+        var rng = Xoshiro256(seed: 11)
+        let w16 = (0..<(rows * cols)).map { _ in narrowToBF16(rng.nextUnitFloat() - 0.5) }
+        let mx = randomMXFP4(rows: rows, cols: cols, seed: 12)
+        let x = bf16Inputs(tokens: 5, cols: cols, seed: 13)
+        w16.withUnsafeBytes { wb in
+            mx.blocks.withUnsafeBytes { b in
+                mx.scales.withUnsafeBytes { s in
+                    for m in [Matrix(rows: rows, cols: cols, dtype: .bf16, data: wb.baseAddress!),
+                              Matrix(rows: rows, cols: cols, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)] {
+                        var batched = [Float](repeating: 0, count: 5 * rows)
+                        x.bits.withUnsafeBufferPointer { xb in
+                            batched.withUnsafeMutableBufferPointer {
+                                MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress!, ldx: cols, tokens: 5, y: $0.baseAddress!, ldy: rows)
+                            }
+                            for t in 0..<5 {
+                                var alone = [Float](repeating: 0, count: rows)
+                                alone.withUnsafeMutableBufferPointer {
+                                    MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress! + t * cols, ldx: cols, tokens: 1,
+                                                       y: $0.baseAddress!, ldy: rows)
+                                }
+                                #expect(alone == Array(batched[(t * rows)..<((t + 1) * rows)]), "\(m.dtype) token \(t)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
