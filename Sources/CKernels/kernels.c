@@ -6,6 +6,7 @@
 #include "CKernels.h"
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 
 int sy_has_avx512_bf16(void) {
     __builtin_cpu_init();
@@ -90,50 +91,97 @@ static inline float e8m0(uint8_t s) {
     return c.f;
 }
 
-// One block of 32 weights (16 bytes) decoded to BF16 in one register.
+// One block of 32 weights (16 bytes) decoded to BF16 in one register, in
+// the order [elements 0, 2, ..., 30, then 1, 3, ..., 31]: the bytes as they
+// are (low nibble = even element) then shifted right by 4 (low nibble = odd
+// element), widened to 16-bit table indices. vpermw reads 5 index bits and
+// the table holds the 16 codes twice, so the garbage in bit 4 is harmless
+// and no masking is needed. The activations are permuted the same way once
+// per call (deinterleave_x).
 SY_TARGET static inline __m512i decode_block(const uint8_t *b, __m512i lut) {
     __m128i v = _mm_loadu_si128((const __m128i *)b);
-    __m128i mask = _mm_set1_epi8(0x0F);
-    __m128i lo = _mm_and_si128(v, mask), hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
-    __m256i codes = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
+    __m256i codes = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
     return _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(codes), lut);
 }
 
-// As sy_matvec_bf16, one accumulation order per (row, token): blocks in
-// sequence, each block's exact BF16 dot product scaled into the sum.
+// Per thread, grown only: the activations in decode_block's element order.
+static __thread uint16_t *xperm;
+static __thread long xperm_capacity;
+
+static const uint16_t *deinterleave_x(const uint16_t *x, long ldx, long tokens, long cols) {
+    long need = tokens * cols;
+    if (need > xperm_capacity) {
+        free(xperm);
+        xperm = aligned_alloc(64, (size_t)((need + 31) / 32 * 64));
+        xperm_capacity = xperm ? need : 0;
+        if (!xperm) return 0;
+    }
+    for (long t = 0; t < tokens; t++) {
+        const uint16_t *src = x + t * ldx;
+        uint16_t *dst = xperm + t * cols;
+        for (long g = 0; g < cols; g += 32)
+            for (int i = 0; i < 16; i++) { dst[g + i] = src[g + 2 * i]; dst[g + 16 + i] = src[g + 2 * i + 1]; }
+    }
+    return xperm;
+}
+
+// One stored row times every token: out[t * ldy] for t < tokens. As in
+// sy_matvec_bf16, one accumulation order per (row, token) whatever the token
+// count: blocks in sequence, each block's exact BF16 dot product scaled into
+// the sum.
+SY_TARGET static inline void mxfp4_row(const uint8_t *br, const uint8_t *sr, long nb, __m512i lut,
+                                        const uint16_t *xp, long cols, long tokens, float *out, long ldy) {
+    long t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        const uint16_t *x0 = xp + t * cols, *x1 = x0 + cols, *x2 = x1 + cols, *x3 = x2 + cols;
+        for (long g = 0; g < nb; g++) {
+            __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
+            __m512 s = _mm512_set1_ps(e8m0(sr[g]));
+            __m512 z = _mm512_setzero_ps();
+            a0 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x0 + 32 * g)), s, a0);
+            a1 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x1 + 32 * g)), s, a1);
+            a2 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x2 + 32 * g)), s, a2);
+            a3 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x3 + 32 * g)), s, a3);
+        }
+        out[t * ldy] = _mm512_reduce_add_ps(a0); out[(t + 1) * ldy] = _mm512_reduce_add_ps(a1);
+        out[(t + 2) * ldy] = _mm512_reduce_add_ps(a2); out[(t + 3) * ldy] = _mm512_reduce_add_ps(a3);
+    }
+    for (; t < tokens; t++) {
+        const uint16_t *xt = xp + t * cols;
+        __m512 a = _mm512_setzero_ps();
+        for (long g = 0; g < nb; g++) {
+            __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
+            __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), wv, (__m512bh)_mm512_loadu_si512(xt + 32 * g));
+            a = _mm512_fmadd_ps(part, _mm512_set1_ps(e8m0(sr[g])), a);
+        }
+        out[t * ldy] = _mm512_reduce_add_ps(a);
+    }
+}
+
 SY_TARGET
 void sy_matvec_mxfp4(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long row1, long cols,
                      const uint16_t *x, long ldx, long tokens, float *y, long ldy) {
     const __m512i lut = _mm512_loadu_si512(fp4_bf16);
     const long nb = cols / 32;
-    for (long r = row0; r < row1; r++) {
-        const uint8_t *br = blocks + r * rowStride * (cols / 2);
-        const uint8_t *sr = scales + r * rowStride * nb;
-        long t = 0;
-        for (; t + 4 <= tokens; t += 4) {
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-            const uint16_t *x0 = x + t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-            for (long g = 0; g < nb; g++) {
-                __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
-                __m512 s = _mm512_set1_ps(e8m0(sr[g]));
-                __m512 z = _mm512_setzero_ps();
-                a0 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x0 + 32 * g)), s, a0);
-                a1 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x1 + 32 * g)), s, a1);
-                a2 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x2 + 32 * g)), s, a2);
-                a3 = _mm512_fmadd_ps(_mm512_dpbf16_ps(z, wv, (__m512bh)_mm512_loadu_si512(x3 + 32 * g)), s, a3);
-            }
-            y[t * ldy + r] = _mm512_reduce_add_ps(a0); y[(t + 1) * ldy + r] = _mm512_reduce_add_ps(a1);
-            y[(t + 2) * ldy + r] = _mm512_reduce_add_ps(a2); y[(t + 3) * ldy + r] = _mm512_reduce_add_ps(a3);
-        }
-        for (; t < tokens; t++) {
-            const uint16_t *xt = x + t * ldx;
-            __m512 a = _mm512_setzero_ps();
-            for (long g = 0; g < nb; g++) {
-                __m512bh wv = (__m512bh)decode_block(br + 16 * g, lut);
-                __m512 part = _mm512_dpbf16_ps(_mm512_setzero_ps(), wv, (__m512bh)_mm512_loadu_si512(xt + 32 * g));
-                a = _mm512_fmadd_ps(part, _mm512_set1_ps(e8m0(sr[g])), a);
-            }
-            y[t * ldy + r] = _mm512_reduce_add_ps(a);
-        }
+    const uint16_t *xp = deinterleave_x(x, ldx, tokens, cols);
+    if (!xp) { for (long r = row0; r < row1; r++) for (long t = 0; t < tokens; t++) y[t * ldy + r] = NAN; return; }
+    for (long r = row0; r < row1; r++)
+        mxfp4_row(blocks + r * rowStride * (cols / 2), scales + r * rowStride * nb, nb, lut, xp, cols, tokens, y + r, ldy);
+}
+
+SY_TARGET
+void sy_matvec_mxfp4_pairs(const uint8_t *blocks, const uint8_t *scales, long pair0, long pair1, long cols,
+                           const uint16_t *x, long ldx, long tokens, float *even, float *odd, long ldy) {
+    const __m512i lut = _mm512_loadu_si512(fp4_bf16);
+    const long nb = cols / 32;
+    const uint16_t *xp = deinterleave_x(x, ldx, tokens, cols);
+    if (!xp) {
+        for (long p = pair0; p < pair1; p++) for (long t = 0; t < tokens; t++) even[t * ldy + p] = odd[t * ldy + p] = NAN;
+        return;
+    }
+    for (long p = pair0; p < pair1; p++) {
+        mxfp4_row(blocks + 2 * p * (cols / 2), scales + 2 * p * nb, nb, lut, xp, cols, tokens, even + p, ldy);
+        mxfp4_row(blocks + (2 * p + 1) * (cols / 2), scales + (2 * p + 1) * nb, nb, lut, xp, cols, tokens, odd + p, ldy);
     }
 }

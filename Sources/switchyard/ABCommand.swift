@@ -66,6 +66,7 @@ struct ABCommand: AsyncParsableCommand {
         Metric(name: "Decode stalls", value: { $0.engine.map { Double($0.decodeStalls) } ?? .nan }, deterministic: true),
         Metric(name: "Preemptions", value: { $0.engine.map { Double($0.preemptions) } ?? .nan }, deterministic: true),
         Metric(name: "Expert weight bytes read (MiB)", value: { $0.moe.map { Double($0.expertWeightBytesRead) / 1_048_576 } ?? .nan }, deterministic: true),
+        Metric(name: "Shared expert weight bytes read (MiB)", value: { $0.moe.map { Double($0.sharedExpertWeightBytesRead) / 1_048_576 } ?? .nan }, deterministic: true),
         Metric(name: "Expert bytes per prompt token (KiB)",
                value: { $0.moe.map { Double($0.expertWeightBytesRead) / 1024 / Double(max($0.promptTokens, 1)) } ?? .nan }, deterministic: true),
         Metric(name: "Expert bytes per output token (KiB)",

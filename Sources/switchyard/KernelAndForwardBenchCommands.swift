@@ -27,6 +27,10 @@ struct KernelBenchCommand: ParsableCommand {
         print(String(format: "streaming read (%d MiB): %.2f GB/s", o.matVecBytes >> 20, r.streamingReadGBs))
         print(String(format: "BF16 matrix-vector (%d MiB): %.2f GB/s = %.1f%% of the streaming read",
                      o.matVecBytes >> 20, r.bf16MatVecGBs, 100 * r.bf16MatVecGBs / r.streamingReadGBs))
+        if let g = r.bf16MatVecNativeGBs {
+            print(String(format: "BF16 matrix-vector, bfloat16 mode, AVX512-BF16 kernel: %.2f GB/s = %.1f%% of the streaming read (%.2fx the portable kernel)",
+                         g, 100 * g / r.streamingReadGBs, g / r.bf16MatVecGBs))
+        }
         print(String(format: "decode MoE layer (%d cold experts, 1 token each, gate/up then down): %.2f GB/s = %.1f%% of the streaming read",
                      r.moeDecodeExperts, r.moeDecodeGBs, 100 * r.moeDecodeGBs / r.streamingReadGBs))
         if let p = r.moePrefillGflops, let peak = r.peakOneDNNBF16Gflops {
@@ -87,11 +91,11 @@ struct ForwardBenchCommand: ParsableCommand {
         print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token + KV cache %.2f MiB/token (%d B per cached token) → decode roofline %.1f tok/s",
                      r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, Double(r.kvCacheBytesPerDecodeToken) / 1048576,
                      r.kvCacheBytesPerToken, r.rooflineDecodeTokensPerSecond))
-        print("  batch   tok/s    ms/iter   of roofline   expert MiB/token")
+        print("  batch   tok/s    ms/iter   of roofline   expert MiB/token   shared-expert MiB/token")
         for row in r.decode {
             let frac = row.fractionOfRoofline.map { String(format: "%9.1f%%", 100 * $0) } ?? "        -"
-            print(String(format: "  %5d  %7.1f  %8.2f  %@   %8.2f", row.batch, row.tokensPerSecond, row.msPerIteration, frac,
-                         row.expertWeightBytesPerToken / 1048576))
+            print(String(format: "  %5d  %7.1f  %8.2f  %@   %8.2f   %8.2f", row.batch, row.tokensPerSecond, row.msPerIteration, frac,
+                         row.expertWeightBytesPerToken / 1048576, row.sharedExpertWeightBytesPerToken / 1048576))
         }
         print("  time per decode iteration by phase (ms): qkv / attention / o-proj / feed-forward / lm-head / other")
         for row in r.decode {

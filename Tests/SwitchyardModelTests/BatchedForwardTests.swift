@@ -147,6 +147,26 @@ import Testing
         #expect(throws: ForwardError.invalidBlock(sequence: 0, block: 7, numBlocks: 2)) { try model.forward(bad, cache: cache) }
     }
 
+    /// Shared experts are counted apart from routed ones: once per MoE layer
+    /// per forward, whatever the routing.
+    @Test func sharedExpertBytesAreCountedApartFromRoutedOnes() throws {
+        let model = try Transformer(directory: Fixtures.model("deepseek_v2"))
+        let c = model.config
+        _ = try Generator(model: model).allLogits([3, 1, 4, 1, 5])
+        let moeLayers = c.sparseLayers.filter { $0 }.count
+        var sharedBytes = 0, routedBytes = 0
+        for layer in model.weights.layers {
+            if case .moe(let m) = layer.feedForward {
+                sharedBytes += m.shared!.byteCount
+                routedBytes += m.experts[0].byteCount
+            }
+        }
+        #expect(model.counters.sharedExpertWeightBytesRead == sharedBytes)
+        #expect(model.counters.tokens.reduce(0, +) == 5 * c.numExpertsPerToken * moeLayers)
+        // Routed bytes count each distinct expert a layer ran (all experts here are one size).
+        #expect(model.counters.expertWeightBytesRead % (routedBytes / moeLayers) == 0)
+    }
+
     @Test func expertCountersSeeEveryRoutedToken() throws {
         let model = try Transformer(directory: Fixtures.model("olmoe"))
         let (ref, _) = try Fixtures.reference("olmoe")

@@ -128,3 +128,38 @@ extension MXFP4KernelTests {
         }
     }
 }
+
+extension MXFP4KernelTests {
+    /// gpt-oss's gate and up rows alternate in one tensor; the paired kernel
+    /// reads both in one pass and must give each half's own products.
+    @Test(.enabled(if: MatVec.nativeBF16, "no AVX512-BF16 on this CPU"), arguments: [1, 5])
+    func pairedGateUpKernelEqualsEachHalfAlone(tokens: Int) {
+        let pairs = 12, cols = 64
+        let w = randomMXFP4(rows: 2 * pairs, cols: cols, seed: 21)
+        let x = bf16Inputs(tokens: tokens, cols: cols, seed: 22)
+        w.blocks.withUnsafeBytes { b in
+            w.scales.withUnsafeBytes { s in
+                let fused = Matrix(rows: 2 * pairs, cols: cols, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)
+                let gate = fused.interleavedRows(phase: 0), up = fused.interleavedRows(phase: 1)
+                #expect(MatVec.areInterleavedPair(gate, up) && !MatVec.areInterleavedPair(up, gate))
+                var g = [Float](repeating: 0, count: tokens * pairs), u = g, gAlone = g, uAlone = g
+                x.bits.withUnsafeBufferPointer { xb in
+                    g.withUnsafeMutableBufferPointer { gp in
+                        u.withUnsafeMutableBufferPointer { up_ in
+                            MatVec.computePairsBF16(gate: gate, rows: 2..<pairs, x: xb.baseAddress!, ldx: cols, tokens: tokens,
+                                                    yGate: gp.baseAddress!, yUp: up_.baseAddress!, ldy: pairs)
+                        }
+                    }
+                    gAlone.withUnsafeMutableBufferPointer {
+                        MatVec.computeBF16(gate, rows: 2..<pairs, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: pairs)
+                    }
+                    uAlone.withUnsafeMutableBufferPointer {
+                        MatVec.computeBF16(up, rows: 2..<pairs, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: pairs)
+                    }
+                }
+                #expect(g == gAlone && u == uAlone)
+                #expect(g.contains { $0 != 0 })
+            }
+        }
+    }
+}

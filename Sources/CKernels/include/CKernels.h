@@ -18,4 +18,11 @@ void sy_matvec_bf16(const uint16_t *w, long ldw, long row0, long row1, long cols
 void sy_matvec_mxfp4(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long row1, long cols,
                      const uint16_t *x, long ldx, long tokens, float *y, long ldy);
 
+/// Both halves of an MXFP4 matrix whose rows alternate between two products
+/// (gpt-oss's gate/up): for pairs p in [pair0, pair1), stored row 2p into
+/// even[t * ldy + p] and row 2p+1 into odd[t * ldy + p], reading the two
+/// rows one after the other as they lie in memory.
+void sy_matvec_mxfp4_pairs(const uint8_t *blocks, const uint8_t *scales, long pair0, long pair1, long cols,
+                           const uint16_t *x, long ldx, long tokens, float *even, float *odd, long ldy);
+
 #endif

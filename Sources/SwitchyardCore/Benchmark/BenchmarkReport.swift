@@ -22,6 +22,8 @@ public struct BenchmarkReport {
         /// `tokensPerExpert[layer][expert]`.
         public var tokensPerExpert: [[Int]]
         public var expertWeightBytesRead: Int
+        /// Shared experts' bytes, apart from the routed ones (0 from a server's stats).
+        public var sharedExpertWeightBytesRead = 0
         public var expertActivations: Int
         public var promptTokens: Int
         public var outputTokens: Int
@@ -54,6 +56,7 @@ public struct BenchmarkReport {
             numExperts = counters.numExperts
             tokensPerExpert = (0..<counters.numLayers).map { l in Array(counters.tokens[(l * counters.numExperts)..<((l + 1) * counters.numExperts)]) }
             expertWeightBytesRead = counters.expertWeightBytesRead
+            sharedExpertWeightBytesRead = counters.sharedExpertWeightBytesRead
             expertActivations = counters.expertActivations
             self.promptTokens = promptTokens
             self.outputTokens = outputTokens
@@ -197,6 +200,7 @@ public struct BenchmarkReport {
             "expert_weight_bytes_read": mo.expertWeightBytesRead,
             "expert_weight_bytes_per_prompt_token": mo.promptTokens > 0 ? Double(mo.expertWeightBytesRead) / Double(mo.promptTokens) : 0,
             "expert_weight_bytes_per_output_token": mo.outputTokens > 0 ? Double(mo.expertWeightBytesRead) / Double(mo.outputTokens) : 0,
+            "shared_expert_weight_bytes_read": mo.sharedExpertWeightBytesRead,
             "expert_activations": mo.expertActivations,
             "max_over_mean_expert_load": mo.maxOverMeanLoad,
         ] as [String: Any]

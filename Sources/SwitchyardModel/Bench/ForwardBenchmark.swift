@@ -42,6 +42,8 @@ public struct ForwardBenchmark {
             public var msPerIteration: Double
             public var fractionOfRoofline: Double?
             public var expertWeightBytesPerToken: Double
+            /// Shared experts' bytes per token, apart from the routed ones.
+            public var sharedExpertWeightBytesPerToken: Double
             /// Time per phase over the timed iterations.
             public var profile: ForwardProfile
         }
@@ -106,6 +108,7 @@ public struct ForwardBenchmark {
             rows.append(.init(batch: b, tokensPerSecond: tps, msPerIteration: seconds / Double(o.decodeSteps) * 1000,
                               fractionOfRoofline: b == 1 ? tps / (stream / Double(active)) : nil,
                               expertWeightBytesPerToken: Double(model.counters.expertWeightBytesRead) / Double(b * o.decodeSteps),
+                              sharedExpertWeightBytesPerToken: Double(model.counters.sharedExpertWeightBytesRead) / Double(b * o.decodeSteps),
                               profile: model.profile))
         }
         let blocks = (o.prefillLength + blockSize - 1) / blockSize

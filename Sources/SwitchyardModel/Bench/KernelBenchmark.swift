@@ -37,8 +37,12 @@ public struct KernelBenchmark {
         public var peakOneDNNBF16Gflops: Double?
         public var peakOneDNNF32Gflops: Double?
         public var streamingReadGBs: Double
-        /// BF16 matrix-vector product over a matrix far beyond the caches.
+        /// BF16 matrix-vector product over a matrix far beyond the caches
+        /// (float32 activations: the portable Swift kernel).
         public var bf16MatVecGBs: Double
+        /// The same product in bfloat16 mode through the AVX512-BF16 kernel
+        /// (nil where the CPU lacks it).
+        public var bf16MatVecNativeGBs: Double?
         public var expertProjection: [Row]
         /// The decode MoE path: `moeExperts` cold experts (gate, up, down), one
         /// token each, through the default `SharedPoolExecutor`; weight GB/s.
@@ -87,6 +91,11 @@ public struct KernelBenchmark {
         xv.initialize(repeating: 0.01, count: cols)
         let mvSeconds = measure(minSeconds: o.minSeconds) {
             Linear.apply(bm, x: xv, tokens: 1, y: yv, ctx: ctx)
+        }
+        var nativeSeconds: Double?
+        if MatVec.nativeBF16 && useDNNL && OneDNN.hasNativeBF16 {
+            let bctx = GemmContext(options: bf16Options)
+            nativeSeconds = measure(minSeconds: o.minSeconds) { Linear.apply(bm, x: xv, tokens: 1, y: yv, ctx: bctx) }
         }
 
         // Expert projections, cycling through a pool of distinct experts.
@@ -194,6 +203,7 @@ public struct KernelBenchmark {
         return Result(threads: Parallel.threadCount, oneDNN: OneDNN.description, gemmMinTokens: minTokens, peakSgemmGflops: peak,
                       peakOneDNNBF16Gflops: peakBF16, peakOneDNNF32Gflops: peakF32,
                       streamingReadGBs: stream / 1e9, bf16MatVecGBs: Double(bm.byteCount) / mvSeconds / 1e9,
+                      bf16MatVecNativeGBs: nativeSeconds.map { Double(bm.byteCount) / $0 / 1e9 },
                       expertProjection: table, moeDecodeExperts: k,
                       moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9, moePrefillGflops: prefill)
     }

@@ -160,8 +160,13 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
             Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
                 let j = Int(ids[i])
                 let e = w.experts[j], start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
-                MatVec.computeBF16(e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.gate + start * inter, ldy: inter)
-                MatVec.computeBF16(e.up, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
+                if MatVec.areInterleavedPair(e.gate, e.up) {
+                    MatVec.computePairsBF16(gate: e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n,
+                                            yGate: w.gate + start * inter, yUp: w.up + start * inter, ldy: inter)
+                } else {
+                    MatVec.computeBF16(e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.gate + start * inter, ldy: inter)
+                    MatVec.computeBF16(e.up, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
+                }
             }
         }
         for i in 0..<count { w.activate(expert: Int(list[i])) }

@@ -8,6 +8,9 @@ public final class ExpertLoadCounters: @unchecked Sendable {
     /// `tokens[layer * numExperts + expert]`.
     public private(set) var tokens: [Int]
     public private(set) var expertWeightBytesRead: Int = 0
+    /// Shared experts' weight bytes (DeepSeek, GLM, Qwen2-MoE), counted apart:
+    /// every token uses them, so placement and routing never change them.
+    public private(set) var sharedExpertWeightBytesRead: Int = 0
     public private(set) var expertActivations: Int = 0
     /// Consecutive-layer pairs, `pairs[(l * E + a) * E + b]`: tokens routed to
     /// a at layer l and b at layer l+1. Empty unless `recordPairs()` was called
@@ -38,10 +41,14 @@ public final class ExpertLoadCounters: @unchecked Sendable {
         expertActivations += 1
     }
 
+    @inline(__always)
+    func recordShared(bytes: Int) { sharedExpertWeightBytesRead += bytes }
+
     public func reset() {
         for i in tokens.indices { tokens[i] = 0 }
         for i in pairs.indices { pairs[i] = 0 }
         expertWeightBytesRead = 0
+        sharedExpertWeightBytesRead = 0
         expertActivations = 0
     }
 }

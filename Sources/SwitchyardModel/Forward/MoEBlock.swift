@@ -93,6 +93,9 @@ enum MoEBlock {
             }
         }
         addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
+        if let shared = weights.shared, tokens > 0 {
+            counters?.recordShared(bytes: shared.byteCount + (weights.sharedGate?.byteCount ?? 0))
+        }
     }
 
     /// 5. Combine in slot order, so the sum is the same however the batch was grouped.

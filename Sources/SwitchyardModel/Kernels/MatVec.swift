@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 /// Matrix times a few vectors, reading 16-bit weights directly: each weight
 /// row is loaded once (from memory) and reused from L1 for every token, so
@@ -9,7 +10,10 @@ import CKernels
 /// GEMM path, computes it).
 enum MatVec {
     /// Whether this CPU has AVX512-BF16, for `computeBF16`.
+    /// `SWITCHYARD_PORTABLE_MATVEC=1` turns it off (the Swift kernels run
+    /// instead), for same-run before/after measurements.
     static let nativeBF16: Bool = sy_has_avx512_bf16() != 0
+        && ProcessInfo.processInfo.environment["SWITCHYARD_PORTABLE_MATVEC"] != "1"
 
     /// Whether `computeBF16` takes `w` (BF16 or MXFP4 weights on an AVX512-BF16 CPU).
     @inline(__always)
@@ -30,6 +34,24 @@ enum MatVec {
         default:
             preconditionFailure("computeBF16 takes BF16 or MXFP4 weights")
         }
+    }
+
+    /// Whether `gate` and `up` are the two interleaved halves of one MXFP4
+    /// tensor (gpt-oss), so `computePairsBF16` can read them in one pass.
+    @inline(__always)
+    static func areInterleavedPair(_ gate: Matrix, _ up: Matrix) -> Bool {
+        nativeBF16 && gate.dtype == .mxfp4 && up.dtype == .mxfp4 && gate.rowStride == 2 && up.rowStride == 2
+            && gate.cols == up.cols && gate.rows == up.rows && up.data == gate.data + gate.cols / 2
+            && up.scales == gate.scales.map { $0 + gate.cols / 32 }
+    }
+
+    /// `computeBF16` for both halves of an interleaved pair at once: rows
+    /// `rowRange` of `gate` into `yGate`, of `up` into `yUp`, reading each
+    /// gate row and its neighbouring up row together.
+    static func computePairsBF16(gate: Matrix, rows rowRange: Range<Int>, x: UnsafePointer<UInt16>, ldx: Int, tokens: Int,
+                                 yGate: UnsafeMutablePointer<Float>, yUp: UnsafeMutablePointer<Float>, ldy: Int) {
+        sy_matvec_mxfp4_pairs(gate.data.assumingMemoryBound(to: UInt8.self), gate.scales!.assumingMemoryBound(to: UInt8.self),
+                              rowRange.lowerBound, rowRange.upperBound, gate.cols, x, ldx, tokens, yGate, yUp, ldy)
     }
 
     /// For rows in `rowRange`: `y[t * ldy + r] = dot(W[r], x[t * ldx ..< t * ldx + cols])`.
