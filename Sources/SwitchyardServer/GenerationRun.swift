@@ -68,7 +68,18 @@ final class GenerationRun: Sendable {
     /// the queue at its first token or when it finishes. When `onText` throws
     /// (the client went away) the request is cancelled, its end is still
     /// recorded in the metrics, and nil comes back.
-    func run(_ onText: (String, TokenLogprob?) async throws -> Void) async -> RequestOutput? {
+    /// `onPromptScored`, when given, gets the prompt's log-probabilities
+    /// exactly once, before any text: when the engine has scored the prompt,
+    /// or (a prompt with nothing to score, or a request that ends first) with
+    /// what is known at its first token or its end.
+    func run(onPromptScored: (([TokenLogprob]) async throws -> Void)? = nil,
+             _ onText: (String, TokenLogprob?) async throws -> Void) async -> RequestOutput? {
+        var promptPending = onPromptScored != nil
+        func promptScored(_ lps: [TokenLogprob]) async throws {
+            guard promptPending, let onPromptScored else { return }
+            promptPending = false
+            try await onPromptScored(lps)
+        }
         consumed.withLock { $0 = true }
         var output: RequestOutput?
         // Bytes of text streamed so far: the engine's deltas concatenate to a
@@ -80,12 +91,16 @@ final class GenerationRun: Sendable {
                 switch event {
                 case .token(_, _, let text, let logprob):
                     queued.release()
+                    try await promptScored([])
                     sentBytes += text.utf8.count
                     try await onText(text, logprob)
+                case .promptScored(let lps):
+                    try await promptScored(lps)
                 case .finished(let out):
                     queued.release()
                     output = out
                     server.metrics.recordFinished(out)
+                    if out.error == nil { try await promptScored(out.promptLogprobs ?? []) }
                     if let final = out.text, final.utf8.count > sentBytes {
                         try await onText(String(decoding: final.utf8.dropFirst(sentBytes), as: UTF8.self), nil)
                     }

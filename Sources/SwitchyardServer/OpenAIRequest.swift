@@ -269,9 +269,6 @@ extension GenerationOptions {
             if o.stream && o.bestOf > 1 { throw .invalid("best_of", "best_of cannot be used with stream (as OpenAI's API)") }
         }
         o.bestOf = max(o.bestOf, o.n)
-        if o.stream && o.echo && o.logprobs != nil {
-            throw .invalid("echo", "echo with logprobs is not supported with stream yet (the prompt's log-probabilities arrive with the final output); send it without stream")
-        }
         try rejectUnsupported(f, chat: chat)
         return o
     }

@@ -93,8 +93,9 @@ enum OpenAIResponse {
     /// With `logprob` (a request that asked for `logprobs`), the chunk
     /// carries that token's log-probabilities in the request's format.
     static func chunk(_ p: PreparedRequest, model: String, text: String?, role: Bool = false, finish: FinishReason? = nil,
-                      logprob: TokenLogprob? = nil, textOffset: Int = 0, tokenText: (Int32) -> String = { "\($0)" }) -> JSONOut {
-        var logprobs: JSONOut = nil
+                      logprob: TokenLogprob? = nil, textOffset: Int = 0, tokenText: (Int32) -> String = { "\($0)" },
+                      logprobs given: JSONOut = nil) -> JSONOut {
+        var logprobs: JSONOut = given
         if let lp = logprob {
             logprobs = p.chat ? chatLogprobs([lp], tokenText: tokenText)
                 : completionLogprobs([lp], prompt: nil, echoed: [], tokenText: tokenText, offset: textOffset)

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import SwitchyardModel
 import NIOCore
 import SwitchyardCore
 
@@ -198,11 +199,22 @@ extension OpenAIServer {
                             let q = run.prepared
                             group.addTask {
                                 if q.chat { sink.yield(OpenAIResponse.chunk(q, model: model, text: "", role: true)) }
-                                if q.options.echo {
-                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: q.promptText ?? ""))
-                                }
                                 var offset = 0
-                                let output = await run.run { text, logprob in
+                                var onPromptScored: (([TokenLogprob]) async throws -> Void)?
+                                if q.options.echo && q.options.logprobs != nil {
+                                    // The prompt goes first, with its log-probabilities, once scored.
+                                    onPromptScored = { scored in
+                                        let prompt = q.promptText ?? ""
+                                        sink.yield(OpenAIResponse.chunk(q, model: model, text: prompt,
+                                                                        logprobs: OpenAIResponse.completionLogprobs(
+                                                                            [], prompt: scored, echoed: q.request.promptTokens, tokenText: tokenText)))
+                                        offset = prompt.count
+                                    }
+                                } else if q.options.echo {
+                                    sink.yield(OpenAIResponse.chunk(q, model: model, text: q.promptText ?? ""))
+                                    offset = (q.promptText ?? "").count
+                                }
+                                let output = await run.run(onPromptScored: onPromptScored) { text, logprob in
                                     sink.yield(OpenAIResponse.chunk(q, model: model, text: text, logprob: logprob, textOffset: offset,
                                                                     tokenText: tokenText))
                                     offset += text.count

@@ -39,6 +39,7 @@ import ChunkedScheduler
             case .token:
                 tokens += 1
                 if tokens == 2 { engine.cancel(requestId: "long") }
+            case .promptScored: break
             case .finished(let o): output = o
             }
         }

@@ -130,6 +130,7 @@ import ChunkedScheduler
         for await e in engine.submit(GenerationRequest(id: "s2", promptTokens: prompt, maxTokens: 24, stopStrings: [stop], ignoreEOS: true)) {
             switch e {
             case .token(_, _, let text, _): deltas += text
+            case .promptScored: break
             case .finished(let o): final = o
             }
         }
@@ -211,6 +212,7 @@ import ChunkedScheduler
         for await e in engine.submit(GenerationRequest(id: "s", promptTokens: [7, 8, 9], maxTokens: 7, ignoreEOS: true)) {
             switch e {
             case .token(let t, _, let text, _): streamed.append(t); texts.append(text)
+            case .promptScored: break
             case .finished(let o): final = o
             }
         }

@@ -330,6 +330,45 @@ import SwitchyardModel
         await s.stop()
     }
 
+    /// Streamed, `echo` with `logprobs` sends the prompt and its scores in the
+    /// first chunk; the chunks add up to the non-streamed answer.
+    @Test func streamedEchoWithLogprobsSendsTheScoredPromptFirst() async throws {
+        let model = try loadModel()
+        let s = try await TestServer(engine: try makeEngine(model))
+        let body = #"{"prompt": "def f(x):\n    return", "max_tokens": 4, "echo": true, "logprobs": 2, "temperature": 0, "ignore_eos": true"#
+        let plain = try await s.post("/v1/completions", body + "}")
+        #expect(plain.status == 200, "\(plain.body)")
+        let choice = try #require((plain.json["choices"] as? [[String: Any]])?.first)
+        let whole = try #require(choice["logprobs"] as? [String: Any])
+        let streamed = try await s.post("/v1/completions", body + #", "stream": true}"#)
+        var chunks: [[String: Any]] = []
+        for event in streamed.events where event != "[DONE]" {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: Any])
+            chunks += (json["choices"] as? [[String: Any]]) ?? []
+        }
+        let first = try #require(chunks.first)
+        #expect(first["text"] as? String == "def f(x):\n    return")
+        let firstLogprobs = try #require(first["logprobs"] as? [String: Any])
+        let promptValues = try #require(firstLogprobs["token_logprobs"] as? [Any])
+        #expect(promptValues.first is NSNull && promptValues.count > 3)
+        // Text, tokens and values, concatenated over the chunks, equal the non-streamed answer.
+        var text = "", tokens: [String] = [], values: [Double?] = [], offsets: [Int] = []
+        for c in chunks {
+            text += c["text"] as? String ?? ""
+            guard let lp = c["logprobs"] as? [String: Any] else { continue }
+            tokens += lp["tokens"] as? [String] ?? []
+            values += (lp["token_logprobs"] as? [Any] ?? []).map { $0 as? Double }
+            offsets += lp["text_offset"] as? [Int] ?? []
+        }
+        #expect(text == choice["text"] as? String)
+        #expect(tokens == whole["tokens"] as? [String])
+        let expected = (whole["token_logprobs"] as? [Any] ?? []).map { $0 as? Double }
+        #expect(values.count == expected.count)
+        for (a, b) in zip(values, expected) { #expect(a == b || abs((a ?? .nan) - (b ?? .nan)) < 1e-9) }
+        #expect(offsets == whole["text_offset"] as? [Int])
+        await s.stop()
+    }
+
     @Test func generatedTokensCarryTheirLogprobsInCompletionsAndChat() async throws {
         let model = try loadModel()
         let s = try await TestServer(engine: try makeEngine(model))

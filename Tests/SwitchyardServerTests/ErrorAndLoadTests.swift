@@ -145,7 +145,6 @@ import SwitchyardModel
             ("/v1/completions", #"{"prompt": "def", "seed": "x"}"#, "seed"),
             ("/v1/completions", #"{"prompt": "def", "priority": "high"}"#, "priority"),
             ("/v1/completions", #"{"prompt": "def", "logprobs": 21}"#, "logprobs"),
-            ("/v1/completions", #"{"prompt": "def", "echo": true, "logprobs": 1, "stream": true}"#, "echo"),
             ("/v1/completions", #"{"prompt": "def", "max_tokens": 0}"#, "max_tokens"),                // 0 only with echo
             ("/v1/chat/completions", #"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}"#, "top_logprobs"),
             ("/v1/completions", #"{"prompt": "def", "best_of": 2, "n": 3}"#, "best_of"),             // fewer than n

@@ -60,6 +60,7 @@ public struct BenchmarkRunner {
                     for await event in queued ?? engine.submit(req) {
                         switch event {
                         case .token: times.append(monotonicSeconds())
+                        case .promptScored: break
                         case .finished(let o): output = o
                         }
                     }

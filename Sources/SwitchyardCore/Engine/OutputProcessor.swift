@@ -41,6 +41,7 @@ struct OutputProcessor {
             guard position < promptLen, position - 1 == seq.promptLogprobs.count else { continue }
             let token = seq.request.promptTokens[position]
             seq.promptLogprobs.append(TokenLogprob.of(token, in: logits.row(firstRow + j), top: top))
+            if seq.promptLogprobs.count == promptLen - 1 { seq.continuation?.yield(.promptScored(seq.promptLogprobs)) }
         }
     }
 

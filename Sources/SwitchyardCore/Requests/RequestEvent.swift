@@ -8,6 +8,10 @@ public enum RequestEvent: Sendable {
     /// string). The deltas concatenate to a prefix of the final `text`.
     /// `logprob`: the token's log-probability when the request asked for `logprobs`.
     case token(Int32, time: Double, text: String, logprob: TokenLogprob?)
+    /// Once, when a request that asked for `promptLogprobs` has its whole
+    /// prompt scored (after its last prefill chunk, before its first token):
+    /// per prompt token from the second. Not sent for a one-token prompt.
+    case promptScored([TokenLogprob])
     case finished(RequestOutput)
 }
 
