@@ -28,11 +28,25 @@ public struct ServerConfig: Sendable {
     /// limit, so the server never reaches it (where accept fails and loops).
     public var maxConnections: Int = ServerConfig.defaultMaxConnections
 
-    public static var defaultMaxConnections: Int {
+    public static var defaultMaxConnections: Int { connectionsAllowedByDescriptorLimit ?? 4096 }
+
+    /// Descriptors kept for the model files, logs, the event loops and the
+    /// engine, beyond connections.
+    public static let descriptorHeadroom = 128
+
+    /// The soft descriptor limit (`ulimit -n`), when finite.
+    public static var descriptorLimit: Int? {
         var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(Int32.max) else { return 4096 }
-        // Leave room for the model file, logs and the engine's own descriptors.
-        return max(16, min(65536, Int(limit.rlim_cur) - 128))
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(Int32.max) else { return nil }
+        return Int(limit.rlim_cur)
+    }
+
+    /// The most connections the descriptor limit leaves room for. Beyond it
+    /// accept fails with EMFILE, and swift-nio's listener then retries in a
+    /// busy loop (its accept backoff does not hold in this pipeline; measured
+    /// by DescriptorLimitTests), so `--max-connections` is clamped to this.
+    public static var connectionsAllowedByDescriptorLimit: Int? {
+        descriptorLimit.map { max(16, min(65536, $0 - descriptorHeadroom)) }
     }
     /// Requests admitted but without a first token yet, at most; more get 503. Nil: no limit.
     public var maxQueuedRequests: Int?

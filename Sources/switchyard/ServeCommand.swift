@@ -78,7 +78,13 @@ struct ServeCommand: AsyncParsableCommand {
         config.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         config.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
         config.shutdownTimeout = .milliseconds(Int64(shutdownTimeout * 1000))
-        if let n = maxConnections { config.maxConnections = n }
+        if let n = maxConnections {
+            config.maxConnections = n
+            if let allowed = ServerConfig.connectionsAllowedByDescriptorLimit, n > allowed {
+                config.maxConnections = allowed
+                log.warning("--max-connections \(n) is more than the descriptor limit allows (ulimit -n \(ServerConfig.descriptorLimit ?? 0), \(ServerConfig.descriptorHeadroom) kept for the engine): using \(allowed); raise ulimit -n to allow more")
+            }
+        }
         let server = OpenAIServer(engine: eng, config: config)
         let host = self.host
         var requestLog = Logger(label: "switchyard.server")

@@ -277,6 +277,67 @@ extension RawHTTPConnection {
     }
 }
 
+/// The descriptor limit never makes the server spin or wedge. Past it,
+/// accept fails with EMFILE and swift-nio's listener retries in a busy loop
+/// (measured: a full core), so connections are capped below the limit:
+/// `--max-connections` above what `ulimit -n` allows is clamped with a
+/// warning. With `ulimit -n 160` (room for 32 connections) and 100 idle
+/// clients, the extra clients wait in the backlog, the server stays idle,
+/// and once the clients leave a normal request is answered.
+@Suite struct DescriptorLimitTests {
+    /// User plus system CPU seconds of process `pid` so far (/proc/<pid>/stat).
+    static func cpuSeconds(_ pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // Fields after the command: state is index 0; utime and stime are 11 and 12.
+        guard fields.count > 12, let u = Double(fields[11]), let k = Double(fields[12]) else { return nil }
+        return (u + k) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: ShutdownTests.binary), "needs the debug switchyard binary (swift build)"),
+          .timeLimit(.minutes(3)))
+    func connectionsStayBelowTheDescriptorLimitSoTheServerNeitherSpinsNorWedges() async throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "ulimit -n 160 && exec \"$0\" serve --model \"$1\" --port 0 --max-connections 1000 --idle-timeout 600 --log-level warning",
+                       ShutdownTests.binary, modelDirectory]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        var text = ""
+        var port: Int?
+        while port == nil {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let r = text.range(of: "http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: " ") {
+                port = Int(text[r.upperBound..<end])
+            }
+        }
+        let serverPort = try #require(port, "no start-up line: \(text)")
+        #expect(text.contains("--max-connections 1000 is more than the descriptor limit allows (ulimit -n 160, 128 kept for the engine): using 32"),
+                "\(text)")
+        // More idle connections than the server has descriptors: the kernel
+        // completes them into the backlog; the server can accept only some.
+        var idle: [RawHTTPConnection] = []
+        for _ in 0..<100 { idle.append(try RawHTTPConnection(port: serverPort)) }
+        try await Task.sleep(for: .seconds(1))
+        let before = try #require(Self.cpuSeconds(p.processIdentifier))
+        try await Task.sleep(for: .seconds(3))
+        let after = try #require(Self.cpuSeconds(p.processIdentifier))
+        // A busy accept loop would burn about one core (3 s here).
+        #expect(after - before < 1.0, "server used \(after - before) s of CPU in 3 s while at its descriptor limit")
+        idle.removeAll()
+        let client = try RawHTTPConnection(port: serverPort)
+        let r = try await client.exchange("POST", "/v1/completions", body: #"{"prompt": [5, 6, 7], "max_tokens": 2}"#)
+        #expect(r.status == 200, "\(r.body)")
+        p.terminate()
+        while p.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+    }
+}
+
 /// A client that hangs up while its prompt is being tokenized cancels the
 /// tokenizing, and nothing reaches the engine.
 @Suite(.serialized) struct TokenizingCancelTests {
