@@ -64,6 +64,33 @@ import ChunkedScheduler
         engine.shutdown()
     }
 
+    /// Prompt log-probabilities cost only the request that asks: the LM head
+    /// computes one row per sampled token for everyone else, and the asking
+    /// request's prompt rows on top, whatever else shares its batches.
+    @Test func promptLogprobsAddLMHeadRowsOnlyForTheRequestThatAsks() async throws {
+        let m = try model()
+        let ps = prompts(count: 6, vocab: m.config.vocabSize, seed: 9)
+        func rows(askingIndex: Int?) async -> (rows: Int, outputs: [[Int32]]) {
+            let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
+                                scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
+            let reqs = ps.enumerated().map { i, p in
+                var r = GenerationRequest(id: "lp\(i)", promptTokens: p, maxTokens: 5, ignoreEOS: true)
+                if i == askingIndex { r.promptLogprobs = 0 }
+                return r
+            }
+            let outs = await engine.generate(reqs)
+            defer { engine.shutdown() }
+            return (engine.stats.logitsRows, outs.map { $0.outputTokens })
+        }
+        let plain = await rows(askingIndex: nil)
+        // Without prompt log-probabilities: one row per generated token.
+        #expect(plain.rows == ps.count * 5)
+        let asking = 4  // the 64-token prompt, prefilled over several chunks
+        let scored = await rows(askingIndex: asking)
+        #expect(scored.rows == ps.count * 5 + ps[asking].count - 1)
+        #expect(scored.outputs == plain.outputs)
+    }
+
     @Test func promptLongerThanContextIsRejectedAndOthersContinue() async throws {
         let m = try model()
         let engine = Engine(model: m, config: EngineConfig(maxModelLen: 32, blockSize: 4, numKVBlocks: 64),

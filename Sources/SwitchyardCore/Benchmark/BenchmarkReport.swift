@@ -181,7 +181,7 @@ public struct BenchmarkReport {
         if let e = engine {
             let iterSeconds = e.scheduleSeconds + e.forwardSeconds + e.sampleSeconds
             j["engine"] = [
-                "iterations": e.iterations,
+                "iterations": e.iterations, "logits_rows": e.logitsRows,
                 "batch_size_histogram": Dictionary(uniqueKeysWithValues: e.batchSizeHistogram.map { ("\($0.key)", $0.value) }),
                 "mean_tokens_per_iteration": e.iterations > 0 ? Double(e.scheduledTokens) / Double(e.iterations) : 0,
                 "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,

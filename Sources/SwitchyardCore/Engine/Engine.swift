@@ -242,6 +242,7 @@ public final class Engine: @unchecked Sendable {
         }
         let t2 = monotonicSeconds()
         loopStats.forwardSeconds += t2 - t1
+        loopStats.logitsRows += logits.rows
         process(scheduled, logits: logits)
         loopStats.iterations += 1
         loopStats.batchSizeHistogram[scheduled.count, default: 0] += 1

@@ -5,6 +5,10 @@ public struct EngineStats: Sendable, Codable {
     public var batchSizeHistogram: [Int: Int] = [:]
     /// Tokens per iteration, summed (for the mean).
     public var scheduledTokens = 0
+    /// LM-head rows computed, summed: one per sequence that samples in an
+    /// iteration, plus the prompt rows of requests that asked for prompt
+    /// log-probabilities (nobody else pays for those).
+    public var logitsRows = 0
     public var preemptions = 0
     public var peakKVBlocksUsed = 0
     public var totalKVBlocks = 0
