@@ -101,6 +101,10 @@ import Testing
         #expect(!cache.storesValues)
         #expect(cache.totalBytes == 5 * PagedKVCache.bytesPerBlock(config: v2, blockSize: 4))
         #expect(PagedKVCache.bytesPerBlock(config: v2, blockSize: 4) == 4 * v2.kvCacheBytesPerToken)
+        // Sliding-window layers read only their window (gpt_oss: window 6 on layers 0 and 2).
+        let oss = try Checkpoint(directory: Fixtures.model("gpt_oss")).config
+        #expect(oss.kvCacheBytesRead(position: 20) == (6 + 21 + 6 + 21) * 2 * 2 * 16 * 4)
+        #expect(oss.kvCacheBytesRead(position: 3) == 4 * oss.kvCacheBytesPerToken)
     }
 
     func configError(_ base: String, _ edit: (inout [String: Any]) -> Void) throws -> String {

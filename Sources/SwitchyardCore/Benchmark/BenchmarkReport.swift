@@ -186,6 +186,7 @@ public struct BenchmarkReport {
                 "mean_tokens_per_iteration": e.iterations > 0 ? Double(e.scheduledTokens) / Double(e.iterations) : 0,
                 "num_preemptions": e.preemptions, "decode_stalls": e.decodeStalls,
                 "peak_kv_cache_usage": e.peakKVUsage, "num_kv_blocks": e.totalKVBlocks,
+                "kv_cache_bytes_per_token": e.kvCacheBytesPerToken,
                 "rejected_requests": e.rejectedRequests,
                 "unrunnable_items": e.unrunnableItems,
                 "forward_errors": e.forwardErrors,

@@ -70,6 +70,7 @@ public final class Engine: @unchecked Sendable {
         if let e = tokenizer?.eosTokenId { eos.insert(e) }
         eosTokens = eos.sorted()
         loopStats.totalKVBlocks = config.numKVBlocks
+        loopStats.kvCacheBytesPerToken = model.config.kvCacheBytesPerToken
         let runner = runner
         kv.onRelease = { runner.release(handle: $0.handle) }
     }

@@ -12,6 +12,8 @@ public struct EngineStats: Sendable, Codable {
     public var preemptions = 0
     public var peakKVBlocksUsed = 0
     public var totalKVBlocks = 0
+    /// KV cache bytes one token takes over all layers (MLA: one latent row a layer).
+    public var kvCacheBytesPerToken = 0
     public var scheduleSeconds = 0.0
     public var forwardSeconds = 0.0
     /// Sampling, stop checks, streaming and bookkeeping.

@@ -116,8 +116,9 @@ public struct ForwardBenchmark {
         var batch = ForwardBatch()
         batch.append(tokens: randomTokens(o.prefillLength), startPosition: 0,
                      blockTable: (0..<Int32(blocks)).map { $0 }, logits: .last)
-        // A decode step at position p reads the cache of positions 0...p.
-        let kvRead = c.kvCacheBytesPerToken * (o.context + 1 + (o.decodeSteps - 1) / 2)
+        // A decode step at position p reads the cache of positions 0...p
+        // (sliding-window layers: the window), averaged over the timed steps.
+        let kvRead = (0..<o.decodeSteps).reduce(0) { $0 + c.kvCacheBytesRead(position: o.context + $1) } / max(1, o.decodeSteps)
         // One untimed prefill first: it builds the GEMM backend's primitives
         // for these shapes, as a server's first requests would.
         _ = try model.forward(batch, cache: cache)

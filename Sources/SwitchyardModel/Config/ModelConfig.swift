@@ -78,6 +78,15 @@ public struct ModelConfig: Sendable {
     /// KV cache bytes one token takes across all layers (Float32 cache).
     public var kvCacheBytesPerToken: Int { numLayers * kvCacheFloatsPerToken * MemoryLayout<Float>.size }
 
+    /// KV cache bytes a query at `position` reads over all layers: its
+    /// context, or only the window on sliding-window layers.
+    public func kvCacheBytesRead(position: Int) -> Int {
+        (0..<numLayers).reduce(0) { sum, l in
+            let w = attentionWindow(layer: l)
+            return sum + (w > 0 ? min(position + 1, w) : position + 1) * kvCacheFloatsPerToken * MemoryLayout<Float>.size
+        }
+    }
+
     public static let configFile = "config.json"
 
     /// Reads `config.json` (and `generation_config.json` when present) from a checkpoint directory.
