@@ -108,17 +108,31 @@ public final class Checkpoint: @unchecked Sendable {
     /// weights the forward needs the other way round (MLA's absorbed keys).
     /// Elements are moved bit for bit, so the values are exactly the stored ones.
     public func transposed(_ w: Matrix) -> Matrix {
-        let size = w.dtype.byteSize
         let copy = UnsafeMutableRawPointer.allocate(byteCount: max(w.byteCount, 1), alignment: 64)
-        for r in 0..<w.rows {
-            for c in 0..<w.cols {
-                (copy + (c * w.rows + r) * size).copyMemory(from: w.data + (r * w.cols + c) * size, byteCount: size)
-            }
+        Checkpoint.gather(from: w.data, into: copy, count: w.rows * w.cols, size: w.dtype.byteSize) { i in
+            let c = i / w.rows, r = i % w.rows
+            return r * w.cols + c
         }
         lock.lock()
         ownedCopies.append(copy)
         lock.unlock()
         return Matrix(rows: w.cols, cols: w.rows, dtype: w.dtype, data: UnsafeRawPointer(copy))
+    }
+
+    /// `dst[j] = src[source(j)]` for `count` elements of `size` bytes, typed
+    /// so each element is one load and one store.
+    static func gather(from src: UnsafeRawPointer, into dst: UnsafeMutableRawPointer, count: Int, size: Int,
+                       _ source: (Int) -> Int) {
+        func run<T>(_: T.Type) {
+            let s = src.assumingMemoryBound(to: T.self), d = dst.assumingMemoryBound(to: T.self)
+            for j in 0..<count { d[j] = s[source(j)] }
+        }
+        switch size {
+        case 2: run(UInt16.self)
+        case 4: run(UInt32.self)
+        default:
+            for j in 0..<count { (dst + j * size).copyMemory(from: src + source(j) * size, byteCount: size) }
+        }
     }
 
     /// A `[count, length]` tensor as `count` Float32 rows (per-expert biases).
@@ -147,11 +161,9 @@ public final class Checkpoint: @unchecked Sendable {
         let size = r.dtype.byteSize, rows = (outputs - first + stride - 1) / stride
         let slab = r.data + expert * inputs * outputs * size
         let copy = UnsafeMutableRawPointer.allocate(byteCount: max(rows * inputs * size, 1), alignment: 64)
-        for o in 0..<rows {
-            let column = first + o * stride
-            for i in 0..<inputs {
-                (copy + (o * inputs + i) * size).copyMemory(from: slab + (i * outputs + column) * size, byteCount: size)
-            }
+        Checkpoint.gather(from: slab, into: copy, count: rows * inputs, size: size) { j in
+            let o = j / inputs, i = j % inputs
+            return i * outputs + first + o * stride
         }
         lock.lock()
         ownedCopies.append(copy)

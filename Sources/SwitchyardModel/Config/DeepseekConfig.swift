@@ -134,6 +134,9 @@ extension ModelConfig {
             normalize = false
         }
         if routing.groupCount > 1 {
+            if routing.groupCount > RouterConfig.maxGroups {
+                try fail("n_group (\(routing.groupCount)) is more than the \(RouterConfig.maxGroups) groups the router ranks")
+            }
             if numExperts % routing.groupCount != 0 {
                 try fail("n_group (\(routing.groupCount)) must divide n_routed_experts (\(numExperts))")
             }

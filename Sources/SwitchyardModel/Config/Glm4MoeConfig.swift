@@ -90,6 +90,9 @@ extension ModelConfig {
         routing.groupCount = c.nGroup ?? 1
         routing.groupsKept = c.topkGroup ?? 1
         routing.scale = Float(c.routedScalingFactor ?? 1)
+        if routing.groupCount > RouterConfig.maxGroups {
+            try fail("n_group (\(routing.groupCount)) is more than the \(RouterConfig.maxGroups) groups the router ranks")
+        }
         if routing.groupCount < 1 || numExperts % routing.groupCount != 0 {
             try fail("n_group (\(routing.groupCount)) must divide n_routed_experts (\(numExperts))")
         }

@@ -24,5 +24,8 @@ public struct RouterConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// Groups are ranked with a 64-bit mask (DeepSeek-V3 and GLM use 8).
+    public static let maxGroups = 64
+
     public var isGroupLimited: Bool { groupCount > 1 }
 }

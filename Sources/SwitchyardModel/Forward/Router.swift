@@ -41,7 +41,7 @@ enum Router {
     @inline(__always)
     static func keepBestGroups(_ choice: UnsafeMutablePointer<Float>, n: Int, config r: RouterConfig) {
         let size = n / r.groupCount
-        // At most 64 groups are ranked by bitmask; DeepSeek uses 8.
+        // Ranked by bitmask: configs allow at most RouterConfig.maxGroups.
         var kept: UInt64 = 0
         for _ in 0..<r.groupsKept {
             var best = -1
