@@ -136,10 +136,10 @@ import SwitchyardModel
         // Jinja drops the template's own final newline, as transformers does.
         #expect(try chatml.render([ChatMessage(role: "user", content: "hi")]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant")
 
-        try write("{% macro turn(m) %}[INST] {{ m.content }} [/INST]{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}")
+        try write("{% for m in messages %}{% call turn(m) %}[INST] {{ m.content }} [/INST]{% endcall %}{% endfor %}")
         let fallback = ChatTemplate.load(directory: dir.path)
         #expect(fallback.jinja == nil && fallback.family == .inst)
-        #expect(fallback.fallbackReason?.contains("macro") == true)
+        #expect(fallback.fallbackReason?.contains("call") == true)
         #expect(try fallback.render([ChatMessage(role: "user", content: "hi")]) == "<s>[INST] hi [/INST]")
     }
 

@@ -54,7 +54,11 @@ import Testing
     }
 
     @Test func unsupportedOrMalformedTemplatesAreNamedErrors() {
-        #expect(throws: JinjaError.unsupported("`{% macro %}`")) { try JinjaTemplate("{% macro m() %}x{% endmacro %}") }
+        #expect(throws: JinjaError.unsupported("`{% call %}`")) { try JinjaTemplate("{% call m() %}x{% endcall %}") }
+        #expect(throws: JinjaError.syntax("`{% macro m %}` without `{% endmacro %}`")) { try JinjaTemplate("{% macro m() %}x") }
+        #expect(throws: JinjaError.runtime("macro `m` has no parameter `y`")) {
+            try JinjaTemplate("{% macro m(x) %}{{ x }}{% endmacro %}{{ m(y=1) }}").render([:])
+        }
         #expect(throws: JinjaError.syntax("`{% if %}` without `{% endif %}`")) { try JinjaTemplate("{% if true %}x") }
         #expect(throws: JinjaError.self) { try JinjaTemplate("{{ 'unterminated }}") }
         #expect(throws: JinjaError.syntax("`{% break %}` outside a loop")) { try JinjaTemplate("{% if true %}{% break %}{% endif %}") }

@@ -10,6 +10,8 @@ indirect enum JinjaNode: Sendable {
     case continueLoop
     /// `{% generation %}`: Hugging Face's marker around assistant text; renders its body.
     case generation([JinjaNode])
+    /// `{% macro name(a, b=default) %}…{% endmacro %}`.
+    case macro(name: String, parameters: [(name: String, defaultValue: JinjaExpr?)], body: [JinjaNode])
 }
 
 indirect enum JinjaExpr: Sendable {
@@ -148,7 +150,12 @@ struct JinjaParser {
             let (body, end) = try nodes(until: ["endgeneration"])
             guard end == "endgeneration" else { throw .syntax("`{% generation %}` without `{% endgeneration %}`") }
             return .generation(body)
-        case "macro", "call", "filter", "include", "import", "from", "extends", "block", "raw", "with", "autoescape":
+        case "macro":
+            let (name, parameters) = try ExprParser(tokens: tokens).macroSignature()
+            let (body, end) = try nodes(until: ["endmacro"])
+            guard end == "endmacro" else { throw .syntax("`{% macro \(name) %}` without `{% endmacro %}`") }
+            return .macro(name: name, parameters: parameters, body: body)
+        case "call", "filter", "include", "import", "from", "extends", "block", "raw", "with", "autoescape":
             throw .unsupported("`{% \(keyword) %}`")
         default:
             throw .syntax("unknown tag `{% \(keyword) %}`")
@@ -175,6 +182,26 @@ struct ExprParser {
         return try copy.parseAll()
     }
 
+    /// `name(a, b=default, ...)`: a macro's name and parameters.
+    func macroSignature() throws(JinjaError) -> (String, [(name: String, defaultValue: JinjaExpr?)]) {
+        var p = self
+        let name = try p.name()
+        try p.expect(.op("("))
+        var parameters: [(name: String, defaultValue: JinjaExpr?)] = []
+        while !p.accept(.op(")")) {
+            let parameter = try p.name()
+            var value: JinjaExpr?
+            if p.accept(.op("=")) { value = try p.conditional() }
+            parameters.append((parameter, value))
+            if !p.accept(.op(",")) {
+                try p.expect(.op(")"))
+                break
+            }
+        }
+        try p.expectEnd()
+        return (name, parameters)
+    }
+
     /// An expression without a trailing `if … else …` (a `for` loop's iterable,
     /// whose `if` is the loop filter).
     mutating func parseConditionalFree() throws(JinjaError) -> JinjaExpr { try or() }
@@ -190,7 +217,7 @@ struct ExprParser {
         return false
     }
 
-    private mutating func expect(_ t: JinjaToken) throws(JinjaError) {
+    mutating func expect(_ t: JinjaToken) throws(JinjaError) {
         guard accept(t) else { throw .syntax("expected `\(describe(t))`, found \(peek.map { "`\(describe($0))`" } ?? "the end")") }
     }
 
@@ -204,7 +231,7 @@ struct ExprParser {
         }
     }
 
-    private mutating func name() throws(JinjaError) -> String {
+    mutating func name() throws(JinjaError) -> String {
         guard case .name(let n)? = peek else { throw .syntax("expected a name, found \(peek.map { "`\(describe($0))`" } ?? "the end")") }
         i += 1
         return n

@@ -79,6 +79,8 @@ struct JinjaRenderer {
         case .breakLoop: throw .runtime(Self.breakSignal)
         case .continueLoop: throw .runtime(Self.continueSignal)
         case .generation(let body): try run(body, into: &out)
+        case .macro(let name, let parameters, let body):
+            scopes[scopes.count - 1][name] = .macro(JinjaMacro(name: name, parameters: parameters, body: body))
         }
     }
 
@@ -116,6 +118,36 @@ struct JinjaRenderer {
             }
         }
         if items.isEmpty { try run(otherwise, into: &out) }
+    }
+
+    /// A macro call renders the body in a scope of its own over the
+    /// template's top level (what Jinja's macros see: the context and the
+    /// template's variables, not the caller's locals), with the arguments
+    /// bound and the macro itself visible, so it can recurse.
+    mutating func call(_ m: JinjaMacro, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws(JinjaError) -> JinjaValue {
+        guard args.count <= m.parameters.count else {
+            throw .runtime("macro `\(m.name)` takes \(m.parameters.count) arguments, \(args.count) given")
+        }
+        let saved = scopes
+        defer { scopes = saved }
+        scopes = [saved[0], [m.name: .macro(m)]]
+        for (i, p) in m.parameters.enumerated() {
+            if i < args.count {
+                scopes[1][p.name] = args[i]
+            } else if let v = kwargs.first(where: { $0.0 == p.name })?.1 {
+                scopes[1][p.name] = v
+            } else if let d = p.defaultValue {
+                scopes[1][p.name] = try eval(d)
+            } else {
+                scopes[1][p.name] = .undefined
+            }
+        }
+        for (key, _) in kwargs where !m.parameters.contains(where: { $0.name == key }) {
+            throw .runtime("macro `\(m.name)` has no parameter `\(key)`")
+        }
+        var out = ""
+        try run(m.body, into: &out)
+        return .string(out)
     }
 
     private mutating func bind(_ targets: [String], _ item: JinjaValue) throws(JinjaError) {
@@ -169,6 +201,7 @@ struct JinjaRenderer {
                 return try JinjaBuiltins.method(try eval(base), method, a, k)
             }
             guard case .name(let function) = callee else { throw .runtime("only named functions and methods can be called") }
+            if case .macro(let m) = lookup(function) { return try call(m, a, k) }
             return try JinjaBuiltins.function(function, a, k)
         case .filter(let base, let name, let args, let kwargs):
             let v = try eval(base)

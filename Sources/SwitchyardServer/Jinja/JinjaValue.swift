@@ -16,6 +16,8 @@ enum JinjaValue {
     /// `namespace(...)`: the one mutable value, shared by reference so that
     /// `{% set ns.x = ... %}` inside a loop is seen after it.
     case namespace(JinjaNamespace)
+    /// `{% macro %}`: called like a function, it renders its body to a string.
+    case macro(JinjaMacro)
 
     var isTrue: Bool {
         switch self {
@@ -26,7 +28,7 @@ enum JinjaValue {
         case .string(let s): !s.isEmpty
         case .array(let a): !a.isEmpty
         case .object(let o): !o.keys.isEmpty
-        case .namespace: true
+        case .namespace, .macro: true
         }
     }
 
@@ -53,6 +55,7 @@ enum JinjaValue {
         case .array(let a): "[" + a.map(\.repr).joined(separator: ", ") + "]"
         case .object(let o): "{" + o.keys.map { "'\($0)': \(o.values[$0]!.repr)" }.joined(separator: ", ") + "}"
         case .namespace(let n): "<Namespace " + n.values.keys.sorted().joined(separator: ", ") + ">"
+        case .macro(let m): "<Macro '\(m.name)'>"
         }
     }
 
@@ -83,6 +86,8 @@ enum JinjaValue {
                 .joined(separator: comma + pad) + close + "}"
         case .namespace(let n):
             return JinjaValue.object(JinjaObject(n.values.sorted { $0.key < $1.key })).json(indent: indent, level: level)
+        case .macro(let m):
+            return Self.jsonString("<Macro '\(m.name)'>")
         }
     }
 
@@ -140,6 +145,7 @@ enum JinjaValue {
         case .array: "list"
         case .object: "dict"
         case .namespace: "namespace"
+        case .macro: "macro"
         }
     }
 
@@ -183,4 +189,18 @@ struct JinjaObject {
 final class JinjaNamespace {
     var values: [String: JinjaValue]
     init(_ values: [String: JinjaValue]) { self.values = values }
+}
+
+/// A macro: its parameters (with defaults, evaluated per call in the
+/// macro's scope, as Jinja does) and body.
+final class JinjaMacro: @unchecked Sendable {
+    let name: String
+    let parameters: [(name: String, defaultValue: JinjaExpr?)]
+    let body: [JinjaNode]
+
+    init(name: String, parameters: [(name: String, defaultValue: JinjaExpr?)], body: [JinjaNode]) {
+        self.name = name
+        self.parameters = parameters
+        self.body = body
+    }
 }
