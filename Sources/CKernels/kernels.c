@@ -185,3 +185,56 @@ void sy_matvec_mxfp4_pairs(const uint8_t *blocks, const uint8_t *scales, long pa
         mxfp4_row(blocks + (2 * p + 1) * (cols / 2), scales + (2 * p + 1) * nb, nb, lut, xp, cols, tokens, odd + p, ldy);
     }
 }
+
+// Rows of an MXFP4 matrix dequantised to BF16 or Float32 in natural element
+// order, for the GEMM path's weight tiles: a block's codes go through the
+// same table, then the block scale (a power of two, so exact) is applied in
+// Float32.
+SY_TARGET static inline void decode_block_f32(const uint8_t *b, uint8_t scale, __m512i lut, __m512 *lo, __m512 *hi) {
+    __m128i v = _mm_loadu_si128((const __m128i *)b);
+    __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i l = _mm_and_si128(v, mask), h = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
+    __m256i codes = _mm256_set_m128i(_mm_unpackhi_epi8(l, h), _mm_unpacklo_epi8(l, h));
+    __m512i w = _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(codes), lut);
+    __m512 s = _mm512_set1_ps(e8m0(scale));
+    // BF16 bits to Float32: shift each 16-bit value into the high half.
+    *lo = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16)), s);
+    *hi = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w, 1)), 16)), s);
+}
+
+SY_TARGET
+void sy_mxfp4_rows_to_f32(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
+                          float *dst) {
+    const __m512i lut = _mm512_loadu_si512(fp4_bf16);
+    const long nb = cols / 32;
+    for (long i = 0; i < count; i++) {
+        long r = row0 + i;
+        const uint8_t *br = blocks + r * rowStride * (cols / 2), *sr = scales + r * rowStride * nb;
+        float *out = dst + i * cols;
+        for (long g = 0; g < nb; g++) {
+            __m512 lo, hi;
+            decode_block_f32(br + 16 * g, sr[g], lut, &lo, &hi);
+            _mm512_storeu_ps(out + 32 * g, lo);
+            _mm512_storeu_ps(out + 32 * g + 16, hi);
+        }
+    }
+}
+
+SY_TARGET
+void sy_mxfp4_rows_to_bf16(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
+                           uint16_t *dst) {
+    const __m512i lut = _mm512_loadu_si512(fp4_bf16);
+    const long nb = cols / 32;
+    for (long i = 0; i < count; i++) {
+        long r = row0 + i;
+        const uint8_t *br = blocks + r * rowStride * (cols / 2), *sr = scales + r * rowStride * nb;
+        uint16_t *out = dst + i * cols;
+        for (long g = 0; g < nb; g++) {
+            __m512 lo, hi;
+            decode_block_f32(br + 16 * g, sr[g], lut, &lo, &hi);
+            // Exact: an E2M1 value times a power of two is a BF16 value.
+            _mm256_storeu_si256((__m256i *)(out + 32 * g), (__m256i)_mm512_cvtneps_pbh(lo));
+            _mm256_storeu_si256((__m256i *)(out + 32 * g + 16), (__m256i)_mm512_cvtneps_pbh(hi));
+        }
+    }
+}

@@ -163,3 +163,34 @@ extension MXFP4KernelTests {
         }
     }
 }
+
+extension MXFP4KernelTests {
+    /// The GEMM path's weight tiles: the vector decoder gives exactly the
+    /// row-by-row reference, in Float32 and in BF16.
+    @Test(.enabled(if: MatVec.nativeBF16, "no AVX512-BF16 on this CPU"))
+    func vectorTileDecodeEqualsTheReferenceDecode() {
+        let rows = 10, cols = 96
+        let w = randomMXFP4(rows: 2 * rows, cols: cols, seed: 31)
+        w.blocks.withUnsafeBytes { b in
+            w.scales.withUnsafeBytes { s in
+                let m = Matrix(rows: 2 * rows, cols: cols, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)
+                    .interleavedRows(phase: 1)
+                var reference = [Float](repeating: 0, count: (rows - 3) * cols)
+                reference.withUnsafeMutableBufferPointer { r in
+                    for i in 0..<(rows - 3) { MXFP4.dequantizeRow(m, 3 + i, into: r.baseAddress! + i * cols) }
+                }
+                var f32 = [Float](repeating: .nan, count: (rows - 3) * cols)
+                f32.withUnsafeMutableBufferPointer { MXFP4.dequantizeRows(m, 3, count: rows - 3, into: $0.baseAddress!) }
+                #expect(f32 == reference)
+                var bf16 = [UInt16](repeating: 0, count: (rows - 3) * cols)
+                var scratch = [Float](repeating: 0, count: cols)
+                bf16.withUnsafeMutableBufferPointer { d in
+                    scratch.withUnsafeMutableBufferPointer {
+                        MXFP4.dequantizeRowsToBF16(m, 3, count: rows - 3, into: d.baseAddress!, scratch: $0.baseAddress!)
+                    }
+                }
+                #expect(bf16.map(widenBF16) == reference)
+            }
+        }
+    }
+}

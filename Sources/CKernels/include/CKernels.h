@@ -25,4 +25,12 @@ void sy_matvec_mxfp4(const uint8_t *blocks, const uint8_t *scales, long rowStrid
 void sy_matvec_mxfp4_pairs(const uint8_t *blocks, const uint8_t *scales, long pair0, long pair1, long cols,
                            const uint16_t *x, long ldx, long tokens, float *even, float *odd, long ldy);
 
+/// Rows [row0, row0 + count) of an MXFP4 matrix (layout as sy_matvec_mxfp4)
+/// dequantised into `count * cols` contiguous Float32 or BF16 values
+/// (exact in both): weight tiles for the GEMM path.
+void sy_mxfp4_rows_to_f32(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
+                          float *dst);
+void sy_mxfp4_rows_to_bf16(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
+                           uint16_t *dst);
+
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// MXFP4 (OCP microscaling FP4), as gpt-oss's published checkpoints store
@@ -30,6 +31,31 @@ enum MXFP4 {
                     out[2 * i] = lut[b & 15] * s
                     out[2 * i + 1] = lut[b >> 4] * s
                 }
+            }
+        }
+    }
+
+    /// Rows `r0 ..< r0 + count` as Float32, `[count, cols]` (GEMM weight
+    /// tiles): decoded in registers where the CPU has AVX512-BF16.
+    static func dequantizeRows(_ w: Matrix, _ r0: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        if MatVec.nativeBF16 {
+            sy_mxfp4_rows_to_f32(w.data.assumingMemoryBound(to: UInt8.self), w.scales!.assumingMemoryBound(to: UInt8.self),
+                                 w.rowStride, r0, count, w.cols, dst)
+        } else {
+            for i in 0..<count { dequantizeRow(w, r0 + i, into: dst + i * w.cols) }
+        }
+    }
+
+    /// The same as BF16 (exact); `scratch` holds one Float32 row on the portable path.
+    static func dequantizeRowsToBF16(_ w: Matrix, _ r0: Int, count: Int, into dst: UnsafeMutablePointer<UInt16>,
+                                     scratch: UnsafeMutablePointer<Float>) {
+        if MatVec.nativeBF16 {
+            sy_mxfp4_rows_to_bf16(w.data.assumingMemoryBound(to: UInt8.self), w.scales!.assumingMemoryBound(to: UInt8.self),
+                                  w.rowStride, r0, count, w.cols, dst)
+        } else {
+            for i in 0..<count {
+                dequantizeRow(w, r0 + i, into: scratch)
+                narrowToBF16(scratch, count: w.cols, into: dst + i * w.cols)
             }
         }
     }

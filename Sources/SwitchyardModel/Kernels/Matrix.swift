@@ -70,7 +70,7 @@ public struct Matrix: @unchecked Sendable {
     /// Rows `r0 ..< r0 + n` as Float32, `[n, cols]` (weight tiles, embedding rows).
     public func widenRows(_ r0: Int, count n: Int, into dst: UnsafeMutablePointer<Float>) {
         if dtype == .mxfp4 {
-            for i in 0..<n { MXFP4.dequantizeRow(self, r0 + i, into: dst + i * cols) }
+            MXFP4.dequantizeRows(self, r0, count: n, into: dst)
         } else {
             convertToFloat(data + r0 * cols * dtype.byteSize, dtype: dtype, count: n * cols, into: dst)
         }
@@ -81,10 +81,7 @@ public struct Matrix: @unchecked Sendable {
     func narrowRows(_ r0: Int, count n: Int, into dst: UnsafeMutablePointer<UInt16>,
                     scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
         if dtype == .mxfp4 {
-            for i in 0..<n {
-                MXFP4.dequantizeRow(self, r0 + i, into: scratch)
-                narrowToBF16(scratch, count: cols, into: dst + i * cols)
-            }
+            MXFP4.dequantizeRowsToBF16(self, r0, count: n, into: dst, scratch: scratch)
         } else {
             convertToBF16(data + r0 * cols * dtype.byteSize, dtype: dtype, count: n * cols, into: dst,
                           scratch: scratch, scratchCount: scratchCount)
