@@ -48,7 +48,7 @@ public struct LatentAttentionWeights: Sendable {
     }
 }
 
-/// Multi-head latent attention in the absorbed form, for prefill and decode
+/// Multi-head latent attention (DeepSeek) in the absorbed form, for prefill and decode
 /// alike: the cache holds one `kvLoraRank + rope` row per token (the normed
 /// latent, then the rotated shared key), each head's query is mapped into
 /// latent space (`W_UKᵀ q_nope`, then its rotated part), attention runs as

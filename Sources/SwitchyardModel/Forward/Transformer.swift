@@ -320,78 +320,26 @@ public final class Transformer: @unchecked Sendable {
                                   tables: ws.blockTables.pointer, tableStart: ws.blockTableStart.pointer)
     }
 
+    /// RMSNorm, the layer's attention (grouped-query or latent, each in its
+    /// own file), then the residual add.
     private func attentionBlock(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
-        let c = config, h = c.hiddenSize, tokens = batch.tokenCount
+        let h = config.hiddenSize, tokens = batch.tokenCount
         let w = weights.layers[l]
         let normed = ws.normed.reserve(tokens * h)
         rmsNormRows(hidden, weight: w.inputNorm, n: h, rows: tokens, out: normed)
-        let a: AttentionWeights
-        switch w.attention {
-        case .grouped(let g): a = g
-        case .latent(let latent):
-            let projected = ws.projected.reserve(tokens * h)
-            let (projection, attention, output) = latentAttention(latent, layer: l, batch: batch, cache: cache,
-                                                                  normed: normed, out: projected)
-            addInPlace(hidden, projected, count: tokens * h)
-            profile.qkvSeconds += projection
-            profile.attentionSeconds += attention
-            profile.outputProjectionSeconds += output
-            layerSeconds += projection + attention + output
-            return
-        }
-        let q = ws.q.reserve(tokens * c.qSize)
-        let k = ws.k.reserve(tokens * c.kvSize)
-        let v = ws.v.reserve(tokens * c.kvSize)
-        let t0 = monotonicSeconds()
-        Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
-        let t1 = monotonicSeconds()
-        if let b = a.qBias { addBias(q, b, rows: tokens) }
-        if let b = a.kBias { addBias(k, b, rows: tokens) }
-        if let b = a.vBias { addBias(v, b, rows: tokens) }
-        switch c.qkNorm {
-        case .none: break
-        case .perHead:
-            rmsNormRows(q, weight: a.qNorm!, n: c.headDim, rows: tokens * c.numHeads, out: q)
-            rmsNormRows(k, weight: a.kNorm!, n: c.headDim, rows: tokens * c.numKVHeads, out: k)
-        case .wholeProjection:
-            rmsNormRows(q, weight: a.qNorm!, n: c.qSize, rows: tokens, out: q)
-            rmsNormRows(k, weight: a.kNorm!, n: c.kvSize, rows: tokens, out: k)
-        }
-        if let clip = c.clipQKV {
-            clamp(q, tokens * c.qSize, clip)
-            clamp(k, tokens * c.kvSize, clip)
-            clamp(v, tokens * c.kvSize, clip)
-        }
-        let half = rope.headDim / 2
-        let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
-        for t in 0..<tokens {
-            rope.apply(q + t * c.qSize, heads: c.numHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
-            rope.apply(k + t * c.kvSize, heads: c.numKVHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
-        }
-        let t2 = monotonicSeconds()
-        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
-        let attn = ws.attention.reserve(tokens * c.qSize)
-        var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: 1 / Float(c.headDim).squareRoot(),
-                                         window: c.attentionWindow(layer: l))
-        func attend() {
-            PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
-                                   scratch: ws.attentionScores, tokenList: ws.attentionTokens)
-        }
-        if let sinks = a.sinks {
-            sinks.withUnsafeBufferPointer { shape.sinks = $0.baseAddress; attend() }
-        } else {
-            attend()
-        }
-        let t3 = monotonicSeconds()
         let projected = ws.projected.reserve(tokens * h)
-        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
-        if let b = a.oBias { addBias(projected, b, rows: tokens) }
+        let seconds: (projection: Double, attention: Double, output: Double)
+        switch w.attention {
+        case .grouped(let a):
+            seconds = groupedAttention(a, layer: l, batch: batch, cache: cache, normed: normed, out: projected)
+        case .latent(let a):
+            seconds = latentAttention(a, layer: l, batch: batch, cache: cache, normed: normed, out: projected)
+        }
         addInPlace(hidden, projected, count: tokens * h)
-        let t4 = monotonicSeconds()
-        profile.qkvSeconds += t1 - t0
-        profile.attentionSeconds += t3 - t2
-        profile.outputProjectionSeconds += t4 - t3
-        layerSeconds += (t1 - t0) + (t4 - t2)
+        profile.qkvSeconds += seconds.projection
+        profile.attentionSeconds += seconds.attention
+        profile.outputProjectionSeconds += seconds.output
+        layerSeconds += seconds.projection + seconds.attention + seconds.output
     }
 
     private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>) {
@@ -419,7 +367,7 @@ public final class Transformer: @unchecked Sendable {
         addInPlace(hidden, out, count: tokens * h)
     }
 
-    private func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: [Float], n: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
+    func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: [Float], n: Int, rows: Int, out: UnsafeMutablePointer<Float>) {
         let eps = config.rmsNormEps
         weight.withUnsafeBufferPointer { wb in
             nonisolated(unsafe) let xs = x, os = out, ws = wb.baseAddress!
@@ -434,7 +382,7 @@ public final class Transformer: @unchecked Sendable {
         for r in 0..<rows { for i in 0..<n { x[r * n + i] += b[i] } }
     }
 
-    private func clamp(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ limit: Float) {
+    func clamp(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ limit: Float) {
         for i in 0..<n { x[i] = min(max(x[i], -limit), limit) }
     }
 

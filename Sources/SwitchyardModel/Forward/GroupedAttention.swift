@@ -1,0 +1,60 @@
+/// Grouped-query attention (Mixtral, Qwen, OLMoE, GLM, gpt-oss): q/k/v
+/// projections in one pass, their biases, q/k norms and `clip_qkv` where the
+/// architecture has them, RoPE, then paged attention over the cache
+/// (windowed and with sinks where gpt-oss asks) and `o_proj`.
+extension Transformer {
+    func groupedAttention(_ a: AttentionWeights, layer l: Int, batch: ForwardBatch, cache: PagedKVCache,
+                          normed: UnsafeMutablePointer<Float>, out projected: UnsafeMutablePointer<Float>)
+        -> (projection: Double, attention: Double, output: Double) {
+        let c = config, tokens = batch.tokenCount
+        let q = ws.q.reserve(tokens * c.qSize)
+        let k = ws.k.reserve(tokens * c.kvSize)
+        let v = ws.v.reserve(tokens * c.kvSize)
+        let t0 = monotonicSeconds()
+        Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
+        let t1 = monotonicSeconds()
+        if let b = a.qBias { addBias(q, b, rows: tokens) }
+        if let b = a.kBias { addBias(k, b, rows: tokens) }
+        if let b = a.vBias { addBias(v, b, rows: tokens) }
+        switch c.qkNorm {
+        case .none: break
+        case .perHead:
+            rmsNormRows(q, weight: a.qNorm!, n: c.headDim, rows: tokens * c.numHeads, out: q)
+            rmsNormRows(k, weight: a.kNorm!, n: c.headDim, rows: tokens * c.numKVHeads, out: k)
+        case .wholeProjection:
+            rmsNormRows(q, weight: a.qNorm!, n: c.qSize, rows: tokens, out: q)
+            rmsNormRows(k, weight: a.kNorm!, n: c.kvSize, rows: tokens, out: k)
+        }
+        if let clip = c.clipQKV {
+            clamp(q, tokens * c.qSize, clip)
+            clamp(k, tokens * c.kvSize, clip)
+            clamp(v, tokens * c.kvSize, clip)
+        }
+        let half = rope.headDim / 2
+        let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
+        for t in 0..<tokens {
+            rope.apply(q + t * c.qSize, heads: c.numHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
+            rope.apply(k + t * c.kvSize, heads: c.numKVHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
+        }
+        let t2 = monotonicSeconds()
+        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
+        let attn = ws.attention.reserve(tokens * c.qSize)
+        var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: 1 / Float(c.headDim).squareRoot(),
+                                         window: c.attentionWindow(layer: l))
+        func attend() {
+            PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
+                                   scratch: ws.attentionScores, tokenList: ws.attentionTokens)
+        }
+        if let sinks = a.sinks {
+            sinks.withUnsafeBufferPointer { shape.sinks = $0.baseAddress; attend() }
+        } else {
+            attend()
+        }
+        let t3 = monotonicSeconds()
+        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
+        if let b = a.oBias { addBias(projected, b, rows: tokens) }
+        let t4 = monotonicSeconds()
+        return (t1 - t0, t3 - t2, t4 - t3)
+    }
+
+}
