@@ -168,16 +168,24 @@ enum PagedAttention {
         let maxContext = batch.sequences.reduce(0) { max($0, $1.startPosition + $1.tokenCount) }
         let perPart = rep * maxContext
         let scores = scratch.reserve(perPart * Parallel.threadCount)
-        let tasks = count * kvh
+        // With fewer (token, kv head) pairs than threads (a batch-1 decode of
+        // latent attention has one), each pair's query heads are split over
+        // the threads too: every head's sums stay the same, the shares each
+        // read the keys once more.
+        let splits = count * kvh < Parallel.threadCount ? min(rep, Parallel.threadCount) : 1
+        let headsPerSplit = (rep + splits - 1) / splits
+        let tasks = count * kvh * splits
         nonisolated(unsafe) let qs = q, os = out, ss = scores, tl = tokens
         // Split across threads only when each share has enough work (~1M
         // flops) to pay for waking a thread: short decodes run on one.
-        let flopsPerTask = max(1, 4 * maxContext * rep * d)
+        let flopsPerTask = max(1, 4 * maxContext * headsPerSplit * d)
         Parallel.forParts(tasks, minChunk: max(1, 1_000_000 / flopsPerTask)) { part, range in
             let sc = ss + part * perPart
             for task in range {
-                let t = Int(tl[task / kvh])
-                let g = task % kvh
+                let pair = task / splits, split = task % splits
+                let heads = (split * headsPerSplit)..<min(rep, (split + 1) * headsPerSplit)
+                let t = Int(tl[pair / kvh])
+                let g = pair % kvh
                 let table = index.table(Int(index.tokenSequence[t]))
                 let position = Int(index.tokenPosition[t])
                 let ctx = position + 1, first = shape.firstKey(position), n = ctx - first
@@ -189,14 +197,14 @@ enum PagedAttention {
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {
                         let kj = base + (j % bs) * d
-                        for r in 0..<rep {
+                        for r in heads {
                             let qh = qs + t * numHeads * d + (g * rep + r) * d
                             sc[r * maxContext + j - first] = Elementwise.dot(qh, kj, n: d) * scale
                         }
                         j += 1
                     }
                 }
-                for r in 0..<rep {
+                for r in heads {
                     shape.softmax(sc + r * maxContext, n: n, head: g * rep + r)
                     let oh = os + t * numHeads * dv + (g * rep + r) * dv
                     oh.initialize(repeating: 0, count: dv)
@@ -208,7 +216,7 @@ enum PagedAttention {
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {
                         let vj = base + (j % bs) * d
-                        for r in 0..<rep {
+                        for r in heads {
                             let oh = os + t * numHeads * dv + (g * rep + r) * dv
                             Elementwise.axpy(sc[r * maxContext + j - first], vj, oh, n: dv)
                         }
