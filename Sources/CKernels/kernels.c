@@ -202,39 +202,38 @@ SY_TARGET static inline void decode_block_f32(const uint8_t *b, uint8_t scale, _
     *hi = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w, 1)), 16)), s);
 }
 
-SY_TARGET
-void sy_mxfp4_rows_to_f32(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
-                          float *dst) {
+// One of f32 or bf16 is the destination.
+SY_TARGET static void mxfp4_rows(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count,
+                                 long cols, float *f32, uint16_t *bf16) {
     const __m512i lut = _mm512_loadu_si512(fp4_bf16);
     const long nb = cols / 32;
     for (long i = 0; i < count; i++) {
         long r = row0 + i;
         const uint8_t *br = blocks + r * rowStride * (cols / 2), *sr = scales + r * rowStride * nb;
-        float *out = dst + i * cols;
         for (long g = 0; g < nb; g++) {
             __m512 lo, hi;
             decode_block_f32(br + 16 * g, sr[g], lut, &lo, &hi);
-            _mm512_storeu_ps(out + 32 * g, lo);
-            _mm512_storeu_ps(out + 32 * g + 16, hi);
+            long at = i * cols + 32 * g;
+            if (f32) {
+                _mm512_storeu_ps(f32 + at, lo);
+                _mm512_storeu_ps(f32 + at + 16, hi);
+            } else {
+                // Exact: an E2M1 value times a power of two is a BF16 value.
+                _mm256_storeu_si256((__m256i *)(bf16 + at), (__m256i)_mm512_cvtneps_pbh(lo));
+                _mm256_storeu_si256((__m256i *)(bf16 + at + 16), (__m256i)_mm512_cvtneps_pbh(hi));
+            }
         }
     }
 }
 
 SY_TARGET
+void sy_mxfp4_rows_to_f32(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
+                          float *dst) {
+    mxfp4_rows(blocks, scales, rowStride, row0, count, cols, dst, 0);
+}
+
+SY_TARGET
 void sy_mxfp4_rows_to_bf16(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
                            uint16_t *dst) {
-    const __m512i lut = _mm512_loadu_si512(fp4_bf16);
-    const long nb = cols / 32;
-    for (long i = 0; i < count; i++) {
-        long r = row0 + i;
-        const uint8_t *br = blocks + r * rowStride * (cols / 2), *sr = scales + r * rowStride * nb;
-        uint16_t *out = dst + i * cols;
-        for (long g = 0; g < nb; g++) {
-            __m512 lo, hi;
-            decode_block_f32(br + 16 * g, sr[g], lut, &lo, &hi);
-            // Exact: an E2M1 value times a power of two is a BF16 value.
-            _mm256_storeu_si256((__m256i *)(out + 32 * g), (__m256i)_mm512_cvtneps_pbh(lo));
-            _mm256_storeu_si256((__m256i *)(out + 32 * g + 16), (__m256i)_mm512_cvtneps_pbh(hi));
-        }
-    }
+    mxfp4_rows(blocks, scales, rowStride, row0, count, cols, 0, dst);
 }

@@ -38,6 +38,23 @@ import Testing
         return (bits, bits.map(widenBF16))
     }
 
+    /// `m` times every input row through the AVX512-BF16 kernel (BF16
+    /// inputs) and the portable one (the same values as Float32).
+    func bothKernels(_ m: Matrix, _ x: (bits: [UInt16], floats: [Float]), tokens: Int) -> (fast: [Float], slow: [Float]) {
+        var fast = [Float](repeating: 0, count: tokens * m.rows), slow = fast
+        x.bits.withUnsafeBufferPointer { xb in
+            fast.withUnsafeMutableBufferPointer {
+                MatVec.computeBF16(m, rows: 0..<m.rows, x: xb.baseAddress!, ldx: m.cols, tokens: tokens, y: $0.baseAddress!, ldy: m.rows)
+            }
+        }
+        x.floats.withUnsafeBufferPointer { xf in
+            slow.withUnsafeMutableBufferPointer {
+                MatVec.compute(m, rows: 0..<m.rows, x: xf.baseAddress!, ldx: m.cols, tokens: tokens, y: $0.baseAddress!, ldy: m.rows)
+            }
+        }
+        return (fast, slow)
+    }
+
     func close(_ a: [Float], _ b: [Float]) -> Float {
         zip(a, b).map { abs($0 - $1) / (1e-3 + abs($1)) }.max() ?? 0
     }
@@ -53,16 +70,7 @@ import Testing
                 // Every other stored row, as gpt-oss's interleaved gate/up rows.
                 let m = Matrix(rows: 2 * rows, cols: cols, dtype: .mxfp4, data: b.baseAddress!, scales: s.baseAddress!)
                     .interleavedRows(phase: 1)
-                x.bits.withUnsafeBufferPointer { xb in
-                    fast.withUnsafeMutableBufferPointer {
-                        MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
-                    }
-                }
-                x.floats.withUnsafeBufferPointer { xf in
-                    slow.withUnsafeMutableBufferPointer {
-                        MatVec.compute(m, rows: 0..<rows, x: xf.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
-                    }
-                }
+                (fast, slow) = bothKernels(m, x, tokens: tokens)
             }
         }
         #expect(close(fast, slow) < 1e-5, "tokens \(tokens)")
@@ -78,16 +86,7 @@ import Testing
         var fast = [Float](repeating: 0, count: tokens * rows), slow = fast
         w.withUnsafeBytes { wb in
             let m = Matrix(rows: rows, cols: cols, dtype: .bf16, data: wb.baseAddress!)
-            x.bits.withUnsafeBufferPointer { xb in
-                fast.withUnsafeMutableBufferPointer {
-                    MatVec.computeBF16(m, rows: 0..<rows, x: xb.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
-                }
-            }
-            x.floats.withUnsafeBufferPointer { xf in
-                slow.withUnsafeMutableBufferPointer {
-                    MatVec.compute(m, rows: 0..<rows, x: xf.baseAddress!, ldx: cols, tokens: tokens, y: $0.baseAddress!, ldy: rows)
-                }
-            }
+            (fast, slow) = bothKernels(m, x, tokens: tokens)
         }
         #expect(close(fast, slow) < 1e-5)
     }

@@ -244,6 +244,21 @@ extension RawHTTPConnection {
     static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent(".build/debug/switchyard").path
 
+    /// The port from a started server's start-up line ("switchyard serving
+    /// ... on http://127.0.0.1:PORT (...)") on its standard error, and what
+    /// it printed up to there.
+    static func servingPort(_ err: Pipe) -> (port: Int?, text: String) {
+        var text = ""
+        while true {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { return (nil, text) }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let r = text.range(of: "http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: " ") {
+                return (Int(text[r.upperBound..<end]), text)
+            }
+        }
+    }
+
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "needs the debug switchyard binary (swift build)"),
           .timeLimit(.minutes(5)))
     func sigtermExitsWithinTheShutdownTimeoutWithAHalfSentBodyOpen() async throws {
@@ -254,17 +269,7 @@ extension RawHTTPConnection {
         let err = Pipe()
         p.standardError = err
         try p.run()
-        // The port, from the start-up line "switchyard serving ... on http://127.0.0.1:PORT (...)".
-        var text = ""
-        var port: Int?
-        while port == nil {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-            if let r = text.range(of: "http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: " ") {
-                port = Int(text[r.upperBound..<end])
-            }
-        }
+        let (port, text) = Self.servingPort(err)
         let open = try RawHTTPConnection(port: try #require(port, "no start-up line: \(text)"))
         open.sendRaw("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
         try await Task.sleep(for: .milliseconds(300))
@@ -306,16 +311,7 @@ extension RawHTTPConnection {
         p.standardError = err
         try p.run()
         defer { if p.isRunning { p.terminate() } }
-        var text = ""
-        var port: Int?
-        while port == nil {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-            if let r = text.range(of: "http://127.0.0.1:"), let end = text[r.upperBound...].firstIndex(of: " ") {
-                port = Int(text[r.upperBound..<end])
-            }
-        }
+        let (port, text) = ShutdownTests.servingPort(err)
         let serverPort = try #require(port, "no start-up line: \(text)")
         #expect(text.contains("--max-connections 1000 is more than the descriptor limit allows (ulimit -n 160, 128 kept for the engine): using 32"),
                 "\(text)")

@@ -169,14 +169,7 @@ extension ModelConfig {
         switch params?.kind ?? "default" {
         case "default": break
         case "yarn":
-            let p = params!
-            guard let factor = p.factor ?? p.originalMaxPositionEmbeddings.map({ Double(maxPositions) / Double($0) }) else {
-                try fail("rope type \"yarn\" needs \"factor\"")
-            }
-            rope.yarn = YarnScaling(factor: factor, originalMaxPositions: p.originalMaxPositionEmbeddings ?? maxPositions,
-                                    betaFast: p.betaFast ?? 32, betaSlow: p.betaSlow ?? 1, mscale: p.mscale,
-                                    mscaleAllDim: p.mscaleAllDim, attentionFactorOverride: p.attentionFactor,
-                                    truncate: p.truncate ?? true)
+            rope.yarn = try YarnScaling(params!, maxPositions: maxPositions, defaultOriginal: maxPositions, file: file)
         case let kind:
             try fail("rope type \"\(kind)\" is not supported for \(arch.rawValue) (expected \"default\" or \"yarn\")")
         }

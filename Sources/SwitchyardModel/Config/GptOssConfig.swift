@@ -111,11 +111,7 @@ extension ModelConfig {
             switch p.kind {
             case "default": break
             case "yarn":
-                guard let factor = p.factor else { try fail("rope type \"yarn\" needs \"factor\"") }
-                rope.yarn = YarnScaling(factor: factor, originalMaxPositions: p.originalMaxPositionEmbeddings ?? 4096,
-                                        betaFast: p.betaFast ?? 32, betaSlow: p.betaSlow ?? 1, mscale: p.mscale,
-                                        mscaleAllDim: p.mscaleAllDim, attentionFactorOverride: p.attentionFactor,
-                                        truncate: p.truncate ?? true)
+                rope.yarn = try YarnScaling(p, maxPositions: maxPositions, defaultOriginal: 4096, file: file)
             case let kind: try fail("rope type \"\(kind)\" is not supported for gpt_oss (expected \"yarn\" or \"default\")")
             }
         }

@@ -66,3 +66,18 @@ public struct YarnScaling: Sendable, Equatable {
         }
     }
 }
+
+extension YarnScaling {
+    /// From a config's `yarn` RoPE parameters; an absent
+    /// `original_max_position_embeddings` is `defaultOriginal`, an absent
+    /// `factor` is `maxPositions / original` as transformers derives it.
+    init(_ p: RopeParameters, maxPositions: Int, defaultOriginal: Int, file: String) throws {
+        let original = p.originalMaxPositionEmbeddings ?? defaultOriginal
+        guard let factor = p.factor ?? p.originalMaxPositionEmbeddings.map({ Double(maxPositions) / Double($0) }) else {
+            throw CheckpointError.invalidConfig(file: file, reason: "rope type \"yarn\" needs \"factor\"")
+        }
+        self.init(factor: factor, originalMaxPositions: original, betaFast: p.betaFast ?? 32, betaSlow: p.betaSlow ?? 1,
+                  mscale: p.mscale, mscaleAllDim: p.mscaleAllDim, attentionFactorOverride: p.attentionFactor,
+                  truncate: p.truncate ?? true)
+    }
+}

@@ -60,11 +60,12 @@ public struct ExpertWork: @unchecked Sendable {
 
     /// SwiGLU over `count` of expert `j`'s gate elements starting at element
     /// `from` (all of them by default), then, in bfloat16 mode, the result
-    /// rounded through BF16 and kept as BF16 for the down product.
-    /// Experts with biases (gpt-oss) get them added to the gate and up
-    /// products first, and their own activation.
+    /// rounded through BF16 and, unless `keepBF16` is false (a kernel that
+    /// reads the Float32 rows), kept as BF16 for the down product. Experts
+    /// with biases (gpt-oss) get them added to the gate and up products
+    /// first, and their own activation.
     @inline(__always)
-    public func activate(expert j: Int, from: Int = 0, count: Int? = nil) {
+    public func activate(expert j: Int, from: Int = 0, count: Int? = nil, keepBF16: Bool = true) {
         let base = Int(rowOffset[j]) * intermediateSize + from
         let n = count ?? Int(tokenCount[j]) * intermediateSize
         let e = experts[j]
@@ -76,23 +77,8 @@ public struct ExpertWork: @unchecked Sendable {
         }
         if options.dtype == .bfloat16 {
             Linear.roundInPlace(gate + base, count: n)
-            if let a = activatedBF16 { narrowToBF16(gate + base, count: n, into: a + base) }
+            if keepBF16, let a = activatedBF16 { narrowToBF16(gate + base, count: n, into: a + base) }
         }
-    }
-
-    /// `activate` over all of expert `j`'s rows, without keeping a BF16
-    /// copy (for kernels that read the Float32 rows).
-    @inline(__always)
-    public func activateForDirectKernel(expert j: Int) {
-        let base = Int(rowOffset[j]) * intermediateSize
-        let n = Int(tokenCount[j]) * intermediateSize
-        let e = experts[j]
-        if e.gateBias != nil || e.activation != .swiglu {
-            ExpertActivationKernel.apply(e, gate: gate + base, up: up + base, firstColumn: 0, columns: intermediateSize, n: n)
-        } else {
-            Elementwise.swiglu(gate: gate + base, up: up + base, n: n)
-        }
-        if options.dtype == .bfloat16 { Linear.roundInPlace(gate + base, count: n) }
     }
 
     /// Expert `j`'s activated rows (after `activate`), for the down product.
@@ -112,21 +98,31 @@ enum ExpertActivationKernel {
     @inline(__always)
     static func apply(_ e: ExpertWeights, gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
                       firstColumn: Int, columns: Int, n: Int) {
-        var c = firstColumn
-        for i in 0..<n {
-            var g = gate[i], u = up[i]
-            if let b = e.gateBias { g += b[c] }
-            if let b = e.upBias { u += b[c] }
-            switch e.activation {
-            case .swiglu:
-                gate[i] = Elementwise.silu(g) * u
-            case let .clampedSwiGLU(alpha, limit):
-                g = min(g, limit)
-                u = min(max(u, -limit), limit)
-                gate[i] = (u + 1) * (g * Elementwise.sigmoid(alpha * g))
+        // Biases and the activation are read once, not per element.
+        let none: [Float] = []
+        let gateBias = e.gateBias ?? none, upBias = e.upBias ?? none
+        let (alpha, limit): (Float?, Float) = {
+            if case let .clampedSwiGLU(alpha, limit) = e.activation { return (alpha, limit) }
+            return (nil, 0)
+        }()
+        gateBias.withUnsafeBufferPointer { gb in
+            upBias.withUnsafeBufferPointer { ub in
+                var c = firstColumn
+                for i in 0..<n {
+                    var g = gate[i], u = up[i]
+                    if !gb.isEmpty { g += gb[c] }
+                    if !ub.isEmpty { u += ub[c] }
+                    if let alpha {
+                        g = min(g, limit)
+                        u = min(max(u, -limit), limit)
+                        gate[i] = (u + 1) * (g * Elementwise.sigmoid(alpha * g))
+                    } else {
+                        gate[i] = Elementwise.silu(g) * u
+                    }
+                    c += 1
+                    if c == columns { c = 0 }
+                }
             }
-            c += 1
-            if c == columns { c = 0 }
         }
     }
 }

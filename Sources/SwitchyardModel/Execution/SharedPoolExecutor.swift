@@ -123,73 +123,52 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
 
     // MARK: - Small experts
 
+    /// Few tokens per expert: row ranges of every expert's gate and up, then
+    /// of every down, spread over the threads through the direct kernels.
+    /// In bfloat16 mode on an AVX512-BF16 CPU they read the BF16 copies of
+    /// the inputs and activations (`MatVec.computeBF16`).
     private func runSmall(_ w: ExpertWork, list: UnsafeMutablePointer<Int32>, count: Int) {
         let h = w.hiddenSize, inter = w.intermediateSize
-        if let xb = w.inputBF16, let ab = w.activatedBF16, w.options.dtype == .bfloat16,
-           (0..<count).allSatisfy({ i in let e = w.experts[Int(list[i])]; return MatVec.takesBF16Inputs(e.gate) && MatVec.takesBF16Inputs(e.down) }) {
-            runSmallBF16(w, list: list, count: count, input: xb, activated: ab)
-            return
-        }
+        let bf16 = w.options.dtype == .bfloat16 && w.inputBF16 != nil && w.activatedBF16 != nil
+            && (0..<count).allSatisfy { i in
+                let e = w.experts[Int(list[i])]
+                return MatVec.takesBF16Inputs(e.gate) && MatVec.takesBF16Inputs(e.up) && MatVec.takesBF16Inputs(e.down)
+            }
         nonisolated(unsafe) let ids = list
+        let xb = bf16 ? w.inputBF16 : nil, ab = bf16 ? w.activatedBF16.map { UnsafePointer($0) } : nil
         Parallel.forRanges(count * inter, minChunk: 32) { range in
-            Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
+            Parallel.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
                 let j = Int(ids[i])
                 let e = w.experts[j], start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
-                MatVec.compute(e.gate, rows: rows, x: w.input + start * h, ldx: h, tokens: n, y: w.gate + start * inter, ldy: inter)
-                MatVec.compute(e.up, rows: rows, x: w.input + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
-            }
-        }
-        for i in 0..<count { w.activateForDirectKernel(expert: Int(list[i])) }
-        Parallel.forRanges(count * h, minChunk: 32) { range in
-            Self.forEachSegment(range, segmentLength: h, count: count) { i, rows in
-                let j = Int(ids[i])
-                let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
-                MatVec.compute(w.experts[j].down, rows: rows, x: w.gate + start * inter, ldx: inter, tokens: n,
-                               y: w.output + start * h, ldy: h)
-            }
-        }
-    }
-
-    /// bfloat16 mode on an AVX512-BF16 CPU: the same passes from the BF16
-    /// copies of the inputs and activations (`MatVec.computeBF16`).
-    private func runSmallBF16(_ w: ExpertWork, list: UnsafeMutablePointer<Int32>, count: Int,
-                              input: UnsafePointer<UInt16>, activated: UnsafeMutablePointer<UInt16>) {
-        let h = w.hiddenSize, inter = w.intermediateSize
-        nonisolated(unsafe) let ids = list, xb = input, ab = UnsafePointer(activated)
-        Parallel.forRanges(count * inter, minChunk: 32) { range in
-            Self.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
-                let j = Int(ids[i])
-                let e = w.experts[j], start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
+                let gate = w.gate + start * inter, up = w.up + start * inter
+                guard let xb else {
+                    MatVec.compute(e.gate, rows: rows, x: w.input + start * h, ldx: h, tokens: n, y: gate, ldy: inter)
+                    MatVec.compute(e.up, rows: rows, x: w.input + start * h, ldx: h, tokens: n, y: up, ldy: inter)
+                    return
+                }
                 if MatVec.areInterleavedPair(e.gate, e.up) {
                     MatVec.computePairsBF16(gate: e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n,
-                                            yGate: w.gate + start * inter, yUp: w.up + start * inter, ldy: inter)
+                                            yGate: gate, yUp: up, ldy: inter)
                 } else {
-                    MatVec.computeBF16(e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.gate + start * inter, ldy: inter)
-                    MatVec.computeBF16(e.up, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: w.up + start * inter, ldy: inter)
+                    MatVec.computeBF16(e.gate, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: gate, ldy: inter)
+                    MatVec.computeBF16(e.up, rows: rows, x: xb + start * h, ldx: h, tokens: n, y: up, ldy: inter)
                 }
             }
         }
-        for i in 0..<count { w.activate(expert: Int(list[i])) }
+        for i in 0..<count { w.activate(expert: Int(list[i]), keepBF16: bf16) }
         Parallel.forRanges(count * h, minChunk: 32) { range in
-            Self.forEachSegment(range, segmentLength: h, count: count) { i, rows in
+            Parallel.forEachSegment(range, segmentLength: h, count: count) { i, rows in
                 let j = Int(ids[i])
                 let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
-                MatVec.computeBF16(w.experts[j].down, rows: rows, x: ab + start * inter, ldx: inter, tokens: n,
+                if let ab {
+                    MatVec.computeBF16(w.experts[j].down, rows: rows, x: ab + start * inter, ldx: inter, tokens: n,
+                                       y: w.output + start * h, ldy: h)
+                } else {
+                    MatVec.compute(w.experts[j].down, rows: rows, x: w.gate + start * inter, ldx: inter, tokens: n,
                                    y: w.output + start * h, ldy: h)
+                }
             }
         }
     }
 
-    /// Splits a range over `count` concatenated segments of equal length into per-segment row ranges.
-    @inline(__always)
-    static func forEachSegment(_ range: Range<Int>, segmentLength: Int, count: Int, _ body: (Int, Range<Int>) -> Void) {
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let s = i / segmentLength
-            let lo = i - s * segmentLength
-            let hi = min(segmentLength, range.upperBound - s * segmentLength)
-            body(s, lo..<hi)
-            i = s * segmentLength + hi
-        }
-    }
 }

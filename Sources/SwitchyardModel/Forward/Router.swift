@@ -11,13 +11,12 @@ enum Router {
         switch r.scoring {
         case .softmax: Elementwise.softmax(scores, n: n)
         case .sigmoid: for i in 0..<n { scores[i] = Elementwise.sigmoid(scores[i]) }
-        case .softmaxOfTopK:
+        case .softmaxOfTopK: break  // the logits are chosen from; the softmax is over the k chosen
+        }
+        if r.scoring == .softmaxOfTopK {
             MoEBlock.selectTopK(scores, n: n, k: k, experts: experts, weights: weights)
             Elementwise.softmax(weights, n: k)
-            if r.scale != 1 { for j in 0..<k { weights[j] *= r.scale } }
-            return
-        }
-        if selectionBias == nil && !r.isGroupLimited {
+        } else if selectionBias == nil && !r.isGroupLimited {
             MoEBlock.selectTopK(scores, n: n, k: k, experts: experts, weights: weights)
         } else {
             for i in 0..<n { choice[i] = scores[i] + (selectionBias?[i] ?? 0) }

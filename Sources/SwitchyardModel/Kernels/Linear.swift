@@ -137,31 +137,21 @@ public enum Linear {
             }
             return
         }
-        // Rounding (bfloat16 mode) covers whole input rows, so every head's
-        // slice keeps its offset and stride.
-        let rows = first.rows
+        // Rounding or narrowing (bfloat16 mode) covers whole input rows, so
+        // every head's slice keeps its offset and stride.
+        let bf16 = ctx.options.dtype == .bfloat16 && ws.allSatisfy(MatVec.takesBF16Inputs)
+        let xb = bf16 ? narrowedInput(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx) : nil
+        let xs = bf16 ? nil : roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
         nonisolated(unsafe) let ys = y
-        if ctx.options.dtype == .bfloat16 && ws.allSatisfy(MatVec.takesBF16Inputs) {
-            let xb = narrowedInput(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
-            Parallel.forRanges(ws.count * rows, minChunk: minRowsPerThread(first)) { range in
-                var r = range.lowerBound
-                while r < range.upperBound {
-                    let h = r / rows, lo = r - h * rows, hi = min(rows, range.upperBound - h * rows)
-                    MatVec.computeBF16(ws[h], rows: lo..<hi, x: xb.pointer + h * xStride, ldx: ldx, tokens: tokens,
+        Parallel.forRanges(ws.count * first.rows, minChunk: minRowsPerThread(first)) { range in
+            Parallel.forEachSegment(range, segmentLength: first.rows, count: ws.count) { h, rows in
+                if let xb {
+                    MatVec.computeBF16(ws[h], rows: rows, x: xb.pointer + h * xStride, ldx: ldx, tokens: tokens,
                                        y: ys + h * yStride, ldy: ldy)
-                    r = h * rows + hi
+                } else if let xs {
+                    MatVec.compute(ws[h], rows: rows, x: xs.pointer + h * xStride, ldx: ldx, tokens: tokens,
+                                   y: ys + h * yStride, ldy: ldy)
                 }
-            }
-            return
-        }
-        let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: ldx, ctx: ctx)
-        Parallel.forRanges(ws.count * rows, minChunk: minRowsPerThread(first)) { range in
-            var r = range.lowerBound
-            while r < range.upperBound {
-                let h = r / rows, lo = r - h * rows, hi = min(rows, range.upperBound - h * rows)
-                MatVec.compute(ws[h], rows: lo..<hi, x: xs.pointer + h * xStride, ldx: ldx, tokens: tokens,
-                               y: ys + h * yStride, ldy: ldy)
-                r = h * rows + hi
             }
         }
     }

@@ -62,4 +62,17 @@ public enum Parallel {
     public static func forEach(_ count: Int, _ body: (Int) -> Void) {
         forRanges(count) { r in for i in r { body(i) } }
     }
+
+    /// Splits a range over `count` concatenated segments of equal length into per-segment row ranges.
+    @inline(__always)
+    static func forEachSegment(_ range: Range<Int>, segmentLength: Int, count: Int, _ body: (Int, Range<Int>) -> Void) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let s = i / segmentLength
+            let lo = i - s * segmentLength
+            let hi = min(segmentLength, range.upperBound - s * segmentLength)
+            body(s, lo..<hi)
+            i = s * segmentLength + hi
+        }
+    }
 }
