@@ -31,6 +31,10 @@ struct KernelBenchCommand: ParsableCommand {
             print(String(format: "BF16 matrix-vector, bfloat16 mode, AVX512-BF16 kernel: %.2f GB/s = %.1f%% of the streaming read (%.2fx the portable kernel)",
                          g, 100 * g / r.streamingReadGBs, g / r.bf16MatVecGBs))
         }
+        if let g = r.mxfp4MatVecGBs {
+            print(String(format: "MXFP4 matrix-vector (%d MiB, 2880 columns), bfloat16 mode, AVX512-BF16 kernel: %.2f GB/s = %.1f%% of the streaming read",
+                         o.matVecBytes >> 20, g, 100 * g / r.streamingReadGBs))
+        }
         print(String(format: "decode MoE layer (%d cold experts, 1 token each, gate/up then down): %.2f GB/s = %.1f%% of the streaming read",
                      r.moeDecodeExperts, r.moeDecodeGBs, 100 * r.moeDecodeGBs / r.streamingReadGBs))
         if let p = r.moePrefillGflops, let peak = r.peakOneDNNBF16Gflops {

@@ -43,6 +43,10 @@ public struct KernelBenchmark {
         /// The same product in bfloat16 mode through the AVX512-BF16 kernel
         /// (nil where the CPU lacks it).
         public var bf16MatVecNativeGBs: Double?
+        /// MXFP4 matrix-vector product (blocks and scales, gpt-oss's 2880
+        /// columns) over as many bytes, bfloat16 mode, AVX512-BF16 kernel;
+        /// nil where the CPU lacks it.
+        public var mxfp4MatVecGBs: Double?
         public var expertProjection: [Row]
         /// The decode MoE path: `moeExperts` cold experts (gate, up, down), one
         /// token each, through the default `SharedPoolExecutor`; weight GB/s.
@@ -97,6 +101,8 @@ public struct KernelBenchmark {
             let bctx = GemmContext(options: bf16Options)
             nativeSeconds = measure(minSeconds: o.minSeconds) { Linear.apply(bm, x: xv, tokens: 1, y: yv, ctx: bctx) }
         }
+        let mxfp4GBs = MatVec.nativeBF16 && useDNNL && OneDNN.hasNativeBF16
+            ? mxfp4MatVec(bytes: o.matVecBytes, cols: 2880, options: bf16Options, minSeconds: o.minSeconds) : nil
 
         // Expert projections, cycling through a pool of distinct experts.
         let perExpert = o.expertRows * o.expertCols
@@ -204,6 +210,7 @@ public struct KernelBenchmark {
                       peakOneDNNBF16Gflops: peakBF16, peakOneDNNF32Gflops: peakF32,
                       streamingReadGBs: stream / 1e9, bf16MatVecGBs: Double(bm.byteCount) / mvSeconds / 1e9,
                       bf16MatVecNativeGBs: nativeSeconds.map { Double(bm.byteCount) / $0 / 1e9 },
+                      mxfp4MatVecGBs: mxfp4GBs,
                       expertProjection: table, moeDecodeExperts: k,
                       moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9, moePrefillGflops: prefill)
     }
@@ -228,6 +235,25 @@ public struct KernelBenchmark {
             Linear.apply(m, x: a, tokens: n, y: c, ctx: ctx)
         }
         return 2 * Double(n * n * n) / s / 1e9
+    }
+
+    /// Weight GB/s of one token through an MXFP4 matrix of about `bytes`
+    /// (random codes, scales around 2^-4 as in gpt-oss's experts).
+    static func mxfp4MatVec(bytes: Int, cols: Int, options: ComputeOptions, minSeconds: Double) -> Double {
+        let rows = bytes / (cols / 2 + cols / 32)
+        let blocks = UnsafeMutablePointer<UInt8>.allocate(capacity: rows * cols / 2)
+        let scales = UnsafeMutablePointer<UInt8>.allocate(capacity: rows * cols / 32)
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+        defer { blocks.deallocate(); scales.deallocate(); x.deallocate(); y.deallocate() }
+        var rng = Xoshiro256(seed: 2)
+        for i in 0..<(rows * cols / 2) { blocks[i] = UInt8(truncatingIfNeeded: rng.next()) }
+        for i in 0..<(rows * cols / 32) { scales[i] = UInt8(118 + rng.next() % 8) }
+        x.initialize(repeating: 0.01, count: cols)
+        let m = Matrix(rows: rows, cols: cols, dtype: .mxfp4, data: UnsafeRawPointer(blocks), scales: UnsafeRawPointer(scales))
+        let ctx = GemmContext(options: options)
+        let seconds = measure(minSeconds: minSeconds) { Linear.apply(m, x: x, tokens: 1, y: y, ctx: ctx) }
+        return Double(m.byteCount) / seconds / 1e9
     }
 
     static func randomBF16(count: Int) -> UnsafeMutablePointer<UInt16> {
