@@ -59,8 +59,9 @@ import Testing
         for (a, b) in zip(produced, full) { #expect(maxRelativeDifference(a, b) < 1e-5) }
     }
 
-    /// Long prefill chunks take the GEMM attention path; short chunks the
-    /// per-token one. Both must agree, including when the chunk starts
+    /// Long prefill chunks take the GEMM attention path (for DeepSeek's
+    /// latent attention: the expanded form); short chunks the per-token one
+    /// (absorbed). Both must agree, including when the chunk starts
     /// mid-sequence (causal mask offset) and with a decode in the same batch.
     @Test(arguments: ["qwen2_moe", "deepseek_v2_group", "deepseek_v3_noninterleaved_bf16_sharded", "glm4_moe_bf16_sharded",
                       "gpt_oss", "gpt_oss_mxfp4"])

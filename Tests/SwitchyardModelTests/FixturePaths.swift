@@ -7,7 +7,7 @@ enum Fixtures {
 
     static let modelCases = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "qwen3_moe_bf16_sharded",
                              "deepseek_v2", "deepseek_v2_group", "deepseek_v3", "deepseek_v3_noninterleaved_bf16_sharded",
-                             "glm4_moe", "glm4_moe_bf16_sharded", "gpt_oss", "gpt_oss_mxfp4"]
+                             "glm4_moe", "glm4_moe_bf16_sharded", "gpt_oss", "gpt_oss_mxfp4", "deepseek_v3_long_prompt"]
     /// The fixtures with transformers-bfloat16 references (see make_bf16_references.py
     /// for why the DeepSeek ones have none).
     static let bf16Cases = Array(modelCases.prefix(5))

@@ -89,6 +89,19 @@ import Testing
         #expect(quant.contains("quant_method \"gptq\" is not supported"))
     }
 
+    /// DeepSeek-V2-Lite's dimensions: a prompt's own prefill runs expanded
+    /// (2.3x fewer flops at 1024 tokens), a decode or a short chunk
+    /// on a long context absorbed; docs/architecture.md gives the counts.
+    @Test func latentAttentionPicksTheCheaperFormPerSequence() {
+        let lite = LatentAttentionConfig(qLoraRank: nil, kvLoraRank: 512, nopeDim: 128, ropeDim: 64, valueDim: 128,
+                                         bias: false, softmaxScale: 1)
+        #expect(lite.prefersExpandedForm(newTokens: 1024, context: 1024))
+        #expect(lite.prefersExpandedForm(newTokens: 32, context: 32))
+        #expect(lite.prefersExpandedForm(newTokens: 512, context: 2048))
+        #expect(!lite.prefersExpandedForm(newTokens: 1, context: 1024))
+        #expect(!lite.prefersExpandedForm(newTokens: 40, context: 8000))
+    }
+
     /// docs/architecture.md: MLA caches `num_layers × (kv_lora_rank +
     /// qk_rope_head_dim)` values per token; grouped attention
     /// `2 × num_layers × num_kv_heads × head_dim`.

@@ -24,6 +24,8 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/SwitchyardModelTests/Fixtures
 ONLY = sys.argv[2:]
 SEQ_LEN = 21
 GREEDY = 16
+# Cases whose prompt is longer than SEQ_LEN.
+PROMPT_LEN = {"deepseek_v3_long_prompt": 150}
 
 def perturb(model, seed):
     """HF initialises norms to 1 and biases to 0, which would hide a missing or
@@ -193,6 +195,18 @@ CASES = [
         layer_types=["sliding_attention", "full_attention"] * 2, swiglu_limit=7.0,
         rope_parameters=dict(GPT_OSS_YARN), rms_norm_eps=1e-5, max_position_embeddings=256,
         eos_token_id=250, pad_token_id=249, tie_word_embeddings=False), "mxfp4", None, gpt_oss_mxfp4_tweak),
+    # DeepSeek-V3 with a 150-token prompt: a prefill this long runs MLA in
+    # the expanded form (keys and values up-projected per head) in two query
+    # blocks, and the greedy decodes after it read the same cache in the
+    # absorbed form.
+    ("deepseek_v3_long_prompt", DeepseekV3Config, DeepseekV3ForCausalLM, dict(
+        vocab_size=229, hidden_size=40, intermediate_size=36, moe_intermediate_size=12,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, first_k_dense_replace=1,
+        n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24, kv_lora_rank=20,
+        qk_nope_head_dim=10, qk_rope_head_dim=8, v_head_dim=14, rope_interleave=True,
+        rope_parameters=dict(YARN), rms_norm_eps=1e-6, max_position_embeddings=256,
+        tie_word_embeddings=False), "float32", None),
 ]
 
 # MXFP4 as openai/gpt-oss checkpoints store it (and transformers'
@@ -378,7 +392,7 @@ def main():
         else:
             model.save_pretrained(d)
         g = torch.Generator().manual_seed(7 + i)
-        tokens = torch.randint(0, cfg.vocab_size, (SEQ_LEN,), generator=g).tolist()
+        tokens = torch.randint(0, cfg.vocab_size, (PROMPT_LEN.get(name, SEQ_LEN),), generator=g).tolist()
         with torch.no_grad():
             logits = model(torch.tensor([tokens])).logits[0].float()
         cont = greedy(model, tokens, GREEDY)

@@ -21,4 +21,19 @@ public struct LatentAttentionConfig: Sendable, Equatable {
     public var queryHeadDim: Int { nopeDim + ropeDim }
     /// Floats one token caches per layer: the normed latent, then the rotated key.
     public var cacheWidth: Int { kvLoraRank + ropeDim }
+
+    /// Whether `newTokens` queries at the end of `context` cached positions
+    /// (the new ones included) cost fewer flops in the expanded form than in
+    /// the absorbed one. Absorbed, every (query, key) pair is a dot product
+    /// over the cached row and a latent-wide value sum, plus each query's
+    /// trip into and out of latent space; expanded, the pairs are head-sized
+    /// but every cached token's latent is first up-projected to a key and a
+    /// value per head. A prompt's own prefill always favours expansion; a
+    /// decode or a short chunk on a long context never does.
+    public func prefersExpandedForm(newTokens m: Int, context: Int) -> Bool {
+        let pairs = m * (context - m) + m * (m + 1) / 2
+        let absorbed = pairs * (cacheWidth + kvLoraRank) + m * kvLoraRank * (nopeDim + valueDim)
+        let expanded = pairs * (queryHeadDim + valueDim) + context * kvLoraRank * (nopeDim + valueDim)
+        return expanded < absorbed
+    }
 }

@@ -69,20 +69,23 @@ enum PagedAttention {
 
     /// `out[t, h*dv ..< (h+1)*dv] = softmax(scale · q_h · Kᵀ) · V` for every
     /// token and query head over the keys its position sees.
+    /// Sequences for which `skipping` is true are left alone (latent
+    /// attention runs its long prefills in another form).
     static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, shape: Shape,
                         q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                        index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer) {
+                        index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer,
+                        skipping: (BatchSequence) -> Bool = { _ in false }) {
         // Tokens of short sequences, for the per-token path.
         let list = tokenList.reserve(batch.tokenCount)
         var n = 0
-        for s in batch.sequences where s.tokenCount < gemmMinTokens {
+        for s in batch.sequences where s.tokenCount < gemmMinTokens && !skipping(s) {
             for i in 0..<s.tokenCount { list[n] = Int32(s.tokenStart + i); n += 1 }
         }
         if n > 0 {
             computePerToken(cache: cache, layer: layer, batch: batch, shape: shape, q: q, out: out,
                             index: index, tokens: list, count: n, scratch: scratch)
         }
-        for (i, s) in batch.sequences.enumerated() where s.tokenCount >= gemmMinTokens {
+        for (i, s) in batch.sequences.enumerated() where s.tokenCount >= gemmMinTokens && !skipping(s) {
             computeChunk(cache: cache, layer: layer, start: s.startPosition, tokenStart: s.tokenStart, tokenCount: s.tokenCount,
                          table: index.table(i), shape: shape, q: q, out: out, scratch: scratch)
         }

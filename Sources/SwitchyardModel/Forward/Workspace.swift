@@ -17,6 +17,10 @@ final class Workspace: @unchecked Sendable {
     let latentQueryA = ScratchBuffer()
     let latentQuery = ScratchBuffer()
     let latentValues = ScratchBuffer()
+    // Latent attention's expanded form: a sequence's cached rows, and their
+    // keys and values up-projected for a group of heads.
+    let latentContext = ScratchBuffer()
+    let latentExpanded = ScratchBuffer()
     let projected = ScratchBuffer()
     let ropeCos = ScratchBuffer()
     let ropeSin = ScratchBuffer()
