@@ -14,6 +14,8 @@ public enum MemoryBandwidth {
 
     /// The same read over existing memory (for example a model's mapped
     /// weights, so the baseline reads the very pages the kernels read).
+    /// `minSeconds` 0: one pass, untimed warm-up included (a sample of the
+    /// bandwidth at this moment).
     public static func streamingRead(_ base: UnsafeRawPointer, bytes: Int, minSeconds: Double = 0.5) -> Double {
         let count = bytes / 4
         nonisolated(unsafe) let b = base
@@ -22,7 +24,7 @@ public enum MemoryBandwidth {
         defer { partials.deallocate() }
         partials.initialize(repeating: 0, count: Parallel.threadCount)
         nonisolated(unsafe) let sums = partials
-        let seconds = measure(minSeconds: minSeconds) {
+        let read = {
             // 256 bytes per step into eight independent accumulators, so the
             // adds never limit the loads.
             Parallel.forParts(count / 64, minChunk: 1024) { part, r in
@@ -41,6 +43,14 @@ public enum MemoryBandwidth {
                 }
                 sums[part] += ((a0 + a1) + (a2 + a3) + (a4 + a5) + (a6 + a7)).sum()
             }
+        }
+        let seconds: Double
+        if minSeconds > 0 {
+            seconds = measure(minSeconds: minSeconds, read)
+        } else {
+            let t0 = monotonicSeconds()
+            read()
+            seconds = monotonicSeconds() - t0
         }
         if (0..<Parallel.threadCount).reduce(0, { $0 + partials[$1] }) == -1 { print("") }
         return Double(count / 64 * 256) / seconds
