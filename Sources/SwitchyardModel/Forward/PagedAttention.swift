@@ -159,6 +159,13 @@ enum PagedAttention {
         }
     }
 
+    /// Per-token attention splits across threads only when each share has at
+    /// least this many flops to pay for waking a thread. At 1M a batch-1
+    /// decode of the `compare` preset (4 kv heads, 64-96 tokens of context)
+    /// ran on one thread; at 100k it takes both, and its attention phase went
+    /// from 0.66-0.75 to 0.40-0.44 ms per step (docs/performance.md).
+    static let minFlopsPerThread = 100_000
+
     /// Decodes and short chunks: one task per (token, kv head), scores kept
     /// in per-thread scratch.
     static func computePerToken(cache: PagedKVCache, layer: Int, batch: ForwardBatch, shape: Shape,
@@ -179,10 +186,8 @@ enum PagedAttention {
         let headsPerSplit = (rep + splits - 1) / splits
         let tasks = count * kvh * splits
         nonisolated(unsafe) let qs = q, os = out, ss = scores, tl = tokens
-        // Split across threads only when each share has enough work (~1M
-        // flops) to pay for waking a thread: short decodes run on one.
         let flopsPerTask = max(1, 4 * maxContext * headsPerSplit * d)
-        Parallel.forParts(tasks, minChunk: max(1, 1_000_000 / flopsPerTask)) { part, range in
+        Parallel.forParts(tasks, minChunk: max(1, Self.minFlopsPerThread / flopsPerTask)) { part, range in
             let sc = ss + part * perPart
             for task in range {
                 let pair = task / splits, split = task % splits
