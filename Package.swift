@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "SwitchyardModel", "SwitchyardCore", "SwitchyardPlugins", "ExpertParallelExecution", "SwitchyardServer",
+                "SwitchyardModel", "SwitchyardCore", "SwitchyardPlugins", "ExpertParallelExecution", "HybridExecution", "SwitchyardServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -128,7 +128,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ExecutionPluginTests",
-            dependencies: ["SwitchyardModel", "SwitchyardCore", "CPUExecution", "ExpertParallelExecution", "WholeExpertsExecution"],
+            dependencies: ["SwitchyardModel", "SwitchyardCore", "CPUExecution", "ExpertParallelExecution", "WholeExpertsExecution",
+                           "HybridExecution"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -3,11 +3,12 @@ import Foundation
 import SwitchyardCore
 import SwitchyardModel
 import ExpertParallelExecution
+import HybridExecution
 
 struct TopologyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "topology",
-        abstract: "Print the machine's cores and NUMA nodes, the CPU device pools, and where a model's expert pages live.")
+        abstract: "Print the machine's cores and NUMA nodes, the CPU device pools, any CUDA GPUs and libraries, and where a model's expert pages live.")
 
     @Option(help: "Split the cores into this many device pools.")
     var devices: Int?
@@ -41,6 +42,10 @@ struct TopologyCommand: ParsableCommand {
             for (i, p) in pools.enumerated() {
                 print("  device \(i): cores \(p.cores.map(String.init).joined(separator: ",")), NUMA node \(p.numaNode)")
             }
+        }
+        if synthetic == nil {
+            // The GPU side of the (planned) hybrid executor: driver, devices, libraries.
+            print(CUDALibraries.probe().description)
         }
         if let model {
             let w = try loadModel(model).weights

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+@testable import HybridExecution
+
+/// Finding CUDA at run time fails with messages that name what was looked
+/// for, where, and the fix; none of this needs a GPU.
+@Suite struct CUDALibrariesTests {
+    func scratchDirectory() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cuda-libs-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test func aMissingDriverNamesTheLibraryTheDirectoriesAndTheFix() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        guard case .failure(let e) = CUDADriver.load(searchPath: [dir], systemSearch: false) else {
+            Issue.record("loaded a driver from an empty directory")
+            return
+        }
+        #expect(e == .libraryNotFound(names: ["libcuda.so.1", "libcuda.so"], searched: [dir], systemSearch: false, failedToLoad: []))
+        #expect(e.description.contains("libcuda.so.1 / libcuda.so not found: looked in 1 directories (\(dir))"))
+        #expect(e.description.contains("SWITCHYARD_CUDA_LIBRARY_PATH"))
+    }
+
+    /// A file with the driver's name that is not a shared library.
+    @Test func aLibraryThatFailsToLoadIsReportedWithTheLoadersReason() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data("not an ELF file".utf8).write(to: URL(fileURLWithPath: dir + "/libcuda.so.1"))
+        guard case .failure(let e) = CUDADriver.load(searchPath: [dir], systemSearch: false) else {
+            Issue.record("loaded a text file as the driver")
+            return
+        }
+        #expect(e.description.contains("found but failed to load: \(dir)/libcuda.so.1"))
+    }
+
+    /// The C library under the driver's name: it loads, but has no
+    /// cuGetProcAddress.
+    @Test func aLibraryWithoutTheDriverEntryPointIsNamed() throws {
+        let candidates = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6",
+                          "/usr/lib64/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6"]
+        guard let libc = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            Issue.record("no libc.so.6 at \(candidates)")
+            return
+        }
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: dir + "/libcuda.so.1", withDestinationPath: libc)
+        guard case .failure(let e) = CUDADriver.load(searchPath: [dir], systemSearch: false) else {
+            Issue.record("libc passed for the CUDA driver")
+            return
+        }
+        #expect(e == .missingSymbol("cuGetProcAddress", library: dir + "/libcuda.so.1"))
+        #expect(e.description.contains("not a CUDA 12 or newer driver library"))
+    }
+
+    @Test func searchPathPutsTheUsersDirectoriesFirstThenToolkitThenPipWheels() {
+        let dirs = CUDALibraries.defaultSearchPath(environment: ["SWITCHYARD_CUDA_LIBRARY_PATH": "/opt/a:/opt/b", "CUDA_HOME": "/opt/cuda"])
+        #expect(Array(dirs.prefix(5)) == ["/opt/a", "/opt/b", "/opt/cuda/lib64", "/opt/cuda/lib", "/opt/cuda/compat"])
+        #expect(dirs.contains("/usr/local/cuda/lib64") && dirs.last == "/usr/lib/wsl/lib")
+    }
+
+    @Test func probeWithoutLibrariesReportsEachMissingPiece() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let probe = CUDALibraries.probe(searchPath: [dir], systemSearch: false)
+        let lines = probe.description.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3)
+        #expect(lines[0].hasPrefix("no usable GPU: libcuda.so.1 / libcuda.so not found"))
+        #expect(lines[1].hasPrefix("cuBLAS: not found (libcublas.so.13 / libcublas.so.12 / libcublas.so not found"))
+        #expect(lines[2].hasPrefix("NVRTC: not found (libnvrtc.so.13"))
+    }
+}
