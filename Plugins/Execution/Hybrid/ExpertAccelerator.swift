@@ -1,0 +1,30 @@
+import Foundation
+import SwitchyardModel
+
+/// What the hybrid executor asks of the device that holds hot experts: keep
+/// experts resident, compute a layer's share of experts while the CPU
+/// computes the rest, and report what it can hold. The CUDA implementation
+/// (cuBLAS products, NVRTC kernels, pinned staging) is the part of the
+/// hybrid executor not written yet; everything above this protocol (what
+/// goes where, residency, counters, falling back to the CPU) is, and is
+/// tested against a host-memory implementation.
+public protocol ExpertAccelerator: AnyObject, Sendable {
+    /// The device as `ExecutionDevice` describes it (kind `.accelerator`).
+    var name: String { get }
+    var detail: String { get }
+    /// Bytes of device memory experts may use (the `--gpu-memory` budget
+    /// less dense weights, KV cache and staging).
+    var expertBudgetBytes: Int { get }
+
+    /// Copies an expert's weights into device memory, where they stay until
+    /// `evict`.
+    func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws
+    func evict(_ expert: ResidentExperts.Expert)
+
+    /// Starts computing `experts` of `work` (ids in `work.experts`): the
+    /// resident ones from device memory, those in `uploads` copied first
+    /// through staging buffers. Writes their `work.output` rows and nothing
+    /// else. May return before the work is done; `finish` waits for it.
+    func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws
+    func finish() throws
+}

@@ -1,0 +1,144 @@
+import Foundation
+import HybridExecution
+import SwitchyardModel
+import Testing
+
+/// An accelerator in host memory: it computes its share with the CPU
+/// kernels, synchronously, so the hybrid executor's orchestration (what goes
+/// where, residency, counters, falling back) is checked without a GPU.
+final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let name = "host-accelerator"
+    let detail = "test double in host memory"
+    let expertBudgetBytes: Int
+    private(set) var loaded: Set<ResidentExperts.Expert> = []
+    private(set) var layersBegun = 0
+    /// Experts asked for from device memory that were never loaded.
+    private(set) var missingResident: [ResidentExperts.Expert] = []
+    var failOnBegin = false
+    /// Writes NaN into its rows, then fails in `finish`.
+    var failOnFinish = false
+    private let kernels: SharedPoolExecutor
+    private let counts: UnsafeMutablePointer<Int32>
+    private var pending: (work: ExpertWork, experts: [Int])?
+
+    init(weights: ModelWeights, budgetBytes: Int) {
+        expertBudgetBytes = budgetBytes
+        kernels = SharedPoolExecutor(weights: weights)
+        counts = .allocate(capacity: max(1, weights.config.numExperts))
+    }
+
+    deinit { counts.deallocate() }
+
+    func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
+        loaded.insert(expert)
+        if loaded.count * weights.byteCount > expertBudgetBytes { throw Failure(description: "over budget") }
+    }
+
+    func evict(_ expert: ResidentExperts.Expert) { loaded.remove(expert) }
+
+    func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
+        if failOnBegin { throw Failure(description: "begin failed") }
+        layersBegun += 1
+        for j in experts where !uploads.contains(j) && !loaded.contains(.init(layer: work.layer, expert: j)) {
+            missingResident.append(.init(layer: work.layer, expert: j))
+        }
+        pending = (work, experts)
+        for j in 0..<work.numExperts { counts[j] = experts.contains(j) ? work.tokenCount[j] : 0 }
+        if failOnFinish {
+            for j in experts {
+                (work.output + Int(work.rowOffset[j]) * work.hiddenSize).initialize(repeating: .nan, count: Int(work.tokenCount[j]) * work.hiddenSize)
+            }
+            return
+        }
+        kernels.run(ExpertWork(layer: work.layer, experts: work.experts, hiddenSize: work.hiddenSize,
+                               intermediateSize: work.intermediateSize, assignments: experts.reduce(0) { $0 + Int(work.tokenCount[$1]) },
+                               tokenCount: counts, rowOffset: work.rowOffset, input: work.input, inputBF16: work.inputBF16,
+                               output: work.output, gate: work.gate, up: work.up, activatedBF16: work.activatedBF16,
+                               compute: work.compute))
+    }
+
+    func finish() throws {
+        pending = nil
+        if failOnFinish { throw Failure(description: "finish failed") }
+    }
+}
+
+@Suite(.serialized) struct HybridExecutorTests {
+    /// CPU ~10 GFLOP/s at 64 tokens, 10 GB/s read; a link and a GPU fast
+    /// enough that the planner uploads the experts with most tokens.
+    static let cost = HybridCostModel(cpuFlopsPerSecond: [.init(tokens: 1, flopsPerSecond: 1e9), .init(tokens: 64, flopsPerSecond: 1e10)],
+                                      cpuReadBytesPerSecond: 1e10, hostToDeviceBytesPerSecond: 2e10, gpuFlopsPerSecond: 1e12,
+                                      gpuLaunchSeconds: 1e-5)
+
+    func maxRelativeDifference(_ a: [[Float]], _ b: [[Float]]) -> Float {
+        zip(a, b).map { zip($0, $1).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0 }.max() ?? Float.infinity
+    }
+
+    func setUp() throws -> (model: Transformer, prompt: [Int32], reference: [[Float]], expertBytes: Int) {
+        let model = try Transformer(directory: PluginFixtures.defaultModel)
+        let prompt = (0..<40).map { Int32(($0 * 53 + 7) % model.config.vocabSize) }
+        let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        let sample = model.weights.layers.compactMap { layer -> ExpertWeights? in
+            if case .moe(let moe) = layer.feedForward { return moe.experts.first }
+            return nil
+        }.first!
+        return (model, prompt, reference, sample.byteCount)
+    }
+
+    @Test func logitsMatchTheCPUWithExpertsSplitBetweenDevices() throws {
+        let (model, prompt, reference, bytes) = try setUp()
+        let routed = model.weights.routedExperts.count
+        let device = HostAccelerator(weights: model.weights, budgetBytes: routed / 4 * bytes)
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        #expect(device.loaded.count == routed / 4)
+        #expect(hybrid.devices.map(\.kind) == [.cpuPool, .accelerator])
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(maxRelativeDifference(logits, reference) < 1e-5)
+        #expect(device.missingResident.isEmpty && hybrid.lastAcceleratorError == nil)
+        let s = hybrid.siteCounters
+        let assignments = model.config.sparseLayers.filter { $0 }.count * prompt.count * model.config.numExpertsPerToken
+        #expect(s.residentTokens + s.uploadedTokens + s.cpuTokens == assignments)
+        #expect(s.cpuTokens > 0 && s.uploadedTokens > 0 && s.residentTokens > 0, "\(s)")
+        // Every byte that crossed was a whole expert: an upload or a swap.
+        #expect(s.hostToDeviceBytes > 0 && s.hostToDeviceBytes % bytes == 0)
+        #expect(s.residentHitRate > 0 && s.residentHitRate < 1)
+        let st = hybrid.stats
+        for l in 0..<model.config.numLayers where model.config.sparseLayers[l] {
+            #expect(st.deviceTokens[l].reduce(0, +) == prompt.count * model.config.numExpertsPerToken)
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func aFailingAcceleratorFallsBackToTheCPUWithoutChangingLogits(failInFinish: Bool) throws {
+        let (model, prompt, reference, bytes) = try setUp()
+        let device = HostAccelerator(weights: model.weights, budgetBytes: 8 * bytes)
+        if failInFinish { device.failOnFinish = true } else { device.failOnBegin = true }
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(maxRelativeDifference(logits, reference) < 1e-5)
+        #expect(hybrid.siteCounters.fallbacks == 1)
+        #expect(hybrid.lastAcceleratorError == "host-accelerator: \(failInFinish ? "finish" : "begin") failed")
+        // Once failed, the accelerator is not asked again.
+        #expect(device.layersBegun == (failInFinish ? 1 : 0))
+    }
+
+    @Test func llamaCppAllExpertsOnCPUNeverUsesTheAccelerator() throws {
+        let (model, prompt, reference, bytes) = try setUp()
+        let device = HostAccelerator(weights: model.weights, budgetBytes: 8 * bytes)
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost, mode: .allExpertsOnCPU)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(maxRelativeDifference(logits, reference) < 1e-5)
+        #expect(device.loaded.isEmpty && device.layersBegun == 0)
+        #expect(hybrid.siteCounters.cpuTokens > 0 && hybrid.siteCounters.hostToDeviceBytes == 0)
+    }
+}
