@@ -1,27 +1,90 @@
 #!/usr/bin/env bash
-# What can be checked on a GPU host today, from the release bundle
-# (scripts/bundle.sh; the host needs no Swift): the hybrid executor's CUDA
-# discovery on real hardware (driver version, devices and their memory
-# through the primary context, cuBLAS and NVRTC found), with and without the
-# user's library path. Results go to OUT_DIR (default $OUT, or
-# docs/results/gpu-check). The hybrid executor's GPU compute is not written
-# yet, so nothing here computes on the GPU; this script grows with it.
-# Usage: scripts/gpu-check.sh BUNDLE_DIR [OUT_DIR]
+# The hybrid executor's checks on a GPU host, from the release bundle
+# (scripts/bundle.sh; the host needs no Swift, only the NVIDIA driver and
+# cuBLAS/NVRTC, e.g. the CUDA 13 pip wheels). Writes every result to
+# OUT_DIR (default $OUT, else docs/results/gpu-check) and takes a few
+# minutes. Usage:
+#   scripts/gpu-check.sh BUNDLE [OUT_DIR]     (BUNDLE: the unpacked directory or the .tar.xz)
+# 1. CUDA discovery: driver, devices, cuBLAS, NVRTC (switchyard topology).
+# 2. Correctness: logits of --execution hybrid against --execution cpu (both
+#    bfloat16) on a committed BF16 reference checkpoint and on a 3.2 GB
+#    random one, with GPU budgets that leave experts resident, uploaded and
+#    on the CPU; greedy continuations compared token for token.
+# 3. Speed: the same serving workload, hybrid against cpu and against
+#    llama.cpp's all-experts-on-CPU form, on the 3.2 GB model with a 1 GiB
+#    expert budget (switchyard ab, one run, ratios B/A).
 set -uo pipefail
-BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE_DIR [OUT_DIR]}
+cd "$(dirname "$0")/.."
+BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
 OUT=${2:-${OUT:-docs/results/gpu-check}}
 mkdir -p "$OUT"
+if [ -f "$BUNDLE" ]; then
+  UNPACK=$(mktemp -d); tar -C "$UNPACK" -xJf "$BUNDLE"; BUNDLE=$(echo "$UNPACK"/switchyard-*)
+fi
 SY="$BUNDLE/switchyard"
-{
-  echo "== date: $(date -u +%FT%TZ)"
-  echo "== nvidia-smi"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv 2>&1 || echo "nvidia-smi not available"
-  echo "== switchyard topology (default search)"
-  "$SY" topology 2>&1
-  # The CUDA 13 pip wheels, if this host's Python has them.
-  WHEELS=$(python3 -c 'import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null || true)
-  if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
-    echo "== switchyard topology with SWITCHYARD_CUDA_LIBRARY_PATH=$WHEELS"
-    SWITCHYARD_CUDA_LIBRARY_PATH="$WHEELS" "$SY" topology 2>&1
+WHEELS=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null || true)
+[ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export SWITCHYARD_CUDA_LIBRARY_PATH="$WHEELS"
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+: > "$OUT/summary.txt"
+
+log "1. discovery ($(date -u +%FT%TZ))"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+"$SY" topology > "$OUT/topology.txt" 2>&1
+cat "$OUT/topology.txt" | tee -a "$OUT/summary.txt"
+
+BF16=--dtype\ bfloat16
+compare_logits() {  # name model tokens gpu_memory
+  local name=$1 model=$2 tokens=$3 budget=$4
+  "$SY" logits --model "$model" --tokens "$tokens" $BF16 --execution cpu > "$OUT/logits-$name-cpu.json" 2> "$OUT/logits-$name-cpu.err"
+  "$SY" logits --model "$model" --tokens "$tokens" $BF16 --execution hybrid \
+    --execution-config "{\"gpu_memory\": \"$budget\"}" > "$OUT/logits-$name-hybrid.json" 2> "$OUT/logits-$name-hybrid.err"
+  python3 - "$OUT/logits-$name-cpu.json" "$OUT/logits-$name-hybrid.json" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+try:
+    a, b = (json.load(open(p))["logits"] for p in sys.argv[1:3])
+except Exception as e:
+    print(f"  {sys.argv[2]}: no logits ({e}); see the .err file"); sys.exit(0)
+worst = max(abs(x - y) / (1 + abs(y)) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+argmax = sum(max(range(len(ra)), key=ra.__getitem__) == max(range(len(rb)), key=rb.__getitem__) for ra, rb in zip(a, b))
+print(f"  {sys.argv[2].split('/')[-1]}: worst relative difference vs cpu {worst:.2e}, argmax equal at {argmax}/{len(a)} positions")
+PY
+  grep -h "resident\|crossover\|error\|Error" "$OUT/logits-$name-hybrid.err" | head -5 | tee -a "$OUT/summary.txt"
+}
+compare_greedy() {  # name model tokens gpu_memory: generate prints the new token ids on stdout
+  local name=$1 model=$2 tokens=$3 budget=$4
+  "$SY" generate --model "$model" --tokens "$tokens" --max-tokens 16 --ignore-eos $BF16 --execution cpu \
+    > "$OUT/greedy-$name-cpu.txt" 2> "$OUT/greedy-$name-cpu.err"
+  "$SY" generate --model "$model" --tokens "$tokens" --max-tokens 16 --ignore-eos $BF16 --execution hybrid \
+    --execution-config "{\"gpu_memory\": \"$budget\"}" > "$OUT/greedy-$name-hybrid.txt" 2> "$OUT/greedy-$name-hybrid.err"
+  if [ -s "$OUT/greedy-$name-hybrid.txt" ] && cmp -s "$OUT/greedy-$name-cpu.txt" "$OUT/greedy-$name-hybrid.txt"; then
+    log "  greedy $name: identical ($(cat "$OUT/greedy-$name-cpu.txt"))"
+  else
+    log "  greedy $name: DIFFERENT or missing: cpu $(cat "$OUT/greedy-$name-cpu.txt"), hybrid $(cat "$OUT/greedy-$name-hybrid.txt")"
   fi
-} | tee "$OUT/topology.txt"
+}
+
+# STEPS="1 2" leaves out the serving runs (a dry run of the script off a GPU).
+STEPS=${STEPS:-1 2 3}
+[[ " $STEPS " == *" 2 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
+log "2. correctness"
+REF=Tests/SwitchyardModelTests/Fixtures/models/qwen3_moe_bf16_sharded
+TOKENS=$(python3 -c 'import json; print(",".join(map(str, json.load(open("'$REF'/reference.json"))["tokens"])))')
+compare_logits ref-small "$REF" "$TOKENS" 64KiB
+compare_greedy ref-small "$REF" "$TOKENS" 64KiB
+BIG=$(mktemp -d)/compare
+"$SY" model create --arch qwen3_moe --preset compare --out "$BIG" --seed 0 > /dev/null 2>&1
+LONG=$(python3 -c 'print(",".join(str((i * 53 + 7) % 4096) for i in range(300)))')
+compare_logits compare-1GiB "$BIG" "$LONG" 1GiB
+compare_greedy compare-1GiB "$BIG" 1,2,3,4,5 1GiB
+
+[[ " $STEPS " == *" 3 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
+log "3. speed (64 requests x 256 prompt / 32 output tokens, all at t=0)"
+WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed 1 --max-num-seqs 64 --max-num-batched-tokens 2048"
+"$SY" ab --model "$BIG" $WORK --a "--execution cpu $BF16" \
+  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-cpu-vs-hybrid.json" \
+  > "$OUT/ab-cpu-vs-hybrid.txt" 2>&1
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"cpu_moe\":true}" \
+  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-cpumoe-vs-hybrid.json" \
+  > "$OUT/ab-cpumoe-vs-hybrid.txt" 2>&1
+tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" | tee -a "$OUT/summary.txt"
+log "done $(date -u +%FT%TZ)"

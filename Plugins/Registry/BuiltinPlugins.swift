@@ -10,6 +10,7 @@ import ILPPlacement
 import CPUExecution
 import ExpertParallelExecution
 import WholeExpertsExecution
+import HybridExecution
 import SwitchyardCore
 
 /// Every strategy plug-in under `Plugins/`, registered by name. Package.swift
@@ -30,5 +31,6 @@ public enum BuiltinPlugins {
         CPUExecution.register(in: registry)
         ExpertParallelExecution.register(in: registry)
         WholeExpertsExecution.register(in: registry)
+        HybridExecution.register(in: registry)
     }
 }

@@ -25,6 +25,9 @@ public struct ExpertCounts: Sendable, Equatable {
         /// assignments, and of the mean device's.
         public var busiestDeviceTokens: Int
         public var meanDeviceTokens: Double
+        /// The executor's own named counters as it reports them (totals and
+        /// ratios since it started; never differenced).
+        public var counters: [String: Double] = [:]
 
         init(_ s: ExpertExecutionStats) {
             let n = s.deviceBusySeconds.first?.count ?? 0
@@ -32,13 +35,16 @@ public struct ExpertCounts: Sendable, Equatable {
             expertPhaseSeconds = s.expertPhaseSeconds.reduce(0, +)
             busiestDeviceTokens = s.busiestDeviceTokens.reduce(0, +)
             meanDeviceTokens = s.meanDeviceTokens.reduce(0, +)
+            counters = s.counters
         }
 
-        init(busySeconds: [Double], expertPhaseSeconds: Double, busiestDeviceTokens: Int, meanDeviceTokens: Double) {
+        init(busySeconds: [Double], expertPhaseSeconds: Double, busiestDeviceTokens: Int, meanDeviceTokens: Double,
+             counters: [String: Double] = [:]) {
             self.busySeconds = busySeconds
             self.expertPhaseSeconds = expertPhaseSeconds
             self.busiestDeviceTokens = busiestDeviceTokens
             self.meanDeviceTokens = meanDeviceTokens
+            self.counters = counters
         }
 
         /// The imbalance the expert phases waited on: busiest / mean device.
@@ -48,7 +54,7 @@ public struct ExpertCounts: Sendable, Equatable {
             DeviceWork(busySeconds: zip(a.busySeconds, b.busySeconds).map { $0 - $1 },
                        expertPhaseSeconds: a.expertPhaseSeconds - b.expertPhaseSeconds,
                        busiestDeviceTokens: a.busiestDeviceTokens - b.busiestDeviceTokens,
-                       meanDeviceTokens: a.meanDeviceTokens - b.meanDeviceTokens)
+                       meanDeviceTokens: a.meanDeviceTokens - b.meanDeviceTokens, counters: a.counters)
         }
     }
 

@@ -140,6 +140,13 @@ public final class ServerMetrics: Sendable {
             }
             if delta.expertWeightBytesRead > 0 { weightBytes.increment(by: Int64(delta.expertWeightBytesRead)) }
             if delta.expertActivations > 0 { activations.increment(by: Int64(delta.expertActivations)) }
+            // The executor's own counters (the hybrid executor's tokens per
+            // site, bytes copied to the GPU, hit rate) as gauges of its totals.
+            for (counter, value) in counts.devices?.counters ?? [:] {
+                registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "switchyard:executor_counter", unitName: "",
+                                                                    helpText: "An execution strategy's own counter, by name (totals and ratios since start)."),
+                                   labels: [("model_name", modelName), ("counter", counter)]).set(value)
+            }
             if let d = delta.devices {
                 for (i, t) in d.busySeconds.enumerated() where t > 0 && i < deviceBusy.count { deviceBusy[i].increment(by: t) }
                 if d.expertPhaseSeconds > 0 { expertPhase.increment(by: d.expertPhaseSeconds) }

@@ -72,3 +72,27 @@ import Testing
         #expect(lines[2].hasPrefix("NVRTC: not found (libnvrtc.so.13"))
     }
 }
+
+/// The GPU-side pieces that can be checked without a GPU where the CUDA
+/// pip wheels are installed (this project's build machines have them, CI
+/// does not): the SiLU kernel compiles to PTX, and cuBLAS exports what the
+/// accelerator calls.
+@Suite struct CUDAToolkitTests {
+    static let nvrtc = try? CUDALibraries.open(["libnvrtc.so.13", "libnvrtc.so.12"], searchPath: CUDALibraries.defaultSearchPath(),
+                                               systemSearch: true).get()
+    static let cublas = try? CUDALibraries.open(["libcublas.so.13", "libcublas.so.12"], searchPath: CUDALibraries.defaultSearchPath(),
+                                                systemSearch: true).get()
+
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func siluKernelCompilesToPTXWithItsEntryPoint() throws {
+        let ptx = String(cString: try CUDAExpertAccelerator.compileKernel(nvrtc: Self.nvrtc!))
+        #expect(ptx.contains(".visible .entry silu_mul_bf16("))
+        // Four parameters: gate, up, output, count.
+        #expect(ptx.contains("silu_mul_bf16_param_3"))
+    }
+
+    @Test(.enabled(if: cublas != nil, "cuBLAS is not installed"))
+    func cublasExportsEveryFunctionTheAcceleratorCalls() {
+        for name in CUDAExpertAccelerator.cublasSymbols { #expect(Self.cublas!.symbol(name) != nil, "\(name)") }
+    }
+}

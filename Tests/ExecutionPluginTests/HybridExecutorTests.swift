@@ -1,5 +1,6 @@
 import Foundation
 import HybridExecution
+import SwitchyardCore
 import SwitchyardModel
 import Testing
 
@@ -108,6 +109,10 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         // Every byte that crossed was a whole expert: an upload or a swap.
         #expect(s.hostToDeviceBytes > 0 && s.hostToDeviceBytes % bytes == 0)
         #expect(s.residentHitRate > 0 && s.residentHitRate < 1)
+        // The same figures reach benchmark results and /metrics by name.
+        #expect(hybrid.stats.counters["hybrid_cpu_tokens"] == Double(s.cpuTokens))
+        #expect(hybrid.stats.counters["hybrid_host_to_device_bytes"] == Double(s.hostToDeviceBytes))
+        #expect(hybrid.stats.counters["hybrid_resident_hit_rate"] == s.residentHitRate)
         let st = hybrid.stats
         for l in 0..<model.config.numLayers where model.config.sparseLayers[l] {
             #expect(st.deviceTokens[l].reduce(0, +) == prompt.count * model.config.numExpertsPerToken)
@@ -140,5 +145,37 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         #expect(maxRelativeDifference(logits, reference) < 1e-5)
         #expect(device.loaded.isEmpty && device.layersBegun == 0)
         #expect(hybrid.siteCounters.cpuTokens > 0 && hybrid.siteCounters.hostToDeviceBytes == 0)
+    }
+}
+
+@Suite struct HybridExecutionTests {
+    @Test func gpuMemoryIsASizeOrAFractionOfFreeMemory() throws {
+        #expect(try HybridExecution.budget("8GiB", freeBytes: 0) == 8 << 30)
+        #expect(try HybridExecution.budget("512MiB", freeBytes: 0) == 512 << 20)
+        #expect(try HybridExecution.budget("1.5GB", freeBytes: 0) == 1_500_000_000)
+        #expect(try HybridExecution.budget("0.25", freeBytes: 1000) == 250)
+        #expect(throws: ExecutionError.self) { try HybridExecution.budget("lots", freeBytes: 1000) }
+        #expect(throws: ExecutionError.self) { try HybridExecution.budget("0", freeBytes: 1000) }
+    }
+
+    /// CI has no GPU: choosing hybrid there is a start-up error that names
+    /// what was looked for, where, and the fix; and float32 is refused first.
+    @Test(.enabled(if: (try? CUDADriver.load(searchPath: CUDALibraries.defaultSearchPath(), systemSearch: true).get()) == nil,
+                   "this machine has a CUDA driver"))
+    func withoutAGPUHybridFailsAtStartUpNamingWhatItLookedFor() throws {
+        let model = try Transformer(directory: PluginFixtures.defaultModel)
+        let registry = StrategyRegistry()
+        HybridExecution.register(in: registry)
+        let context = ExecutionContext(model: model, topology: try CPUTopology.load()) { _ in ExpertMap(numDevices: 1, device: []) }
+        #expect { try registry.makeExecution("hybrid").prepare(context) } throws: { error in
+            "\(error)".contains("pass --dtype bfloat16")
+        }
+        guard let bf16 = ComputeOptions.available.first(where: { $0.dtype == .bfloat16 }) else { return }
+        try model.configure(compute: bf16)
+        #expect { try registry.makeExecution("hybrid").prepare(context) } throws: { error in
+            let text = "\(error)"
+            return text.contains("hybrid needs a CUDA GPU: libcuda.so.1 / libcuda.so not found") && text.contains("SWITCHYARD_CUDA_LIBRARY_PATH")
+        }
+        #expect(model.experts is SharedPoolExecutor)
     }
 }

@@ -105,6 +105,41 @@ import ExpertParallelExecution
     }
 }
 
+/// An executor with counters of its own, as the hybrid executor reports
+/// its tokens per site: the default kernels, plus a count of layer calls.
+final class CountingExecutor: ExpertExecutor, @unchecked Sendable {
+    let inner: SharedPoolExecutor
+    private(set) var layerCalls = 0
+    init(_ inner: SharedPoolExecutor) { self.inner = inner }
+    var devices: [ExecutionDevice] { inner.devices }
+    var expertDevice: [[Int]]? { nil }
+    func run(_ work: ExpertWork) {
+        layerCalls += 1
+        inner.run(work)
+    }
+    var stats: ExpertExecutionStats {
+        var s = inner.stats
+        s.counters = ["test_layer_calls": Double(layerCalls)]
+        return s
+    }
+    func resetStats() { inner.resetStats() }
+}
+
+extension ExpertStatsTests {
+    @Test func anExecutorsOwnCountersAreExportedAsGauges() async throws {
+        let model = try loadModel()
+        let counting = CountingExecutor(SharedPoolExecutor(weights: model.weights))
+        model.install(experts: counting)
+        defer { model.install(experts: nil) }
+        let s = try await TestServer(engine: try makeEngine(model))
+        let r = try await s.post("/v1/completions", json: ["prompt": Array(1...8), "max_tokens": 3, "temperature": 0, "ignore_eos": true])
+        #expect(r.status == 200)
+        let calls = try await s.metric("switchyard:executor_counter", ["counter": "test_layer_calls"])
+        #expect(calls != nil && calls == Double(counting.layerCalls) && counting.layerCalls > 0)
+        await s.stop()
+    }
+}
+
 /// The pieces the routes are made of.
 @Suite struct ServerPartsTests {
     @Test func sseParserReassemblesEventsSplitAcrossReads() {

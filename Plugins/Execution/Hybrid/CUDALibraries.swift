@@ -18,7 +18,8 @@ public enum CUDALibraries {
     /// Directories searched before the system's own library search, in
     /// order: `SWITCHYARD_CUDA_LIBRARY_PATH` (colon-separated), a CUDA
     /// toolkit under `CUDA_HOME` or /usr/local/cuda, and the NVIDIA pip
-    /// wheels of the active virtual environment and of the system Pythons.
+    /// wheels of the active virtual environment, of the system Pythons and
+    /// of whichever `python3` is on the PATH.
     public static func defaultSearchPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
         var dirs: [String] = []
         if let user = environment["SWITCHYARD_CUDA_LIBRARY_PATH"] {
@@ -31,12 +32,29 @@ public enum CUDALibraries {
         if let venv = environment["VIRTUAL_ENV"] { sitePackages += pythonSiteDirectories(under: venv + "/lib") }
         if let home = environment["HOME"] { sitePackages += pythonSiteDirectories(under: home + "/.local/lib") }
         sitePackages += pythonSiteDirectories(under: "/usr/local/lib") + pythonSiteDirectories(under: "/usr/lib")
+        sitePackages += activePythonSiteDirectories().filter { !sitePackages.contains($0) }
         for site in sitePackages {
             dirs += ["cu13/lib", "cublas/lib", "cuda_nvrtc/lib", "cuda_runtime/lib"].map { site + "/nvidia/" + $0 }
         }
         // WSL puts the driver here.
         dirs.append("/usr/lib/wsl/lib")
         return dirs
+    }
+
+    /// Where `python3` on the PATH keeps its packages (pyenv, conda and
+    /// other interpreters outside the usual prefixes); empty without one.
+    static func activePythonSiteDirectories() -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", "import site; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return [] }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return [] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
     static func pythonSiteDirectories(under lib: String) -> [String] {

@@ -67,7 +67,11 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
 
     deinit { cpuCounts.deallocate() }
 
-    public var stats: ExpertExecutionStats { counters.stats }
+    public var stats: ExpertExecutionStats {
+        var s = counters.stats
+        s.counters = sites.named
+        return s
+    }
     public var siteCounters: HybridSiteCounters { sites }
     public func resetStats() {
         counters.reset()
@@ -189,6 +193,14 @@ public struct HybridSiteCounters: Sendable, Equatable, Codable {
 
     /// Share of the expert phase the CPU spent computing.
     public var cpuTimeShare: Double { expertPhaseSeconds > 0 ? cpuSeconds / expertPhaseSeconds : 0 }
+
+    /// For `ExpertExecutionStats.counters` (benchmark results).
+    public var named: [String: Double] {
+        ["hybrid_resident_tokens": Double(residentTokens), "hybrid_uploaded_tokens": Double(uploadedTokens),
+         "hybrid_cpu_tokens": Double(cpuTokens), "hybrid_host_to_device_bytes": Double(hostToDeviceBytes),
+         "hybrid_swaps": Double(swaps), "hybrid_fallbacks": Double(fallbacks), "hybrid_resident_hit_rate": residentHitRate,
+         "hybrid_cpu_time_share": cpuTimeShare]
+    }
 }
 
 public enum HybridError: Error, Sendable, CustomStringConvertible {

@@ -149,6 +149,9 @@ public struct BenchmarkReport {
             out.append(Self.line("Expert phase time (s):", String(format: "%.3f", d.expertPhaseSeconds)))
             out.append(Self.line("Device busy time (s):", d.busySeconds.map { String(format: "%.3f", $0) }.joined(separator: " / ")))
             if let c = d.crossDevicePairs { out.append(Self.line("Cross-device token pairs:", "\(c.reduce(0, +))")) }
+            for (name, value) in d.stats.counters.sorted(by: { $0.key < $1.key }) {
+                out.append(Self.line("\(name):", value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(format: "%.4f", value)))
+            }
         }
         out.append(String(repeating: "=", count: 50))
         return out.joined(separator: "\n")
@@ -217,6 +220,7 @@ public struct BenchmarkReport {
                 "per_forward_device_imbalance": d.perForwardImbalance,
                 "busiest_device_tokens_per_layer": d.stats.busiestDeviceTokens,
                 "mean_device_tokens_per_layer": d.stats.meanDeviceTokens,
+                "executor_counters": d.stats.counters,
             ]
             if let c = d.crossDevicePairs {
                 dj["cross_device_pairs_per_boundary"] = c

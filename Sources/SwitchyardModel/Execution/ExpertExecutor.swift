@@ -86,14 +86,19 @@ public struct ExpertExecutionStats: Sendable, Equatable {
     /// totals (`deviceTokens`).
     public var busiestDeviceTokens: [Int]
     public var meanDeviceTokens: [Double]
+    /// Executor-specific counters by name (the hybrid executor's tokens per
+    /// site, bytes copied to the device, hit rate), printed in benchmark
+    /// results as they are; empty for executors with nothing more to say.
+    public var counters: [String: Double]
 
     public init(deviceTokens: [[Int]], deviceBusySeconds: [[Double]], expertPhaseSeconds: [Double],
-                busiestDeviceTokens: [Int], meanDeviceTokens: [Double]) {
+                busiestDeviceTokens: [Int], meanDeviceTokens: [Double], counters: [String: Double] = [:]) {
         self.deviceTokens = deviceTokens
         self.deviceBusySeconds = deviceBusySeconds
         self.expertPhaseSeconds = expertPhaseSeconds
         self.busiestDeviceTokens = busiestDeviceTokens
         self.meanDeviceTokens = meanDeviceTokens
+        self.counters = counters
     }
 
     public var numDevices: Int { deviceTokens.first?.count ?? 0 }

@@ -1,0 +1,120 @@
+import Foundation
+import SwitchyardCore
+import SwitchyardModel
+
+/// `--execution hybrid`: hot experts resident on a CUDA GPU, the rest on
+/// the CPU or uploaded where that is cheaper this iteration
+/// (`HybridExecutor`). Attention, norms, router, shared experts and the LM
+/// head stay on the CPU in this version. Without a usable GPU it fails at
+/// start-up naming what it looked for and where.
+public struct HybridExecution: ExecutionStrategy {
+    public struct Options: Sendable {
+        /// Bytes of GPU memory for resident experts ("8GiB", "512MiB"), or a
+        /// fraction of the device's free memory ("0.8").
+        public var gpuMemory = "0.8"
+        public var device = 0
+        /// llama.cpp's static forms: every routed expert on the CPU, or
+        /// those of the first N layers.
+        public var cpuMoE = false
+        public var nCPUMoE = 0
+        public var maxSwapsPerStep = 2
+        public var uploadSlots = 4
+        public init() {}
+    }
+
+    public let options: Options
+    public init(_ options: Options = Options()) { self.options = options }
+
+    /// "8GiB" / "512MiB" / "1.5GB" / plain bytes, or a fraction in (0, 1] of `free`.
+    public static func budget(_ text: String, freeBytes: Int) throws -> Int {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let f = Double(t), f > 0, f <= 1, t.contains(".") || f == 1 { return Int(f * Double(freeBytes)) }
+        let units: [(String, Double)] = [("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
+        for (suffix, scale) in units where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * scale) }
+        }
+        if let v = Int(t), v > 1 { return v }
+        throw ExecutionError.setup("gpu_memory \"\(text)\" is neither a size (8GiB, 512MiB) nor a fraction of free GPU memory (0.8)")
+    }
+
+    public func prepare(_ context: ExecutionContext) throws -> ExecutionSummary {
+        let model = context.model, weights = model.weights
+        guard model.compute.dtype == .bfloat16 else {
+            throw ExecutionError.setup("hybrid computes experts in bfloat16 (BF16 at every product's inputs, as on the CPU): pass --dtype bfloat16 or auto")
+        }
+        let experts = weights.layers.flatMap { layer -> [ExpertWeights] in
+            if case .moe(let moe) = layer.feedForward { return moe.experts }
+            return []
+        }
+        guard let sample = experts.first else { throw ExecutionError.setup(HybridError.noRoutedExperts.description) }
+        let probe = CUDALibraries.probe()
+        let devices: CUDADriver.Devices
+        switch probe.driver {
+        case .success(let d): devices = d
+        case .failure(let e): throw ExecutionError.setup("hybrid needs a CUDA GPU: \(e.description)")
+        }
+        guard options.device < devices.list.count else {
+            throw ExecutionError.setup("device \(options.device) requested, the driver reports \(devices.list.count)")
+        }
+        let budget = try Self.budget(options.gpuMemory, freeBytes: devices.list[options.device].freeBytes - options.uploadSlots * sample.byteCount)
+        let gpu: CUDAExpertAccelerator
+        do {
+            gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget,
+                                            uploadSlots: options.uploadSlots)
+        } catch let e as CUDAError {
+            throw ExecutionError.setup("hybrid: \(e.description)")
+        } catch let e as HybridSetupError {
+            throw ExecutionError.setup("hybrid: \(e.description)")
+        }
+        let cost = try measuredCost(model: model, sample: sample, gpu: gpu)
+        let mode: HybridPlanner.Mode = options.cpuMoE ? .allExpertsOnCPU : options.nCPUMoE > 0 ? .firstLayersOnCPU(options.nCPUMoE) : .measured
+        let executor: HybridExecutor
+        do {
+            executor = try HybridExecutor(weights: weights, accelerator: gpu, cost: cost, mode: mode, maxSwapsPerStep: options.maxSwapsPerStep,
+                                          maxUploadBytesPerLayer: options.uploadSlots * sample.byteCount)
+        } catch {
+            throw ExecutionError.setup("hybrid: \(error)")
+        }
+        model.install(experts: executor)
+        let crossover = cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: 2 * Double(3 * sample.gate.rows * sample.gate.cols))
+        return ExecutionSummary(strategy: "hybrid", devices: executor.devices, map: nil, notes: [
+            "\(executor.resident.resident.count) experts resident in \(budget >> 20) MiB on \(gpu.detail)",
+            "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",
+            "the GPU path has not been verified on a GPU yet: compare with --execution cpu (scripts/gpu-check.sh)",
+        ])
+    }
+
+    /// The cached figures beside the model, or measured now and cached.
+    private func measuredCost(model: Transformer, sample: ExpertWeights, gpu: CUDAExpertAccelerator) throws -> HybridCostModel {
+        let path = HybridCostModel.cachePath(model: model.weights.checkpoint.directory.path)
+        if let cached = try? HybridCostModel.load(from: path) { return cached }
+        let cpu = HybridCostMeasurement.cpu(weights: model.weights, compute: model.compute)
+        let g: (hostToDevice: Double, flops: Double, launchSeconds: Double)
+        do { g = try gpu.measure(sample: sample) } catch { throw ExecutionError.setup("hybrid: measuring the GPU: \(error)") }
+        let cost = HybridCostModel(cpuFlopsPerSecond: cpu.points, cpuReadBytesPerSecond: cpu.readBytesPerSecond,
+                                   hostToDeviceBytesPerSecond: g.hostToDevice, gpuFlopsPerSecond: g.flops, gpuLaunchSeconds: g.launchSeconds)
+        try? cost.save(to: path)
+        return cost
+    }
+
+    public static func register(in registry: StrategyRegistry) {
+        registry.registerExecution("hybrid", summary: "CPU-GPU hybrid: hot experts resident on a CUDA GPU, cold ones on the CPU or uploaded where cheaper (GPU path unverified)",
+                                   options: [
+                                       StrategyOption("gpu_memory", type: "string", default: "0.8", help: "GPU memory for resident experts: a size (8GiB) or a fraction of free memory"),
+                                       StrategyOption("device", type: "int", default: "0", help: "CUDA device index"),
+                                       StrategyOption("cpu_moe", type: "bool", default: "false", help: "llama.cpp --cpu-moe: every routed expert on the CPU"),
+                                       StrategyOption("n_cpu_moe", type: "int", default: "0", help: "llama.cpp --n-cpu-moe N: the experts of the first N layers on the CPU"),
+                                       StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
+                                       StrategyOption("upload_slots", type: "int", default: "4", help: "experts uploaded per layer at most (staging memory)"),
+                                   ]) { config in
+            var o = Options()
+            o.gpuMemory = try config.string("gpu_memory", default: o.gpuMemory)
+            o.device = try config.int("device", default: o.device, in: 0...1023)
+            o.cpuMoE = try config.bool("cpu_moe", default: o.cpuMoE)
+            o.nCPUMoE = try config.int("n_cpu_moe", default: o.nCPUMoE, in: 0...Int.max)
+            o.maxSwapsPerStep = try config.int("max_swaps", default: o.maxSwapsPerStep, in: 0...Int.max)
+            o.uploadSlots = try config.int("upload_slots", default: o.uploadSlots, in: 1...1024)
+            return HybridExecution(o)
+        }
+    }
+}
