@@ -56,7 +56,12 @@ public struct HybridExecution: ExecutionStrategy {
         guard options.device < devices.list.count else {
             throw ExecutionError.setup("device \(options.device) requested, the driver reports \(devices.list.count)")
         }
-        let budget = try Self.budget(options.gpuMemory, freeBytes: devices.list[options.device].freeBytes - options.uploadSlots * sample.byteCount)
+        let free = devices.list[options.device].freeBytes - options.uploadSlots * sample.byteCount
+        guard free > sample.byteCount else {
+            throw ExecutionError.setup("hybrid: \(devices.list[options.device].name) has \(devices.list[options.device].freeBytes >> 20) MiB free, "
+                                       + "not enough for \(options.uploadSlots) upload slots of \(sample.byteCount >> 20) MiB and one resident expert; lower upload_slots or free the GPU")
+        }
+        let budget = try Self.budget(options.gpuMemory, freeBytes: free)
         let gpu: CUDAExpertAccelerator
         do {
             gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget,
