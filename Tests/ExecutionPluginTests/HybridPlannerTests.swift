@@ -98,18 +98,29 @@ import Testing
         // Layer 0's expert 1 turns hot: heat [2.5, 10.5, 0, 4.5].
         r.observe(layer: 0, tokenCount: [0, 20, 0, 0])
         #expect(r.heat[0] == [2.5, 10.5, 0, 4.5])
-        let swaps = r.rebalance(maxSwaps: 1)
+        let swaps = r.rebalance(layer: 0, maxSwaps: 1)
         #expect(swaps.map(\.evicted) == [E(layer: 0, expert: 0)] && swaps.map(\.admitted) == [E(layer: 0, expert: 1)])
         // Layer 0's expert 0 (2.5) is not 25% hotter than the coldest resident (4.5): no churn.
-        #expect(r.rebalance(maxSwaps: 2).isEmpty)
+        #expect(r.rebalance(layer: 0, maxSwaps: 2).isEmpty)
         #expect(r.resident == [E(layer: 0, expert: 1), E(layer: 0, expert: 3), E(layer: 1, expert: 1)])
+    }
+
+    /// The challenger comes from the layer just observed; the expert it
+    /// replaces is the coldest resident of any layer.
+    @Test func aHotExpertEvictsTheColdestResidentOfAnyLayer() {
+        var r = ResidentExperts(heat: [[5, 0], [1, 0]], expertBytes: 1, budgetBytes: 2, decay: 0.5)
+        r.observe(layer: 0, tokenCount: [0, 10])
+        #expect(r.heat[0] == [2.5, 5])
+        let swaps = r.rebalance(layer: 0, maxSwaps: 2)
+        #expect(swaps.map(\.evicted) == [E(layer: 1, expert: 0)] && swaps.map(\.admitted) == [E(layer: 0, expert: 1)])
+        #expect(r.resident == [E(layer: 0, expert: 0), E(layer: 0, expert: 1)])
     }
 
     @Test func swapsStopAtTheLimitEvenWhenMoreExpertsAreHotter() {
         var r = ResidentExperts(heat: [[1, 1, 0, 0]], expertBytes: 1, budgetBytes: 2, decay: 1)
         r.observe(layer: 0, tokenCount: [0, 0, 5, 6])
-        let swaps = r.rebalance(maxSwaps: 1)
+        let swaps = r.rebalance(layer: 0, maxSwaps: 1)
         #expect(swaps.count == 1 && swaps[0].admitted == E(layer: 0, expert: 3))
-        #expect(r.rebalance(maxSwaps: 1).map(\.admitted) == [E(layer: 0, expert: 2)])
+        #expect(r.rebalance(layer: 0, maxSwaps: 1).map(\.admitted) == [E(layer: 0, expert: 2)])
     }
 }

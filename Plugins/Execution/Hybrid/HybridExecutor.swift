@@ -154,7 +154,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
     private func updateResidency(_ work: ExpertWork, tokens: [Int]) {
         guard lastAcceleratorError == nil, case .measured = planner.mode else { return }
         resident.observe(layer: work.layer, tokenCount: tokens)
-        for swap in resident.rebalance(maxSwaps: maxSwapsPerStep) {
+        for swap in resident.rebalance(layer: work.layer, maxSwaps: maxSwapsPerStep) {
             accelerator.evict(swap.evicted)
             do {
                 try accelerator.load(swap.admitted, weights: experts[swap.admitted.layer][swap.admitted.expert])

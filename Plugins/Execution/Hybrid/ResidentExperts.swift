@@ -47,6 +47,8 @@ public struct ResidentExperts: Sendable, Equatable {
             return ha != hb ? ha > hb : a < b
         }
         resident = Set(ranked.prefix(expertBytes > 0 ? budgetBytes / expertBytes : 0))
+        coldest = Array(repeating: nil, count: heat.count)
+        for l in heat.indices { refreshColdest(l) }
     }
 
     public func isResident(layer: Int, expert: Int) -> Bool { resident.contains(Expert(layer: layer, expert: expert)) }
@@ -57,26 +59,51 @@ public struct ResidentExperts: Sendable, Equatable {
     /// Folds one step's token counts of `layer` into the heat.
     public mutating func observe(layer: Int, tokenCount: [Int]) {
         for e in heat[layer].indices { heat[layer][e] = (1 - decay) * heat[layer][e] + decay * Double(tokenCount[e]) }
+        refreshColdest(layer)
     }
 
     /// Replaces at most `maxSwaps` resident experts by hotter non-resident
-    /// ones (the hottest challenger against the coldest resident, while the
-    /// challenger clears the hysteresis); returns the (evicted, admitted)
-    /// pairs in order, which the executor turns into copies.
-    public mutating func rebalance(maxSwaps: Int) -> [(evicted: Expert, admitted: Expert)] {
-        func h(_ x: Expert) -> Double { heat[x.layer][x.expert] }
-        var outside = heat.enumerated().flatMap { l, row in row.indices.map { Expert(layer: l, expert: $0) } }
-            .filter { !resident.contains($0) }
-            .sorted { h($0) != h($1) ? h($0) > h($1) : $0 < $1 }
-        var inside = resident.sorted { h($0) != h($1) ? h($0) < h($1) : $0 < $1 }
+    /// experts of `layer` (the layer just observed), each time evicting the
+    /// coldest resident expert of any layer, while the challenger clears the
+    /// hysteresis; returns the (evicted, admitted) pairs in order, which the
+    /// executor turns into copies. Costs one sort of the layer's experts and
+    /// a scan of one minimum per layer, not a sort of every expert.
+    public mutating func rebalance(layer: Int, maxSwaps: Int) -> [(evicted: Expert, admitted: Expert)] {
+        guard maxSwaps > 0, !resident.isEmpty else { return [] }
+        let challengers = heat[layer].indices.filter { !resident.contains(Expert(layer: layer, expert: $0)) }
+            .sorted { heat[layer][$0] != heat[layer][$1] ? heat[layer][$0] > heat[layer][$1] : $0 < $1 }
         var swaps: [(evicted: Expert, admitted: Expert)] = []
-        while swaps.count < maxSwaps, let hot = outside.first, let cold = inside.first, h(hot) > h(cold) * (1 + hysteresis) {
+        for e in challengers.prefix(maxSwaps) {
+            guard let cold = globallyColdest() else { break }
+            let hot = Expert(layer: layer, expert: e)
+            guard heat[layer][e] > heat[cold.layer][cold.expert] * (1 + hysteresis) else { break }
             resident.remove(cold)
             resident.insert(hot)
             swaps.append((cold, hot))
-            outside.removeFirst()
-            inside.removeFirst()
+            refreshColdest(cold.layer)
+            refreshColdest(layer)
         }
         return swaps
+    }
+
+    /// Per layer, its coldest resident expert (ties: lower id), kept as heat
+    /// and residency change so finding the global one scans layers only.
+    private var coldest: [Int?]
+
+    private mutating func refreshColdest(_ layer: Int) {
+        var best: Int?
+        for e in heat[layer].indices where resident.contains(Expert(layer: layer, expert: e)) {
+            if best == nil || heat[layer][e] < heat[layer][best!] { best = e }
+        }
+        coldest[layer] = best
+    }
+
+    private func globallyColdest() -> Expert? {
+        var best: Expert?
+        for (l, e) in coldest.enumerated() {
+            guard let e else { continue }
+            if best == nil || heat[l][e] < heat[best!.layer][best!.expert] { best = Expert(layer: l, expert: e) }
+        }
+        return best
     }
 }
