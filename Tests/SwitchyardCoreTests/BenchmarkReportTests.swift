@@ -12,6 +12,7 @@ import Testing
 
     @Test func tinyBenchmarkCompletesAndItsJSONIsConsistent() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bench-tiny-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
         try RandomCheckpoint.create(.init(architecture: .qwen3Moe, preset: ModelPreset.load(Self.preset), seed: 1), at: dir)
         let model = try Transformer(directory: dir.path)
         let engine = Engine(model: model, config: EngineConfig(maxModelLen: 256, blockSize: 16, numKVBlocks: 256),

@@ -132,6 +132,7 @@ import ChunkedScheduler
         let preset = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stop-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
         try RandomCheckpoint.create(.init(architecture: .mixtral, preset: ModelPreset.load(preset), seed: 2), at: dir)
         let m = try Transformer(directory: dir.path)
         let tok = try TokenizerLoader.load(directory: dir.path)

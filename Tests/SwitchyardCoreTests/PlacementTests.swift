@@ -114,6 +114,7 @@ import Testing
 
     @Test func fileMapsRoundTripAndAreValidated() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("map-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: url) }
         let map = ExpertMap(numDevices: 2, device: [[1, 0, 1, 0]])
         try JSONEncoder().encode(map).write(to: url)
         #expect(try FilePlacement(path: url.path).place(PlacementProblem(numLayers: 1, numExperts: 4, numDevices: 2, profile: nil)) == map)

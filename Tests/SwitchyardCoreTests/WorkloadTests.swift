@@ -3,10 +3,15 @@ import Testing
 @testable import SwitchyardCore
 @testable import SwitchyardModel
 
-@Suite struct WorkloadTests {
+@Suite final class WorkloadTests {
+    /// Files this test wrote, removed when it ends (a class suite's deinit).
+    private var written: [URL] = []
+    deinit { for url in written { try? FileManager.default.removeItem(at: url) } }
+
     func temp(_ text: String, ext: String) throws -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("wl-\(UUID().uuidString).\(ext)")
         try text.write(to: url, atomically: true, encoding: .utf8)
+        written.append(url)
         return url.path
     }
 

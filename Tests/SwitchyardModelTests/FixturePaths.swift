@@ -29,8 +29,23 @@ enum Fixtures {
 
     /// A fresh temporary copy of a fixture model, for tests that corrupt it.
     static func scratchCopy(of name: String) throws -> URL {
-        let dst = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-\(UUID().uuidString)")
+        let dst = scratchDirectory("copy-\(name)")
         try FileManager.default.copyItem(at: URL(fileURLWithPath: model(name)), to: dst)
         return dst
+    }
+
+    /// One directory per test process for the files tests write, removed
+    /// when the process exits, so test runs do not pile checkpoints up in
+    /// /tmp.
+    static let scratchRoot: URL = {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        atexit { try? FileManager.default.removeItem(at: Fixtures.scratchRoot) }
+        return root
+    }()
+
+    /// A path under `scratchRoot` that does not exist yet.
+    static func scratchDirectory(_ prefix: String) -> URL {
+        scratchRoot.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
     }
 }

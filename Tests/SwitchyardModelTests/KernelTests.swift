@@ -72,7 +72,7 @@ import Testing
     @Test func f16CheckpointLoadsAndRuns() throws {
         let preset = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("f16-\(UUID().uuidString)")
+        let dir = Fixtures.scratchDirectory("f16")
         try RandomCheckpoint.create(.init(architecture: .olmoe, preset: ModelPreset.load(preset), seed: 3, dtype: .f16), at: dir)
         let model = try Transformer(directory: dir.path)
         #expect(model.weights.embedding.dtype == .f16)

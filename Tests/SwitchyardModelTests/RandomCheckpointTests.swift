@@ -11,7 +11,7 @@ import Testing
     }
 
     func temp() -> URL {
-        FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-create-\(UUID().uuidString)")
+        Fixtures.scratchDirectory("create")
     }
 
     @Test(arguments: Architecture.allCases)
