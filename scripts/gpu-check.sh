@@ -10,9 +10,10 @@
 #    bfloat16) on a committed BF16 reference checkpoint and on a 3.2 GB
 #    random one, with GPU budgets that leave experts resident, uploaded and
 #    on the CPU; greedy continuations compared token for token.
-# 3. Speed: the same serving workload, hybrid against cpu and against
-#    llama.cpp's all-experts-on-CPU form, on the 3.2 GB model with a 1 GiB
-#    expert budget (switchyard ab, one run, ratios B/A).
+# 3. Speed: the same serving workload, hybrid against cpu, against
+#    llama.cpp's all-experts-on-CPU form and against uploading every cold
+#    expert, on the 3.2 GB model with a 1 GiB expert budget (switchyard ab,
+#    one run each, ratios B/A).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
@@ -86,5 +87,8 @@ WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed
 "$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"cpu_moe\":true}" \
   --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-cpumoe-vs-hybrid.json" \
   > "$OUT/ab-cpumoe-vs-hybrid.txt" 2>&1
-tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" | tee -a "$OUT/summary.txt"
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"upload_all\":true}" \
+  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-uploadall-vs-hybrid.json" \
+  > "$OUT/ab-uploadall-vs-hybrid.txt" 2>&1
+tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" | tee -a "$OUT/summary.txt"
 log "done $(date -u +%FT%TZ)"

@@ -73,6 +73,18 @@ import Testing
                 == [.uploaded, .cpu, .resident, .cpu, nil, nil, .uploaded, .cpu])
     }
 
+    /// The comparison arm: every cold expert with tokens is uploaded, even
+    /// the 1-token one the CPU would finish first, up to the staging limit.
+    @Test func uploadEveryExpertModeUploadsWhatTheStagingHolds() {
+        let all = HybridPlanner(cost: Self.cost, mode: .uploadEveryExpert, maxUploadBytesPerLayer: 8 * Self.bytes)
+            .plan(layer: 0, tokenCount: tokens, resident: resident, expertBytes: Self.bytes, flopsPerToken: Self.flops)
+        #expect(all.sites == [.uploaded, .uploaded, .resident, .uploaded, nil, nil, .uploaded, .uploaded])
+        #expect(all.cpuSeconds == 0 && all.uploadedBytes == 5 * Self.bytes)
+        let bounded = HybridPlanner(cost: Self.cost, mode: .uploadEveryExpert, maxUploadBytesPerLayer: 2 * Self.bytes)
+            .plan(layer: 0, tokenCount: tokens, resident: resident, expertBytes: Self.bytes, flopsPerToken: Self.flops)
+        #expect(bounded.sites == [.uploaded, .cpu, .resident, .cpu, nil, nil, .uploaded, .cpu])
+    }
+
     @Test func measuredFiguresRoundTripThroughTheirJSONCache() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hybrid-cost-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -17,6 +17,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// those of the first N layers.
         public var cpuMoE = false
         public var nCPUMoE = 0
+        /// Upload every non-resident expert with tokens instead of deciding
+        /// by the measured costs (the comparison arm).
+        public var uploadAll = false
         public var maxSwapsPerStep = 2
         public var uploadSlots = 4
         public init() {}
@@ -72,7 +75,8 @@ public struct HybridExecution: ExecutionStrategy {
             throw ExecutionError.setup("hybrid: \(e.description)")
         }
         let cost = try measuredCost(model: model, sample: sample, gpu: gpu)
-        let mode: HybridPlanner.Mode = options.cpuMoE ? .allExpertsOnCPU : options.nCPUMoE > 0 ? .firstLayersOnCPU(options.nCPUMoE) : .measured
+        let mode: HybridPlanner.Mode = options.cpuMoE ? .allExpertsOnCPU
+            : options.nCPUMoE > 0 ? .firstLayersOnCPU(options.nCPUMoE) : options.uploadAll ? .uploadEveryExpert : .measured
         let executor: HybridExecutor
         do {
             executor = try HybridExecutor(weights: weights, accelerator: gpu, cost: cost, mode: mode, maxSwapsPerStep: options.maxSwapsPerStep,
@@ -109,6 +113,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("device", type: "int", default: "0", help: "CUDA device index"),
                                        StrategyOption("cpu_moe", type: "bool", default: "false", help: "llama.cpp --cpu-moe: every routed expert on the CPU"),
                                        StrategyOption("n_cpu_moe", type: "int", default: "0", help: "llama.cpp --n-cpu-moe N: the experts of the first N layers on the CPU"),
+                                       StrategyOption("upload_all", type: "bool", default: "false", help: "upload every non-resident expert with tokens instead of deciding by measured cost (comparison arm)"),
                                        StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
                                        StrategyOption("upload_slots", type: "int", default: "4", help: "experts uploaded per layer at most (staging memory)"),
                                    ]) { config in
@@ -117,6 +122,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.device = try config.int("device", default: o.device, in: 0...1023)
             o.cpuMoE = try config.bool("cpu_moe", default: o.cpuMoE)
             o.nCPUMoE = try config.int("n_cpu_moe", default: o.nCPUMoE, in: 0...Int.max)
+            o.uploadAll = try config.bool("upload_all", default: o.uploadAll)
             o.maxSwapsPerStep = try config.int("max_swaps", default: o.maxSwapsPerStep, in: 0...Int.max)
             o.uploadSlots = try config.int("upload_slots", default: o.uploadSlots, in: 1...1024)
             return HybridExecution(o)

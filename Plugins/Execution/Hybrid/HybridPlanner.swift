@@ -33,6 +33,11 @@ public struct HybridPlanner: Sendable {
         /// llama.cpp `--n-cpu-moe N`: the experts of layers below N on the
         /// CPU, the others as `measured`.
         case firstLayersOnCPU(Int)
+        /// Every expert with tokens on the GPU, the non-resident ones
+        /// uploaded (as far as the staging allows; the rest on the CPU):
+        /// llama.cpp's op offload of host weights at large batches, and the
+        /// baseline the measured plan is compared with.
+        case uploadEveryExpert
     }
 
     public var cost: HybridCostModel
@@ -71,7 +76,7 @@ public struct HybridPlanner: Sendable {
         var gpu = 0.0, cpu = 0.0
         let cpuOnly: Bool
         switch mode {
-        case .measured: cpuOnly = false
+        case .measured, .uploadEveryExpert: cpuOnly = false
         case .allExpertsOnCPU: cpuOnly = true
         case .firstLayersOnCPU(let n): cpuOnly = layer < n
         }
@@ -95,7 +100,7 @@ public struct HybridPlanner: Sendable {
                 let n = tokenCount[e]
                 let onCPU = cost.cpuSeconds(tokens: n, bytes: expertBytes, flopsPerToken: flopsPerToken)
                 let onGPU = cost.uploadSeconds(bytes: expertBytes) + cost.gpuSeconds(tokens: n, flopsPerToken: flopsPerToken)
-                guard max(gpu + onGPU, cpu - onCPU) < max(gpu, cpu) else { continue }
+                guard mode == .uploadEveryExpert || max(gpu + onGPU, cpu - onCPU) < max(gpu, cpu) else { continue }
                 sites[e] = .uploaded
                 gpu += onGPU
                 cpu -= onCPU
