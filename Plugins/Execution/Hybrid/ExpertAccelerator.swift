@@ -4,10 +4,10 @@ import SwitchyardModel
 /// What the hybrid executor asks of the device that holds hot experts: keep
 /// experts resident, compute a layer's share of experts while the CPU
 /// computes the rest, and report what it can hold. The CUDA implementation
-/// (cuBLAS products, NVRTC kernels, pinned staging) is the part of the
-/// hybrid executor not written yet; everything above this protocol (what
-/// goes where, residency, counters, falling back to the CPU) is, and is
-/// tested against a host-memory implementation.
+/// (`CUDAExpertAccelerator`) is the part of the hybrid executor that has not
+/// run on a GPU yet; everything above this protocol (what goes where,
+/// residency, counters, falling back to the CPU) is tested against a
+/// host-memory implementation.
 public protocol ExpertAccelerator: AnyObject, Sendable {
     /// The device as `ExecutionDevice` describes it (kind `.accelerator`).
     var name: String { get }
