@@ -100,9 +100,10 @@ static const uint8_t fp4_bf16_high[16] = { 0x00, 0x3F, 0x3F, 0x3F, 0x40, 0x40, 0
 
 // The matrix-vector kernels decode four blocks (64 bytes, 128 weights) per
 // load. On AVX-512 machines that split 512-bit operations in two (AMD Zen 4)
-// the kernel is bound by vector operations, not by their latency: a block at
-// a time through vpermw ran at 10-12 GB/s on one core, four at a time
-// through in-lane vpshufb at 19 (in cache). The nibbles are looked up as they
+// the kernel is bound by the count of vector operations, not by memory: a
+// block at a time (widen, cross-lane vpermw, dot, scaled add) read 22.7 GB/s
+// in kernel-bench, four at a time through in-lane vpshufb 31.8 (1.40x,
+// docs/results/before-after-mxfp4). The nibbles are looked up as they
 // lie, so the weights come out in an order of their own (quad_position), and
 // the activations are permuted to match once per call. A 32-bit lane of a
 // vdpbf16ps result then sums two weights of one block, and lanes 4l..4l+3

@@ -95,8 +95,8 @@ struct ForwardBenchCommand: ParsableCommand {
         print(String(format: "streaming read %.2f GB/s; active weights %.1f MiB/token + KV cache %.2f MiB/token (%d B per cached token) → decode roofline %.1f tok/s",
                      r.streamingReadGBs, Double(r.activeWeightBytesPerToken) / 1048576, Double(r.kvCacheBytesPerDecodeToken) / 1048576,
                      r.kvCacheBytesPerToken, r.rooflineDecodeTokensPerSecond))
-        // "of roofline": against the run's best streaming read (a lower
-        // bound); "paired": each step against a read taken right after it.
+        // "of roofline": against the best streaming read sampled in the run;
+        // "paired": each step against a read taken right after it.
         print("  batch   tok/s    ms/iter   of roofline   paired   expert MiB/token   shared-expert MiB/token")
         for row in r.decode {
             let frac = row.fractionOfRoofline.map { String(format: "%9.1f%%", 100 * $0) } ?? "        -"

@@ -65,9 +65,8 @@ struct ModelCommand: ParsableCommand {
             let t = try loadModel(model)
             let c = t.config
             let w = t.weights
-            var expertBytes = 0
-            var perExpert = 0
-            for l in w.layers { if case .moe(let m) = l.feedForward { expertBytes += m.experts.reduce(0) { $0 + $1.byteCount }; perExpert = m.experts.first?.byteCount ?? 0 } }
+            let expertBytes = w.routedExperts.bytes
+            let perExpert = w.routedExpertsByLayer.last { !$0.isEmpty }?.first?.byteCount ?? 0
             let total = w.checkpoint.tensors.values.reduce(0) { $0 + $1.byteCount }
             let attention: String
             if let m = c.latentAttention {

@@ -83,10 +83,7 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         let model = try Transformer(directory: PluginFixtures.defaultModel)
         let prompt = (0..<40).map { Int32(($0 * 53 + 7) % model.config.vocabSize) }
         let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
-        let sample = model.weights.layers.compactMap { layer -> ExpertWeights? in
-            if case .moe(let moe) = layer.feedForward { return moe.experts.first }
-            return nil
-        }.first!
+        let sample = model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!
         return (model, prompt, reference, sample.byteCount)
     }
 

@@ -91,13 +91,8 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         }
         let blasLib = try CUDALibraries.open(["libcublas.so.13", "libcublas.so.12", "libcublas.so"], searchPath: searchPath, systemSearch: true).get()
         let nvrtcLib = try CUDALibraries.open(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"], searchPath: searchPath, systemSearch: true).get()
-        func symbol<F>(_ lib: OpenedLibrary, _ name: String, _ type: F.Type) throws -> F {
-            guard let p = lib.symbol(name) else { throw CUDAError.missingSymbol(name, library: lib.path) }
-            return unsafeBitCast(p, to: type)
-        }
-        func check(_ call: String, _ code: Int32) throws {
-            if code != 0 { throw HybridSetupError("\(call) failed with error \(code)") }
-        }
+        let check = Self.check
+        func symbol<F>(_ lib: OpenedLibrary, _ name: String, _ type: F.Type) throws -> F { try Self.symbol(lib, name, type) }
         var device: Int32 = 0, context: OpaquePointer?
         try check("cuDeviceGet", try driver.function("cuDeviceGet", as: CUDADriver.DeviceGet.self).get()(&device, Int32(deviceIndex)))
         try check("cuDevicePrimaryCtxRetain", try driver.function("cuDevicePrimaryCtxRetain", as: CUDADriver.PrimaryCtxRetain.self).get()(&context, device))
@@ -237,10 +232,7 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
 
     /// `kernelSource` compiled to PTX by NVRTC (no GPU needed for this step).
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
-        func symbol<F>(_ name: String, _ type: F.Type) throws -> F {
-            guard let p = nvrtc.symbol(name) else { throw CUDAError.missingSymbol(name, library: nvrtc.path) }
-            return unsafeBitCast(p, to: type)
-        }
+        func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
         let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource, "silu_mul.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
@@ -323,8 +315,16 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
 
     private func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
 
-    private func check(_ call: String, _ code: Int32) throws {
+    private func check(_ call: String, _ code: Int32) throws { try Self.check(call, code) }
+
+    static func check(_ call: String, _ code: Int32) throws {
         if code != 0 { throw HybridSetupError("\(call) failed with CUDA/cuBLAS error \(code)") }
+    }
+
+    /// A function of a library opened at run time, or the error naming it.
+    static func symbol<F>(_ lib: OpenedLibrary, _ name: String, _ type: F.Type) throws -> F {
+        guard let p = lib.symbol(name) else { throw CUDAError.missingSymbol(name, library: lib.path) }
+        return unsafeBitCast(p, to: type)
     }
 }
 

@@ -9,10 +9,7 @@ public enum HybridCostMeasurement {
     /// cycled through enough experts that they come from memory.
     public static func cpu(weights: ModelWeights, compute: ComputeOptions, tokenCounts: [Int] = [1, 4, 16, 64, 256],
                            minSeconds: Double = 0.2) -> (points: [HybridCostModel.Point], readBytesPerSecond: Double) {
-        let experts = weights.layers.flatMap { layer -> [ExpertWeights] in
-            if case .moe(let moe) = layer.feedForward { return moe.experts }
-            return []
-        }
+        let experts = Array(weights.routedExpertsByLayer.joined())
         guard let sample = experts.first else { return ([], MemoryBandwidth.streamingRead(bytes: 64 << 20, minSeconds: minSeconds)) }
         let h = sample.gate.cols, inter = sample.gate.rows
         let maxTokens = tokenCounts.max() ?? 1
@@ -21,7 +18,6 @@ public enum HybridCostMeasurement {
         defer { x.deallocate(); y.deallocate() }
         x.initialize(repeating: 0.01, count: maxTokens * max(h, inter))
         let ctx = GemmContext(options: compute)
-        let flopsPerToken = 2 * Double(3 * h * inter)
         var next = 0
         let points = tokenCounts.map { n -> HybridCostModel.Point in
             let seconds = measure(minSeconds: minSeconds) {
@@ -31,7 +27,7 @@ public enum HybridCostMeasurement {
                 Linear.apply(e.up, x: x, tokens: n, y: y, ctx: ctx)
                 Linear.apply(e.down, x: x, tokens: n, y: y, ctx: ctx)
             }
-            return .init(tokens: n, flopsPerSecond: Double(n) * flopsPerToken / seconds)
+            return .init(tokens: n, flopsPerSecond: Double(n) * sample.flopsPerToken / seconds)
         }
         return (points, MemoryBandwidth.streamingRead(bytes: 256 << 20, minSeconds: minSeconds))
     }

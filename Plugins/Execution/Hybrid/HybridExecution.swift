@@ -45,11 +45,7 @@ public struct HybridExecution: ExecutionStrategy {
         guard model.compute.dtype == .bfloat16 else {
             throw ExecutionError.setup("hybrid computes experts in bfloat16 (BF16 at every product's inputs, as on the CPU): pass --dtype bfloat16 or auto")
         }
-        let experts = weights.layers.flatMap { layer -> [ExpertWeights] in
-            if case .moe(let moe) = layer.feedForward { return moe.experts }
-            return []
-        }
-        guard let sample = experts.first else { throw ExecutionError.setup(HybridError.noRoutedExperts.description) }
+        guard let sample = weights.routedExpertsByLayer.lazy.compactMap(\.first).first else { throw ExecutionError.setup(HybridError.noRoutedExperts.description) }
         let probe = CUDALibraries.probe()
         let devices: CUDADriver.Devices
         switch probe.driver {
@@ -85,7 +81,7 @@ public struct HybridExecution: ExecutionStrategy {
             throw ExecutionError.setup("hybrid: \(error)")
         }
         model.install(experts: executor)
-        let crossover = cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: 2 * Double(3 * sample.gate.rows * sample.gate.cols))
+        let crossover = cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: sample.flopsPerToken)
         return ExecutionSummary(strategy: "hybrid", devices: executor.devices, map: nil, notes: [
             "\(executor.resident.resident.count) experts resident in \(budget >> 20) MiB on \(gpu.detail)",
             "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",

@@ -35,16 +35,12 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
                 mode: HybridPlanner.Mode = .measured, profile: [[Double]]? = nil, maxSwapsPerStep: Int = 2,
                 maxUploadBytesPerLayer: Int = 256 << 20) throws {
         let c = weights.config
-        experts = weights.layers.map { layer in
-            if case .moe(let moe) = layer.feedForward { return moe.experts }
-            return []
-        }
+        experts = weights.routedExpertsByLayer
         guard let sample = experts.lazy.compactMap(\.first).first else { throw HybridError.noRoutedExperts }
         self.accelerator = accelerator
         self.maxSwapsPerStep = maxSwapsPerStep
         expertBytes = sample.byteCount
-        // Gate, up and down: two FLOPs per weight per token.
-        flopsPerToken = 2 * Double(sample.gate.rows * sample.gate.cols + sample.up.rows * sample.up.cols + sample.down.rows * sample.down.cols)
+        flopsPerToken = sample.flopsPerToken
         planner = HybridPlanner(cost: cost, mode: mode, maxUploadBytesPerLayer: maxUploadBytesPerLayer)
         let heat = profile ?? experts.map { [Double](repeating: 0, count: $0.count) }
         resident = ResidentExperts(heat: heat, expertBytes: expertBytes, budgetBytes: accelerator.expertBudgetBytes)

@@ -40,7 +40,9 @@ public struct ForwardBenchmark {
             public var batch: Int
             public var tokensPerSecond: Double
             public var msPerIteration: Double
-            /// Against the best streaming read of the run: a lower bound.
+            /// Against the best streaming read sampled in the run (before and
+            /// after the decodes): a lower bound unless the bandwidth during
+            /// the decode beat every sample.
             public var fractionOfRoofline: Double?
             /// Batch 1: each decode step against a one-pass streaming read
             /// taken right after it (the roofline time of every step summed
@@ -72,12 +74,10 @@ public struct ForwardBenchmark {
         return bytes
     }
 
-    /// Streaming-read bandwidth over the model's own mapped expert weights
-    /// (the largest safetensors file, up to `bytes`).
-    static func weightStream(_ model: Transformer, bytes: Int, minSeconds: Double = 0.3) -> Double {
-        let file = model.weights.checkpoint.tensors.values.map(\.file).max { $0.size < $1.size }!
-        let n = min(bytes, file.size) & ~255
-        return MemoryBandwidth.streamingRead(file.base, bytes: n, minSeconds: minSeconds)
+    /// Streaming-read bandwidth over the model's own mapped weights (`file`,
+    /// the largest safetensors file, up to `bytes`).
+    static func weightStream(_ file: MappedFile, bytes: Int, minSeconds: Double = 0.3) -> Double {
+        MemoryBandwidth.streamingRead(file.base, bytes: min(bytes, file.size) & ~255, minSeconds: minSeconds)
     }
 
     /// Reads every mapped weight file once, so no timed step is the first to
@@ -93,10 +93,12 @@ public struct ForwardBenchmark {
     public static func run(model: Transformer, _ o: Options) throws -> Result {
         let c = model.config
         touchWeights(model)
+        let largest = model.weights.checkpoint.tensors.values.map(\.file).max { $0.size < $1.size }!
         // The machine's bandwidth drifts (a shared VM): sample it before,
         // between and after the decode runs and keep the best, so the
-        // fraction of roofline reported is a lower bound.
-        var stream = weightStream(model, bytes: o.bandwidthBytes)
+        // fraction of roofline is a lower bound unless a decode ran faster
+        // than every sample; the paired fraction follows the drift.
+        var stream = weightStream(largest, bytes: o.bandwidthBytes)
         let active = activeBytesPerToken(model.weights)
         var rng = Xoshiro256(seed: o.seed)
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) } }
@@ -121,11 +123,11 @@ public struct ForwardBenchmark {
                 for s in 0..<b { next[s] = Int32(Sampler.argmax(logits.row(s))) }
                 seconds += monotonicSeconds() - t0
                 if b == 1 {
-                    let now = weightStream(model, bytes: o.bandwidthBytes, minSeconds: 0)
+                    let now = weightStream(largest, bytes: o.bandwidthBytes, minSeconds: 0)
                     rooflineSeconds += Double(active + c.kvCacheBytesRead(position: o.context + step)) / now
                 }
             }
-            stream = max(stream, weightStream(model, bytes: o.bandwidthBytes))
+            stream = max(stream, weightStream(largest, bytes: o.bandwidthBytes))
             let tps = Double(b * o.decodeSteps) / seconds
             rows.append(.init(batch: b, tokensPerSecond: tps, msPerIteration: seconds / Double(o.decodeSteps) * 1000,
                               fractionOfRoofline: b == 1 ? tps / (stream / Double(active)) : nil,
@@ -151,7 +153,7 @@ public struct ForwardBenchmark {
         _ = try model.forward(batch, cache: cache)
         let prefillSeconds = monotonicSeconds() - t0
         let prefillProfile = model.profile
-        stream = max(stream, weightStream(model, bytes: o.bandwidthBytes))
+        stream = max(stream, weightStream(largest, bytes: o.bandwidthBytes))
         // Recompute batch-1 fractions against the best bandwidth seen.
         let roofline = stream / Double(active + kvRead)
         for i in rows.indices where rows[i].batch == 1 { rows[i].fractionOfRoofline = rows[i].tokensPerSecond / roofline }

@@ -10,6 +10,10 @@ public struct ExpertWeights: Sendable {
     public var downBias: [Float]?
     public var activation: ExpertActivation = .swiglu
     public var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
+    /// Gate, up and down: two FLOPs per weight for each token.
+    public var flopsPerToken: Double {
+        2 * Double(gate.rows * gate.cols + up.rows * up.cols + down.rows * down.cols)
+    }
 
     public init(gate: Matrix, up: Matrix, down: Matrix) {
         self.gate = gate
@@ -99,17 +103,19 @@ public struct ModelWeights: Sendable {
     public let embedding: Matrix
     public let layers: [LayerWeights]
 
+    /// `[layer]`: each layer's routed experts, empty for dense layers.
+    public var routedExpertsByLayer: [[ExpertWeights]] {
+        layers.map { layer in
+            if case .moe(let moe) = layer.feedForward { return moe.experts }
+            return []
+        }
+    }
+
     /// Routed experts over all MoE layers, and their weight bytes (what an
     /// executor that computes every expert has resident).
     public var routedExperts: (count: Int, bytes: Int) {
-        var count = 0, bytes = 0
-        for layer in layers {
-            if case .moe(let moe) = layer.feedForward {
-                count += moe.experts.count
-                bytes += moe.experts.reduce(0) { $0 + $1.byteCount }
-            }
-        }
-        return (count, bytes)
+        let all = routedExpertsByLayer.joined()
+        return (all.count, all.reduce(0) { $0 + $1.byteCount })
     }
     public let finalNorm: [Float]
     public let lmHead: Matrix

@@ -40,10 +40,7 @@ public enum PageLocation {
 
     /// Pages of all expert weights of a model.
     public static func experts(of weights: ModelWeights) -> Summary {
-        experts(weights.layers.flatMap { layer -> [ExpertWeights] in
-            if case .moe(let moe) = layer.feedForward { return moe.experts }
-            return []
-        })
+        experts(Array(weights.routedExpertsByLayer.joined()))
     }
 
     /// Pages of these experts' weights, summed.
