@@ -83,8 +83,10 @@ let package = Package(
         // oneDNN's matmul, opened with dlopen at run time (headers from libdnnl-dev).
         .target(name: "CDNNL", path: "Sources/CDNNL"),
         // AVX512-BF16 matrix-vector kernels (BF16 and MXFP4 weights), compiled
-        // for that ISA per function and called only where the CPU has it.
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // for that ISA per function and called only where the CPU has it;
+        // softmax and SwiGLU on glibc's vector expf (libmvec).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])],
+                linkerSettings: [.linkedLibrary("mvec")]),
         .target(
             name: "SwitchyardModel",
             dependencies: [

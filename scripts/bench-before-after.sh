@@ -7,12 +7,13 @@
 # Needs python3 for the ratio table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-A=$1; B=$2; OUT=${3:-docs/results/before-after}
+A=$1; B=$2; OUT=${3:-docs/results/before-after}; ROUNDS=${ROUNDS:-2}
 mkdir -p "$OUT"
 MODEL=bench-models/compare-qwen3_moe
 [ -f "$MODEL/model.safetensors" ] || "$B" model create --arch qwen3_moe --preset compare --out "$MODEL" --seed 0
 COMPUTE="--gemm onednn --dtype bfloat16"
-for round in 1 2; do
+# SUMMARY_ONLY=1 redoes the table from the saved runs.
+[ "${SUMMARY_ONLY:-0}" = 1 ] || for round in $(seq "$ROUNDS"); do
   for arm in A B; do
     BIN=$A; [ $arm = B ] && BIN=$B
     echo "== round $round, arm $arm ($BIN)" >&2
@@ -23,12 +24,14 @@ for round in 1 2; do
       --save-result "$OUT/serving-$arm-$round.json" > /dev/null 2>&1
   done
 done
-python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$OUT" "$ROUNDS" <<'PY' | tee "$OUT/summary.txt"
 import json, sys, statistics
-out = sys.argv[1]
+out, rounds = sys.argv[1], range(1, int(sys.argv[2]) + 1)
 def load(kind, arm, r): return json.load(open(f"{out}/{kind}-{arm}-{r}.json"))
 rows = [
     ("prefill 512 (tok/s)", lambda f, s: f["prefillTokensPerSecond"]),
+    ("  its attention phase (ms)", lambda f, s: f["prefillProfile"]["attentionSeconds"] * 1e3),
+    ("  its feed-forward phase (ms)", lambda f, s: f["prefillProfile"]["feedForwardSeconds"] * 1e3),
     ("decode batch 1 (tok/s)", lambda f, s: f["decode"][0]["tokensPerSecond"]),
     ("decode batch 16 (tok/s)", lambda f, s: f["decode"][1]["tokensPerSecond"]),
     ("decode batch 64 (tok/s)", lambda f, s: f["decode"][2]["tokensPerSecond"]),
@@ -38,8 +41,8 @@ rows = [
 ]
 print(f"{'metric':38} {'A':>10} {'B':>10} {'B/A':>7}  B/A per round")
 for name, get in rows:
-    a = [get(load("forward", "A", r), load("serving", "A", r)) for r in (1, 2)]
-    b = [get(load("forward", "B", r), load("serving", "B", r)) for r in (1, 2)]
+    a = [get(load("forward", "A", r), load("serving", "A", r)) for r in rounds]
+    b = [get(load("forward", "B", r), load("serving", "B", r)) for r in rounds]
     ratios = [y / x for x, y in zip(a, b)]
     print(f"{name:38} {statistics.mean(a):10.2f} {statistics.mean(b):10.2f} {statistics.mean(b) / statistics.mean(a):7.3f}  "
           + ", ".join(f"{r:.3f}" for r in ratios))

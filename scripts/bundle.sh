@@ -20,7 +20,7 @@ rm -rf "$DIR" && mkdir -p "$DIR/bin" "$DIR/lib"
 cp "$BIN" "$DIR/bin/switchyard"
 strip "$DIR/bin/switchyard"
 # The host's C and C++ runtimes stay the host's; everything else ldd resolves is copied.
-HOST_LIBS='^(linux-vdso|ld-linux|libc\.|libm\.|libpthread\.|libdl\.|librt\.|libstdc\+\+\.|libgcc_s\.)'
+HOST_LIBS='^(linux-vdso|ld-linux|libc\.|libm\.|libmvec\.|libpthread\.|libdl\.|librt\.|libstdc\+\+\.|libgcc_s\.)'
 copy_deps() {
   ldd "$1" | awk '$3 ~ /^\// {print $1, $3}' | while read -r name path; do
     if [[ ! $name =~ $HOST_LIBS ]] && [ ! -e "$DIR/lib/$name" ]; then cp -L "$path" "$DIR/lib/$name"; copy_deps "$path"; fi

@@ -33,4 +33,16 @@ void sy_mxfp4_rows_to_f32(const uint8_t *blocks, const uint8_t *scales, long row
 void sy_mxfp4_rows_to_bf16(const uint8_t *blocks, const uint8_t *scales, long rowStride, long row0, long count, long cols,
                            uint16_t *dst);
 
+/// Lanes of the vector expf the two functions below use (16 with AVX-512,
+/// 8 with AVX2, 1 for the scalar libm fallback).
+int sy_vector_math_width(void);
+
+/// In place, over n values: x[i] = e^(x[i] - m) / (Σ_j e^(x[j] - m) [+ e^(sink - m)]),
+/// m the maximum (with the sink, if has_sink): softmax, with gpt-oss's
+/// attention sink taking its share of the mass when has_sink is nonzero.
+void sy_softmax_f32(float *x, long n, int has_sink, float sink);
+
+/// In place, over n values: gate[i] = silu(gate[i]) * up[i] (SwiGLU).
+void sy_swiglu_f32(float *gate, const float *up, long n);
+
 #endif
