@@ -57,6 +57,10 @@ typedef struct {
     void *scratch;
     size_t scratch_size;
     dnnl_memory_t scratch_memory;
+    // The slot's BF16 matmul with every size and stride given at run time
+    // (sy_matmul_bf16_any), made on first use; any_failed remembers why not.
+    dnnl_primitive_t any_bf16;
+    int any_failed;
 } slot_state;
 static slot_state slots[MAX_SLOTS];
 
@@ -308,5 +312,60 @@ int sy_matmul_run(sy_matmul *mm, const void *src, const void *wei, float *dst) {
     }
     s = p_dnnl_primitive_execute(mm->primitive, slot->stream, nargs, args);
     if (s == dnnl_success) s = p_dnnl_stream_wait(slot->stream);
+    return s;
+}
+
+// ---- one BF16 matmul for shapes that change every call (attention's scores
+// and value sums: the key count grows with every prompt and chunk). With
+// every size and stride a run-time value, oneDNN builds it once (gemm:jit);
+// a cached primitive per shape would grow without bound.
+static dnnl_status_t create_any_bf16(dnnl_primitive_t *out) {
+    const dnnl_dim_t R = DNNL_RUNTIME_DIM_VAL;
+    dnnl_dims_t dims = {R, R}, rows = {R, 1}, cols = {1, R};
+    dnnl_memory_desc_t src, wei, dst;
+    dnnl_status_t s = p_dnnl_memory_desc_init_by_strides(&src, 2, dims, dnnl_bf16, rows);
+    if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&wei, 2, dims, dnnl_bf16, cols);
+    if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&dst, 2, dims, dnnl_f32, rows);
+    dnnl_matmul_desc_t desc;
+    if (s == dnnl_success) s = p_dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst);
+    dnnl_primitive_desc_t pd = NULL;
+    if (s == dnnl_success) s = p_dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL);
+    if (s == dnnl_success) s = p_dnnl_primitive_create(out, pd);
+    if (pd) p_dnnl_primitive_desc_destroy(pd);
+    if (s == dnnl_success) atomic_fetch_add(&created, 1);
+    return s;
+}
+
+int sy_matmul_bf16_any(int64_t m, int64_t n, int64_t k, const uint16_t *src, int64_t lds, const uint16_t *wei,
+                       int64_t ldw, float *dst, int64_t ldd) {
+    if (atomic_load_explicit(&loaded, memory_order_acquire) != 1) return dnnl_runtime_error;
+    slot_state *slot = this_slot();
+    if (!slot) return dnnl_out_of_memory;
+    if (slot->any_failed) return slot->any_failed;
+    if (!slot->any_bf16) {
+        dnnl_status_t s = create_any_bf16(&slot->any_bf16);
+        if (s != dnnl_success) {
+            slot->any_failed = s;
+            return s;
+        }
+    }
+    dnnl_dims_t src_dims = {m, k}, src_strides = {lds, 1};
+    dnnl_dims_t wei_dims = {k, n}, wei_strides = {1, ldw};
+    dnnl_dims_t dst_dims = {m, n}, dst_strides = {ldd, 1};
+    dnnl_memory_desc_t smd, wmd, dmd;
+    dnnl_memory_t mem[3] = {NULL, NULL, NULL};
+    dnnl_status_t s = p_dnnl_memory_desc_init_by_strides(&smd, 2, src_dims, dnnl_bf16, src_strides);
+    if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&wmd, 2, wei_dims, dnnl_bf16, wei_strides);
+    if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&dmd, 2, dst_dims, dnnl_f32, dst_strides);
+    if (s == dnnl_success) s = p_dnnl_memory_create(&mem[0], &smd, engine, (void *)src);
+    if (s == dnnl_success) s = p_dnnl_memory_create(&mem[1], &wmd, engine, (void *)wei);
+    if (s == dnnl_success) s = p_dnnl_memory_create(&mem[2], &dmd, engine, dst);
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, mem[0]}, {DNNL_ARG_WEIGHTS, mem[1]}, {DNNL_ARG_DST, mem[2]}};
+        s = p_dnnl_primitive_execute(slot->any_bf16, slot->stream, 3, args);
+        if (s == dnnl_success) s = p_dnnl_stream_wait(slot->stream);
+    }
+    for (int i = 0; i < 3; i++)
+        if (mem[i]) p_dnnl_memory_destroy(mem[i]);
     return s;
 }

@@ -40,10 +40,15 @@ import Testing
 
     /// Tolerances from measurement (docs/performance.md): on every fixture our
     /// bfloat16 logits are closer to fp32 than transformers' bfloat16 ones
-    /// (we keep the residual stream in Float32), lie within twice that
+    /// (we keep the residual stream in Float32), and lie within twice that
     /// model's own bf16 error of transformers' bf16 logits (measured up to
-    /// 1.7x), pick the same argmax at every position, and greedy decoding
-    /// agrees for the first 8 tokens (mixtral's paths part at token 9).
+    /// 1.8x). Where the two bf16 runs pick different tokens (an argmax of the
+    /// prompt's logits, or the first greedy token where they part), the two
+    /// picks must be a near-tie of the fp32 model: their fp32 logits no
+    /// further apart than transformers' own bf16 error at that size. Measured:
+    /// three of five fixtures agree everywhere; mixtral parts at a gap of
+    /// 0.029, qwen2_moe at 0.0005 and 0.050 (its greedy token 8),
+    /// qwen3_moe_bf16_sharded at 0.0036.
     @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"), arguments: Fixtures.bf16Cases)
     func bfloat16IsAsCloseToFP32AsTransformersBFloat16(_ name: String) throws {
         let (ref, fp32) = try Fixtures.reference(name)
@@ -56,13 +61,29 @@ import Testing
         #expect(ourError > 0, "bfloat16 mode must round something")
         #expect(ourError <= hfError, "\(name): ours vs fp32 \(ourError), transformers bf16 vs fp32 \(hfError)")
         #expect(Self.worstRelative(ours, hf) <= 2 * hfError)
+        /// How far apart tokens a and b are in an fp32 logit row, and
+        /// transformers' bf16 error at their size (relative to 1 + |logit|).
+        func tie(_ exact: ArraySlice<Float>, _ a: Int, _ b: Int) -> (gap: Float, noise: Float) {
+            let x = exact[exact.startIndex + a], y = exact[exact.startIndex + b]
+            return (abs(x - y), Float(hfError) * (1 + max(abs(x), abs(y))))
+        }
+        var agreeing = 0
         for (i, row) in rows.enumerated() {
             let hfRow = hf[(i * ref.vocab)..<((i + 1) * ref.vocab)]
-            #expect(row.indices.max { row[$0] < row[$1] } == hfRow.indices.max { hfRow[$0] < hfRow[$1] }.map { $0 - i * ref.vocab },
-                    "\(name) position \(i)")
+            let mine = row.indices.max { row[$0] < row[$1] }!
+            let theirs = hfRow.indices.max { hfRow[$0] < hfRow[$1] }! - i * ref.vocab
+            if mine == theirs { agreeing += 1; continue }
+            let (gap, noise) = tie(fp32[(i * ref.vocab)..<((i + 1) * ref.vocab)], mine, theirs)
+            #expect(gap <= noise, "\(name) position \(i): ours picks \(mine), transformers bf16 \(theirs), fp32 gap \(gap) > \(noise)")
         }
-        let greedy = try Generator(model: model).generate(prompt: ref.tokens, maxTokens: 8).tokens
-        #expect(greedy == Array(hfGreedy.prefix(8)))
+        #expect(agreeing >= rows.count - 1, "\(name): argmax agrees at \(agreeing) of \(rows.count) positions")
+        let greedy = try Generator(model: model).generate(prompt: ref.tokens, maxTokens: hfGreedy.count).tokens
+        if let part = zip(greedy, hfGreedy).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+            let exact = try Self.model(name, .exact)
+            let last = try Generator(model: exact).allLogits(ref.tokens + hfGreedy.prefix(part)).last!
+            let (gap, noise) = tie(last[...], Int(greedy[part]), Int(hfGreedy[part]))
+            #expect(gap <= noise, "\(name): greedy parts from transformers bf16 at token \(part + 1), fp32 gap \(gap) > \(noise)")
+        }
     }
 
     @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"))

@@ -50,6 +50,13 @@ const char *sy_matmul_impl(const sy_matmul *matmul);
 /// Returns 0, or oneDNN's status code.
 int sy_matmul_run(sy_matmul *matmul, const void *src, const void *wei, float *dst);
 
+/// dst[m][n] (row stride ldd, f32) = sum_k src[m][k] (row stride lds) * wei[n][k]
+/// (row stride ldw), both BF16, accumulating in f32, for any sizes: one
+/// primitive per thread with every size and stride given at run time, for
+/// products whose shape changes every call (attention). Runs on the calling
+/// thread. Returns 0, or oneDNN's status code.
+int sy_matmul_bf16_any(int64_t m, int64_t n, int64_t k, const uint16_t *src, int64_t lds, const uint16_t *wei,
+                       int64_t ldw, float *dst, int64_t ldd);
 /// Number of primitives created so far.
 int64_t sy_matmul_count(void);
 

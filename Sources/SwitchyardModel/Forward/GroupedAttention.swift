@@ -37,10 +37,11 @@ extension Transformer {
             rope.apply(k + t * c.kvSize, heads: c.numKVHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
         }
         let t2 = monotonicSeconds()
-        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v)
+        let bf16 = ws.gemm.options.dtype == .bfloat16
+        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: bf16)
         let attn = ws.attention.reserve(tokens * c.qSize)
         var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: 1 / Float(c.headDim).squareRoot(),
-                                         window: c.attentionWindow(layer: l))
+                                         window: c.attentionWindow(layer: l), roundsToBF16: bf16)
         func attend() {
             PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
                                    scratch: ws.attentionScores, tokenList: ws.attentionTokens)

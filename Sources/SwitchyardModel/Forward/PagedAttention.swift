@@ -7,8 +7,11 @@ import Foundation
 enum PagedAttention {
     /// Writes the batch's new keys and values (`[T, kvHeads * headDim]`) into
     /// their cache slots (only the keys where the cache has no values).
+    /// With `roundingToBF16` (bfloat16 mode) they are stored rounded to
+    /// BF16 values, so every later product reads the same BF16 keys and
+    /// values whichever path computes it.
     static func store(cache: PagedKVCache, layer: Int, batch: ForwardBatch,
-                      k: UnsafePointer<Float>, v: UnsafePointer<Float>) {
+                      k: UnsafePointer<Float>, v: UnsafePointer<Float>, roundingToBF16: Bool = false) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
         let rowSize = kvh * d
         for seq in batch.sequences {
@@ -19,8 +22,13 @@ enum PagedAttention {
                 let row = seq.tokenStart + i
                 for h in 0..<kvh {
                     let dst = cache.offset(layer: layer, block: block, head: h) + slot * d
-                    (cache.keys + dst).update(from: k + row * rowSize + h * d, count: d)
-                    if cache.storesValues { (cache.values + dst).update(from: v + row * rowSize + h * d, count: d) }
+                    if roundingToBF16 {
+                        roundThroughBF16(k + row * rowSize + h * d, count: d, into: cache.keys + dst)
+                        if cache.storesValues { roundThroughBF16(v + row * rowSize + h * d, count: d, into: cache.values + dst) }
+                    } else {
+                        (cache.keys + dst).update(from: k + row * rowSize + h * d, count: d)
+                        if cache.storesValues { (cache.values + dst).update(from: v + row * rowSize + h * d, count: d) }
+                    }
                 }
             }
         }
@@ -58,6 +66,12 @@ enum PagedAttention {
         var window = 0
         /// gpt-oss: one extra logit per query head in every softmax.
         var sinks: UnsafePointer<Float>?
+        /// bfloat16 mode: queries and attention weights enter the products
+        /// rounded to BF16, as keys and values are when stored, and prefill
+        /// chunks multiply through oneDNN's BF16 matmul. Both paths read the
+        /// same rounded values, so a token's result differs between a chunk
+        /// and a decode only in summation order, as in every other product.
+        var roundsToBF16 = false
 
         /// The first key position a query at `position` sees.
         @inline(__always) func firstKey(_ position: Int) -> Int { window > 0 ? max(0, position - window + 1) : 0 }
@@ -71,10 +85,12 @@ enum PagedAttention {
     /// token and query head over the keys its position sees.
     /// Sequences for which `skipping` is true are left alone (latent
     /// attention runs its long prefills in another form).
+    /// In bfloat16 mode (`shape.roundsToBF16`) `q` is rounded in place first.
     static func compute(cache: PagedKVCache, layer: Int, batch: ForwardBatch, shape: Shape,
-                        q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                        q: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
                         index: BatchIndex, scratch: ScratchBuffer, tokenList: IndexBuffer,
                         skipping: (BatchSequence) -> Bool = { _ in false }) {
+        if shape.roundsToBF16 { roundThroughBF16(q, count: batch.tokenCount * shape.numHeads * cache.headDim, into: q) }
         // Tokens of short sequences, for the per-token path.
         let list = tokenList.reserve(batch.tokenCount)
         var n = 0
@@ -93,70 +109,180 @@ enum PagedAttention {
 
     /// A prefill chunk: for each (kv head, block of query tokens), gather the
     /// visible keys and values contiguously, then `S = Q·Kᵀ` and
-    /// `O = softmax(S)·V` with single-threaded OpenBLAS, the tasks spread
-    /// over the kernel threads, with the causal mask applied to `S`.
+    /// `O = softmax(S)·V`, each task on one kernel thread, with the causal
+    /// mask applied to `S`. Float32 mode multiplies with single-threaded
+    /// OpenBLAS sgemm; bfloat16 mode with oneDNN's BF16 matmul on the
+    /// rounded values (twice sgemm's rate on these shapes), falling back to
+    /// sgemm on the same rounded values if oneDNN fails.
     static func computeChunk(cache: PagedKVCache, layer: Int, start: Int, tokenStart: Int, tokenCount: Int,
                              table: UnsafePointer<Int32>, shape: Shape,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
         _ = Linear.blasConfigured
-        let numHeads = shape.numHeads, dv = shape.valueDim, scale = shape.scale
-        let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
+        let numHeads = shape.numHeads, dv = shape.valueDim
+        let d = cache.headDim, kvh = cache.numKVHeads
         let rep = numHeads / kvh
-        let separateValues = cache.storesValues
         let ctx = start + tokenCount
         let qb = min(queryBlock, tokenCount)
         let blocks = (tokenCount + qb - 1) / qb
         let kSize = ctx * d, qSize = qb * rep * d, sSize = qb * rep * ctx
-        let perPart = 2 * kSize + 2 * qSize + sSize
+        // Float32 keys, values, queries, outputs and scores; in bfloat16
+        // mode also the BF16 keys, values (transposed), queries and weights.
+        let perPart = 2 * kSize + 2 * qSize + sSize + (shape.roundsToBF16 ? (2 * kSize + qSize + sSize) / 2 + 4 : 0)
         let base = scratch.reserve(perPart * Parallel.threadCount)
         nonisolated(unsafe) let bp = base, qs = q, os = out, tb = table
         Parallel.forParts(kvh * blocks) { part, range in
-            // Latent attention reads its values from the gathered keys.
-            let kc = bp + part * perPart, vc = separateValues ? kc + kSize : kc
-            let qc = kc + 2 * kSize, oc = qc + qSize, sc = oc + qSize
+            let region = ChunkScratch(base: bp + part * perPart, keys: kSize, queries: qSize, scores: sSize)
             for task in range {
                 let g = task / blocks
                 let i0 = (task % blocks) * qb
-                let m = min(qb, tokenCount - i0)
-                let rows = m * rep
-                // Only the keys some row of this block can see: from the
-                // first row's window start to the last row's position.
-                let first = shape.firstKey(start + i0)
-                let cols = start + i0 + m - first
-                var j = first
-                while j < first + cols {
-                    let block = Int(tb[j / bs])
-                    let n = min(bs - j % bs, first + cols - j)
-                    let off = cache.offset(layer: layer, block: block, head: g) + (j % bs) * d
-                    (kc + (j - first) * d).update(from: cache.keys + off, count: n * d)
-                    if separateValues { (vc + (j - first) * d).update(from: cache.values + off, count: n * d) }
-                    j += n
+                let job = ChunkTask(group: g, firstRow: i0, tokens: min(qb, tokenCount - i0), rep: rep, start: start,
+                                    tokenStart: tokenStart, first: shape.firstKey(start + i0))
+                if shape.roundsToBF16,
+                   chunkTaskBF16(job, cache: cache, layer: layer, table: tb, shape: shape, q: qs, out: os, scratch: region) {
+                    continue
                 }
-                // Query rows ordered (token, head-in-group).
-                for i in 0..<m {
-                    for r in 0..<rep {
-                        (qc + (i * rep + r) * d).update(from: qs + (tokenStart + i0 + i) * numHeads * d + (g * rep + r) * d, count: d)
-                    }
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
-                            scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
-                for row in 0..<rows {
-                    let position = start + i0 + row / rep
-                    let lo = shape.firstKey(position) - first, visible = position + 1 - first
-                    let r = sc + row * cols
-                    for c in 0..<lo { r[c] = 0 }
-                    shape.softmax(r + lo, n: visible - lo, head: g * rep + row % rep)
-                    for c in visible..<cols { r[c] = 0 }
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dv), Int32(cols),
-                            1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(dv))
-                for i in 0..<m {
-                    for r in 0..<rep {
-                        (os + (tokenStart + i0 + i) * numHeads * dv + (g * rep + r) * dv).update(from: oc + (i * rep + r) * dv, count: dv)
-                    }
-                }
+                chunkTaskF32(job, cache: cache, layer: layer, table: tb, shape: shape, q: qs, out: os, scratch: region)
             }
         }
+    }
+
+    /// One (kv head, query block) of a prefill chunk.
+    struct ChunkTask {
+        let group: Int, firstRow: Int, tokens: Int, rep: Int, start: Int, tokenStart: Int
+        /// The first key some row of the block sees (its first row's window start).
+        let first: Int
+        var rows: Int { tokens * rep }
+        /// Keys some row of the block sees: up to the last row's position.
+        var cols: Int { start + firstRow + tokens - first }
+    }
+
+    /// One thread's scratch for chunk tasks, carved from its part.
+    struct ChunkScratch {
+        let keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>
+        let queries: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
+        let scores: UnsafeMutablePointer<Float>
+        /// bfloat16 mode only (past the Float32 regions).
+        let keys16: UnsafeMutablePointer<UInt16>, valuesT16: UnsafeMutablePointer<UInt16>
+        let queries16: UnsafeMutablePointer<UInt16>, weights16: UnsafeMutablePointer<UInt16>
+
+        init(base: UnsafeMutablePointer<Float>, keys k: Int, queries q: Int, scores s: Int) {
+            keys = base
+            values = base + k
+            queries = base + 2 * k
+            output = queries + q
+            scores = output + q
+            let raw = UnsafeMutableRawPointer(scores + s).assumingMemoryBound(to: UInt16.self)
+            keys16 = raw
+            valuesT16 = raw + k
+            queries16 = raw + 2 * k
+            weights16 = queries16 + q
+        }
+    }
+
+    /// Masks a block's scores (rows ordered token, head-in-group), scaling
+    /// the visible ones first when `scale` is given, and applies softmax:
+    /// after it every row holds attention weights, zero where not visible.
+    @inline(__always)
+    static func maskedSoftmax(_ t: ChunkTask, scores sc: UnsafeMutablePointer<Float>, shape: Shape, scale: Float?) {
+        let cols = t.cols
+        for row in 0..<t.rows {
+            let position = t.start + t.firstRow + row / t.rep
+            let lo = shape.firstKey(position) - t.first, visible = position + 1 - t.first
+            let r = sc + row * cols
+            for c in 0..<lo { r[c] = 0 }
+            if let scale { for c in lo..<visible { r[c] *= scale } }
+            shape.softmax(r + lo, n: visible - lo, head: t.group * t.rep + row % t.rep)
+            for c in visible..<cols { r[c] = 0 }
+        }
+    }
+
+    /// Copies the block's output rows back to `out`, head by head.
+    @inline(__always)
+    static func scatterOutput(_ t: ChunkTask, from oc: UnsafePointer<Float>, out os: UnsafeMutablePointer<Float>, shape: Shape) {
+        let numHeads = shape.numHeads, dv = shape.valueDim
+        for i in 0..<t.tokens {
+            for r in 0..<t.rep {
+                (os + (t.tokenStart + t.firstRow + i) * numHeads * dv + (t.group * t.rep + r) * dv)
+                    .update(from: oc + (i * t.rep + r) * dv, count: dv)
+            }
+        }
+    }
+
+    /// The Float32 form: sgemm on gathered keys, values and queries.
+    static func chunkTaskF32(_ t: ChunkTask, cache: PagedKVCache, layer: Int, table tb: UnsafePointer<Int32>, shape: Shape,
+                             q qs: UnsafePointer<Float>, out os: UnsafeMutablePointer<Float>, scratch: ChunkScratch) {
+        let d = cache.headDim, bs = cache.blockSize, numHeads = shape.numHeads, dv = shape.valueDim
+        let separateValues = cache.storesValues
+        let rows = t.rows, cols = t.cols, first = t.first
+        // Latent attention reads its values from the gathered keys.
+        let kc = scratch.keys, vc = separateValues ? scratch.values : scratch.keys
+        let qc = scratch.queries, oc = scratch.output, sc = scratch.scores
+        var j = first
+        while j < first + cols {
+            let block = Int(tb[j / bs])
+            let n = min(bs - j % bs, first + cols - j)
+            let off = cache.offset(layer: layer, block: block, head: t.group) + (j % bs) * d
+            (kc + (j - first) * d).update(from: cache.keys + off, count: n * d)
+            if separateValues { (vc + (j - first) * d).update(from: cache.values + off, count: n * d) }
+            j += n
+        }
+        // Query rows ordered (token, head-in-group).
+        for i in 0..<t.tokens {
+            for r in 0..<t.rep {
+                (qc + (i * t.rep + r) * d).update(from: qs + (t.tokenStart + t.firstRow + i) * numHeads * d + (t.group * t.rep + r) * d, count: d)
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(cols), Int32(d),
+                    shape.scale, qc, Int32(d), kc, Int32(d), 0, sc, Int32(cols))
+        maskedSoftmax(t, scores: sc, shape: shape, scale: nil)
+        // Only reached in bfloat16 mode when oneDNN failed: the weights are
+        // rounded as the BF16 form and the per-token path round them.
+        if shape.roundsToBF16 { roundThroughBF16(sc, count: rows * cols, into: sc) }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dv), Int32(cols),
+                    1, sc, Int32(cols), vc, Int32(d), 0, oc, Int32(dv))
+        scatterOutput(t, from: oc, out: os, shape: shape)
+    }
+
+    /// The BF16 form: keys, transposed values, queries and weights narrowed
+    /// to BF16 (exactly: all were rounded to BF16 values before), products
+    /// through oneDNN. False if oneDNN failed; the caller then runs the
+    /// Float32 form on the same values.
+    static func chunkTaskBF16(_ t: ChunkTask, cache: PagedKVCache, layer: Int, table tb: UnsafePointer<Int32>, shape: Shape,
+                              q qs: UnsafePointer<Float>, out os: UnsafeMutablePointer<Float>, scratch: ChunkScratch) -> Bool {
+        let d = cache.headDim, bs = cache.blockSize, numHeads = shape.numHeads, dv = shape.valueDim
+        let rows = t.rows, cols = t.cols, first = t.first
+        let k16 = scratch.keys16, vt16 = scratch.valuesT16, q16 = scratch.queries16, p16 = scratch.weights16
+        let sc = scratch.scores, oc = scratch.output
+        var j = first
+        while j < first + cols {
+            let block = Int(tb[j / bs])
+            let n = min(bs - j % bs, first + cols - j)
+            let off = cache.offset(layer: layer, block: block, head: t.group) + (j % bs) * d
+            narrowToBF16(cache.keys + off, count: n * d, into: k16 + (j - first) * d)
+            // Values transposed, `[dv][cols]`: the product's second operand
+            // is read with its reduction dimension (the keys) contiguous.
+            for i in 0..<n {
+                let src = cache.values + off + i * d
+                for c in 0..<dv { vt16[c * cols + j - first + i] = narrowToBF16(src[c]) }
+            }
+            j += n
+        }
+        for i in 0..<t.tokens {
+            for r in 0..<t.rep {
+                narrowToBF16(qs + (t.tokenStart + t.firstRow + i) * numHeads * d + (t.group * t.rep + r) * d, count: d,
+                             into: q16 + (i * t.rep + r) * d)
+            }
+        }
+        guard OneDNN.matmulBF16AnyShape(m: rows, n: cols, k: d, src: q16, lds: d, wei: k16, ldw: d, dst: sc, ldd: cols) else {
+            return false
+        }
+        maskedSoftmax(t, scores: sc, shape: shape, scale: shape.scale)
+        narrowToBF16(sc, count: rows * cols, into: p16)
+        guard OneDNN.matmulBF16AnyShape(m: rows, n: dv, k: cols, src: p16, lds: cols, wei: vt16, ldw: cols, dst: oc, ldd: dv) else {
+            return false
+        }
+        scatterOutput(t, from: oc, out: os, shape: shape)
+        return true
     }
 
     /// Per-token attention splits across threads only when each share has at
@@ -214,6 +340,7 @@ enum PagedAttention {
                 }
                 for r in heads {
                     shape.softmax(sc + r * maxContext, n: n, head: g * rep + r)
+                    if shape.roundsToBF16 { roundThroughBF16(sc + r * maxContext, count: n, into: sc + r * maxContext) }
                     let oh = os + t * numHeads * dv + (g * rep + r) * dv
                     oh.initialize(repeating: 0, count: dv)
                 }

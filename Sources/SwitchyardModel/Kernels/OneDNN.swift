@@ -75,6 +75,19 @@ public enum OneDNN {
         return rc == 0
     }
 
+    /// `dst[m][n] = Σ_k src[m][k] · wei[n][k]`, BF16 in, Float32 out, for
+    /// any shape, on the calling thread: attention's products, whose key
+    /// count changes with every chunk, through one run-time-shaped primitive
+    /// per thread instead of one cached primitive per shape. Returns false if
+    /// oneDNN could not build or run it.
+    @inline(__always)
+    static func matmulBF16AnyShape(m: Int, n: Int, k: Int, src: UnsafePointer<UInt16>, lds: Int,
+                                   wei: UnsafePointer<UInt16>, ldw: Int, dst: UnsafeMutablePointer<Float>, ldd: Int) -> Bool {
+        let rc = sy_matmul_bf16_any(Int64(m), Int64(n), Int64(k), src, Int64(lds), wei, Int64(ldw), dst, Int64(ldd))
+        if rc != 0 { reportFailure("oneDNN run-time-shaped bf16 matmul \(m)x\(n)x\(k) failed with status \(rc)") }
+        return rc == 0
+    }
+
     /// oneDNN's implementation name for a shape (kernel-bench reports it).
     public static func implementation(m: Int, n: Int, k: Int, bf16: Bool) -> String {
         var error = [CChar](repeating: 0, count: 256)
