@@ -48,13 +48,14 @@ struct EngineOptions: ParsableArguments {
     /// The engine's limits. A KV cache that cannot hold one sequence of
     /// `--max-model-len` tokens is an error naming the figures (as vLLM's);
     /// when the length was not given, it is clamped to the cache instead.
-    func engineConfig(for model: ModelConfig) throws -> EngineConfig {
+    func engineConfig(for model: ModelConfig, compute: ComputeOptions) throws -> EngineConfig {
         var config: EngineConfig
         let maxLen = maxModelLen ?? min(model.maxPositionEmbeddings, 4096)
         if let n = numKVBlocks {
             config = EngineConfig(maxModelLen: maxLen, blockSize: blockSize, numKVBlocks: n)
         } else {
-            config = EngineConfig.fromMemory(model: model, kvCacheBytes: try parseBytes(kvCacheMemory), maxModelLen: maxLen, blockSize: blockSize)
+            config = EngineConfig.fromMemory(model: model, kvCacheBytes: try parseBytes(kvCacheMemory), maxModelLen: maxLen, blockSize: blockSize,
+                                            compute: compute)
         }
         let capacity = config.numKVBlocks * config.blockSize
         if capacity < config.maxModelLen {
@@ -106,7 +107,7 @@ struct EngineOptions: ParsableArguments {
         try compute.apply(to: transformer)
         let execution = try executionFlags.prepare(transformer)
         let tokenizer = try? TokenizerLoader.load(directory: model)
-        let config = try engineConfig(for: transformer.config)
+        let config = try engineConfig(for: transformer.config, compute: transformer.compute)
         let scheduler = try makeScheduler(numLayers: transformer.config.numLayers, maxModelLen: config.maxModelLen)
         return (Engine(model: transformer, config: config, scheduler: scheduler, tokenizer: tokenizer), execution)
     }

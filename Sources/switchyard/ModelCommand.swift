@@ -84,7 +84,7 @@ struct ModelCommand: ParsableCommand {
             architecture: \(c.architecture.rawValue)
             layers: \(c.numLayers) (\(c.sparseLayers.filter { $0 }.count) MoE), hidden \(c.hiddenSize), \(attention)
             experts: \(c.numExperts) per layer, \(routing), intermediate \(c.moeIntermediateSize), norm_topk_prob \(c.normTopKProb)\(shared)
-            KV cache per token: \(c.kvCacheBytesPerToken) bytes (Float32\(c.latentAttention != nil ? ", one latent row per layer" : ""))
+            KV cache per token: \(c.kvCacheBytesPerToken) bytes (Float32\(c.latentAttention != nil ? ", one latent row per layer" : ", \(c.kvCacheBytesPerToken(elementBytes: 2)) in BF16 with --dtype bfloat16"))
             vocab: \(c.vocabSize), tied embeddings: \(c.tieWordEmbeddings)
             weights: \(String(format: "%.1f", Double(total) / 1048576)) MiB total, \(String(format: "%.1f", Double(expertBytes) / 1048576)) MiB experts (\(String(format: "%.2f", Double(perExpert) / 1048576)) MiB each)
             active weight bytes per decode token: \(String(format: "%.1f", Double(ForwardBenchmark.activeBytesPerToken(w)) / 1048576)) MiB

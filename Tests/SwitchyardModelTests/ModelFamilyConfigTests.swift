@@ -118,6 +118,14 @@ import Testing
         let oss = try Checkpoint(directory: Fixtures.model("gpt_oss")).config
         #expect(oss.kvCacheBytesRead(position: 20) == (6 + 21 + 6 + 21) * 2 * 2 * 16 * 4)
         #expect(oss.kvCacheBytesRead(position: 3) == 4 * oss.kvCacheBytesPerToken)
+        // bfloat16 mode keeps grouped-query caches in BF16 (half the bytes,
+        // twice the blocks for a memory budget); MLA caches stay Float32.
+        let bf16 = ComputeOptions(gemm: .onednn, dtype: .bfloat16)
+        #expect(PagedKVCache.bytesPerBlock(config: qwen, blockSize: 4, compute: bf16) * 2
+            == PagedKVCache.bytesPerBlock(config: qwen, blockSize: 4))
+        #expect(PagedKVCache(config: qwen, numBlocks: 2, blockSize: 4, compute: bf16).storesBF16)
+        #expect(!PagedKVCache(config: v2, numBlocks: 2, blockSize: 4, compute: bf16).storesBF16)
+        #expect(oss.kvCacheBytesRead(position: 3, elementBytes: 2) * 2 == oss.kvCacheBytesRead(position: 3))
     }
 
     func configError(_ base: String, _ edit: (inout [String: Any]) -> Void) throws -> String {

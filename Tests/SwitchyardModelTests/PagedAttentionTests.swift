@@ -21,11 +21,12 @@ import Testing
     /// ones, by the chunk path (`compute`) and by the per-token path, and the
     /// Double reference on the values the products see (queries, keys and
     /// values as rounded in bfloat16 mode). Returns (chunk, perToken, reference).
-    func run(_ c: Case, bf16: Bool) -> (chunk: [Float], perToken: [Float], reference: [Double]) {
+    func run(_ c: Case, bf16: Bool, bf16Cache: Bool = false) -> (chunk: [Float], perToken: [Float], reference: [Double]) {
         let (h, kvh, d, bs) = (Self.heads, Self.kvHeads, Self.d, Self.blockSize)
         let total = Self.past + Self.count
         let blocks = (total + bs - 1) / bs
-        let cache = PagedKVCache(numLayers: 1, numBlocks: blocks + 2, blockSize: bs, numKVHeads: kvh, headDim: d)
+        let cache = PagedKVCache(numLayers: 1, numBlocks: blocks + 2, blockSize: bs, numKVHeads: kvh, headDim: d,
+                                 storesBF16: bf16Cache)
         let table = (0..<Int32(blocks)).reversed().map { $0 + 2 }
         var rng = Xoshiro256(seed: 11)
         func random(_ n: Int, _ scale: Float) -> [Float] { (0..<n).map { _ in (rng.nextUnitFloat() * 2 - 1) * scale } }
@@ -78,17 +79,20 @@ import Testing
             let first = c.window > 0 ? max(0, position - c.window + 1) : 0
             for head in 0..<h {
                 let g = head / (h / kvh)
-                func cached(_ base: UnsafeMutablePointer<Float>, _ j: Int, _ i: Int) -> Double {
-                    Double(base[cache.offset(layer: 0, block: Int(table[j / bs]), head: g) + (j % bs) * d + i])
+                func cached(_ values: Bool, _ j: Int, _ i: Int) -> Double {
+                    var x: Float = 0
+                    cache.read(values: values, offset: cache.offset(layer: 0, block: Int(table[j / bs]), head: g) + (j % bs) * d + i,
+                               count: 1, into: &x)
+                    return Double(x)
                 }
                 var scores = (first...position).map { j in
-                    (0..<d).reduce(0.0) { $0 + Double(q[(t * h + head) * d + $1]) * cached(cache.keys, j, $1) } * scale
+                    (0..<d).reduce(0.0) { $0 + Double(q[(t * h + head) * d + $1]) * cached(false, j, $1) } * scale
                 }
                 let m = max(scores.max()!, c.sinks ? Double(sinkValues[head]) : -.infinity)
                 scores = scores.map { exp($0 - m) }
                 let sum = scores.reduce(0, +) + (c.sinks ? exp(Double(sinkValues[head]) - m) : 0)
                 for (n, j) in (first...position).enumerated() {
-                    for i in 0..<d { reference[(t * h + head) * d + i] += scores[n] / sum * cached(cache.values, j, i) }
+                    for i in 0..<d { reference[(t * h + head) * d + i] += scores[n] / sum * cached(true, j, i) }
                 }
             }
         }
@@ -122,5 +126,24 @@ import Testing
         let error = worst(chunk, reference)
         #expect(error < 4e-3, "vs reference: \(error)")
         #expect(error > 0)
+    }
+
+    /// bfloat16 mode's BF16 KV cache holds the values a Float32 cache holds
+    /// in that mode (keys and values rounded to BF16), so both paths give
+    /// the same bits from either storage.
+    @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"), arguments: PagedAttentionTests.cases)
+    func bf16CacheGivesTheFloat32CachesResultsBitForBit(_ c: Case) {
+        let wide = run(c, bf16: true, bf16Cache: false)
+        let narrow = run(c, bf16: true, bf16Cache: true)
+        #expect(wide.chunk == narrow.chunk)
+        #expect(wide.perToken == narrow.perToken)
+        #expect(wide.reference == narrow.reference)
+    }
+
+    @Test func bf16CacheTakesHalfTheMemory() {
+        let wide = PagedKVCache(numLayers: 2, numBlocks: 3, blockSize: 4, numKVHeads: 2, headDim: 8)
+        let narrow = PagedKVCache(numLayers: 2, numBlocks: 3, blockSize: 4, numKVHeads: 2, headDim: 8, storesBF16: true)
+        #expect(wide.totalBytes == 2 * 2 * 3 * 4 * 2 * 8 * 4)
+        #expect(narrow.totalBytes * 2 == wide.totalBytes)
     }
 }

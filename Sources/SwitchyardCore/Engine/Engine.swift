@@ -60,7 +60,7 @@ public final class Engine: @unchecked Sendable {
         self.config = config
         self.scheduler = scheduler
         self.tokenizer = tokenizer
-        cache = PagedKVCache(config: model.config, numBlocks: config.numKVBlocks, blockSize: config.blockSize)
+        cache = PagedKVCache(config: model.config, numBlocks: config.numKVBlocks, blockSize: config.blockSize, compute: model.compute)
         kv = KVCacheManager(numBlocks: config.numKVBlocks, blockSize: config.blockSize)
         runner = ModelRunner(model: model, cache: cache)
         outputs = OutputProcessor(maxModelLen: config.maxModelLen)
@@ -70,7 +70,7 @@ public final class Engine: @unchecked Sendable {
         if let e = tokenizer?.eosTokenId { eos.insert(e) }
         eosTokens = eos.sorted()
         loopStats.totalKVBlocks = config.numKVBlocks
-        loopStats.kvCacheBytesPerToken = model.config.kvCacheBytesPerToken
+        loopStats.kvCacheBytesPerToken = model.config.kvCacheBytesPerToken(elementBytes: cache.storesBF16 ? 2 : 4)
         let runner = runner
         kv.onRelease = { runner.release(handle: $0.handle) }
     }

@@ -14,9 +14,11 @@ public struct EngineConfig: Sendable {
         self.numKVBlocks = numKVBlocks
     }
 
-    /// Capacity from a memory budget, at least one full-length sequence.
-    public static func fromMemory(model: ModelConfig, kvCacheBytes: Int, maxModelLen: Int, blockSize: Int = 16) -> EngineConfig {
-        let perBlock = PagedKVCache.bytesPerBlock(config: model, blockSize: blockSize)
+    /// Capacity from a memory budget, at least one full-length sequence
+    /// (a BF16 cache, bfloat16 mode, holds twice the blocks).
+    public static func fromMemory(model: ModelConfig, kvCacheBytes: Int, maxModelLen: Int, blockSize: Int = 16,
+                                  compute: ComputeOptions = .exact) -> EngineConfig {
+        let perBlock = PagedKVCache.bytesPerBlock(config: model, blockSize: blockSize, compute: compute)
         return EngineConfig(maxModelLen: maxModelLen, blockSize: blockSize, numKVBlocks: max(1, kvCacheBytes / perBlock))
     }
 }

@@ -92,6 +92,7 @@ public struct ForwardBenchmark {
 
     public static func run(model: Transformer, _ o: Options) throws -> Result {
         let c = model.config
+        let kvElement = PagedKVCache.elementBytes(config: c, compute: model.compute)
         touchWeights(model)
         let largest = model.weights.checkpoint.tensors.values.map(\.file).max { $0.size < $1.size }!
         // The machine's bandwidth drifts (a shared VM): sample it before,
@@ -106,7 +107,7 @@ public struct ForwardBenchmark {
         var rows: [Result.Row] = []
         for b in o.batchSizes {
             let perSeq = (o.context + o.decodeSteps + 1 + blockSize - 1) / blockSize
-            let cache = PagedKVCache(config: c, numBlocks: perSeq * b, blockSize: blockSize)
+            let cache = PagedKVCache(config: c, numBlocks: perSeq * b, blockSize: blockSize, compute: model.compute)
             let tables = (0..<b).map { s in (0..<perSeq).map { Int32(s * perSeq + $0) } }
             var prefill = ForwardBatch()
             for s in 0..<b { prefill.append(tokens: randomTokens(o.context), startPosition: 0, blockTable: tables[s], logits: .last) }
@@ -124,7 +125,7 @@ public struct ForwardBenchmark {
                 seconds += monotonicSeconds() - t0
                 if b == 1 {
                     let now = weightStream(largest, bytes: o.bandwidthBytes, minSeconds: 0)
-                    rooflineSeconds += Double(active + c.kvCacheBytesRead(position: o.context + step)) / now
+                    rooflineSeconds += Double(active + c.kvCacheBytesRead(position: o.context + step, elementBytes: kvElement)) / now
                 }
             }
             stream = max(stream, weightStream(largest, bytes: o.bandwidthBytes))
@@ -137,13 +138,13 @@ public struct ForwardBenchmark {
                               profile: model.profile))
         }
         let blocks = (o.prefillLength + blockSize - 1) / blockSize
-        let cache = PagedKVCache(config: c, numBlocks: blocks, blockSize: blockSize)
+        let cache = PagedKVCache(config: c, numBlocks: blocks, blockSize: blockSize, compute: model.compute)
         var batch = ForwardBatch()
         batch.append(tokens: randomTokens(o.prefillLength), startPosition: 0,
                      blockTable: (0..<Int32(blocks)).map { $0 }, logits: .last)
         // A decode step at position p reads the cache of positions 0...p
         // (sliding-window layers: the window), averaged over the timed steps.
-        let kvRead = (0..<o.decodeSteps).reduce(0) { $0 + c.kvCacheBytesRead(position: o.context + $1) } / max(1, o.decodeSteps)
+        let kvRead = (0..<o.decodeSteps).reduce(0) { $0 + c.kvCacheBytesRead(position: o.context + $1, elementBytes: kvElement) } / max(1, o.decodeSteps)
         // One untimed prefill first: it builds the GEMM backend's primitives
         // for these shapes, as a server's first requests would.
         _ = try model.forward(batch, cache: cache)
@@ -158,7 +159,7 @@ public struct ForwardBenchmark {
         let roofline = stream / Double(active + kvRead)
         for i in rows.indices where rows[i].batch == 1 { rows[i].fractionOfRoofline = rows[i].tokensPerSecond / roofline }
         return Result(threads: Parallel.threadCount, gemm: model.compute.gemm.rawValue, dtype: model.compute.dtype.rawValue, streamingReadGBs: stream / 1e9, activeWeightBytesPerToken: active,
-                      kvCacheBytesPerToken: c.kvCacheBytesPerToken, kvCacheBytesPerDecodeToken: kvRead,
+                      kvCacheBytesPerToken: c.kvCacheBytesPerToken(elementBytes: kvElement), kvCacheBytesPerDecodeToken: kvRead,
                       rooflineDecodeTokensPerSecond: roofline, decode: rows, prefillTokens: o.prefillLength,
                       prefillTokensPerSecond: Double(o.prefillLength) / prefillSeconds,
                       expertWeightBytesPerPrefillToken: Double(model.counters.expertWeightBytesRead) / Double(o.prefillLength),

@@ -76,14 +76,17 @@ public struct ModelConfig: Sendable {
     /// or MLA's one latent row (its keys are its values).
     public var kvCacheFloatsPerToken: Int { latentAttention == nil ? 2 * kvSize : kvSize }
     /// KV cache bytes one token takes across all layers (Float32 cache).
-    public var kvCacheBytesPerToken: Int { numLayers * kvCacheFloatsPerToken * MemoryLayout<Float>.size }
+    public var kvCacheBytesPerToken: Int { kvCacheBytesPerToken(elementBytes: MemoryLayout<Float>.size) }
+
+    /// The same for a cache of `elementBytes` per value (2: BF16).
+    public func kvCacheBytesPerToken(elementBytes: Int) -> Int { numLayers * kvCacheFloatsPerToken * elementBytes }
 
     /// KV cache bytes a query at `position` reads over all layers: its
     /// context, or only the window on sliding-window layers.
-    public func kvCacheBytesRead(position: Int) -> Int {
+    public func kvCacheBytesRead(position: Int, elementBytes: Int = MemoryLayout<Float>.size) -> Int {
         (0..<numLayers).reduce(0) { sum, l in
             let w = attentionWindow(layer: l)
-            return sum + (w > 0 ? min(position + 1, w) : position + 1) * kvCacheFloatsPerToken * MemoryLayout<Float>.size
+            return sum + (w > 0 ? min(position + 1, w) : position + 1) * kvCacheFloatsPerToken * elementBytes
         }
     }
 

@@ -32,7 +32,7 @@ public final class Generator: @unchecked Sendable {
         try sampling.validate()
         let total = prompt.count + maxTokens
         let blocks = (total + blockSize - 1) / blockSize
-        let cache = PagedKVCache(config: model.config, numBlocks: max(blocks, 1), blockSize: blockSize)
+        let cache = PagedKVCache(config: model.config, numBlocks: max(blocks, 1), blockSize: blockSize, compute: model.compute)
         let table = (0..<Int32(max(blocks, 1))).map { $0 }
         var sampler = Sampler(sampling)
         var out: [Int32] = []
@@ -63,7 +63,7 @@ public final class Generator: @unchecked Sendable {
     /// Logits for every position of `tokens` (one prefill over a fresh cache).
     public func allLogits(_ tokens: [Int32]) throws -> [[Float]] {
         let blocks = (tokens.count + blockSize - 1) / blockSize
-        let cache = PagedKVCache(config: model.config, numBlocks: max(blocks, 1), blockSize: blockSize)
+        let cache = PagedKVCache(config: model.config, numBlocks: max(blocks, 1), blockSize: blockSize, compute: model.compute)
         var batch = ForwardBatch()
         batch.append(tokens: tokens, startPosition: 0, blockTable: (0..<Int32(max(blocks, 1))).map { $0 }, logits: .all)
         return try model.forward(batch, cache: cache).toArrays()

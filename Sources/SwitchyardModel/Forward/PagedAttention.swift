@@ -9,7 +9,7 @@ enum PagedAttention {
     /// their cache slots (only the keys where the cache has no values).
     /// With `roundingToBF16` (bfloat16 mode) they are stored rounded to
     /// BF16 values, so every later product reads the same BF16 keys and
-    /// values whichever path computes it.
+    /// values whichever path computes it; a BF16 cache stores them as BF16.
     static func store(cache: PagedKVCache, layer: Int, batch: ForwardBatch,
                       k: UnsafePointer<Float>, v: UnsafePointer<Float>, roundingToBF16: Bool = false) {
         let d = cache.headDim, bs = cache.blockSize, kvh = cache.numKVHeads
@@ -22,7 +22,10 @@ enum PagedAttention {
                 let row = seq.tokenStart + i
                 for h in 0..<kvh {
                     let dst = cache.offset(layer: layer, block: block, head: h) + slot * d
-                    if roundingToBF16 {
+                    if cache.storesBF16 {
+                        narrowToBF16(k + row * rowSize + h * d, count: d, into: cache.keys16 + dst)
+                        narrowToBF16(v + row * rowSize + h * d, count: d, into: cache.values16 + dst)
+                    } else if roundingToBF16 {
                         roundThroughBF16(k + row * rowSize + h * d, count: d, into: cache.keys + dst)
                         if cache.storesValues { roundThroughBF16(v + row * rowSize + h * d, count: d, into: cache.values + dst) }
                     } else {
@@ -222,8 +225,8 @@ enum PagedAttention {
             let block = Int(tb[j / bs])
             let n = min(bs - j % bs, first + cols - j)
             let off = cache.offset(layer: layer, block: block, head: t.group) + (j % bs) * d
-            (kc + (j - first) * d).update(from: cache.keys + off, count: n * d)
-            if separateValues { (vc + (j - first) * d).update(from: cache.values + off, count: n * d) }
+            cache.read(values: false, offset: off, count: n * d, into: kc + (j - first) * d)
+            if separateValues { cache.read(values: true, offset: off, count: n * d, into: vc + (j - first) * d) }
             j += n
         }
         // Query rows ordered (token, head-in-group).
@@ -258,12 +261,20 @@ enum PagedAttention {
             let block = Int(tb[j / bs])
             let n = min(bs - j % bs, first + cols - j)
             let off = cache.offset(layer: layer, block: block, head: t.group) + (j % bs) * d
-            narrowToBF16(cache.keys + off, count: n * d, into: k16 + (j - first) * d)
             // Values transposed, `[dv][cols]`: the product's second operand
             // is read with its reduction dimension (the keys) contiguous.
-            for i in 0..<n {
-                let src = cache.values + off + i * d
-                for c in 0..<dv { vt16[c * cols + j - first + i] = narrowToBF16(src[c]) }
+            if cache.storesBF16 {
+                (k16 + (j - first) * d).update(from: cache.keys16 + off, count: n * d)
+                for i in 0..<n {
+                    let src = cache.values16 + off + i * d
+                    for c in 0..<dv { vt16[c * cols + j - first + i] = src[c] }
+                }
+            } else {
+                narrowToBF16(cache.keys + off, count: n * d, into: k16 + (j - first) * d)
+                for i in 0..<n {
+                    let src = cache.values + off + i * d
+                    for c in 0..<dv { vt16[c * cols + j - first + i] = narrowToBF16(src[c]) }
+                }
             }
             j += n
         }
@@ -327,13 +338,15 @@ enum PagedAttention {
                 var j = first
                 while j < ctx {
                     let block = Int(table[j / bs])
-                    let base = cache.keys + cache.offset(layer: layer, block: block, head: g)
+                    let start = cache.offset(layer: layer, block: block, head: g)
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {
-                        let kj = base + (j % bs) * d
+                        let kj = start + (j % bs) * d
                         for r in heads {
                             let qh = qs + t * numHeads * d + (g * rep + r) * d
-                            sc[r * maxContext + j - first] = Elementwise.dot(qh, kj, n: d) * scale
+                            let dot = cache.storesBF16 ? Elementwise.dot(qh, cache.keys16 + kj, n: d)
+                                : Elementwise.dot(qh, cache.keys + kj, n: d)
+                            sc[r * maxContext + j - first] = dot * scale
                         }
                         j += 1
                     }
@@ -347,13 +360,17 @@ enum PagedAttention {
                 j = first
                 while j < ctx {
                     let block = Int(table[j / bs])
-                    let base = cache.values + cache.offset(layer: layer, block: block, head: g)
+                    let start = cache.offset(layer: layer, block: block, head: g)
                     let end = min(ctx, (j / bs + 1) * bs)
                     while j < end {
-                        let vj = base + (j % bs) * d
+                        let vj = start + (j % bs) * d
                         for r in heads {
                             let oh = os + t * numHeads * dv + (g * rep + r) * dv
-                            Elementwise.axpy(sc[r * maxContext + j - first], vj, oh, n: dv)
+                            if cache.storesBF16 {
+                                Elementwise.axpy(sc[r * maxContext + j - first], cache.values16 + vj, oh, n: dv)
+                            } else {
+                                Elementwise.axpy(sc[r * maxContext + j - first], cache.values + vj, oh, n: dv)
+                            }
                         }
                         j += 1
                     }

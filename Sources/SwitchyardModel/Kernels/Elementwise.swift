@@ -80,4 +80,36 @@ public enum Elementwise {
         while i < n { s += a[i] * b[i]; i += 1 }
         return s
     }
+
+    /// `dot(a, widen(b))` for BF16 `b` (a BF16 KV cache), summed in the
+    /// same order as `dot`, so the result equals `dot` over the widened values.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, n: Int) -> Float {
+        let ar = UnsafeRawPointer(a), br = UnsafeRawPointer(b)
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            acc.addProduct((ar + 4 * i).loadUnaligned(as: SIMD8<Float>.self), widenBF16((br + 2 * i).loadUnaligned(as: SIMD8<UInt16>.self)))
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += a[i] * widenBF16(b[i]); i += 1 }
+        return s
+    }
+
+    /// `y += a * widen(x)` for BF16 `x`, as `axpy` over the widened values.
+    @inline(__always)
+    public static func axpy(_ a: Float, _ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, n: Int) {
+        let av = SIMD8<Float>(repeating: a)
+        let xr = UnsafeRawPointer(x)
+        let yr = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 8 <= n {
+            var v = (yr + 4 * i).loadUnaligned(as: SIMD8<Float>.self)
+            v.addProduct(av, widenBF16((xr + 2 * i).loadUnaligned(as: SIMD8<UInt16>.self)))
+            (yr + 4 * i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { y[i] += a * widenBF16(x[i]); i += 1 }
+    }
 }
