@@ -10,19 +10,24 @@ import Testing
     struct Case: CustomStringConvertible, Sendable {
         let window: Int
         let sinks: Bool
-        var description: String { "window \(window)\(sinks ? ", sinks" : "")" }
+        var heads = 8, kvHeads = 2, d = 64
+        var description: String { "\(heads)/\(kvHeads) heads of \(d), window \(window)\(sinks ? ", sinks" : "")" }
     }
 
-    static let cases = [Case(window: 0, sinks: false), Case(window: 40, sinks: true)]
-    static let heads = 8, kvHeads = 2, d = 64, blockSize = 16
+    /// The last case has six query heads per kv head and 80-wide heads: the
+    /// vector kernel's second group of heads and a partial 64-column chunk.
+    static let cases = [Case(window: 0, sinks: false), Case(window: 40, sinks: true),
+                        Case(window: 0, sinks: true, heads: 12, kvHeads: 2, d: 80)]
+    static let blockSize = 16
     static let past = 10, count = 150
 
     /// Runs one layer of attention for `count` new tokens after `past` cached
     /// ones, by the chunk path (`compute`) and by the per-token path, and the
     /// Double reference on the values the products see (queries, keys and
     /// values as rounded in bfloat16 mode). Returns (chunk, perToken, reference).
-    func run(_ c: Case, bf16: Bool, bf16Cache: Bool = false) -> (chunk: [Float], perToken: [Float], reference: [Double]) {
-        let (h, kvh, d, bs) = (Self.heads, Self.kvHeads, Self.d, Self.blockSize)
+    func run(_ c: Case, bf16: Bool, bf16Cache: Bool = false, vectorKernel: Bool = PagedAttention.vectorKernel)
+        -> (chunk: [Float], perToken: [Float], reference: [Double]) {
+        let (h, kvh, d, bs) = (c.heads, c.kvHeads, c.d, Self.blockSize)
         let total = Self.past + Self.count
         let blocks = (total + bs - 1) / bs
         let cache = PagedKVCache(numLayers: 1, numBlocks: blocks + 2, blockSize: bs, numKVHeads: kvh, headDim: d,
@@ -65,7 +70,8 @@ import Testing
                                                    index: index, scratch: ScratchBuffer(), tokenList: IndexBuffer())
                             // `compute` rounded q in place in bfloat16 mode, as the forward does.
                             PagedAttention.computePerToken(cache: cache, layer: 0, batch: batch, shape: shape, q: q, out: &perToken,
-                                                           index: index, tokens: tokens, count: Self.count, scratch: ScratchBuffer())
+                                                           index: index, tokens: tokens, count: Self.count, scratch: ScratchBuffer(),
+                                                           useVectorKernel: vectorKernel)
                         }
                     }
                 }
@@ -145,5 +151,19 @@ import Testing
         let narrow = PagedKVCache(numLayers: 2, numBlocks: 3, blockSize: 4, numKVHeads: 2, headDim: 8, storesBF16: true)
         #expect(wide.totalBytes == 2 * 2 * 3 * 4 * 2 * 8 * 4)
         #expect(narrow.totalBytes * 2 == wide.totalBytes)
+    }
+
+    /// The AVX-512 decode kernel against the portable loops it replaces:
+    /// the same values, only the score dot products summed in another order.
+    @Test(.enabled(if: PagedAttention.vectorKernel, "no AVX-512 on this CPU"), arguments: PagedAttentionTests.cases)
+    func vectorDecodeKernelMatchesThePortableLoops(_ c: Case) {
+        for bf16 in [false, true] where !bf16 || OneDNN.hasNativeBF16 {
+            let kernel = run(c, bf16: bf16, bf16Cache: bf16, vectorKernel: true).perToken
+            let portable = run(c, bf16: bf16, bf16Cache: bf16, vectorKernel: false).perToken
+            let worst = zip(kernel, portable).map { abs($0 - $1) }.max()!
+            // bfloat16 mode rounds the attention weights, so an order change
+            // can move one across a rounding boundary (see above).
+            #expect(worst < (bf16 ? 3e-4 : 1e-6), "bf16 \(bf16): \(worst)")
+        }
     }
 }

@@ -45,4 +45,21 @@ void sy_softmax_f32(float *x, long n, int has_sink, float sink);
 /// In place, over n values: gate[i] = silu(gate[i]) * up[i] (SwiGLU).
 void sy_swiglu_f32(float *gate, const float *up, long n);
 
+/// 1 when this CPU runs AVX-512 (F, BW, DQ, VL): sy_attend_token may be called.
+int sy_has_avx512(void);
+
+/// Decode attention for one token and one kv head, `heads` query heads of
+/// the group (query r at q + r * q_stride, d values, already rounded as the
+/// mode asks): keys first..<end of the paged cache, key j's row at element
+/// head_offset + table[j / block_size] * block_stride + (j % block_size) * d
+/// of `keys` / `values` (BF16 when bf16 is nonzero, else Float32; values may
+/// alias keys, their first dv columns read). scores (heads x scores_stride)
+/// receive scale * q.k, then softmax with sinks[r] when sinks is not NULL,
+/// rounded to BF16 values when round_weights; out + r * out_stride receives
+/// dv values of the weighted sum.
+void sy_attend_token(const float *q, long q_stride, long heads, const void *keys, const void *values, int bf16,
+                     const int32_t *table, long block_size, long block_stride, long head_offset, long first, long end,
+                     long d, long dv, float scale, const float *sinks, int round_weights, float *scores,
+                     long scores_stride, float *out, long out_stride);
+
 #endif
