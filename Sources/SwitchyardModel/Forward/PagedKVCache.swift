@@ -52,6 +52,9 @@ public final class PagedKVCache: @unchecked Sendable {
         // memory until used.
         keyStorage = .allocate(byteCount: bytes, alignment: 64)
         valueStorage = storesValues ? .allocate(byteCount: bytes, alignment: 64) : keyStorage
+        // The other element type's pointers point into the unmapped first
+        // page: a read through the wrong type faults at once instead of
+        // returning another type's bits.
         if storesBF16 {
             keys16 = keyStorage.bindMemory(to: UInt16.self, capacity: count)
             values16 = valueStorage.bindMemory(to: UInt16.self, capacity: count)
