@@ -122,7 +122,7 @@ enum PagedAttention {
                              table: UnsafePointer<Int32>, shape: Shape,
                              q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, scratch: ScratchBuffer) {
         _ = Linear.blasConfigured
-        let numHeads = shape.numHeads, dv = shape.valueDim
+        let numHeads = shape.numHeads
         let d = cache.headDim, kvh = cache.numKVHeads
         let rep = numHeads / kvh
         let ctx = start + tokenCount
