@@ -11,12 +11,6 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 
-int sy_has_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-}
-
 // 16 values of a row from element i (masked to the row's end), as Float32.
 AVX512 static inline __m512 row16(const void *row, int bf16, long i, __mmask16 m) {
     if (bf16) {

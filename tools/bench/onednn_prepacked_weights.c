@@ -1,5 +1,6 @@
 // An expert projection (M tokens x 512 outputs x 1024 inputs, BF16 in,
-// Float32 out) on one thread with cold weights, cycling through 128 experts
+// Float32 out) on one thread with cold weights (at one token GFLOP/s equals
+// GB/s of weights read), cycling through 128 experts
 // (128 MiB): oneDNN on the weights as Hugging Face stores them ([N][K], what
 // Switchyard passes today) against the same weights reordered once into the
 // blocked layout the primitive asks for (format `any`, as IPEX and vLLM's CPU
@@ -93,8 +94,8 @@ int main(void) {
     dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
     unsigned short *w = malloc((size_t)N * K * EXPERTS * 2);
     for (size_t i = 0; i < (size_t)N * K * EXPERTS; i++) w[i] = 0x3f80 + (i % 7);
-    const int64_t tokens[] = {4, 8, 16, 32, 64, 128};
-    for (int i = 0; i < 6; i++) {
+    const int64_t tokens[] = {1, 2, 4, 8, 16, 32, 64, 128};
+    for (int i = 0; i < 8; i++) {
         const char *plainImpl, *packedImpl;
         double plain = measure(tokens[i], 0, w, &plainImpl), packed = measure(tokens[i], 1, w, &packedImpl);
         printf("M=%3ld: as stored %.1f GFLOP/s (%s), prepacked %.1f (%s): %.2fx\n", tokens[i], plain, plainImpl, packed,

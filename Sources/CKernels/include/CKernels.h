@@ -45,7 +45,8 @@ void sy_softmax_f32(float *x, long n, int has_sink, float sink);
 /// In place, over n values: gate[i] = silu(gate[i]) * up[i] (SwiGLU).
 void sy_swiglu_f32(float *gate, const float *up, long n);
 
-/// 1 when this CPU runs AVX-512 (F, BW, DQ, VL): sy_attend_token may be called.
+/// 1 when this CPU runs AVX-512 (F, BW, DQ, VL): sy_attend_token may be called,
+/// and sy_softmax_f32 and sy_swiglu_f32 take 16 lanes.
 int sy_has_avx512(void);
 
 /// Decode attention for one token and one kv head, `heads` query heads of
