@@ -66,7 +66,7 @@ static slot_state slots[MAX_SLOTS];
 
 struct sy_matmul {
     int64_t m, n, k, lds, ldw, ldd;
-    int bf16;
+    int bf16, packed;
     dnnl_primitive_t primitive;
     dnnl_memory_desc_t src_md, wei_md, dst_md;
     size_t scratch_size;
@@ -166,14 +166,16 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_llong created;
 
 static inline int same_shape(const sy_matmul *a, int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw,
-                             int64_t ldd, int bf16) {
-    return a->m == m && a->n == n && a->k == k && a->lds == lds && a->ldw == ldw && a->ldd == ldd && a->bf16 == bf16;
+                             int64_t ldd, int bf16, int packed) {
+    return a->m == m && a->n == n && a->k == k && a->lds == lds && a->ldw == ldw && a->ldd == ldd && a->bf16 == bf16 &&
+           a->packed == packed;
 }
 
-static inline uint64_t shape_hash(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw, int64_t ldd, int bf16) {
+static inline uint64_t shape_hash(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw, int64_t ldd, int bf16,
+                                  int packed) {
     uint64_t h = 0x9E3779B97F4A7C15ull;
-    int64_t parts[7] = {m, n, k, lds, ldw, ldd, bf16};
-    for (int i = 0; i < 7; i++) {
+    int64_t parts[8] = {m, n, k, lds, ldw, ldd, bf16, packed};
+    for (int i = 0; i < 8; i++) {
         h ^= (uint64_t)parts[i];
         h *= 0xFF51AFD7ED558CCDull;
         h ^= h >> 32;
@@ -182,13 +184,14 @@ static inline uint64_t shape_hash(int64_t m, int64_t n, int64_t k, int64_t lds, 
 }
 
 static sy_matmul *create(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw, int64_t ldd, int bf16,
-                         char *error, size_t error_len) {
+                         int packed, char *error, size_t error_len) {
     sy_matmul *mm = calloc(1, sizeof *mm);
     if (!mm) {
         snprintf(error, error_len, "out of memory creating a matmul primitive");
         return NULL;
     }
     mm->m = m; mm->n = n; mm->k = k; mm->lds = lds; mm->ldw = ldw; mm->ldd = ldd; mm->bf16 = bf16;
+    mm->packed = packed;
     dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
     dnnl_dims_t src_dims = {m, k}, src_strides = {lds, 1};
     // Weights are stored [n][k] as in Hugging Face checkpoints: the (k x n)
@@ -196,7 +199,11 @@ static sy_matmul *create(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t l
     dnnl_dims_t wei_dims = {k, n}, wei_strides = {1, ldw};
     dnnl_dims_t dst_dims = {m, n}, dst_strides = {ldd, 1};
     dnnl_status_t s = p_dnnl_memory_desc_init_by_strides(&mm->src_md, 2, src_dims, dt, src_strides);
-    if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&mm->wei_md, 2, wei_dims, dt, wei_strides);
+    // Packed weights (packed.c's layout) are oneDNN's own BA16a64b2a: the
+    // primitive reads them as they lie, with no reorder per call.
+    if (s == dnnl_success)
+        s = packed ? p_dnnl_memory_desc_init_by_tag(&mm->wei_md, 2, wei_dims, dt, dnnl_BA16a64b2a)
+                   : p_dnnl_memory_desc_init_by_strides(&mm->wei_md, 2, wei_dims, dt, wei_strides);
     if (s == dnnl_success) s = p_dnnl_memory_desc_init_by_strides(&mm->dst_md, 2, dst_dims, dnnl_f32, dst_strides);
     dnnl_matmul_desc_t desc;
     if (s == dnnl_success) s = p_dnnl_matmul_desc_init(&desc, &mm->src_md, &mm->wei_md, NULL, &mm->dst_md);
@@ -217,7 +224,7 @@ static sy_matmul *create(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t l
     if (pd) p_dnnl_primitive_desc_destroy(pd);
     if (s != dnnl_success) {
         snprintf(error, error_len, "oneDNN cannot build a %s matmul %lld x %lld x %lld (status %d)",
-                 bf16 ? "bf16" : "f32", (long long)m, (long long)n, (long long)k, (int)s);
+                 packed ? "bf16 (packed weights)" : bf16 ? "bf16" : "f32", (long long)m, (long long)n, (long long)k, (int)s);
         free(mm);
         return NULL;
     }
@@ -226,16 +233,16 @@ static sy_matmul *create(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t l
 }
 
 sy_matmul *sy_matmul_get(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw, int64_t ldd, int bf16,
-                         char *error, size_t error_len) {
+                         int packed, char *error, size_t error_len) {
     if (atomic_load_explicit(&loaded, memory_order_acquire) != 1) {
         snprintf(error, error_len, "oneDNN is not loaded");
         return NULL;
     }
-    uint64_t h = shape_hash(m, n, k, lds, ldw, ldd, bf16);
+    uint64_t h = shape_hash(m, n, k, lds, ldw, ldd, bf16, packed);
     for (int probe = 0; probe < TABLE_SIZE; probe++) {
         sy_matmul *e = atomic_load_explicit(&table[(h + probe) & (TABLE_SIZE - 1)], memory_order_acquire);
         if (!e) break;
-        if (same_shape(e, m, n, k, lds, ldw, ldd, bf16)) return e;
+        if (same_shape(e, m, n, k, lds, ldw, ldd, bf16, packed)) return e;
     }
     pthread_mutex_lock(&table_lock);
     sy_matmul *result = NULL;
@@ -243,12 +250,12 @@ sy_matmul *sy_matmul_get(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t l
     for (; probe < TABLE_SIZE * 3 / 4; probe++) {
         _Atomic(sy_matmul *) *cell = &table[(h + probe) & (TABLE_SIZE - 1)];
         sy_matmul *e = atomic_load(cell);
-        if (e && same_shape(e, m, n, k, lds, ldw, ldd, bf16)) {
+        if (e && same_shape(e, m, n, k, lds, ldw, ldd, bf16, packed)) {
             result = e;
             break;
         }
         if (!e) {
-            result = create(m, n, k, lds, ldw, ldd, bf16, error, error_len);
+            result = create(m, n, k, lds, ldw, ldd, bf16, packed, error, error_len);
             if (result) atomic_store_explicit(cell, result, memory_order_release);
             break;
         }

@@ -20,6 +20,8 @@ struct ComputeFlags: ParsableArguments {
                                            "library": "\(options.gemm == .onednn ? OneDNN.description : "OpenBLAS")"])
         } catch let e as ComputeOptions.OptionError {
             throw CLIError("error: \(e.description)")
+        } catch let e as PackedWeightStore.AllocationError {
+            throw CLIError("error: \(e.description)")
         }
     }
 }

@@ -46,6 +46,26 @@ import ChunkedScheduler
         engine.shutdown()
     }
 
+    /// bfloat16 mode packs the default model's experts; batches move each
+    /// expert's token count across the direct kernel / oneDNN crossover.
+    @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"))
+    func batchedGreedyEqualsAloneWithPackedExperts() async throws {
+        let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/stdlib-moe").path
+        let m = try Transformer(directory: dir)
+        try m.configure(compute: ComputeOptions(gemm: .onednn, dtype: .bfloat16))
+        #expect(m.expertsArePacked)
+        let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: 3)
+        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
+        let reqs = ps.enumerated().map { GenerationRequest(id: "k\($0)", promptTokens: $1, maxTokens: 12, ignoreEOS: true) }
+        let outs = await engine.generate(reqs)
+        for (i, out) in outs.enumerated() {
+            #expect(out.outputTokens == (try alone(m, ps[i], 12)), "request \(i)")
+        }
+        engine.shutdown()
+    }
+
     @Test(arguments: ComputeOptions.available)
     func preemptionByRecomputeKeepsOutputsAndFreesEveryBlock(_ compute: ComputeOptions) async throws {
         let m = try model(compute: compute)

@@ -56,8 +56,10 @@ extension ExpertParallelExecutor {
             if c > 0 { active += 1; elements += c * inter }
         }
         // Gate and up: this thread's share of the active experts' rows.
+        let unit = experts.first.map { e in inter % e.gate.rowAlignment == 0 && h % e.down.rowAlignment == 0
+            ? e.gate.rowAlignment : 1 } ?? 1
         Self.forEachShare(total: active * inter, segment: inter, local: local, threads: m, list: list, range: lo..<hi,
-                          count: g.tokenCount) { j, rows in
+                          count: g.tokenCount, unit: unit) { j, rows in
             let c = Int(g.tokenCount[j]), s = Int(g.rowOffset[j])
             let w = experts[j]
             let x = g.input(expert: j)
@@ -79,7 +81,7 @@ extension ExpertParallelExecutor {
         }
         barrier?.wait()
         Self.forEachShare(total: active * h, segment: h, local: local, threads: m, list: list, range: lo..<hi,
-                          count: g.tokenCount) { j, rows in
+                          count: g.tokenCount, unit: unit) { j, rows in
             let c = Int(g.tokenCount[j]), s = Int(g.rowOffset[j])
             Linear.product(experts[j].down, rows: rows, input: g.activated(expert: j), tokens: c, y: g.output + s * h,
                            ldy: h, options: options, scratch: scratch)
@@ -94,8 +96,11 @@ extension ExpertParallelExecutor {
     /// `local` of `threads` owns.
     @inline(__always)
     private static func forEachShare(total: Int, segment: Int, local: Int, threads: Int, list: [Int32], range: Range<Int>,
-                                     count: UnsafePointer<Int32>, _ body: (Int, Range<Int>) -> Void) {
-        let from = total * local / threads, to = total * (local + 1) / threads
+                                     count: UnsafePointer<Int32>, unit: Int, _ body: (Int, Range<Int>) -> Void) {
+        // Shares end on multiples of `unit` rows (a packed matrix's 64-row
+        // blocks), so no block is read by two threads.
+        let units = total / unit
+        let from = units * local / threads * unit, to = local == threads - 1 ? total : units * (local + 1) / threads * unit
         guard from < to else { return }
         var at = 0
         for i in range where at < to {

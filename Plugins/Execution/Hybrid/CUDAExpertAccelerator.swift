@@ -73,6 +73,10 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     private var dX: DevicePointer = 0, dG: DevicePointer = 0, dU: DevicePointer = 0, dA: DevicePointer = 0, dY: DevicePointer = 0
     private var hX: UnsafeMutableRawPointer?, hY: UnsafeMutableRawPointer?
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
+    /// Host rows for weights that are packed for the CPU's products
+    /// (`MatrixLayout.packedBF16`): cuBLAS reads Hugging Face's row-major
+    /// layout, so they are unpacked here before each copy.
+    private var rowMajorScratch: UnsafeMutableRawPointer?
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
@@ -144,6 +148,7 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         for p in [uploadArea, dX, dG, dU, dA, dY] where p != 0 { _ = memFree(p) }
         if let hX { _ = hostFree(hX) }
         if let hY { _ = hostFree(hY) }
+        rowMajorScratch?.deallocate()
     }
 
     public func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
@@ -291,9 +296,23 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     }
 
     private func copyWeights(_ e: ExpertWeights, to p: DevicePointer) throws {
-        try check("cuMemcpyHtoDAsync (gate)", copyHtoD(p, e.gate.data, e.gate.byteCount, stream))
-        try check("cuMemcpyHtoDAsync (up)", copyHtoD(p + DevicePointer(e.gate.byteCount), e.up.data, e.up.byteCount, stream))
-        try check("cuMemcpyHtoDAsync (down)", copyHtoD(p + DevicePointer(e.gate.byteCount + e.up.byteCount), e.down.data, e.down.byteCount, stream))
+        try copy(e.gate, to: p, "gate")
+        try copy(e.up, to: p + DevicePointer(e.gate.byteCount), "up")
+        try copy(e.down, to: p + DevicePointer(e.gate.byteCount + e.up.byteCount), "down")
+    }
+
+    /// One matrix, row-major on the device. A copy from pageable memory
+    /// returns once the source is staged, so the scratch may be reused by
+    /// the next copy.
+    private func copy(_ m: Matrix, to p: DevicePointer, _ name: String) throws {
+        guard m.layout != .rowMajor else {
+            try check("cuMemcpyHtoDAsync (\(name))", copyHtoD(p, m.data, m.byteCount, stream))
+            return
+        }
+        let scratch = rowMajorScratch ?? UnsafeMutableRawPointer.allocate(byteCount: expertBytes, alignment: 64)
+        rowMajorScratch = scratch
+        m.writeRowMajor(to: scratch)
+        try check("cuMemcpyHtoDAsync (\(name))", copyHtoD(p, scratch, m.byteCount, stream))
     }
 
     private func reserve(rows: Int) throws {

@@ -33,14 +33,16 @@ int sy_dnnl_has_native_bf16(void);
 
 /// One cached matmul primitive:
 ///   dst[m][n] (row stride ldd, f32) = sum_k src[m][k] (row stride lds) * wei[n][k] (row stride ldw)
-/// with src and wei both f32 or both bf16, accumulating in f32.
+/// with src and wei both f32 or both bf16, accumulating in f32. With `packed`
+/// (bf16 only) the weights are in oneDNN's blocked layout BA16a64b2a
+/// (CKernels' sy_packed_bf16_pack) and `ldw` is ignored.
 typedef struct sy_matmul sy_matmul;
 
 /// The primitive for this shape, created on first request and kept for the
 /// life of the process (the caller bounds the number of shapes). NULL with a
 /// message in `error` when oneDNN cannot build it.
 sy_matmul *sy_matmul_get(int64_t m, int64_t n, int64_t k, int64_t lds, int64_t ldw, int64_t ldd, int bf16,
-                         char *error, size_t error_len);
+                         int packed, char *error, size_t error_len);
 
 /// oneDNN's name for the implementation it chose (e.g. "brg:avx512_core_bf16").
 const char *sy_matmul_impl(const sy_matmul *matmul);

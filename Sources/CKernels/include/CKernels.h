@@ -63,4 +63,23 @@ void sy_attend_token(const float *q, long q_stride, long heads, const void *keys
                      long d, long dv, float scale, const float *sinks, int round_weights, float *scores,
                      long scores_stride, float *out, long out_stride);
 
+
+/// BF16 weights in oneDNN's blocked layout BA16a64b2a (see packed.c): rows
+/// in blocks of 64, columns in pairs. `rows` must be a multiple of 64 and
+/// `cols` of 16. Packs a row-major [rows][cols] matrix into `dst`
+/// (rows * cols values).
+void sy_packed_bf16_pack(const uint16_t *src, long rows, long cols, uint16_t *dst);
+/// Rows [row0, row0 + count) of a packed matrix back in row-major order, as
+/// BF16 or widened to Float32 (exact).
+void sy_packed_bf16_unpack_rows(const uint16_t *packed, long cols, long row0, long count, uint16_t *dst);
+void sy_packed_bf16_widen_rows(const uint16_t *packed, long cols, long row0, long count, float *dst);
+/// sy_matvec_bf16 on a packed matrix: y[t * ldy + r] for rows r in
+/// [row0, row1) (any range; whole blocks of 64 are read). Per (row, token)
+/// the sum runs in one order however many tokens the call has. AVX512-BF16 only.
+void sy_matvec_bf16_packed(const uint16_t *w, long cols, long row0, long row1, const uint16_t *x, long ldx,
+                           long tokens, float *y, long ldy);
+/// The same with Float32 activations (float32 mode). AVX-512 only.
+void sy_matvec_f32_packed(const uint16_t *w, long cols, long row0, long row1, const float *x, long ldx, long tokens,
+                          float *y, long ldy);
+
 #endif

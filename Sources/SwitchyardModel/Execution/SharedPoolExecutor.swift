@@ -42,8 +42,8 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
 
     public func run(_ work: ExpertWork) {
         let t0 = monotonicSeconds()
-        let minTokens = Linear.gemmMinTokens(work.options)
         let e = work.numExperts
+        let minTokens = Linear.gemmMinTokens(work.options, layout: work.experts.first?.gate.layout ?? .rowMajor)
         precondition(e <= numExperts, "layer \(work.layer) has more experts than the model")
         let large = lists, small = lists + 2 * numExperts
         var largeCount = 0, smallCount = 0
@@ -136,8 +136,13 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
             }
         nonisolated(unsafe) let ids = list
         let xb = bf16 ? w.inputBF16 : nil, ab = bf16 ? w.activatedBF16.map { UnsafePointer($0) } : nil
-        Parallel.forRanges(count * inter, minChunk: 32) { range in
-            Parallel.forEachSegment(range, segmentLength: inter, count: count) { i, rows in
+        // Packed experts are split at their 64-row blocks, so no block is
+        // read by two threads.
+        let first = w.experts[Int(list[0])]
+        let unit = inter % first.gate.rowAlignment == 0 && h % first.down.rowAlignment == 0 ? first.gate.rowAlignment : 1
+        Parallel.forRanges(count * inter / unit, minChunk: max(1, 32 / unit)) { range in
+            Parallel.forEachSegment(range, segmentLength: inter / unit, count: count) { i, units in
+                let rows = (units.lowerBound * unit)..<(units.upperBound * unit)
                 let j = Int(ids[i])
                 let e = w.experts[j], start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
                 let gate = w.gate + start * inter, up = w.up + start * inter
@@ -156,8 +161,9 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
             }
         }
         for i in 0..<count { w.activate(expert: Int(list[i]), keepBF16: bf16) }
-        Parallel.forRanges(count * h, minChunk: 32) { range in
-            Parallel.forEachSegment(range, segmentLength: h, count: count) { i, rows in
+        Parallel.forRanges(count * h / unit, minChunk: max(1, 32 / unit)) { range in
+            Parallel.forEachSegment(range, segmentLength: h / unit, count: count) { i, units in
+                let rows = (units.lowerBound * unit)..<(units.upperBound * unit)
                 let j = Int(ids[i])
                 let start = Int(w.rowOffset[j]), n = Int(w.tokenCount[j])
                 if let ab {

@@ -1,3 +1,5 @@
+import CKernels
+
 /// The SwiGLU MLP of one expert (or of a dense layer, or a shared expert):
 /// `down(silu(gate(x)) * up(x))`.
 public struct ExpertWeights: Sendable {
@@ -54,7 +56,7 @@ public enum FeedForwardWeights: Sendable {
 public struct MoEWeights: Sendable {
     /// `[numExperts, hidden]`.
     public let router: Matrix
-    public let experts: [ExpertWeights]
+    public internal(set) var experts: [ExpertWeights]
     /// Always-on experts: Qwen2-MoE's one, scaled by `sigmoid(sharedGate · x)`;
     /// DeepSeek's `n_shared_experts`, fused into one MLP and added as is.
     public let shared: ExpertWeights?
@@ -94,14 +96,14 @@ public struct LayerWeights: Sendable {
     public let inputNorm: [Float]
     public let postAttentionNorm: [Float]
     public let attention: LayerAttentionWeights
-    public let feedForward: FeedForwardWeights
+    public internal(set) var feedForward: FeedForwardWeights
 }
 
 /// All weights of a model, bound to the checkpoint's memory mappings.
 public struct ModelWeights: Sendable {
     public let config: ModelConfig
     public let embedding: Matrix
-    public let layers: [LayerWeights]
+    public internal(set) var layers: [LayerWeights]
 
     /// `[layer]`: each layer's routed experts, empty for dense layers.
     public var routedExpertsByLayer: [[ExpertWeights]] {
@@ -121,6 +123,9 @@ public struct ModelWeights: Sendable {
     public let lmHead: Matrix
     /// Keeps the mappings the matrices point into alive.
     public let checkpoint: Checkpoint
+    /// Keeps the packed copies of the routed experts alive
+    /// (`packingExperts()`); nil while they are read as stored.
+    public private(set) var packedExperts: PackedWeightStore?
 
     public init(checkpoint ckpt: Checkpoint) throws {
         let c = ckpt.config
@@ -217,5 +222,55 @@ public struct ModelWeights: Sendable {
         let selectionBias = c.routing.selectionBias
             ? try ckpt.vector(p + block + "gate.e_score_correction_bias", count: e) : nil
         return MoEWeights(router: router, experts: experts, shared: shared, sharedGate: sharedGate, selectionBias: selectionBias)
+    }
+}
+
+extension ModelWeights {
+    /// Whether `packingExperts()` would pack anything on this CPU: routed
+    /// experts in BF16 whose shapes pack (`Matrix.canPack`), and AVX512-BF16
+    /// for the direct kernel that reads them.
+    public var expertsCanPack: Bool {
+        guard packedExperts == nil, sy_has_avx512_bf16() != 0 else { return false }
+        let all = routedExpertsByLayer.joined()
+        return !all.isEmpty && all.allSatisfy { $0.gate.canPack && $0.up.canPack && $0.down.canPack }
+    }
+
+    /// These weights with every routed expert packed for the products
+    /// (`MatrixLayout.packedBF16`) into one new allocation, in parallel;
+    /// nil when `expertsCanPack` is false. Costs the experts' bytes in
+    /// memory; the checkpoint's mapped pages are not read again, so the
+    /// kernel may reclaim them.
+    public func packingExperts() throws -> ModelWeights? {
+        guard expertsCanPack else { return nil }
+        let bytes = routedExperts.bytes
+        let store = try PackedWeightStore(bytes: bytes)
+        var packed = self
+        packed.packedExperts = store
+        var at = 0
+        for (l, layer) in layers.enumerated() {
+            guard case .moe(var moe) = layer.feedForward else { continue }
+            // Offsets first, so the copies can run in parallel.
+            let offsets = moe.experts.map { e -> Int in
+                defer { at += e.byteCount }
+                return at
+            }
+            let result = UnsafeMutableBufferPointer<ExpertWeights>.allocate(capacity: moe.experts.count)
+            defer {
+                _ = result.deinitialize()
+                result.deallocate()
+            }
+            nonisolated(unsafe) let out = result
+            let experts = moe.experts, base = store.base
+            Parallel.forEach(experts.count) { j in
+                let e = experts[j]
+                let p = base + offsets[j]
+                (out.baseAddress! + j).initialize(to: e.replacing(
+                    gate: e.gate.packed(into: p), up: e.up.packed(into: p + e.gate.byteCount),
+                    down: e.down.packed(into: p + e.gate.byteCount + e.up.byteCount)))
+            }
+            moe.experts = Array(result)
+            packed.layers[l].feedForward = .moe(moe)
+        }
+        return packed
     }
 }

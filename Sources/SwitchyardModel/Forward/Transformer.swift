@@ -45,7 +45,12 @@ public struct LogitsView: @unchecked Sendable {
 /// LM head. One instance owns its scratch buffers, so it runs one forward at
 /// a time.
 public final class Transformer: @unchecked Sendable {
-    public let weights: ModelWeights
+    /// The weights the forward reads: as loaded, or with the routed experts
+    /// packed for the products while bfloat16 mode runs on oneDNN
+    /// (`configure(compute:)`).
+    public private(set) var weights: ModelWeights
+    /// The weights as loaded, kept while `weights` holds packed experts.
+    private var storedWeights: ModelWeights?
     public let config: ModelConfig
     public let counters: ExpertLoadCounters
     let ws = Workspace()
@@ -71,10 +76,36 @@ public final class Transformer: @unchecked Sendable {
 
     /// Sets the backend and precision; throws, changing nothing, when this
     /// machine cannot run them. Set before serving, never during a forward.
+    ///
+    /// bfloat16 mode on oneDNN packs the routed experts once
+    /// (`ModelWeights.packingExperts`; `SWITCHYARD_PACKED_WEIGHTS=0` keeps
+    /// them as stored, for same-run comparisons); other modes read them as
+    /// the checkpoint stores them. Executors installed before keep the
+    /// copies they made: every kernel reads both layouts.
     public func configure(compute options: ComputeOptions) throws {
+        try configure(compute: options, packingExperts: Self.packsExperts)
+    }
+
+    /// `configure(compute:)`, packing the experts in bfloat16 mode only if
+    /// `packingExperts` (tests compare both layouts in one process).
+    func configure(compute options: ComputeOptions, packingExperts: Bool) throws {
         try options.check()
+        let packs = options.gemm == .onednn && options.dtype == .bfloat16 && packingExperts
+        if packs, storedWeights == nil, let packed = try weights.packingExperts() {
+            storedWeights = weights
+            weights = packed
+        } else if !packs, let stored = storedWeights {
+            weights = stored
+            storedWeights = nil
+        }
         ws.gemm.options = options
     }
+
+    /// Whether bfloat16 mode packs the experts (`SWITCHYARD_PACKED_WEIGHTS`, default on).
+    static let packsExperts = ProcessInfo.processInfo.environment["SWITCHYARD_PACKED_WEIGHTS"] != "0"
+
+    /// Whether the routed experts are packed now.
+    public var expertsArePacked: Bool { weights.packedExperts != nil }
     var layerSeconds = 0.0
     /// Rows of the whole batch while a layered sub-batch runs (route log stride).
     private var routeBatchTokens = 0

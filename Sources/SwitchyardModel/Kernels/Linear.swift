@@ -31,14 +31,19 @@ public enum Linear {
     /// instead of the direct kernel, per backend and precision. Measured with
     /// `switchyard kernel-bench` (docs/performance.md); override with
     /// `SWITCHYARD_GEMM_MIN_TOKENS`.
-    public static func gemmMinTokens(_ options: ComputeOptions) -> Int {
+    public static func gemmMinTokens(_ options: ComputeOptions, layout: MatrixLayout = .rowMajor) -> Int {
         if let n = minTokensOverride { return n }
         switch (options.gemm, options.dtype) {
         case (.openblas, _): return 24
         case (.onednn, .float32): return 48
-        case (.onednn, .bfloat16): return 8
+        // Packed weights spare oneDNN its per-call reorder, which is what
+        // made few-token products slow.
+        case (.onednn, .bfloat16): return layout == .packedBF16 ? packedMinTokens : 8
         }
     }
+
+    /// `gemmMinTokens` for packed weights in bfloat16 mode.
+    static let packedMinTokens = 4
 
     private static let minTokensOverride: Int? = {
         if let s = ProcessInfo.processInfo.environment["SWITCHYARD_GEMM_MIN_TOKENS"], let n = Int(s), n > 0 { return n }
@@ -74,7 +79,17 @@ public enum Linear {
     /// Whether `tokens` rows of `w` go through the direct 16-bit kernel.
     @inline(__always)
     static func usesDirectKernel(_ w: Matrix, tokens: Int, _ options: ComputeOptions) -> Bool {
-        w.dtype != .f32 && tokens < gemmMinTokens(options)
+        w.dtype != .f32 && tokens < gemmMinTokens(options, layout: w.layout)
+    }
+
+    /// `Parallel.forRanges` over the rows of `w`, cut only at multiples of
+    /// its `rowAlignment`, so no packed block is read by two threads.
+    @inline(__always)
+    static func forRowRanges(_ w: Matrix, minChunk: Int, _ body: (Range<Int>) -> Void) {
+        let unit = w.rowAlignment
+        Parallel.forRanges((w.rows + unit - 1) / unit, minChunk: max(1, minChunk / unit)) { r in
+            body((r.lowerBound * unit)..<min(w.rows, r.upperBound * unit))
+        }
     }
 
     /// The q, k and v projections of one input: the input is converted
@@ -163,7 +178,7 @@ public enum Linear {
         if ctx.options.dtype == .bfloat16 && MatVec.takesBF16Inputs(w) {
             let xb = narrowedInput(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
             nonisolated(unsafe) let ys = y
-            Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
+            forRowRanges(w, minChunk: minRowsPerThread(w)) { range in
                 MatVec.computeBF16(w, rows: range, x: xb.pointer, ldx: w.cols, tokens: tokens, y: ys, ldy: ldy)
             }
             return
@@ -171,7 +186,7 @@ public enum Linear {
         let xs = roundedIfNeeded(x, ld: ldx, tokens: tokens, cols: w.cols, ctx: ctx)
         let ld = ctx.options.dtype == .bfloat16 ? w.cols : ldx
         nonisolated(unsafe) let ys = y
-        Parallel.forRanges(w.rows, minChunk: minRowsPerThread(w)) { range in
+        forRowRanges(w, minChunk: minRowsPerThread(w)) { range in
             MatVec.compute(w, rows: range, x: xs.pointer, ldx: ld, tokens: tokens, y: ys, ldy: ldy)
         }
     }
@@ -228,7 +243,7 @@ public enum Linear {
         let scratch = ctx.reservePerThread(threads: parts, inputElements: 0)
         nonisolated(unsafe) let ys = y, tiles = scratch.tiles
         let input = input
-        let align = 16
+        let align = max(16, w.rowAlignment)
         Parallel.forParts(parts, minChunk: 1) { part, _ in
             let lo = (w.rows * part / parts + align - 1) / align * align
             let hi = part == parts - 1 ? w.rows : (w.rows * (part + 1) / parts + align - 1) / align * align
@@ -302,7 +317,17 @@ public enum Linear {
     private static func oneDNNRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
                                    y: UnsafeMutablePointer<Float>, ldy: Int, bf16: Bool, tile: UnsafeMutableRawPointer) -> Bool {
         let k = w.cols
-        if (bf16 && w.dtype == .bf16) || (!bf16 && w.dtype == .f32) {
+        if bf16 && w.layout == .packedBF16 {
+            if rows.lowerBound % 64 == 0 && rows.upperBound % 64 == 0 {
+                return matmulBucketed(m: tokens, n: rows.count, k: k, src: src, lds: lds, wei: w.data + rows.lowerBound * k * 2,
+                                      ldw: k, dst: y + rows.lowerBound, ldd: ldy, bf16: true, packed: true)
+            }
+            // A range that cuts a block: the direct kernel takes any rows.
+            MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
+                               y: y, ldy: ldy)
+            return true
+        }
+        if (bf16 && w.dtype == .bf16 && w.layout == .rowMajor) || (!bf16 && w.dtype == .f32) {
             let wr = w.data + rows.lowerBound * k * w.dtype.byteSize
             return matmulBucketed(m: tokens, n: rows.count, k: k, src: src, lds: lds, wei: wr, ldw: k,
                                   dst: y + rows.lowerBound, ldd: ldy, bf16: bf16)
@@ -331,15 +356,17 @@ public enum Linear {
     /// `rowBucket` rows and the remainder.
     @inline(__always)
     private static func matmulBucketed(m: Int, n: Int, k: Int, src: UnsafeRawPointer, lds: Int, wei: UnsafeRawPointer,
-                                       ldw: Int, dst: UnsafeMutablePointer<Float>, ldd: Int, bf16: Bool) -> Bool {
+                                       ldw: Int, dst: UnsafeMutablePointer<Float>, ldd: Int, bf16: Bool,
+                                       packed: Bool = false) -> Bool {
         let full = m > rowBucket ? m / rowBucket * rowBucket : m
         let elementBytes = bf16 ? 2 : 4
-        guard OneDNN.matmul(m: full, n: n, k: k, src: src, lds: lds, wei: wei, ldw: ldw, dst: dst, ldd: ldd, bf16: bf16) else {
+        guard OneDNN.matmul(m: full, n: n, k: k, src: src, lds: lds, wei: wei, ldw: ldw, dst: dst, ldd: ldd, bf16: bf16,
+                            packed: packed) else {
             return false
         }
         if full < m {
             return OneDNN.matmul(m: m - full, n: n, k: k, src: src + full * lds * elementBytes, lds: lds, wei: wei, ldw: ldw,
-                                 dst: dst + full * ldd, ldd: ldd, bf16: bf16)
+                                 dst: dst + full * ldd, ldd: ldd, bf16: bf16, packed: packed)
         }
         return true
     }

@@ -24,6 +24,11 @@ enum MatVec {
     /// Only where `takesBF16Inputs(w)`.
     static func computeBF16(_ w: Matrix, rows rowRange: Range<Int>, x: UnsafePointer<UInt16>, ldx: Int, tokens: Int,
                             y: UnsafeMutablePointer<Float>, ldy: Int) {
+        if w.layout == .packedBF16 {
+            sy_matvec_bf16_packed(w.data.assumingMemoryBound(to: UInt16.self), w.cols, rowRange.lowerBound,
+                                  rowRange.upperBound, x, ldx, tokens, y, ldy)
+            return
+        }
         switch w.dtype {
         case .bf16:
             sy_matvec_bf16(w.data.assumingMemoryBound(to: UInt16.self), w.cols, rowRange.lowerBound, rowRange.upperBound,
@@ -58,6 +63,12 @@ enum MatVec {
     static func compute(_ w: Matrix, rows rowRange: Range<Int>,
                         x: UnsafePointer<Float>, ldx: Int, tokens: Int,
                         y: UnsafeMutablePointer<Float>, ldy: Int) {
+        if w.layout == .packedBF16 {
+            // Packing happens only on AVX512-BF16 CPUs (`ModelWeights.packingExperts`).
+            sy_matvec_f32_packed(w.data.assumingMemoryBound(to: UInt16.self), w.cols, rowRange.lowerBound,
+                                 rowRange.upperBound, x, ldx, tokens, y, ldy)
+            return
+        }
         switch w.dtype {
         case .bf16: kernel16(BF16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)
         case .f16: kernel16(F16Format.self, w, rows: rowRange, x: x, ldx: ldx, tokens: tokens, y: y, ldy: ldy)

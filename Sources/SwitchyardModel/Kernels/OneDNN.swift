@@ -54,15 +54,16 @@ public enum OneDNN {
     public static var primitiveCount: Int { Int(sy_matmul_count()) }
 
     /// `dst[m][n] = Σ_k src[m][k] · wei[n][k]` on the calling thread, through
-    /// the cached primitive for this shape. Returns false if oneDNN could not
-    /// build or run it (the caller then takes its OpenBLAS path).
+    /// the cached primitive for this shape. `packed`: BF16 weights in
+    /// `MatrixLayout.packedBF16` (`ldw` ignored). Returns false if oneDNN
+    /// could not build or run it (the caller then takes its OpenBLAS path).
     @inline(__always)
     static func matmul(m: Int, n: Int, k: Int, src: UnsafeRawPointer, lds: Int, wei: UnsafeRawPointer, ldw: Int,
-                       dst: UnsafeMutablePointer<Float>, ldd: Int, bf16: Bool) -> Bool {
+                       dst: UnsafeMutablePointer<Float>, ldd: Int, bf16: Bool, packed: Bool = false) -> Bool {
         var error = (Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0),
                      Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0))
         let primitive = withUnsafeMutableBytes(of: &error) { e in
-            sy_matmul_get(Int64(m), Int64(n), Int64(k), Int64(lds), Int64(ldw), Int64(ldd), bf16 ? 1 : 0,
+            sy_matmul_get(Int64(m), Int64(n), Int64(k), Int64(lds), Int64(ldw), Int64(ldd), bf16 ? 1 : 0, packed ? 1 : 0,
                           e.baseAddress!.assumingMemoryBound(to: CChar.self), e.count)
         }
         guard let primitive else {
@@ -89,9 +90,10 @@ public enum OneDNN {
     }
 
     /// oneDNN's implementation name for a shape (kernel-bench reports it).
-    public static func implementation(m: Int, n: Int, k: Int, bf16: Bool) -> String {
+    public static func implementation(m: Int, n: Int, k: Int, bf16: Bool, packed: Bool = false) -> String {
         var error = [CChar](repeating: 0, count: 256)
-        guard isLoaded, let p = sy_matmul_get(Int64(m), Int64(n), Int64(k), Int64(k), Int64(k), Int64(n), bf16 ? 1 : 0, &error, error.count) else {
+        guard isLoaded, let p = sy_matmul_get(Int64(m), Int64(n), Int64(k), Int64(k), Int64(k), Int64(n), bf16 ? 1 : 0,
+                                              packed ? 1 : 0, &error, error.count) else {
             return "unavailable"
         }
         return String(cString: sy_matmul_impl(p))
