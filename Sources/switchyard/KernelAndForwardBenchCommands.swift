@@ -39,10 +39,11 @@ struct KernelBenchCommand: ParsableCommand {
                      r.moeDecodeExperts, r.moeDecodeGBs, 100 * r.moeDecodeGBs / r.streamingReadGBs))
         if let p = r.moePrefillGflops, let peak = r.peakOneDNNBF16Gflops {
             print(String(format: "prefill MoE layer (%d cold experts x %d tokens, oneDNN bf16): %.1f GFLOP/s = %.1f%% of the oneDNN bf16 peak",
-                         o.prefillExperts, o.prefillTokensPerExpert, p, 100 * p / peak))
+                         o.prefillExperts, o.prefillTokensPerExpert, p, 100 * p / peak)
+                  + (r.moePrefillPackedGflops.map { String(format: "; packed experts %.1f = %.1f%% (%.2fx)", $0, 100 * $0 / peak, $0 / p) } ?? ""))
         }
         print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts (GFLOP/s; % of the same-run peak of that library and type):")
-        print("  tokens | direct   GB/s | OpenBLAS (widen)      | oneDNN f32 (widen)    | oneDNN bf16           | used (bf16)")
+        print("  tokens | direct   GB/s | OpenBLAS (widen)      | oneDNN f32 (widen)    | oneDNN bf16           | used (bf16) | bf16 direct: stored  packed | oneDNN bf16 packed    | used (packed)")
         func cell(_ v: Double?, _ peak: Double?) -> String {
             guard let v else { return "           -         " }
             return String(format: "%8.1f", v) + (peak.map { String(format: " (%5.1f%%)", 100 * v / $0) } ?? "          ") + "    "
@@ -50,7 +51,10 @@ struct KernelBenchCommand: ParsableCommand {
         for row in r.expertProjection {
             print(String(format: "  %6d | %6.1f %6.1f | ", row.tokens, row.directGflops, row.directWeightGBs)
                   + cell(row.sgemmGflops, r.peakSgemmGflops) + " | " + cell(row.onednnF32Gflops, r.peakOneDNNF32Gflops) + " | "
-                  + cell(row.onednnBF16Gflops, r.peakOneDNNBF16Gflops) + " | " + row.chosen)
+                  + cell(row.onednnBF16Gflops, r.peakOneDNNBF16Gflops) + " | " + row.chosen.padding(toLength: 11, withPad: " ", startingAt: 0)
+                  + " |       " + (row.directBF16Gflops.map { String(format: "%8.1f", $0) } ?? "       -")
+                  + (row.directBF16PackedGflops.map { String(format: "  %6.1f", $0) } ?? "       -")
+                  + " | " + cell(row.onednnBF16PackedGflops, r.peakOneDNNBF16Gflops) + " | " + (row.chosenPacked ?? "-"))
         }
         if let path = saveResult { try writeJSON(r, to: path) }
     }

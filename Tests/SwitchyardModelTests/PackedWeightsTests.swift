@@ -112,6 +112,18 @@ import Testing
         #expect(OneDNN.failureCount == 0)
     }
 
+    /// Packed weights are only worth it on oneDNN's BF16 kernel (brgemm);
+    /// its reference implementation, which it picks for shapes the kernel
+    /// does not take (an output stride wider than the slice), is ~50x
+    /// slower. Every shape `Linear` asks for must get the kernel.
+    @Test(.enabled(if: canRun && OneDNN.hasNativeBF16, "needs AVX512-BF16 and oneDNN"))
+    func oneDNNMultipliesPackedWeightsWithItsBF16Kernel() throws {
+        for (m, n, k) in [(1, 512, 1024), (4, 256, 1024), (8, 1024, 512), (64, 64, 256), (6, 512, 1024)] {
+            let impl = OneDNN.implementation(m: m, n: n, k: k, bf16: true, packed: true)
+            #expect(impl.hasPrefix("brg"), "\(m)x\(n)x\(k): \(impl)")
+        }
+    }
+
     @Test(.enabled(if: canRun, "needs AVX512-BF16"))
     func aModelPacksItsExpertsInBFloat16AndReadsThemAsStoredOtherwise() throws {
         guard OneDNN.hasNativeBF16 else { return }

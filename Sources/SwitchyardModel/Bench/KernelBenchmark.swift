@@ -56,6 +56,8 @@ public struct KernelBenchmark {
         /// `prefillTokensPerExpert` tokens each (gate, up, SwiGLU, down), as
         /// the forward runs it with oneDNN BF16.
         public var moePrefillGflops: Double?
+        /// The same layer on packed experts.
+        public var moePrefillPackedGflops: Double?
 
         public struct Row: Codable, Sendable {
             public var tokens: Int
@@ -70,6 +72,15 @@ public struct KernelBenchmark {
             public var onednnBF16Gflops: Double?
             /// What `Linear` picks at this token count with oneDNN in bfloat16 mode.
             public var chosen: String
+            /// bfloat16 mode's direct kernel (BF16 activations, AVX512-BF16)
+            /// on the weights as stored and packed (`MatrixLayout.packedBF16`),
+            /// and oneDNN's BF16 matmul on the packed weights; nil where the
+            /// CPU or library lacks them.
+            public var directBF16Gflops: Double?
+            public var directBF16PackedGflops: Double?
+            public var onednnBF16PackedGflops: Double?
+            /// What `Linear` picks for packed weights.
+            public var chosenPacked: String?
         }
     }
 
@@ -116,17 +127,43 @@ public struct KernelBenchmark {
         let y2 = UnsafeMutablePointer<Float>.allocate(capacity: maxTokens * o.expertRows)
         defer { x.deallocate(); y.deallocate(); y2.deallocate() }
         x.initialize(repeating: 0.01, count: maxTokens * o.expertCols)
+        // The same experts packed, where bfloat16 mode would pack them.
+        let packs = MatVec.nativeBF16 && useDNNL && OneDNN.hasNativeBF16 && o.expertRows % 64 == 0 && o.expertCols % 64 == 0
+        let packedPool = packs ? UnsafeMutablePointer<UInt16>.allocate(capacity: experts * perExpert) : nil
+        defer { packedPool?.deallocate() }
+        if let packedPool {
+            for e in 0..<experts {
+                _ = Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(pool + e * perExpert))
+                    .packed(into: packedPool + e * perExpert)
+            }
+        }
         var next = 0
         func expert() -> Matrix {
             next = (next + 1) % experts
             return Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(pool + next * perExpert))
         }
+        func packedExpert() -> Matrix {
+            next = (next + 1) % experts
+            return Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(packedPool! + next * perExpert),
+                          layout: .packedBF16)
+        }
+        let xBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: maxTokens * o.expertCols)
+        defer { xBF16.deallocate() }
+        narrowToBF16(x, count: maxTokens * o.expertCols, into: xBF16)
         for n in o.tokenCounts {
             nonisolated(unsafe) let xs = x, ys = y
             // Time a batch of experts per sample so each sample is long enough to time.
             let batch = 16
-            func timed(_ body: (Matrix) -> Void) -> Double {
-                measure(minSeconds: o.minSeconds) { for _ in 0..<batch { body(expert()) } } / Double(batch)
+            func timed(packed: Bool = false, _ body: (Matrix) -> Void) -> Double {
+                measure(minSeconds: o.minSeconds) { for _ in 0..<batch { body(packed ? packedExpert() : expert()) } } / Double(batch)
+            }
+            nonisolated(unsafe) let xb = UnsafePointer(xBF16)
+            let directBF16 = { (packed: Bool) -> Double in
+                timed(packed: packed) { m in
+                    Linear.forRowRanges(m, minChunk: 16) { r in
+                        MatVec.computeBF16(m, rows: r, x: xb, ldx: m.cols, tokens: n, y: ys, ldy: m.rows)
+                    }
+                }
             }
             let direct = timed { m in
                 Parallel.forRanges(m.rows, minChunk: 16) { r in
@@ -143,12 +180,23 @@ public struct KernelBenchmark {
             let viaSgemm = gemm(.exact)
             let viaF32 = useDNNL ? gemm(f32Options) : nil
             let viaBF16 = useDNNL && OneDNN.hasNativeBF16 ? gemm(bf16Options) : nil
+            let viaBF16Packed: Double? = packs ? {
+                ctx.options = bf16Options
+                return timed(packed: true) { m in
+                    Linear.gemm(m, input: Linear.prepare(xs, ld: m.cols, tokens: n, cols: m.cols, ctx: ctx), tokens: n,
+                                y: ys, ldy: m.rows, ctx: ctx)
+                }
+            }() : nil
             let flops = 2 * Double(n * perExpert)
             let bytes = Double(perExpert * 2)
             table.append(.init(tokens: n, directGflops: flops / direct / 1e9, directWeightGBs: bytes / direct / 1e9,
                                sgemmGflops: flops / viaSgemm / 1e9, sgemmWeightGBs: bytes / viaSgemm / 1e9,
                                onednnF32Gflops: viaF32.map { flops / $0 / 1e9 }, onednnBF16Gflops: viaBF16.map { flops / $0 / 1e9 },
-                               chosen: n >= Linear.gemmMinTokens(bf16Options) ? "onednn" : "direct"))
+                               chosen: n >= Linear.gemmMinTokens(bf16Options) ? "onednn" : "direct",
+                               directBF16Gflops: MatVec.nativeBF16 ? flops / directBF16(false) / 1e9 : nil,
+                               directBF16PackedGflops: packs ? flops / directBF16(true) / 1e9 : nil,
+                               onednnBF16PackedGflops: viaBF16Packed.map { flops / $0 / 1e9 },
+                               chosenPacked: packs ? (n >= Linear.gemmMinTokens(bf16Options, layout: .packedBF16) ? "onednn" : "direct") : nil))
         }
         // A decode MoE layer: k experts of [rows, cols] gate/up and [cols, rows] down, from the pool.
         let k = 4
@@ -184,7 +232,7 @@ public struct KernelBenchmark {
         } / Double(layers)
 
         // A prefill MoE layer through oneDNN BF16, as the forward runs it.
-        var prefill: Double?
+        var prefill: Double?, prefillPacked: Double?
         if useDNNL && OneDNN.hasNativeBF16 {
             ctx.options = bf16Options
             let e = min(o.prefillExperts, experts3), t = o.prefillTokensPerExpert
@@ -201,18 +249,37 @@ public struct KernelBenchmark {
                                         compute: ctx))
             }
             prefill = 3 * 2 * Double(e * t * perExpert) / seconds / 1e9
+            if let packedPool {
+                let packedExperts = (0..<e).map { j -> ExpertWeights in
+                    let base = packedPool + (j % experts3) * 3 * perExpert
+                    return ExpertWeights(
+                        gate: Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(base), layout: .packedBF16),
+                        up: Matrix(rows: o.expertRows, cols: o.expertCols, dtype: .bf16, data: UnsafeRawPointer(base + perExpert), layout: .packedBF16),
+                        down: Matrix(rows: o.expertCols, cols: o.expertRows, dtype: .bf16, data: UnsafeRawPointer(base + 2 * perExpert),
+                                     layout: .packedBF16))
+                }
+                let packedSeconds = measure(minSeconds: o.minSeconds) {
+                    executor.run(ExpertWork(layer: 0, experts: packedExperts, hiddenSize: o.expertCols,
+                                            intermediateSize: o.expertRows, assignments: e * t, tokenCount: counts, rowOffset: offsets,
+                                            input: gathered, inputBF16: gb, output: down, gate: y, up: y2, activatedBF16: ab,
+                                            compute: ctx))
+                }
+                prefillPacked = 3 * 2 * Double(e * t * perExpert) / packedSeconds / 1e9
+            }
         }
         var minTokens: [String: Int] = [:]
         for g in ComputeOptions.Backend.allCases {
             for d in ComputeOptions.Precision.allCases { minTokens["\(g.rawValue)/\(d.rawValue)"] = Linear.gemmMinTokens(.init(gemm: g, dtype: d)) }
         }
+        minTokens["onednn/bfloat16/packed"] = Linear.gemmMinTokens(bf16Options, layout: .packedBF16)
         return Result(threads: Parallel.threadCount, oneDNN: OneDNN.description, gemmMinTokens: minTokens, peakSgemmGflops: peak,
                       peakOneDNNBF16Gflops: peakBF16, peakOneDNNF32Gflops: peakF32,
                       streamingReadGBs: stream / 1e9, bf16MatVecGBs: Double(bm.byteCount) / mvSeconds / 1e9,
                       bf16MatVecNativeGBs: nativeSeconds.map { Double(bm.byteCount) / $0 / 1e9 },
                       mxfp4MatVecGBs: mxfp4GBs,
                       expertProjection: table, moeDecodeExperts: k,
-                      moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9, moePrefillGflops: prefill)
+                      moeDecodeGBs: Double(k * 3 * perExpert * 2) / moeSeconds / 1e9, moePrefillGflops: prefill,
+                      moePrefillPackedGflops: prefillPacked)
     }
 
     /// An `n`-cubed product over the kernel threads exactly as `Linear` runs

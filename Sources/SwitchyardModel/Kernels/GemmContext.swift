@@ -32,7 +32,7 @@ public final class GemmContext: @unchecked Sendable {
     /// rows of up to `cols` columns. Call before the fork; grows, never shrinks.
     public func reserveThreadScratch(threads: Int, tokens: Int, cols: Int) -> ThreadScratchSet {
         let inputStride = tokens * cols
-        let roundedStride = Linear.gemmMinTokens(options) * cols
+        let roundedStride = max(Linear.gemmMinTokens(options), Linear.gemmMinTokens(options, layout: .packedBF16)) * cols
         let (t, i) = reservePerThread(threads: threads, inputElements: inputStride)
         let r = rounded.reserve(threads * roundedStride)
         return ThreadScratchSet(tiles: t, inputs: i.assumingMemoryBound(to: UInt16.self), inputStride: inputStride,

@@ -36,14 +36,15 @@ public enum Linear {
         switch (options.gemm, options.dtype) {
         case (.openblas, _): return 24
         case (.onednn, .float32): return 48
-        // Packed weights spare oneDNN its per-call reorder, which is what
-        // made few-token products slow.
         case (.onednn, .bfloat16): return layout == .packedBF16 ? packedMinTokens : 8
         }
     }
 
-    /// `gemmMinTokens` for packed weights in bfloat16 mode.
-    static let packedMinTokens = 4
+    /// `gemmMinTokens` for packed weights in bfloat16 mode. On packed
+    /// weights the direct kernel runs 1.15-1.3x oneDNN at 4-8 tokens and
+    /// level with it from 16, on every expert shape measured
+    /// (tools/bench/packed_kernel_vs_onednn.c, docs/performance.md).
+    static let packedMinTokens = 16
 
     private static let minTokensOverride: Int? = {
         if let s = ProcessInfo.processInfo.environment["SWITCHYARD_GEMM_MIN_TOKENS"], let n = Int(s), n > 0 { return n }
@@ -319,8 +320,8 @@ public enum Linear {
         let k = w.cols
         if bf16 && w.layout == .packedBF16 {
             if rows.lowerBound % 64 == 0 && rows.upperBound % 64 == 0 {
-                return matmulBucketed(m: tokens, n: rows.count, k: k, src: src, lds: lds, wei: w.data + rows.lowerBound * k * 2,
-                                      ldw: k, dst: y + rows.lowerBound, ldd: ldy, bf16: true, packed: true)
+                return packedRows(w, rows: rows, src: src, lds: lds, tokens: tokens, y: y, ldy: ldy,
+                                  dense: tile.assumingMemoryBound(to: Float.self))
             }
             // A range that cuts a block: the direct kernel takes any rows.
             MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
@@ -348,6 +349,32 @@ public enum Linear {
             guard matmulBucketed(m: tokens, n: n, k: k, src: src, lds: lds, wei: UnsafeRawPointer(tile), ldw: k,
                                  dst: y + r0, ldd: ldy, bf16: bf16) else { return false }
             r0 += n
+        }
+        return true
+    }
+
+    /// oneDNN on block-aligned `rows` of packed weights. Its BF16 kernel
+    /// (brgemm) takes blocked weights only with a dense output: an output
+    /// row stride wider than the slice makes it fall back to its reference
+    /// implementation, ~50x slower. A slice of the rows (a thread's share)
+    /// is therefore computed into `dense` (`GemmContext.tileBytes`) a group
+    /// of tokens at a time and copied out.
+    private static func packedRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
+                                   y: UnsafeMutablePointer<Float>, ldy: Int, dense: UnsafeMutablePointer<Float>) -> Bool {
+        let k = w.cols, n = rows.count, wei = w.data + rows.lowerBound * k * 2
+        if n == ldy {
+            return matmulBucketed(m: tokens, n: n, k: k, src: src, lds: lds, wei: wei, ldw: k, dst: y + rows.lowerBound,
+                                  ldd: ldy, bf16: true, packed: true)
+        }
+        let fit = max(1, GemmContext.tileBytes / 4 / n)
+        let group = fit >= rowBucket ? fit / rowBucket * rowBucket : fit
+        var t0 = 0
+        while t0 < tokens {
+            let m = min(group, tokens - t0)
+            guard matmulBucketed(m: m, n: n, k: k, src: src + t0 * lds * 2, lds: lds, wei: wei, ldw: k, dst: dense, ldd: n,
+                                 bf16: true, packed: true) else { return false }
+            for t in 0..<m { (y + (t0 + t) * ldy + rows.lowerBound).update(from: dense + t * n, count: n) }
+            t0 += m
         }
         return true
     }
