@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import SwitchyardModel
 
@@ -15,9 +16,11 @@ struct ComputeFlags: ParsableArguments {
         do {
             let options = try ComputeOptions.resolve(gemm: gemm, dtype: dtype ?? defaultDType,
                                                      checkpointDType: model.weights.embedding.dtype)
+            let t0 = Date()
             try model.configure(compute: options)
             log.info("compute", metadata: ["gemm": "\(options.gemm.rawValue)", "dtype": "\(options.dtype.rawValue)",
-                                           "library": "\(options.gemm == .onednn ? OneDNN.description : "OpenBLAS")"])
+                                           "library": "\(options.gemm == .onednn ? OneDNN.description : "OpenBLAS")",
+                                           "experts": "\(model.expertsArePacked ? String(format: "packed for oneDNN in %.1f s", Date().timeIntervalSince(t0)) : "as stored")"])
         } catch let e as ComputeOptions.OptionError {
             throw CLIError("error: \(e.description)")
         } catch let e as PackedWeightStore.AllocationError {

@@ -238,8 +238,9 @@ extension ModelWeights {
     /// These weights with every routed expert packed for the products
     /// (`MatrixLayout.packedBF16`) into one new allocation, in parallel;
     /// nil when `expertsCanPack` is false. Costs the experts' bytes in
-    /// memory; the checkpoint's mapped pages are not read again, so the
-    /// kernel may reclaim them.
+    /// memory; the stored experts' pages are handed back to the kernel as
+    /// each is packed (`Matrix.releasePages`), so the resident set holds one
+    /// copy.
     public func packingExperts() throws -> ModelWeights? {
         guard expertsCanPack else { return nil }
         let bytes = routedExperts.bytes
@@ -267,6 +268,7 @@ extension ModelWeights {
                 (out.baseAddress! + j).initialize(to: e.replacing(
                     gate: e.gate.packed(into: p), up: e.up.packed(into: p + e.gate.byteCount),
                     down: e.down.packed(into: p + e.gate.byteCount + e.up.byteCount)))
+                for m in [e.gate, e.up, e.down] { m.releasePages() }
             }
             moe.experts = Array(result)
             packed.layers[l].feedForward = .moe(moe)

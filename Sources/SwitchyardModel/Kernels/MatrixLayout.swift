@@ -30,6 +30,21 @@ extension Matrix {
         return Matrix(rows: rows, cols: cols, dtype: .bf16, data: UnsafeRawPointer(dst), layout: .packedBF16)
     }
 
+    /// Asks the kernel to reclaim the whole pages under this matrix
+    /// (`MADV_PAGEOUT`): once packed, the stored experts are not read until
+    /// a float32 mode asks for them again, and without this the pages they
+    /// faulted in while packing would stay in this process's resident set
+    /// beside the packed copy. Contents are kept: a mapped checkpoint's
+    /// pages are read back from the file, anonymous ones from swap. A kernel
+    /// without `MADV_PAGEOUT` (before Linux 5.4) ignores it.
+    public func releasePages() {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: data) + page - 1) / page * page
+        let end = (Int(bitPattern: data) + byteCount) / page * page
+        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(p, end - start, 21 /* MADV_PAGEOUT */)
+    }
+
     /// This matrix's values in row-major order (`byteCount` bytes at `dst`),
     /// whatever its layout: for consumers of Hugging Face's layout (a GPU's
     /// BLAS). MXFP4 matrices come out as `copy(to:)` writes them.
