@@ -78,17 +78,11 @@ public final class Transformer: @unchecked Sendable {
     /// machine cannot run them. Set before serving, never during a forward.
     ///
     /// bfloat16 mode on oneDNN packs the routed experts once
-    /// (`ModelWeights.packingExperts`; `SWITCHYARD_PACKED_WEIGHTS=0` keeps
-    /// them as stored, for same-run comparisons); other modes read them as
-    /// the checkpoint stores them. Executors installed before keep the
-    /// copies they made: every kernel reads both layouts.
-    public func configure(compute options: ComputeOptions) throws {
-        try configure(compute: options, packingExperts: Self.packsExperts)
-    }
-
-    /// `configure(compute:)`, packing the experts in bfloat16 mode only if
-    /// `packingExperts` (tests compare both layouts in one process).
-    func configure(compute options: ComputeOptions, packingExperts: Bool) throws {
+    /// (`ModelWeights.packingExperts`) unless `packingExperts` is false (the
+    /// CLI's `--expert-layout stored`); other modes read them as the
+    /// checkpoint stores them. Executors installed before keep the copies
+    /// they made: every kernel reads both layouts.
+    public func configure(compute options: ComputeOptions, packingExperts: Bool = true) throws {
         try options.check()
         let packs = options.gemm == .onednn && options.dtype == .bfloat16 && packingExperts
         if packs, storedWeights == nil, let packed = try weights.packingExperts() {
@@ -100,9 +94,6 @@ public final class Transformer: @unchecked Sendable {
         }
         ws.gemm.options = options
     }
-
-    /// Whether bfloat16 mode packs the experts (`SWITCHYARD_PACKED_WEIGHTS`, default on).
-    static let packsExperts = ProcessInfo.processInfo.environment["SWITCHYARD_PACKED_WEIGHTS"] != "0"
 
     /// Whether the routed experts are packed now.
     public var expertsArePacked: Bool { weights.packedExperts != nil }

@@ -69,7 +69,7 @@ public final class PackedWeightStore: @unchecked Sendable {
     public struct AllocationError: Error, CustomStringConvertible {
         public let bytes: Int
         public var description: String {
-            "cannot allocate \(bytes) bytes to pack the expert weights; free memory, or keep them as stored with SWITCHYARD_PACKED_WEIGHTS=0"
+            "cannot allocate \(bytes) bytes to pack the expert weights; free memory, or keep them as stored with --expert-layout stored"
         }
     }
 
