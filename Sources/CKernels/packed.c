@@ -13,10 +13,6 @@
 
 #define SY_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
-static inline long packed_index(long r, long c, long cols) {
-    return (r / 64) * 64 * cols + (c / 2) * 128 + (r % 64) * 2 + (c & 1);
-}
-
 void sy_packed_bf16_pack(const uint16_t *src, long rows, long cols, uint16_t *dst) {
     // One block (64 rows) at a time: the 64 source rows are read in step,
     // two columns each per output line of 128 values.
