@@ -42,8 +42,8 @@ struct KernelBenchCommand: ParsableCommand {
                          o.prefillExperts, o.prefillTokensPerExpert, p, 100 * p / peak)
                   + (r.moePrefillPackedGflops.map { String(format: "; packed experts %.1f = %.1f%% (%.2fx)", $0, 100 * $0 / peak, $0 / p) } ?? ""))
         }
-        print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts (GFLOP/s; % of the same-run peak of that library and type):")
-        print("  tokens | direct   GB/s | OpenBLAS (widen)      | oneDNN f32 (widen)    | oneDNN bf16           | used (bf16) | bf16 direct: stored  packed | oneDNN bf16 packed    | used (packed)")
+        print("expert projection [\(o.expertRows)x\(o.expertCols)] BF16, cycling through \(o.expertPoolBytes >> 20) MiB of experts (GFLOP/s; % of the same-run peak of that library and type; each product's rows split across the threads, except \"whole\": one expert per thread):")
+        print("  tokens | direct   GB/s | OpenBLAS (widen)      | oneDNN f32 (widen)    | oneDNN bf16           | used (bf16) | bf16 direct: stored  packed | oneDNN packed, whole  | used (packed)")
         func cell(_ v: Double?, _ peak: Double?) -> String {
             guard let v else { return "           -         " }
             return String(format: "%8.1f", v) + (peak.map { String(format: " (%5.1f%%)", 100 * v / $0) } ?? "          ") + "    "

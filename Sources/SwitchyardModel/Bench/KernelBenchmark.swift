@@ -74,7 +74,8 @@ public struct KernelBenchmark {
             public var chosen: String
             /// bfloat16 mode's direct kernel (BF16 activations, AVX512-BF16)
             /// on the weights as stored and packed (`MatrixLayout.packedBF16`),
-            /// and oneDNN's BF16 matmul on the packed weights; nil where the
+            /// rows split across the threads, and oneDNN's BF16 matmul on
+            /// packed weights, whole experts one per thread; nil where the
             /// CPU or library lacks them.
             public var directBF16Gflops: Double?
             public var directBF16PackedGflops: Double?
@@ -180,12 +181,27 @@ public struct KernelBenchmark {
             let viaSgemm = gemm(.exact)
             let viaF32 = useDNNL ? gemm(f32Options) : nil
             let viaBF16 = useDNNL && OneDNN.hasNativeBF16 ? gemm(bf16Options) : nil
+            // oneDNN on packed weights as the forward gives it them: whole
+            // experts, one per thread at a time (a thread's slice of rows
+            // goes to the direct kernel instead; `Linear.packedRows`).
             let viaBF16Packed: Double? = packs ? {
                 ctx.options = bf16Options
-                return timed(packed: true) { m in
-                    Linear.gemm(m, input: Linear.prepare(xs, ld: m.cols, tokens: n, cols: m.cols, ctx: ctx), tokens: n,
-                                y: ys, ldy: m.rows, ctx: ctx)
-                }
+                let threads = Parallel.threadCount
+                let scratch = ctx.reserveThreadScratch(threads: threads, tokens: 0, cols: 0)
+                let input = Linear.prepare(xs, ld: o.expertCols, tokens: n, cols: o.expertCols, ctx: ctx)
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: threads * n * o.expertRows)
+                defer { out.deallocate() }
+                nonisolated(unsafe) let outs = out
+                let rounds = max(1, batch / threads)
+                return measure(minSeconds: o.minSeconds) {
+                    for _ in 0..<rounds {
+                        let ms = (0..<threads).map { _ in packedExpert() }
+                        Parallel.forParts(threads, minChunk: 1) { p, _ in
+                            Linear.gemmRows(ms[p], rows: 0..<ms[p].rows, input: input, tokens: n, y: outs + p * n * o.expertRows,
+                                            ldy: o.expertRows, options: bf16Options, tile: scratch.thread(p).tile, convertedInput: nil)
+                        }
+                    }
+                } / Double(rounds * threads)
             }() : nil
             let flops = 2 * Double(n * perExpert)
             let bytes = Double(perExpert * 2)

@@ -320,8 +320,7 @@ public enum Linear {
         let k = w.cols
         if bf16 && w.layout == .packedBF16 {
             if rows.lowerBound % 64 == 0 && rows.upperBound % 64 == 0 {
-                return packedRows(w, rows: rows, src: src, lds: lds, tokens: tokens, y: y, ldy: ldy,
-                                  dense: tile.assumingMemoryBound(to: Float.self))
+                return packedRows(w, rows: rows, src: src, lds: lds, tokens: tokens, y: y, ldy: ldy)
             }
             // A range that cuts a block: the direct kernel takes any rows.
             MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
@@ -353,30 +352,23 @@ public enum Linear {
         return true
     }
 
-    /// oneDNN on block-aligned `rows` of packed weights. Its BF16 kernel
-    /// (brgemm) takes blocked weights only with a dense output: an output
-    /// row stride wider than the slice makes it fall back to its reference
-    /// implementation, ~50x slower. A slice of the rows (a thread's share)
-    /// is therefore computed into `dense` (`GemmContext.tileBytes`) a group
-    /// of tokens at a time and copied out.
+    /// Block-aligned `rows` of packed weights. oneDNN's BF16 kernel (brgemm)
+    /// takes blocked weights only with a dense output: given the output row
+    /// stride of a slice it falls back to its reference implementation,
+    /// ~50x slower, and through a dense scratch tile it ran 0.67-0.80x the
+    /// direct kernel at 16-256 tokens (kernel-bench). So oneDNN gets whole
+    /// matrices (the forward's many-expert layers give each thread whole
+    /// experts) and a slice, a thread's share of the rows, takes the direct
+    /// kernel.
     private static func packedRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
-                                   y: UnsafeMutablePointer<Float>, ldy: Int, dense: UnsafeMutablePointer<Float>) -> Bool {
-        let k = w.cols, n = rows.count, wei = w.data + rows.lowerBound * k * 2
-        if n == ldy {
-            return matmulBucketed(m: tokens, n: n, k: k, src: src, lds: lds, wei: wei, ldw: k, dst: y + rows.lowerBound,
-                                  ldd: ldy, bf16: true, packed: true)
+                                   y: UnsafeMutablePointer<Float>, ldy: Int) -> Bool {
+        guard rows.count == ldy else {
+            MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
+                               y: y, ldy: ldy)
+            return true
         }
-        let fit = max(1, GemmContext.tileBytes / 4 / n)
-        let group = fit >= rowBucket ? fit / rowBucket * rowBucket : fit
-        var t0 = 0
-        while t0 < tokens {
-            let m = min(group, tokens - t0)
-            guard matmulBucketed(m: m, n: n, k: k, src: src + t0 * lds * 2, lds: lds, wei: wei, ldw: k, dst: dense, ldd: n,
-                                 bf16: true, packed: true) else { return false }
-            for t in 0..<m { (y + (t0 + t) * ldy + rows.lowerBound).update(from: dense + t * n, count: n) }
-            t0 += m
-        }
-        return true
+        return matmulBucketed(m: tokens, n: rows.count, k: w.cols, src: src, lds: lds, wei: w.data + rows.lowerBound * w.cols * 2,
+                              ldw: w.cols, dst: y + rows.lowerBound, ldd: ldy, bf16: true, packed: true)
     }
 
     /// One matmul, as at most two cached primitives: a multiple of
