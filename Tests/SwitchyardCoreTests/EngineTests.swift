@@ -10,6 +10,8 @@ import ChunkedScheduler
 @Suite struct EngineTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("SwitchyardModelTests/Fixtures/models")
+    static let defaultModel = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("models/stdlib-moe").path
 
     func model(_ name: String = "qwen2_moe", compute: ComputeOptions = .exact) throws -> Transformer {
         let m = try Transformer(directory: Self.fixtures.appendingPathComponent(name).path)
@@ -29,18 +31,25 @@ import ChunkedScheduler
         try Generator(model: m).generate(prompt: p, maxTokens: n).tokens
     }
 
-    @Test(arguments: ComputeOptions.available)
-    func batchedGreedyEqualsAloneWithoutPreemption(_ compute: ComputeOptions) async throws {
-        let m = try model(compute: compute)
-        let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: 1)
+    /// 12 mixed-length requests through chunked prefills (48 tokens, up to 8
+    /// sequences a step), each output checked against the request run
+    /// alone. Returns the engine, still running, and the outputs.
+    func runBatchedExpectingAlone(_ m: Transformer, seed: UInt64) async throws -> (Engine, [RequestOutput]) {
+        let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: seed)
         let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
                             scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
         let reqs = ps.enumerated().map { GenerationRequest(id: "r\($0)", promptTokens: $1, maxTokens: 12, ignoreEOS: true) }
         let outs = await engine.generate(reqs)
         for (i, out) in outs.enumerated() {
             #expect(out.outputTokens == (try alone(m, ps[i], 12)), "request \(i)")
-            #expect(out.finishReason == .length)
         }
+        return (engine, outs)
+    }
+
+    @Test(arguments: ComputeOptions.available)
+    func batchedGreedyEqualsAloneWithoutPreemption(_ compute: ComputeOptions) async throws {
+        let (engine, outs) = try await runBatchedExpectingAlone(try model(compute: compute), seed: 1)
+        #expect(outs.allSatisfy { $0.finishReason == .length })
         #expect(engine.stats.preemptions == 0)
         #expect(engine.freeKVBlocks == 512)
         engine.shutdown()
@@ -50,19 +59,10 @@ import ChunkedScheduler
     /// expert's token count across the direct kernel / oneDNN crossover.
     @Test(.enabled(if: OneDNN.hasNativeBF16, "no native BF16 matmul on this CPU"))
     func batchedGreedyEqualsAloneWithPackedExperts() async throws {
-        let dir = Self.fixtures.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("models/stdlib-moe").path
-        let m = try Transformer(directory: dir)
+        let m = try Transformer(directory: Self.defaultModel)
         try m.configure(compute: ComputeOptions(gemm: .onednn, dtype: .bfloat16))
         #expect(m.expertsArePacked)
-        let ps = prompts(count: 12, vocab: m.config.vocabSize, seed: 3)
-        let engine = Engine(model: m, config: EngineConfig(maxModelLen: 256, blockSize: 4, numKVBlocks: 512),
-                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 48, maxNumSeqs: 8)))
-        let reqs = ps.enumerated().map { GenerationRequest(id: "k\($0)", promptTokens: $1, maxTokens: 12, ignoreEOS: true) }
-        let outs = await engine.generate(reqs)
-        for (i, out) in outs.enumerated() {
-            #expect(out.outputTokens == (try alone(m, ps[i], 12)), "request \(i)")
-        }
+        let (engine, _) = try await runBatchedExpectingAlone(m, seed: 3)
         engine.shutdown()
     }
 

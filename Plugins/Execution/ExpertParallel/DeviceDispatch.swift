@@ -56,8 +56,7 @@ extension ExpertParallelExecutor {
             if c > 0 { active += 1; elements += c * inter }
         }
         // Gate and up: this thread's share of the active experts' rows.
-        let unit = experts.first.map { e in inter % e.gate.rowAlignment == 0 && h % e.down.rowAlignment == 0
-            ? e.gate.rowAlignment : 1 } ?? 1
+        let unit = experts.first?.rowAlignment ?? 1
         Self.forEachShare(total: active * inter, segment: inter, local: local, threads: m, list: list, range: lo..<hi,
                           count: g.tokenCount, unit: unit) { j, rows in
             let c = Int(g.tokenCount[j]), s = Int(g.rowOffset[j])

@@ -138,8 +138,7 @@ public final class SharedPoolExecutor: ExpertExecutor, @unchecked Sendable {
         let xb = bf16 ? w.inputBF16 : nil, ab = bf16 ? w.activatedBF16.map { UnsafePointer($0) } : nil
         // Packed experts are split at their 64-row blocks, so no block is
         // read by two threads.
-        let first = w.experts[Int(list[0])]
-        let unit = inter % first.gate.rowAlignment == 0 && h % first.down.rowAlignment == 0 ? first.gate.rowAlignment : 1
+        let unit = w.experts[Int(list[0])].rowAlignment
         Parallel.forRanges(count * inter / unit, minChunk: max(1, 32 / unit)) { range in
             Parallel.forEachSegment(range, segmentLength: inter / unit, count: count) { i, units in
                 let rows = (units.lowerBound * unit)..<(units.upperBound * unit)

@@ -12,6 +12,11 @@ public struct ExpertWeights: Sendable {
     public var downBias: [Float]?
     public var activation: ExpertActivation = .swiglu
     public var byteCount: Int { gate.byteCount + up.byteCount + down.byteCount }
+    /// Row ranges that cut none of the three matrices' stored blocks: 64
+    /// when all are packed (their row counts are then multiples of 64), else 1.
+    public var rowAlignment: Int {
+        gate.layout == .packedBF16 && up.layout == .packedBF16 && down.layout == .packedBF16 ? 64 : 1
+    }
     /// Gate, up and down: two FLOPs per weight for each token.
     public var flopsPerToken: Double {
         2 * Double(gate.rows * gate.cols + up.rows * up.cols + down.rows * down.cols)

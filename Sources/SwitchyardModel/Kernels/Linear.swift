@@ -314,18 +314,13 @@ public enum Linear {
     }
 
     /// oneDNN over `rows` of `w`, straight from the weights when they are
-    /// already in the product's type, else through converted tiles.
+    /// already in the product's type (packed ones through `packedRows`),
+    /// else through converted tiles.
     private static func oneDNNRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
                                    y: UnsafeMutablePointer<Float>, ldy: Int, bf16: Bool, tile: UnsafeMutableRawPointer) -> Bool {
         let k = w.cols
         if bf16 && w.layout == .packedBF16 {
-            if rows.lowerBound % 64 == 0 && rows.upperBound % 64 == 0 {
-                return packedRows(w, rows: rows, src: src, lds: lds, tokens: tokens, y: y, ldy: ldy)
-            }
-            // A range that cuts a block: the direct kernel takes any rows.
-            MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
-                               y: y, ldy: ldy)
-            return true
+            return packedRows(w, rows: rows, src: src, lds: lds, tokens: tokens, y: y, ldy: ldy)
         }
         if (bf16 && w.dtype == .bf16 && w.layout == .rowMajor) || (!bf16 && w.dtype == .f32) {
             let wr = w.data + rows.lowerBound * k * w.dtype.byteSize
@@ -352,17 +347,17 @@ public enum Linear {
         return true
     }
 
-    /// Block-aligned `rows` of packed weights. oneDNN's BF16 kernel (brgemm)
+    /// `rows` of packed weights. oneDNN's BF16 kernel (brgemm)
     /// takes blocked weights only with a dense output: given the output row
     /// stride of a slice it falls back to its reference implementation,
     /// ~50x slower, and through a dense scratch tile it ran 0.67-0.80x the
     /// direct kernel at 16-256 tokens (kernel-bench). So oneDNN gets whole
     /// matrices (the forward's many-expert layers give each thread whole
     /// experts) and a slice, a thread's share of the rows, takes the direct
-    /// kernel.
+    /// kernel, which also takes ranges that cut a block.
     private static func packedRows(_ w: Matrix, rows: Range<Int>, src: UnsafeRawPointer, lds: Int, tokens: Int,
                                    y: UnsafeMutablePointer<Float>, ldy: Int) -> Bool {
-        guard rows.count == ldy else {
+        guard rows.count == ldy, rows.lowerBound % 64 == 0 else {
             MatVec.computeBF16(w, rows: rows, x: src.assumingMemoryBound(to: UInt16.self), ldx: lds, tokens: tokens,
                                y: y, ldy: ldy)
             return true

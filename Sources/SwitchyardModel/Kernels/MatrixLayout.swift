@@ -42,7 +42,7 @@ extension Matrix {
         let start = (Int(bitPattern: data) + page - 1) / page * page
         let end = (Int(bitPattern: data) + byteCount) / page * page
         guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(p, end - start, 21 /* MADV_PAGEOUT */)
+        _ = madvise(p, end - start, MADV_PAGEOUT)
     }
 
     /// This matrix's values in row-major order (`byteCount` bytes at `dst`),
@@ -77,7 +77,7 @@ public final class PackedWeightStore: @unchecked Sendable {
         var p: UnsafeMutableRawPointer?
         let alignment = 2 << 20
         guard posix_memalign(&p, alignment, max(bytes, 1)) == 0, let p else { throw AllocationError(bytes: bytes) }
-        _ = madvise(p, bytes, 14 /* MADV_HUGEPAGE */)
+        _ = madvise(p, bytes, MADV_HUGEPAGE)
         base = p
         self.bytes = bytes
     }
