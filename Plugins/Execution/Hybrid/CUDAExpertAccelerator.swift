@@ -3,15 +3,26 @@ import SwitchyardModel
 
 /// `ExpertAccelerator` on an NVIDIA GPU through the driver API, cuBLAS and
 /// NVRTC, all opened at run time. Resident experts' BF16 weights live in
-/// device memory; a layer's share goes: input rows narrowed to BF16 into
-/// pinned memory and copied over, per expert `G = X·Wgᵀ` and `U = X·Wuᵀ`
-/// (`cublasGemmEx`, BF16 in, Float32 accumulate), `A = SiLU(G)·U` rounded to
-/// BF16 (an NVRTC kernel), `Y = A·Wdᵀ`, and `Y` copied back; uploads copy an
-/// expert's weights into a staging slot first. Rounding points are those of
+/// device memory, gate, up and down back to back. A layer's share goes:
+/// input rows narrowed to BF16 into pinned memory and copied over; per
+/// expert one `cublasGemmEx` for gate and up together (`[G U] = X·[Wg;Wu]ᵀ`,
+/// BF16 in, Float32 accumulate), `A = SiLU(G)·U` rounded to BF16 (an NVRTC
+/// kernel), `Y = A·Wdᵀ`; and `Y` copied back. Rounding points are those of
 /// the CPU's bfloat16 mode (BF16 at every product's inputs).
 ///
-/// Unverified: this file has never run on a GPU (no session that wrote it
-/// had one). `scripts/gpu-check.sh` compares its logits with the CPU's.
+/// Uploads of cold experts overlap the resident experts' products: they
+/// are queued after them, and each goes through a ring of `uploadSlots`
+/// pinned host slots (the only pinned memory besides the row buffers, so it
+/// is bounded) on a copy stream of its own. Events order the ring: the
+/// host rewrites a pinned slot only after its last copy has run, the copy
+/// stream overwrites a device slot only after the compute stream has read
+/// it, and the compute stream reads it only after its copy has landed.
+///
+/// Checked in tests against a software CUDA device (`Tests/SoftwareCUDA`),
+/// which runs this call sequence with lazy streams, bounds-checked device
+/// memory and the kernel's own source; it has not run on a GPU (no session
+/// that wrote it had one). `scripts/gpu-check.sh` compares its logits with
+/// the CPU's there.
 public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable {
     typealias DevicePointer = UInt64
     typealias MemAlloc = @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Int32
@@ -20,6 +31,10 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     typealias CopyDtoH = @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, OpaquePointer?) -> Int32
     typealias StreamCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Int32
     typealias StreamSync = @convention(c) (OpaquePointer?) -> Int32
+    typealias EventCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Int32
+    typealias EventRecord = @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32
+    typealias StreamWaitEvent = @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Int32
+    typealias EventSync = @convention(c) (OpaquePointer?) -> Int32
     typealias HostAlloc = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Int32
     typealias HostFree = @convention(c) (UnsafeMutableRawPointer) -> Int32
     typealias ModuleLoadData = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafeRawPointer) -> Int32
@@ -37,15 +52,20 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     typealias NvrtcGet = @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>) -> Int32
     typealias NvrtcDestroy = @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Int32
 
-    // cuBLAS and CUDA enum values (cublas_api.h, library_types.h).
+    // cuBLAS and CUDA enum values (cublas_api.h, library_types.h, cuda.h).
     static let opN: Int32 = 0, opT: Int32 = 1, realF32: Int32 = 0, realBF16: Int32 = 14, compute32F: Int32 = 68, gemmDefault: Int32 = -1
+    static let streamNonBlocking: UInt32 = 1, eventDisableTiming: UInt32 = 2
 
+    /// SiLU(G)·U per token from the fused gate-up product, whose row `t`
+    /// holds `m` gate values then `m` up values; BF16 out, rounded to
+    /// nearest even as the CPU rounds.
     static let kernelSource = """
-    extern "C" __global__ void silu_mul_bf16(const float* g, const float* u, unsigned short* out, long long count) {
+    extern "C" __global__ void silu_mul_bf16(const float* gu, unsigned short* out, int m, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        float x = g[i];
-        float a = x / (1.0f + expf(-x)) * u[i];
+        long long t = i / m, c = i - t * m;
+        float x = gu[t * 2 * m + c];
+        float a = x / (1.0f + expf(-x)) * gu[t * 2 * m + m + c];
         unsigned int bits = __float_as_uint(a);
         bits += 0x7FFFu + ((bits >> 16) & 1u);
         out[i] = (unsigned short)(bits >> 16);
@@ -57,30 +77,34 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     public let expertBudgetBytes: Int
     let hidden: Int, intermediate: Int, expertBytes: Int
     let memAlloc: MemAlloc, memFree: MemFree, copyHtoD: CopyHtoD, copyDtoH: CopyDtoH, streamSync: StreamSync
+    let eventRecord: EventRecord, streamWaitEvent: StreamWaitEvent, eventSync: EventSync
     let launch: LaunchKernel, gemmEx: GemmEx
     let hostAlloc: HostAlloc, hostFree: HostFree
-    let stream: OpaquePointer?, blas: OpaquePointer?, siluMul: OpaquePointer?
+    /// Products and row copies run on `compute`, expert uploads on `copy`.
+    let compute: OpaquePointer?, copy: OpaquePointer?, blas: OpaquePointer?, siluMul: OpaquePointer?
     /// The device's primary context, made current on whichever thread calls
     /// (the engine loop is not the thread that built this).
     let context: OpaquePointer?, setCurrent: CUDADriver.CtxSetCurrent
     /// Device copies of resident experts: gate, up, down back to back.
     private var residentCopies: [ResidentExperts.Expert: DevicePointer] = [:]
-    /// Staging for uploaded experts, `uploadSlots` experts at a time.
-    private let uploadArea: DevicePointer, uploadSlots: Int
+    /// The upload ring: `uploadSlots` device slots and as many pinned host
+    /// slots, `expertBytes` each. `staged[i]` is recorded on the copy stream
+    /// after slot i's copy, `consumed[i]` on the compute stream after its
+    /// last product; `nextSlot` turns the ring across layers.
+    private let deviceSlots: DevicePointer, hostSlots: UnsafeMutableRawPointer, uploadSlots: Int
+    private let staged: [OpaquePointer?], consumed: [OpaquePointer?]
+    private var nextSlot = 0
     /// Per-row scratch on the device and pinned rows on the host, grown to
     /// the largest layer share seen.
     private var capacityRows = 0
-    private var dX: DevicePointer = 0, dG: DevicePointer = 0, dU: DevicePointer = 0, dA: DevicePointer = 0, dY: DevicePointer = 0
+    private var dX: DevicePointer = 0, dGU: DevicePointer = 0, dA: DevicePointer = 0, dY: DevicePointer = 0
     private var hX: UnsafeMutableRawPointer?, hY: UnsafeMutableRawPointer?
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
-    /// Host rows for weights that are packed for the CPU's products
-    /// (`MatrixLayout.packedBF16`): cuBLAS reads Hugging Face's row-major
-    /// layout, so they are unpacked here before each copy.
-    private var rowMajorScratch: UnsafeMutableRawPointer?
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
-    /// plus staging for `uploadSlots` uploads. Every failure names its cause.
+    /// plus the upload ring of `uploadSlots` experts. Every failure names
+    /// its cause.
     public init(config: ModelConfig, sampleExpert: ExpertWeights, deviceIndex: Int, budgetBytes: Int, uploadSlots: Int = 4,
                 searchPath: [String] = CUDALibraries.defaultSearchPath()) throws {
         guard sampleExpert.gate.dtype == .bf16, sampleExpert.up.dtype == .bf16, sampleExpert.down.dtype == .bf16,
@@ -88,6 +112,7 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
             throw HybridSetupError("the GPU path computes plain SwiGLU experts with BF16 weights; this checkpoint's experts are "
                                    + "\(sampleExpert.gate.dtype) (or biased / clamped): use --execution cpu")
         }
+        guard uploadSlots > 0 else { throw HybridSetupError("upload_slots must be at least 1") }
         let driver = try CUDADriver.load(searchPath: searchPath, systemSearch: true).get()
         let devices = try driver.devices().get()
         guard deviceIndex < devices.list.count else {
@@ -97,23 +122,40 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         let nvrtcLib = try CUDALibraries.open(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"], searchPath: searchPath, systemSearch: true).get()
         let check = Self.check
         func symbol<F>(_ lib: OpenedLibrary, _ name: String, _ type: F.Type) throws -> F { try Self.symbol(lib, name, type) }
+        func driverFunction<F>(_ name: String, _ type: F.Type) throws -> F { try driver.function(name, as: type).get() }
         var device: Int32 = 0, context: OpaquePointer?
-        try check("cuDeviceGet", try driver.function("cuDeviceGet", as: CUDADriver.DeviceGet.self).get()(&device, Int32(deviceIndex)))
-        try check("cuDevicePrimaryCtxRetain", try driver.function("cuDevicePrimaryCtxRetain", as: CUDADriver.PrimaryCtxRetain.self).get()(&context, device))
-        setCurrent = try driver.function("cuCtxSetCurrent", as: CUDADriver.CtxSetCurrent.self).get()
+        try check("cuDeviceGet", try driverFunction("cuDeviceGet", CUDADriver.DeviceGet.self)(&device, Int32(deviceIndex)))
+        try check("cuDevicePrimaryCtxRetain", try driverFunction("cuDevicePrimaryCtxRetain", CUDADriver.PrimaryCtxRetain.self)(&context, device))
+        setCurrent = try driverFunction("cuCtxSetCurrent", CUDADriver.CtxSetCurrent.self)
         self.context = context
         try check("cuCtxSetCurrent", setCurrent(context))
-        memAlloc = try driver.function("cuMemAlloc", as: MemAlloc.self).get()
-        memFree = try driver.function("cuMemFree", as: MemFree.self).get()
-        copyHtoD = try driver.function("cuMemcpyHtoDAsync", as: CopyHtoD.self).get()
-        copyDtoH = try driver.function("cuMemcpyDtoHAsync", as: CopyDtoH.self).get()
-        streamSync = try driver.function("cuStreamSynchronize", as: StreamSync.self).get()
-        launch = try driver.function("cuLaunchKernel", as: LaunchKernel.self).get()
-        hostAlloc = try driver.function("cuMemHostAlloc", as: HostAlloc.self).get()
-        hostFree = try driver.function("cuMemFreeHost", as: HostFree.self).get()
-        var s: OpaquePointer?
-        try check("cuStreamCreate", try driver.function("cuStreamCreate", as: StreamCreate.self).get()(&s, 1))
-        stream = s
+        memAlloc = try driverFunction("cuMemAlloc", MemAlloc.self)
+        memFree = try driverFunction("cuMemFree", MemFree.self)
+        copyHtoD = try driverFunction("cuMemcpyHtoDAsync", CopyHtoD.self)
+        copyDtoH = try driverFunction("cuMemcpyDtoHAsync", CopyDtoH.self)
+        streamSync = try driverFunction("cuStreamSynchronize", StreamSync.self)
+        eventRecord = try driverFunction("cuEventRecord", EventRecord.self)
+        streamWaitEvent = try driverFunction("cuStreamWaitEvent", StreamWaitEvent.self)
+        eventSync = try driverFunction("cuEventSynchronize", EventSync.self)
+        launch = try driverFunction("cuLaunchKernel", LaunchKernel.self)
+        hostAlloc = try driverFunction("cuMemHostAlloc", HostAlloc.self)
+        hostFree = try driverFunction("cuMemFreeHost", HostFree.self)
+        let streamCreate = try driverFunction("cuStreamCreate", StreamCreate.self)
+        var s: OpaquePointer?, c: OpaquePointer?
+        try check("cuStreamCreate", streamCreate(&s, Self.streamNonBlocking))
+        try check("cuStreamCreate", streamCreate(&c, Self.streamNonBlocking))
+        compute = s
+        copy = c
+        let eventCreate = try driverFunction("cuEventCreate", EventCreate.self)
+        func events() throws -> [OpaquePointer?] {
+            try (0..<uploadSlots).map { _ in
+                var e: OpaquePointer?
+                try check("cuEventCreate", eventCreate(&e, Self.eventDisableTiming))
+                return e
+            }
+        }
+        staged = try events()
+        consumed = try events()
         var handle: OpaquePointer?
         try check("cublasCreate_v2", try symbol(blasLib, "cublasCreate_v2", BlasCreate.self)(&handle))
         try check("cublasSetStream_v2", try symbol(blasLib, "cublasSetStream_v2", BlasSetStream.self)(handle, s))
@@ -122,8 +164,8 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         // The kernel: NVRTC to PTX, which the driver compiles for this GPU.
         let ptx = try Self.compileKernel(nvrtc: nvrtcLib)
         var module: OpaquePointer?, function: OpaquePointer?
-        try ptx.withUnsafeBytes { try check("cuModuleLoadData", try driver.function("cuModuleLoadData", as: ModuleLoadData.self).get()(&module, $0.baseAddress!)) }
-        try check("cuModuleGetFunction", try driver.function("cuModuleGetFunction", as: ModuleGetFunction.self).get()(&function, module, "silu_mul_bf16"))
+        try ptx.withUnsafeBytes { try check("cuModuleLoadData", try driverFunction("cuModuleLoadData", ModuleLoadData.self)(&module, $0.baseAddress!)) }
+        try check("cuModuleGetFunction", try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)(&function, module, "silu_mul_bf16"))
         siluMul = function
         hidden = config.hiddenSize
         intermediate = sampleExpert.gate.rows
@@ -136,19 +178,25 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         }
         expertBudgetBytes = budgetBytes
         var area: DevicePointer = 0
-        try check("cuMemAlloc (upload staging)", memAlloc(&area, max(1, staging)))
-        uploadArea = area
+        try check("cuMemAlloc (upload slots)", memAlloc(&area, staging))
+        deviceSlots = area
+        var host: UnsafeMutableRawPointer?
+        try check("cuMemHostAlloc (upload slots: \(staging >> 20) MiB pinned)", hostAlloc(&host, staging, 0))
+        hostSlots = host!
         self.uploadSlots = uploadSlots
         name = "gpu\(deviceIndex)"
-        detail = "\(gpu.name), \(gpu.totalBytes >> 20) MiB, CUDA driver \(devices.driverVersion) (unverified GPU path)"
+        detail = "\(gpu.name), \(gpu.totalBytes >> 20) MiB, CUDA driver \(devices.driverVersion) (GPU path checked on a software device only)"
     }
 
     deinit {
+        guard setCurrent(context) == 0 else { return }
+        _ = streamSync(compute)
+        _ = streamSync(copy)
         for p in residentCopies.values { _ = memFree(p) }
-        for p in [uploadArea, dX, dG, dU, dA, dY] where p != 0 { _ = memFree(p) }
+        for p in [deviceSlots, dX, dGU, dA, dY] where p != 0 { _ = memFree(p) }
+        _ = hostFree(hostSlots)
         if let hX { _ = hostFree(hX) }
         if let hY { _ = hostFree(hY) }
-        rowMajorScratch?.deallocate()
     }
 
     public func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
@@ -157,8 +205,11 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         guard (residentCopies.count + 1) * expertBytes <= expertBudgetBytes else { throw HybridSetupError("resident experts exceed the GPU budget") }
         var p: DevicePointer = 0
         try check("cuMemAlloc (expert)", memAlloc(&p, expertBytes))
-        try copyWeights(weights, to: p)
-        try check("cuStreamSynchronize", streamSync(stream))
+        // Through the ring like an upload, then waited for: a swap is rare
+        // (bounded per step) and its expert is next used a step later.
+        let slot = takeSlot()
+        try stage(weights, slot: slot, to: p)
+        try check("cuEventSynchronize", eventSync(staged[slot]))
         residentCopies[expert] = p
     }
 
@@ -168,59 +219,43 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     }
 
     public func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
-        guard uploads.count <= uploadSlots else { throw HybridSetupError("\(uploads.count) uploads in one layer, staging holds \(uploadSlots)") }
         try makeCurrent()
+        // Resident experts first, so their products run while uploads copy.
+        let order = experts.filter { !uploads.contains($0) } + experts.filter { uploads.contains($0) }
         var rows = 0, rowOfExpert: [Int] = []
-        for j in experts {
+        for j in order {
             rowOfExpert.append(rows)
             rows += Int(work.tokenCount[j])
         }
         try reserve(rows: rows)
         // Inputs, narrowed to BF16 as the CPU's bfloat16 mode rounds them.
         let x = hX!.assumingMemoryBound(to: UInt16.self)
-        for (i, j) in experts.enumerated() {
+        for (i, j) in order.enumerated() {
             let n = Int(work.tokenCount[j])
             narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
         }
-        try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(dX, hX!, rows * hidden * 2, stream))
-        var slot = 0
-        for (i, j) in experts.enumerated() {
-            let n = Int32(work.tokenCount[j])
-            let weights: DevicePointer
+        try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(dX, hX!, rows * hidden * 2, compute))
+        for (i, j) in order.enumerated() {
+            let weights: DevicePointer, slot: Int?
             if uploads.contains(j) {
-                weights = uploadArea + DevicePointer(slot * expertBytes)
-                slot += 1
-                try copyWeights(work.experts[j], to: weights)
+                let s = takeSlot()
+                weights = deviceSlots + DevicePointer(s * expertBytes)
+                try stage(work.experts[j], slot: s, to: weights)
+                try check("cuStreamWaitEvent", streamWaitEvent(compute, staged[s], 0))
+                slot = s
             } else {
                 guard let p = residentCopies[.init(layer: work.layer, expert: j)] else {
                     throw HybridSetupError("expert \(j) of layer \(work.layer) is not resident")
                 }
                 weights = p
+                slot = nil
             }
-            let gate = weights, up = weights + DevicePointer(work.experts[j].gate.byteCount)
-            let down = up + DevicePointer(work.experts[j].up.byteCount)
-            let r = DevicePointer(rowOfExpert[i])
-            let h = Int32(hidden), m = Int32(intermediate)
-            try gemm(rows: m, tokens: n, k: h, weights: gate, input: dX + r * DevicePointer(hidden * 2), output: dG + r * DevicePointer(intermediate * 4))
-            try gemm(rows: m, tokens: n, k: h, weights: up, input: dX + r * DevicePointer(hidden * 2), output: dU + r * DevicePointer(intermediate * 4))
-            var g = dG + r * DevicePointer(intermediate * 4), u = dU + r * DevicePointer(intermediate * 4)
-            var a = dA + r * DevicePointer(intermediate * 2), count = Int64(n) * Int64(intermediate)
-            let blocks = UInt32((Int(count) + 255) / 256)
-            try withUnsafeMutablePointer(to: &g) { gp in
-                try withUnsafeMutablePointer(to: &u) { up in
-                    try withUnsafeMutablePointer(to: &a) { ap in
-                        try withUnsafeMutablePointer(to: &count) { cp in
-                            var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(gp), UnsafeMutableRawPointer(up),
-                                                                      UnsafeMutableRawPointer(ap), UnsafeMutableRawPointer(cp)]
-                            try check("cuLaunchKernel (SiLU)", launch(siluMul, blocks, 1, 1, 256, 1, 1, 0, stream, &params, nil))
-                        }
-                    }
-                }
-            }
-            try gemm(rows: h, tokens: n, k: m, weights: down, input: a, output: dY + r * DevicePointer(hidden * 4))
+            try expertProducts(weights: weights, down: work.experts[j].gate.byteCount + work.experts[j].up.byteCount,
+                               tokens: Int(work.tokenCount[j]), row: rowOfExpert[i])
+            if let slot { try check("cuEventRecord", eventRecord(consumed[slot], compute)) }
         }
-        try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(hY!, dY, rows * hidden * 4, stream))
-        pending = (work, experts, rowOfExpert)
+        try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(hY!, dY, rows * hidden * 4, compute))
+        pending = (work, order, rowOfExpert)
     }
 
     public func finish() throws {
@@ -228,11 +263,62 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         let work = p.work, experts = p.experts, rowOfExpert = p.rowOfExpert
         pending = nil
         try makeCurrent()
-        try check("cuStreamSynchronize", streamSync(stream))
+        try check("cuStreamSynchronize", streamSync(compute))
         let y = hY!.assumingMemoryBound(to: Float.self)
         for (i, j) in experts.enumerated() {
             (work.output + Int(work.rowOffset[j]) * hidden).update(from: y + rowOfExpert[i] * hidden, count: Int(work.tokenCount[j]) * hidden)
         }
+    }
+
+    /// One expert on the compute stream: `[G U]` for its `tokens` rows from
+    /// row `row` of the inputs, the SiLU kernel, then the down product into
+    /// the same rows of `Y`. `down`: the down matrix's byte offset.
+    private func expertProducts(weights: DevicePointer, down: Int, tokens: Int, row: Int) throws {
+        guard tokens > 0 else { return }
+        let h = hidden, m = intermediate, r = DevicePointer(row)
+        try gemm(rows: 2 * m, tokens: tokens, k: h, weights: weights, input: dX + r * DevicePointer(h * 2),
+                 output: dGU + r * DevicePointer(2 * m * 4))
+        var gu = dGU + r * DevicePointer(2 * m * 4), a = dA + r * DevicePointer(m * 2)
+        var width = Int32(m), count = Int64(tokens) * Int64(m)
+        let blocks = UInt32((count + 255) / 256)
+        try withUnsafeMutablePointer(to: &gu) { gp in
+            try withUnsafeMutablePointer(to: &a) { ap in
+                try withUnsafeMutablePointer(to: &width) { wp in
+                    try withUnsafeMutablePointer(to: &count) { cp in
+                        var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(gp), UnsafeMutableRawPointer(ap),
+                                                                  UnsafeMutableRawPointer(wp), UnsafeMutableRawPointer(cp)]
+                        try check("cuLaunchKernel (SiLU)", launch(siluMul, blocks, 1, 1, 256, 1, 1, 0, compute, &params, nil))
+                    }
+                }
+            }
+        }
+        try gemm(rows: h, tokens: tokens, k: m, weights: weights + DevicePointer(down), input: a, output: dY + r * DevicePointer(h * 4))
+    }
+
+    /// The ring's next slot. A layer may upload more experts than there are
+    /// slots: a slot is reused once its events allow.
+    private func takeSlot() -> Int {
+        defer { nextSlot = (nextSlot + 1) % uploadSlots }
+        return nextSlot
+    }
+
+    /// Queues `e`'s weights for device address `p` through ring slot
+    /// `slot`; `staged[slot]` completes when they land. The host waits only
+    /// for the slot's previous copy to have run.
+    private func stage(_ e: ExpertWeights, slot: Int, to p: DevicePointer) throws {
+        try check("cuEventSynchronize", eventSync(staged[slot]))
+        let host = hostSlots + slot * expertBytes
+        var offset = 0
+        for m in [e.gate, e.up, e.down] {
+            // cuBLAS reads Hugging Face's row-major layout; packed experts
+            // (`MatrixLayout.packedBF16`) are unpacked on the way.
+            if m.layout == .rowMajor { (host + offset).copyMemory(from: m.data, byteCount: m.byteCount) } else { m.writeRowMajor(to: host + offset) }
+            offset += m.byteCount
+        }
+        // The device slot may still be read by products queued earlier.
+        try check("cuStreamWaitEvent", streamWaitEvent(copy, consumed[slot], 0))
+        try check("cuMemcpyHtoDAsync (expert)", copyHtoD(p, host, expertBytes, copy))
+        try check("cuEventRecord", eventRecord(staged[slot], copy))
     }
 
     /// `kernelSource` compiled to PTX by NVRTC (no GPU needed for this step).
@@ -261,70 +347,49 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     /// library before relying on it.
     static let cublasSymbols = ["cublasCreate_v2", "cublasSetStream_v2", "cublasGemmEx"]
 
-    /// Host-to-device bytes/s for one expert's weights, the GPU's FLOP/s
-    /// on a 256-token expert, and the cost of a 1-token expert (launches):
-    /// the GPU half of `HybridCostModel`.
+    /// Host-to-device bytes/s for one expert's weights through the upload
+    /// ring (pinned staging and the copy), the GPU's FLOP/s on a 256-token
+    /// expert, and the cost of a 1-token expert (launches): the GPU half of
+    /// `HybridCostModel`.
     public func measure(sample: ExpertWeights, repeats: Int = 5) throws -> (hostToDevice: Double, flops: Double, launchSeconds: Double) {
         try makeCurrent()
-        var slot: DevicePointer = 0
-        try check("cuMemAlloc", memAlloc(&slot, expertBytes))
-        defer { _ = memFree(slot) }
         try reserve(rows: 256)
+        let slot = takeSlot(), address = deviceSlots + DevicePointer(slot * expertBytes)
         func timed(_ body: () throws -> Void) throws -> Double {
             try body()
-            try check("cuStreamSynchronize", streamSync(stream))
+            try check("cuStreamSynchronize", streamSync(compute))
+            try check("cuStreamSynchronize", streamSync(copy))
             let t0 = monotonicSeconds()
             for _ in 0..<repeats { try body() }
-            try check("cuStreamSynchronize", streamSync(stream))
+            try check("cuStreamSynchronize", streamSync(compute))
+            try check("cuStreamSynchronize", streamSync(copy))
             return (monotonicSeconds() - t0) / Double(repeats)
         }
-        let upload = try timed { try copyWeights(sample, to: slot) }
-        let h = Int32(hidden), m = Int32(intermediate)
-        let big = try timed { try gemm(rows: m, tokens: 256, k: h, weights: slot, input: dX, output: dG) }
-        let small = try timed { try gemm(rows: m, tokens: 1, k: h, weights: slot, input: dX, output: dG) }
-        // One of an expert's three products each time.
-        return (Double(expertBytes) / upload, 2 * 256 * Double(hidden * intermediate) / big, 3 * small)
+        let upload = try timed { try stage(sample, slot: slot, to: address) }
+        let down = sample.gate.byteCount + sample.up.byteCount
+        let big = try timed { try expertProducts(weights: address, down: down, tokens: 256, row: 0) }
+        let small = try timed { try expertProducts(weights: address, down: down, tokens: 1, row: 0) }
+        return (Double(expertBytes) / upload, 256 * sample.flopsPerToken / big, small)
     }
 
     /// Row-major `out[t][r] = Σ_k W[r][k] · in[t][k]` in cuBLAS's
     /// column-major terms: `outᵀ (rows × tokens) = Wᵀ·in`, W read as the
     /// column-major `k × rows` matrix its row-major storage is.
-    private func gemm(rows: Int32, tokens: Int32, k: Int32, weights: DevicePointer, input: DevicePointer, output: DevicePointer) throws {
+    private func gemm(rows: Int, tokens: Int, k: Int, weights: DevicePointer, input: DevicePointer, output: DevicePointer) throws {
         var one: Float = 1, zero: Float = 0
-        try check("cublasGemmEx", gemmEx(blas, Self.opT, Self.opN, rows, tokens, k, &one, weights, Self.realBF16, k,
-                                         input, Self.realBF16, k, &zero, output, Self.realF32, rows, Self.compute32F, Self.gemmDefault))
-    }
-
-    private func copyWeights(_ e: ExpertWeights, to p: DevicePointer) throws {
-        try copy(e.gate, to: p, "gate")
-        try copy(e.up, to: p + DevicePointer(e.gate.byteCount), "up")
-        try copy(e.down, to: p + DevicePointer(e.gate.byteCount + e.up.byteCount), "down")
-    }
-
-    /// One matrix, row-major on the device. A copy from pageable memory
-    /// returns once the source is staged, so the scratch may be reused by
-    /// the next copy.
-    private func copy(_ m: Matrix, to p: DevicePointer, _ name: String) throws {
-        guard m.layout != .rowMajor else {
-            try check("cuMemcpyHtoDAsync (\(name))", copyHtoD(p, m.data, m.byteCount, stream))
-            return
-        }
-        let scratch = rowMajorScratch ?? UnsafeMutableRawPointer.allocate(byteCount: expertBytes, alignment: 64)
-        rowMajorScratch = scratch
-        m.writeRowMajor(to: scratch)
-        try check("cuMemcpyHtoDAsync (\(name))", copyHtoD(p, scratch, m.byteCount, stream))
+        try check("cublasGemmEx", gemmEx(blas, Self.opT, Self.opN, Int32(rows), Int32(tokens), Int32(k), &one, weights, Self.realBF16, Int32(k),
+                                         input, Self.realBF16, Int32(k), &zero, output, Self.realF32, Int32(rows), Self.compute32F, Self.gemmDefault))
     }
 
     private func reserve(rows: Int) throws {
         guard rows > capacityRows else { return }
-        try check("cuStreamSynchronize", streamSync(stream))
-        for p in [dX, dG, dU, dA, dY] where p != 0 { _ = memFree(p) }
+        try check("cuStreamSynchronize", streamSync(compute))
+        for p in [dX, dGU, dA, dY] where p != 0 { _ = memFree(p) }
         if let hX { _ = hostFree(hX) }
         if let hY { _ = hostFree(hY) }
         let n = max(rows, 2 * capacityRows)
         try check("cuMemAlloc", memAlloc(&dX, n * hidden * 2))
-        try check("cuMemAlloc", memAlloc(&dG, n * intermediate * 4))
-        try check("cuMemAlloc", memAlloc(&dU, n * intermediate * 4))
+        try check("cuMemAlloc", memAlloc(&dGU, n * 2 * intermediate * 4))
         try check("cuMemAlloc", memAlloc(&dA, n * intermediate * 2))
         try check("cuMemAlloc", memAlloc(&dY, n * hidden * 4))
         try check("cuMemHostAlloc", hostAlloc(&hX, n * hidden * 2, 0))

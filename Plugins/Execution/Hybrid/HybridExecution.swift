@@ -22,7 +22,14 @@ public struct HybridExecution: ExecutionStrategy {
         public var uploadAll = false
         public var maxSwapsPerStep = 2
         public var uploadSlots = 4
+        /// Directories searched for the CUDA libraries before the usual
+        /// places (`CUDALibraries.defaultSearchPath`), colon-separated.
+        public var cudaLibraryPath = ""
         public init() {}
+
+        var searchPath: [String] {
+            cudaLibraryPath.split(separator: ":").map(String.init).filter { !$0.isEmpty } + CUDALibraries.defaultSearchPath()
+        }
     }
 
     public let options: Options
@@ -46,7 +53,7 @@ public struct HybridExecution: ExecutionStrategy {
             throw ExecutionError.setup("hybrid computes experts in bfloat16 (BF16 at every product's inputs, as on the CPU): pass --dtype bfloat16 or auto")
         }
         guard let sample = weights.routedExpertsByLayer.lazy.compactMap(\.first).first else { throw ExecutionError.setup(HybridError.noRoutedExperts.description) }
-        let probe = CUDALibraries.probe()
+        let probe = CUDALibraries.probe(searchPath: options.searchPath)
         let devices: CUDADriver.Devices
         switch probe.driver {
         case .success(let d): devices = d
@@ -64,7 +71,7 @@ public struct HybridExecution: ExecutionStrategy {
         let gpu: CUDAExpertAccelerator
         do {
             gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget,
-                                            uploadSlots: options.uploadSlots)
+                                            uploadSlots: options.uploadSlots, searchPath: options.searchPath)
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -111,7 +118,8 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("n_cpu_moe", type: "int", default: "0", help: "llama.cpp --n-cpu-moe N: the experts of the first N layers on the CPU"),
                                        StrategyOption("upload_all", type: "bool", default: "false", help: "upload every non-resident expert with tokens instead of deciding by measured cost (comparison arm)"),
                                        StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
-                                       StrategyOption("upload_slots", type: "int", default: "4", help: "experts uploaded per layer at most (staging memory)"),
+                                       StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each"),
+                                       StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
             o.gpuMemory = try config.string("gpu_memory", default: o.gpuMemory)
@@ -121,6 +129,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.uploadAll = try config.bool("upload_all", default: o.uploadAll)
             o.maxSwapsPerStep = try config.int("max_swaps", default: o.maxSwapsPerStep, in: 0...Int.max)
             o.uploadSlots = try config.int("upload_slots", default: o.uploadSlots, in: 1...1024)
+            o.cudaLibraryPath = try config.string("cuda_library_path", default: o.cudaLibraryPath)
             return HybridExecution(o)
         }
     }

@@ -1,0 +1,221 @@
+import Foundation
+@testable import HybridExecution
+import SwitchyardCore
+import SwitchyardModel
+import Testing
+
+/// The hybrid executor's GPU path (`CUDAExpertAccelerator`, `--execution
+/// hybrid`) run through its real driver, cuBLAS and NVRTC calls on the
+/// software CUDA device: lazy streams, bounds-checked device memory, the
+/// kernel's own source. The first tests show the device is strict enough
+/// to catch what would go wrong on a GPU; the rest run the accelerator.
+/// Serialized: the device is one per process.
+@Suite(.serialized) struct SoftwareCUDATests {
+    typealias A = CUDAExpertAccelerator
+
+    /// The driver functions the device tests call, in a current context.
+    struct Driver {
+        let library: CUDADriver
+        init() throws {
+            library = try CUDADriver.load(searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+            _ = try library.devices().get()
+            var context: OpaquePointer?
+            #expect(try library.function("cuDevicePrimaryCtxRetain", as: CUDADriver.PrimaryCtxRetain.self).get()(&context, 0) == 0)
+            #expect(try library.function("cuCtxSetCurrent", as: CUDADriver.CtxSetCurrent.self).get()(context) == 0)
+        }
+        func f<F>(_ name: String, _ type: F.Type) throws -> F { try library.function(name, as: type).get() }
+        func alloc(_ bytes: Int) throws -> UInt64 {
+            var p: UInt64 = 0
+            #expect(try f("cuMemAlloc", A.MemAlloc.self)(&p, bytes) == 0)
+            return p
+        }
+        func stream() throws -> OpaquePointer? {
+            var s: OpaquePointer?
+            #expect(try f("cuStreamCreate", A.StreamCreate.self)(&s, 1) == 0)
+            return s
+        }
+        func read(_ p: UInt64, count: Int, stream: OpaquePointer?) throws -> [Float] {
+            var out = [Float](repeating: 0, count: count)
+            let code = try out.withUnsafeMutableBytes { try f("cuMemcpyDtoHAsync", A.CopyDtoH.self)($0.baseAddress!, p, count * 4, stream) }
+            #expect(code == 0)
+            return out
+        }
+    }
+
+    @Test func aPinnedBufferIsReadWhenItsCopyRunsAndAPageableOneAtTheCall() throws {
+        SoftwareCUDA.reset()
+        let d = try Driver()
+        let s = try d.stream(), device = try d.alloc(8)
+        var host: UnsafeMutableRawPointer?
+        #expect(try d.f("cuMemHostAlloc", A.HostAlloc.self)(&host, 8, 0) == 0)
+        let pinned = host!.assumingMemoryBound(to: Float.self)
+        pinned[0] = 1; pinned[1] = 1
+        #expect(try d.f("cuMemcpyHtoDAsync", A.CopyHtoD.self)(device, host!, 8, s) == 0)
+        // Rewritten before anything waited for the copy: a GPU may read
+        // either value; this device always reads the later one.
+        pinned[0] = 2; pinned[1] = 2
+        #expect(try d.read(device, count: 2, stream: s) == [2, 2])
+        var pageable: [Float] = [3, 3]
+        _ = try pageable.withUnsafeBytes { try d.f("cuMemcpyHtoDAsync", A.CopyHtoD.self)(device, $0.baseAddress!, 8, s) }
+        pageable = [4, 4]
+        #expect(try d.read(device, count: 2, stream: s) == [3, 3])
+        #expect(SoftwareCUDA.counter("pinned_h2d_bytes") == 8 && SoftwareCUDA.counter("pageable_h2d_bytes") == 8)
+        _ = try d.f("cuMemFreeHost", A.HostFree.self)(host!)
+        _ = try d.f("cuMemFree", A.MemFree.self)(device)
+        #expect(SoftwareCUDA.error == "")
+    }
+
+    /// cuBLAS's column-major definition, as the accelerator calls it
+    /// (weights transposed, BF16 in, Float32 out), then a product that reads
+    /// past its weights: a sticky illegal-address error, as on a GPU.
+    @Test func gemmFollowsCuBLASAndAnOutOfBoundsReadIsAnIllegalAddress() throws {
+        SoftwareCUDA.reset()
+        defer { SoftwareCUDA.reset() }
+        let d = try Driver()
+        let s = try d.stream()
+        let blasLibrary = try CUDALibraries.open(["libcublas.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+        let gemm = try A.symbol(blasLibrary, "cublasGemmEx", A.GemmEx.self)
+        var handle: OpaquePointer?
+        #expect(try A.symbol(blasLibrary, "cublasCreate_v2", A.BlasCreate.self)(&handle) == 0)
+        #expect(try A.symbol(blasLibrary, "cublasSetStream_v2", A.BlasSetStream.self)(handle, s) == 0)
+        // W: 2 x 3 row-major, X: 2 tokens x 3; out[t][r] = Σ W[r][k] X[t][k].
+        let w: [Float] = [1, 2, 3, 4, 5, 6], x: [Float] = [1, 0, -1, 0.5, 0.25, 2]
+        let wBF16 = w.map { UInt16($0.bitPattern >> 16) }, xBF16 = x.map { UInt16($0.bitPattern >> 16) }
+        let dW = try d.alloc(12), dX = try d.alloc(12), dY = try d.alloc(16)
+        _ = try wBF16.withUnsafeBytes { try d.f("cuMemcpyHtoDAsync", A.CopyHtoD.self)(dW, $0.baseAddress!, 12, s) }
+        _ = try xBF16.withUnsafeBytes { try d.f("cuMemcpyHtoDAsync", A.CopyHtoD.self)(dX, $0.baseAddress!, 12, s) }
+        var one: Float = 1, zero: Float = 0
+        #expect(gemm(handle, A.opT, A.opN, 2, 2, 3, &one, dW, A.realBF16, 3, dX, A.realBF16, 3, &zero, dY, A.realF32, 2, A.compute32F, -1) == 0)
+        // Column-major C: token 0's two outputs, then token 1's.
+        let expected: [Float] = [-2, -2, 7, 15.25]
+        #expect(try d.read(dY, count: 4, stream: s) == expected)
+        // lda below k is refused at the call, as cuBLAS does.
+        #expect(gemm(handle, A.opT, A.opN, 2, 2, 3, &one, dW, A.realBF16, 2, dX, A.realBF16, 3, &zero, dY, A.realF32, 2, A.compute32F, -1) == 7)
+        // k = 4 reads past both 12-byte inputs.
+        #expect(gemm(handle, A.opT, A.opN, 2, 2, 4, &one, dW, A.realBF16, 4, dX, A.realBF16, 4, &zero, dY, A.realF32, 2, A.compute32F, -1) == 0)
+        #expect(try d.f("cuStreamSynchronize", A.StreamSync.self)(s) == 700)
+        #expect(SoftwareCUDA.error.contains("cublasGemmEx A: 16 bytes at device address"))
+        #expect(SoftwareCUDA.error.contains("past its allocation of 12"))
+    }
+
+    // MARK: the accelerator
+
+    static let bf16 = ComputeOptions.available.first { $0.dtype == .bfloat16 }
+
+    func maxRelativeDifference(_ a: [[Float]], _ b: [[Float]]) -> Float {
+        zip(a, b).map { zip($0, $1).map { abs($0 - $1) / (1 + abs($1)) }.max() ?? 0 }.max() ?? Float.infinity
+    }
+
+    func argmax(_ row: [Float]) -> Int { row.indices.max { row[$0] < row[$1] }! }
+
+    /// The default model in bfloat16 (its experts packed for the CPU, so
+    /// uploads unpack them) and the CPU's logits for a 40-token prompt.
+    func bf16Model() throws -> (model: Transformer, prompt: [Int32], reference: [[Float]], expertBytes: Int) {
+        let model = try Transformer(directory: PluginFixtures.defaultModel)
+        try model.configure(compute: Self.bf16!)
+        let prompt = (0..<40).map { Int32(($0 * 53 + 7) % model.config.vocabSize) }
+        let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        let sample = model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!
+        return (model, prompt, reference, sample.byteCount)
+    }
+
+    /// Experts resident, uploaded and on the CPU, with one upload slot so
+    /// every layer's uploads queue behind each other through it: logits as
+    /// the CPU's bfloat16 mode (same rounding points, another summation
+    /// order), every upload through pinned memory, products fused.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func acceleratorMatchesTheCPUWithUploadsQueuedThroughOneSlot() throws {
+        let (model, prompt, reference, bytes) = try bf16Model()
+        #expect(model.expertsArePacked)
+        SoftwareCUDA.reset()
+        let routed = model.weights.routedExperts.count
+        let gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                            budgetBytes: routed / 4 * bytes, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: gpu, cost: HybridExecutorTests.cost,
+                                        maxUploadBytesPerLayer: 8 * bytes)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(SoftwareCUDA.error == "")
+        #expect(hybrid.lastAcceleratorError == nil)
+        // The summation order alone moves these logits by 3.5e-3 from the
+        // CPU's; gate and up swapped in the kernel moved them by 13.7, and a
+        // missing event wait (either one) by 4 to 8.
+        let difference = maxRelativeDifference(logits, reference)
+        #expect(difference < 1e-2, "max relative difference \(difference)")
+        #expect(logits.map(argmax) == reference.map(argmax))
+        let sites = hybrid.siteCounters
+        #expect(sites.residentTokens > 0 && sites.uploadedTokens > 0 && sites.cpuTokens > 0, "\(sites)")
+        // More uploads in a layer than the ring has slots: the slot was reused.
+        #expect(sites.hostToDeviceBytes > (routed / 4 + model.config.numLayers) * bytes)
+        #expect(SoftwareCUDA.counter("pageable_h2d_bytes") == 0)
+        #expect(SoftwareCUDA.counter("pinned_h2d_bytes") >= sites.hostToDeviceBytes)
+        #expect(SoftwareCUDA.counter("event_waits") > 0)
+        // One product for gate and up together, one kernel, one for down.
+        #expect(SoftwareCUDA.counter("gemms") == 2 * SoftwareCUDA.counter("launches"))
+    }
+
+    /// `--execution hybrid` as the CLI builds it, on a copy of the default
+    /// model (the measured costs are cached beside it).
+    func hybridContext() throws -> (model: Transformer, context: ExecutionContext, registry: StrategyRegistry, directory: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hybrid-model-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: PluginFixtures.defaultModel) where !name.hasPrefix(".") {
+            try FileManager.default.createSymbolicLink(atPath: directory + "/" + name, withDestinationPath: PluginFixtures.defaultModel + "/" + name)
+        }
+        let model = try Transformer(directory: directory)
+        try model.configure(compute: Self.bf16!)
+        let registry = StrategyRegistry()
+        HybridExecution.register(in: registry)
+        let context = ExecutionContext(model: model, topology: try CPUTopology.load()) { _ in ExpertMap(numDevices: 1, device: []) }
+        return (model, context, registry, directory)
+    }
+
+    func config(_ extra: String = "") throws -> String {
+        "{\"gpu_memory\": \"256KiB\", \"cuda_library_path\": \"\(try SoftwareCUDA.directory.get())\"\(extra)}"
+    }
+
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func hybridStrategyStartsMeasuresAndMatchesTheCPU() throws {
+        let (model, context, registry, directory) = try hybridContext()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let prompt = (0..<24).map { Int32(($0 * 31 + 5) % model.config.vocabSize) }
+        let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        SoftwareCUDA.reset()
+        let summary = try registry.makeExecution("hybrid", config: try config()).prepare(context)
+        defer { model.install(experts: nil) }
+        #expect(summary.devices.map(\.kind) == [.cpuPool, .accelerator])
+        #expect(summary.notes[0].contains("Software CUDA device 0 (host memory)"))
+        let hybrid = try #require(model.experts as? HybridExecutor)
+        // 256 KiB holds two of this model's 96 KiB experts.
+        #expect(model.weights.routedExpertsByLayer[0][0].byteCount == 98_304)
+        #expect(hybrid.resident.resident.count == 2)
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(SoftwareCUDA.error == "")
+        #expect(maxRelativeDifference(logits, reference) < 1e-2)
+        let cost = try HybridCostModel.load(from: HybridCostModel.cachePath(model: directory))
+        #expect(cost.hostToDeviceBytesPerSecond > 0 && cost.gpuFlopsPerSecond > 0 && cost.gpuLaunchSeconds > 0)
+        #expect(!cost.cpuFlopsPerSecond.isEmpty)
+    }
+
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func aDriverWithoutDevicesOrMemoryIsAStartUpErrorThatSaysSo() throws {
+        let (model, context, registry, directory) = try hybridContext()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        defer { SoftwareCUDA.configure(devices: 1, memoryBytes: 1 << 30) }
+        SoftwareCUDA.configure(devices: 0, memoryBytes: 1 << 30)
+        #expect { try registry.makeExecution("hybrid", config: try config()).prepare(context) } throws: { error in
+            "\(error)".contains("hybrid needs a CUDA GPU: the CUDA driver (\(try SoftwareCUDA.directory.get())/libcuda.so.1) reports no devices")
+        }
+        SoftwareCUDA.configure(devices: 1, memoryBytes: 1 << 30)
+        #expect { try registry.makeExecution("hybrid", config: try config(", \"device\": 3")).prepare(context) } throws: { error in
+            "\(error)".contains("device 3 requested, the driver reports 1")
+        }
+        // 1 MiB: room for the upload ring, not for 2 GiB of experts.
+        SoftwareCUDA.configure(devices: 1, memoryBytes: 1 << 20)
+        #expect { try registry.makeExecution("hybrid", config: try config().replacingOccurrences(of: "256KiB", with: "2GiB")).prepare(context) } throws: { error in
+            "\(error)".contains("--gpu-memory asks for 2.00 GiB of experts plus 0.00 GiB of upload staging, but Software CUDA device 0 (host memory) has 0.00 GiB free")
+        }
+        #expect(model.experts is SharedPoolExecutor)
+    }
+}
