@@ -65,6 +65,15 @@ import Testing
         var back = [UInt16](repeating: 0, count: rows * cols)
         back.withUnsafeMutableBytes { p.writeRowMajor(to: $0.baseAddress!) }
         #expect(back == Array(UnsafeBufferPointer(start: raw, count: rows * cols)))
+        // Row ranges that cut blocks, as threads split an upload, add up to
+        // the whole, from either layout.
+        for source in [p, m] {
+            var pieces = [UInt16](repeating: 0, count: rows * cols)
+            pieces.withUnsafeMutableBytes { b in
+                for r in [0..<5, 5..<64, 64..<131, 131..<192] { source.writeRowMajor(rows: r, to: b.baseAddress!) }
+            }
+            #expect(pieces == back)
+        }
         var widened = [Float](repeating: 0, count: 3 * cols), stored = widened
         p.widenRows(70, count: 3, into: &widened)
         m.widenRows(70, count: 3, into: &stored)

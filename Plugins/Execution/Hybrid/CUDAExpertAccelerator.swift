@@ -307,13 +307,20 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     /// for the slot's previous copy to have run.
     private func stage(_ e: ExpertWeights, slot: Int, to p: DevicePointer) throws {
         try check("cuEventSynchronize", eventSync(staged[slot]))
+        // cuBLAS reads Hugging Face's row-major layout; packed experts
+        // (`MatrixLayout.packedBF16`) are unpacked on the way. The kernel
+        // threads split the rows: the CPU's share of the layer starts only
+        // after this returns, and one thread's copy does not reach the
+        // memory's bandwidth.
         let host = hostSlots + slot * expertBytes
-        var offset = 0
-        for m in [e.gate, e.up, e.down] {
-            // cuBLAS reads Hugging Face's row-major layout; packed experts
-            // (`MatrixLayout.packedBF16`) are unpacked on the way.
-            if m.layout == .rowMajor { (host + offset).copyMemory(from: m.data, byteCount: m.byteCount) } else { m.writeRowMajor(to: host + offset) }
-            offset += m.byteCount
+        let matrices = [e.gate, e.up, e.down]
+        let offsets = [0, e.gate.byteCount, e.gate.byteCount + e.up.byteCount]
+        let firstRow = [0, e.gate.rows, e.gate.rows + e.up.rows]
+        Parallel.forRanges(firstRow[2] + e.down.rows, minChunk: 64) { range in
+            for (i, m) in matrices.enumerated() {
+                let lo = max(range.lowerBound, firstRow[i]) - firstRow[i], hi = min(range.upperBound, firstRow[i] + m.rows) - firstRow[i]
+                if lo < hi { m.writeRowMajor(rows: lo..<hi, to: host + offsets[i]) }
+            }
         }
         // The device slot may still be read by products queued earlier.
         try check("cuStreamWaitEvent", streamWaitEvent(copy, consumed[slot], 0))

@@ -49,11 +49,26 @@ extension Matrix {
     /// whatever its layout: for consumers of Hugging Face's layout (a GPU's
     /// BLAS). MXFP4 matrices come out as `copy(to:)` writes them.
     public func writeRowMajor(to dst: UnsafeMutableRawPointer) {
-        if layout == .packedBF16 {
-            sy_packed_bf16_unpack_rows(data.assumingMemoryBound(to: UInt16.self), cols, 0, rows,
-                                       dst.assumingMemoryBound(to: UInt16.self))
+        if layout == .packedBF16 || dtype != .mxfp4 {
+            writeRowMajor(rows: 0..<rows, to: dst)
         } else {
             _ = copy(to: dst)
+        }
+    }
+
+    /// Rows `range` of `writeRowMajor(to:)`, written where that call writes
+    /// them (`dst` is the whole matrix's destination), so threads can split
+    /// one matrix. BF16 and Float32 matrices.
+    public func writeRowMajor(rows range: Range<Int>, to dst: UnsafeMutableRawPointer) {
+        precondition(dtype != .mxfp4, "row ranges of MXFP4 matrices are not written row-major")
+        let rowBytes = cols * dtype.byteSize
+        if layout == .packedBF16 {
+            sy_packed_bf16_unpack_rows(data.assumingMemoryBound(to: UInt16.self), cols, range.lowerBound, range.count,
+                                       (dst + range.lowerBound * rowBytes).assumingMemoryBound(to: UInt16.self))
+        } else if rowStride == 1 {
+            (dst + range.lowerBound * rowBytes).copyMemory(from: data + range.lowerBound * rowBytes, byteCount: range.count * rowBytes)
+        } else {
+            for r in range { (dst + r * rowBytes).copyMemory(from: data + r * rowStride * rowBytes, byteCount: rowBytes) }
         }
     }
 }
