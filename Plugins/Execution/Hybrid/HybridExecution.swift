@@ -92,7 +92,7 @@ public struct HybridExecution: ExecutionStrategy {
         return ExecutionSummary(strategy: "hybrid", devices: executor.devices, map: nil, notes: [
             "\(executor.resident.resident.count) experts resident in \(budget >> 20) MiB on \(gpu.detail)",
             "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",
-            "the GPU path has not been verified on a GPU yet: compare with --execution cpu (scripts/gpu-check.sh)",
+            "the GPU path has been tested on a software CUDA device only: compare with --execution cpu (scripts/gpu-check.sh)",
         ])
     }
 
@@ -110,7 +110,7 @@ public struct HybridExecution: ExecutionStrategy {
     }
 
     public static func register(in registry: StrategyRegistry) {
-        registry.registerExecution("hybrid", summary: "CPU-GPU hybrid: hot experts resident on a CUDA GPU, cold ones on the CPU or uploaded where cheaper (GPU path unverified)",
+        registry.registerExecution("hybrid", summary: "CPU-GPU hybrid: hot experts resident on a CUDA GPU, cold ones on the CPU or uploaded where cheaper (GPU path not yet run on a GPU)",
                                    options: [
                                        StrategyOption("gpu_memory", type: "string", default: "0.8", help: "GPU memory for resident experts: a size (8GiB) or a fraction of free memory"),
                                        StrategyOption("device", type: "int", default: "0", help: "CUDA device index"),
