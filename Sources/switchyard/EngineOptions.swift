@@ -180,6 +180,8 @@ struct ExecutionFlags: ParsableArguments {
             let placementName = placement, placementJSON = placementConfig
             let profile = try placementProfile.map { try RoutingProfile.load(path: $0) }
             let c = transformer.config
+            // A strategy that offloads dense products installs its own.
+            transformer.install(dense: nil)
             let summary = try strategy.prepare(ExecutionContext(model: transformer, topology: try CPUTopology.load()) { devices in
                 let p = try strategies.makePlacement(placementName, config: placementJSON)
                 return try p.place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts, numDevices: devices, profile: profile))

@@ -85,7 +85,7 @@ import Testing
 
     @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
     func siluKernelCompilesToPTXWithItsEntryPoint() throws {
-        let ptx = String(cString: try CUDAExpertAccelerator.compileKernel(nvrtc: Self.nvrtc!))
+        let ptx = String(cString: try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!))
         #expect(ptx.contains(".visible .entry silu_mul_bf16("))
         // Four parameters: gate, up, output, count.
         #expect(ptx.contains("silu_mul_bf16_param_3"))
@@ -93,6 +93,6 @@ import Testing
 
     @Test(.enabled(if: cublas != nil, "cuBLAS is not installed"))
     func cublasExportsEveryFunctionTheAcceleratorCalls() {
-        for name in CUDAExpertAccelerator.cublasSymbols { #expect(Self.cublas!.symbol(name) != nil, "\(name)") }
+        for name in CUDAAccelerator.cublasSymbols { #expect(Self.cublas!.symbol(name) != nil, "\(name)") }
     }
 }

@@ -4,14 +4,14 @@ import SwitchyardCore
 import SwitchyardModel
 import Testing
 
-/// The hybrid executor's GPU path (`CUDAExpertAccelerator`, `--execution
+/// The hybrid executor's GPU path (`CUDAAccelerator`, `--execution
 /// hybrid`) run through its real driver, cuBLAS and NVRTC calls on the
 /// software CUDA device: lazy streams, bounds-checked device memory, the
 /// kernel's own source. The first tests show the device is strict enough
 /// to catch what would go wrong on a GPU; the rest run the accelerator.
 /// Serialized: the device is one per process.
 @Suite(.serialized) struct SoftwareCUDATests {
-    typealias A = CUDAExpertAccelerator
+    typealias A = CUDAAccelerator
 
     /// The driver functions the device tests call, in a current context.
     struct Driver {
@@ -129,7 +129,7 @@ import Testing
         #expect(model.expertsArePacked)
         SoftwareCUDA.reset()
         let routed = model.weights.routedExperts.count
-        let gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
                                             budgetBytes: routed / 4 * bytes, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
         let hybrid = try HybridExecutor(weights: model.weights, accelerator: gpu, cost: HybridExecutorTests.cost,
                                         maxUploadBytesPerLayer: 8 * bytes)
@@ -155,6 +155,35 @@ import Testing
         #expect(SoftwareCUDA.counter("gemms") == 2 * SoftwareCUDA.counter("launches"))
     }
 
+    /// GLM-4.5's layout: a dense first layer, then MoE layers with a shared
+    /// expert, attention with biases. Only the dense products go to the
+    /// GPU here (experts stay on the CPU): every one of them, with the
+    /// CPU's bfloat16 logits.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func denseProductsOfDenseLayersAndSharedExpertsMatchTheCPU() throws {
+        let model = try Transformer(directory: PluginFixtures.model("glm4_moe_bf16_sharded"))
+        try model.configure(compute: Self.bf16!)
+        let prompt = (0..<20).map { Int32(($0 * 37 + 3) % model.config.vocabSize) }
+        let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[1][0], deviceIndex: 0,
+                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
+                                      searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        #expect(gpu.dense.denseMLP.map { $0.address != 0 } == [true, false, false])
+        #expect(gpu.dense.sharedMLP.map { $0.address != 0 } == [false, true, true])
+        model.install(dense: gpu)
+        defer { model.install(dense: nil) }
+        let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
+        let difference = maxRelativeDifference(logits, reference)
+        #expect(difference < 1e-2, "max relative difference \(difference)")
+        #expect(logits.map(argmax) == reference.map(argmax))
+        // Layer 0: q/k/v, o, its MLP; layers 1 and 2: q/k/v, o, router,
+        // shared expert; the LM head.
+        #expect(gpu.dense.products > 0 && gpu.dense.products % 12 == 0, "\(gpu.dense.products)")
+    }
+
     /// `--execution hybrid` as the CLI builds it, on a copy of the default
     /// model (the measured costs are cached beside it).
     func hybridContext() throws -> (model: Transformer, context: ExecutionContext, registry: StrategyRegistry, directory: String) {
@@ -171,8 +200,8 @@ import Testing
         return (model, context, registry, directory)
     }
 
-    func config(_ extra: String = "") throws -> String {
-        "{\"gpu_memory\": \"256KiB\", \"cuda_library_path\": \"\(try SoftwareCUDA.directory.get())\"\(extra)}"
+    func config(_ extra: String = "", gpuMemory: String = "5MiB") throws -> String {
+        "{\"gpu_memory\": \"\(gpuMemory)\", \"cuda_library_path\": \"\(try SoftwareCUDA.directory.get())\"\(extra)}"
     }
 
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
@@ -183,16 +212,27 @@ import Testing
         let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
         SoftwareCUDA.reset()
         let summary = try registry.makeExecution("hybrid", config: try config()).prepare(context)
-        defer { model.install(experts: nil) }
+        defer { model.install(experts: nil); model.install(dense: nil) }
         #expect(summary.devices.map(\.kind) == [.cpuPool, .accelerator])
         #expect(summary.notes[0].contains("Software CUDA device 0 (host memory)"))
         let hybrid = try #require(model.experts as? HybridExecutor)
-        // 256 KiB holds two of this model's 96 KiB experts.
-        #expect(model.weights.routedExpertsByLayer[0][0].byteCount == 98_304)
-        #expect(hybrid.resident.resident.count == 2)
+        let gpu = try #require(model.dense as? CUDAAccelerator)
+        // Per layer q, k, v, o (256+128+128+256 rows of 256) and the router
+        // (16 rows), and the tied LM head (4096 rows), all BF16.
+        let denseBytes = 6 * (512 * 256 + 256 * 256 + 16 * 256) * 2 + 4096 * 256 * 2
+        #expect(CUDAAccelerator.denseBytes(model.weights) == denseBytes && gpu.dense.bytes == denseBytes)
+        // The 5 MiB budget less the dense weights, in 96 KiB experts.
+        #expect(hybrid.resident.resident.count == ((5 << 20) - denseBytes) / 98_304)
+        #expect(summary.notes[1] == "dense products on the GPU: 4 MiB of weights")
         let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
-        #expect(SoftwareCUDA.error == "")
+        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
         #expect(maxRelativeDifference(logits, reference) < 1e-2)
+        #expect(logits.map(argmax) == reference.map(argmax))
+        // Every dense product of every forward: per layer q/k/v, o and the
+        // router, then the LM head.
+        let products = try #require(hybrid.stats.counters["hybrid_gpu_dense_products"])
+        #expect(products > 0 && Int(products) % (6 * 3 + 1) == 0, "\(products)")
+        #expect(hybrid.stats.counters["hybrid_gpu_dense_weight_bytes"] == Double(denseBytes))
         let cost = try HybridCostModel.load(from: HybridCostModel.cachePath(model: directory))
         #expect(cost.hostToDeviceBytesPerSecond > 0 && cost.gpuFlopsPerSecond > 0 && cost.gpuLaunchSeconds > 0)
         #expect(!cost.cpuFlopsPerSecond.isEmpty)
@@ -211,10 +251,14 @@ import Testing
         #expect { try registry.makeExecution("hybrid", config: try config(", \"device\": 3")).prepare(context) } throws: { error in
             "\(error)".contains("device 3 requested, the driver reports 1")
         }
+        // A budget the dense weights fill.
+        #expect { try registry.makeExecution("hybrid", config: try config(gpuMemory: "4MiB")).prepare(context) } throws: { error in
+            "\(error)".contains("hybrid: the dense weights need 4.3 MiB of the 4.0 MiB gpu_memory budget, leaving none for experts: raise gpu_memory or pass \"dense\": false")
+        }
         // 1 MiB: room for the upload ring, not for 2 GiB of experts.
         SoftwareCUDA.configure(devices: 1, memoryBytes: 1 << 20)
-        #expect { try registry.makeExecution("hybrid", config: try config().replacingOccurrences(of: "256KiB", with: "2GiB")).prepare(context) } throws: { error in
-            "\(error)".contains("--gpu-memory asks for 2.00 GiB of experts plus 0.00 GiB of upload staging, but Software CUDA device 0 (host memory) has 0.00 GiB free")
+        #expect { try registry.makeExecution("hybrid", config: try config(", \"dense\": false", gpuMemory: "2GiB")).prepare(context) } throws: { error in
+            "\(error)".contains("--gpu-memory asks for 2.00 GiB of experts plus 0.0 MiB of dense weights and 0.4 MiB of upload staging, but Software CUDA device 0 (host memory) has 1.0 MiB free")
         }
         #expect(model.experts is SharedPoolExecutor)
     }

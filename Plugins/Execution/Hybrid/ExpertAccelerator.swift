@@ -4,7 +4,7 @@ import SwitchyardModel
 /// What the hybrid executor asks of the device that holds hot experts: keep
 /// experts resident, compute a layer's share of experts while the CPU
 /// computes the rest, and report what it can hold. The CUDA implementation
-/// (`CUDAExpertAccelerator`) is the part of the hybrid executor that has not
+/// (`CUDAAccelerator`) is the part of the hybrid executor that has not
 /// run on a GPU yet; everything above this protocol (what goes where,
 /// residency, counters, falling back to the CPU) is tested against a
 /// host-memory implementation.
@@ -27,4 +27,14 @@ public protocol ExpertAccelerator: AnyObject, Sendable {
     /// else. May return before the work is done; `finish` waits for it.
     func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws
     func finish() throws
+
+    /// Figures of its own for benchmark results and `/metrics`, by name,
+    /// since the last `resetCounters()` (none by default).
+    var counters: [String: Double] { get }
+    func resetCounters()
+}
+
+extension ExpertAccelerator {
+    public var counters: [String: Double] { [:] }
+    public func resetCounters() {}
 }

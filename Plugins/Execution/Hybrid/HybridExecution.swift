@@ -4,9 +4,12 @@ import SwitchyardModel
 
 /// `--execution hybrid`: hot experts resident on a CUDA GPU, the rest on
 /// the CPU or uploaded where that is cheaper this iteration
-/// (`HybridExecutor`). Attention, norms, router, shared experts and the LM
-/// head stay on the CPU in this version. Without a usable GPU it fails at
-/// start-up naming what it looked for and where.
+/// (`HybridExecutor`); with `dense` (the default) the dense products too
+/// (q/k/v and o projections, router, shared experts, dense MLPs, LM head:
+/// `DenseOffload`), their weights resident first and the experts filling
+/// the rest of the budget. Attention over the KV cache, norms, RoPE and
+/// routing stay on the CPU. Without a usable GPU it fails at start-up
+/// naming what it looked for and where.
 public struct HybridExecution: ExecutionStrategy {
     public struct Options: Sendable {
         /// Bytes of GPU memory for resident experts ("8GiB", "512MiB"), or a
@@ -25,6 +28,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// Directories searched for the CUDA libraries before the usual
         /// places (`CUDALibraries.defaultSearchPath`), colon-separated.
         public var cudaLibraryPath = ""
+        /// Dense products on the GPU (llama.cpp's `-ngl` with `--cpu-moe`'s
+        /// split, here with hot experts beside them).
+        public var dense = true
         public init() {}
 
         var searchPath: [String] {
@@ -34,6 +40,11 @@ public struct HybridExecution: ExecutionStrategy {
 
     public let options: Options
     public init(_ options: Options = Options()) { self.options = options }
+
+    /// Bytes as an error message should say them: MiB below a GiB.
+    static func size(_ bytes: Int) -> String {
+        bytes >= 1 << 30 ? String(format: "%.2f GiB", Double(bytes) / 1073741824) : String(format: "%.1f MiB", Double(bytes) / 1048576)
+    }
 
     /// "8GiB" / "512MiB" / "1.5GB" / plain bytes, or a fraction in (0, 1] of `free`.
     public static func budget(_ text: String, freeBytes: Int) throws -> Int {
@@ -68,10 +79,16 @@ public struct HybridExecution: ExecutionStrategy {
                                        + "not enough for \(options.uploadSlots) upload slots of \(sample.byteCount >> 20) MiB and one resident expert; lower upload_slots or free the GPU")
         }
         let budget = try Self.budget(options.gpuMemory, freeBytes: free)
-        let gpu: CUDAExpertAccelerator
+        let denseBytes = options.dense ? CUDAAccelerator.denseBytes(weights) : 0
+        guard denseBytes < budget else {
+            throw ExecutionError.setup("hybrid: the dense weights need \(Self.size(denseBytes)) of the \(Self.size(budget)) gpu_memory budget, "
+                                       + "leaving none for experts: raise gpu_memory or pass \"dense\": false")
+        }
+        let gpu: CUDAAccelerator
         do {
-            gpu = try CUDAExpertAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget,
-                                            uploadSlots: options.uploadSlots, searchPath: options.searchPath)
+            gpu = try CUDAAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget - denseBytes,
+                                      uploadSlots: options.uploadSlots, denseBytes: denseBytes, searchPath: options.searchPath)
+            if options.dense { try gpu.loadDense(weights) }
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -88,16 +105,18 @@ public struct HybridExecution: ExecutionStrategy {
             throw ExecutionError.setup("hybrid: \(error)")
         }
         model.install(experts: executor)
+        if options.dense { model.install(dense: gpu) }
         let crossover = cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: sample.flopsPerToken)
         return ExecutionSummary(strategy: "hybrid", devices: executor.devices, map: nil, notes: [
-            "\(executor.resident.resident.count) experts resident in \(budget >> 20) MiB on \(gpu.detail)",
+            "\(executor.resident.resident.count) experts resident in \((budget - denseBytes) >> 20) MiB on \(gpu.detail)",
+            options.dense ? "dense products on the GPU: \(gpu.dense.bytes >> 20) MiB of weights" : "dense products on the CPU (dense: false)",
             "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",
             "the GPU path has been tested on a software CUDA device only: compare with --execution cpu (scripts/gpu-check.sh)",
         ])
     }
 
     /// The cached figures beside the model, or measured now and cached.
-    private func measuredCost(model: Transformer, sample: ExpertWeights, gpu: CUDAExpertAccelerator) throws -> HybridCostModel {
+    private func measuredCost(model: Transformer, sample: ExpertWeights, gpu: CUDAAccelerator) throws -> HybridCostModel {
         let path = HybridCostModel.cachePath(model: model.weights.checkpoint.directory.path)
         if let cached = try? HybridCostModel.load(from: path) { return cached }
         let cpu = HybridCostMeasurement.cpu(weights: model.weights, compute: model.compute)
@@ -119,6 +138,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("upload_all", type: "bool", default: "false", help: "upload every non-resident expert with tokens instead of deciding by measured cost (comparison arm)"),
                                        StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
                                        StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each"),
+                                       StrategyOption("dense", type: "bool", default: "true", help: "q/k/v/o projections, router, shared experts, dense MLPs and the LM head on the GPU (weights resident before experts)"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -130,6 +150,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.maxSwapsPerStep = try config.int("max_swaps", default: o.maxSwapsPerStep, in: 0...Int.max)
             o.uploadSlots = try config.int("upload_slots", default: o.uploadSlots, in: 1...1024)
             o.cudaLibraryPath = try config.string("cuda_library_path", default: o.cudaLibraryPath)
+            o.dense = try config.bool("dense", default: o.dense)
             return HybridExecution(o)
         }
     }

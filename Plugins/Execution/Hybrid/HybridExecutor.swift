@@ -65,13 +65,14 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
 
     public var stats: ExpertExecutionStats {
         var s = counters.stats
-        s.counters = sites.named
+        s.counters = sites.named.merging(accelerator.counters) { a, _ in a }
         return s
     }
     public var siteCounters: HybridSiteCounters { sites }
     public func resetStats() {
         counters.reset()
         sites = HybridSiteCounters()
+        accelerator.resetCounters()
     }
 
     public func run(_ work: ExpertWork) {

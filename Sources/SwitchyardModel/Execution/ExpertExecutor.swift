@@ -13,9 +13,9 @@
 /// The grouped layout is also what a remote executor would ship: each
 /// expert's rows are contiguous (`tokenCount`, `rowOffset`), so a device
 /// or host receives only the rows of the experts it holds and returns
-/// their output rows in place. Dense work (attention projections, LM head)
-/// would cross a sibling seam of the same shape, asked per product by role;
-/// it is not built yet because no executor needs it (docs/architecture.md).
+/// their output rows in place. Dense work (attention projections, router,
+/// shared experts, LM head) crosses the sibling seam `DenseOffload`, asked
+/// per product by role.
 ///
 /// Executors are installed before serving and called from the engine's
 /// loop thread only, one layer at a time; `stats` and `resetStats` are

@@ -11,7 +11,9 @@ extension Transformer {
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
         let t0 = monotonicSeconds()
-        Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
+        if dense?.attentionProjections(layer: l, x: normed, tokens: tokens, q: q, k: k, v: v) != true {
+            Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
+        }
         let t1 = monotonicSeconds()
         if let b = a.qBias { addBias(q, b, rows: tokens) }
         if let b = a.kBias { addBias(k, b, rows: tokens) }
@@ -52,7 +54,9 @@ extension Transformer {
             attend()
         }
         let t3 = monotonicSeconds()
-        Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
+        if dense?.product(.attentionOutput, layer: l, x: attn, tokens: tokens, y: projected) != true {
+            Linear.apply(a.o, x: attn, tokens: tokens, y: projected, ctx: ws.gemm)
+        }
         if let b = a.oBias { addBias(projected, b, rows: tokens) }
         let t4 = monotonicSeconds()
         return (t1 - t0, t3 - t2, t4 - t3)

@@ -11,14 +11,17 @@ import Foundation
 enum MoEBlock {
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
-                        ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor) {
+                        ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor,
+                        dense: (any DenseOffload)? = nil) {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
         // 1. Router: scores in fp32, top-k (group-limited or biased where the
         // model says so), optional renormalisation and scale.
         let logits = ws.routerLogits.reserve(tokens * e)
-        Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
+        if dense?.product(.router, layer: layer, x: x, tokens: tokens, y: logits) != true {
+            Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
+        }
         if let b = weights.routerBias {
             for t in 0..<tokens { for j in 0..<e { logits[t * e + j] += b[j] } }
         }
@@ -92,7 +95,7 @@ enum MoEBlock {
                 }
             }
         }
-        addSharedExpert(weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws)
+        addSharedExpert(layer: layer, weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws, dense: dense)
         if let shared = weights.shared, tokens > 0 {
             counters?.recordShared(bytes: shared.byteCount + (weights.sharedGate?.byteCount ?? 0))
         }
@@ -116,11 +119,13 @@ enum MoEBlock {
 
     /// 6. Shared experts: Qwen2-MoE's, gated per token by a sigmoid;
     /// DeepSeek's, added as they are.
-    static func addSharedExpert(weights: MoEWeights, x: UnsafePointer<Float>, tokens: Int, h: Int,
-                                out: UnsafeMutablePointer<Float>, ws: Workspace) {
+    static func addSharedExpert(layer: Int, weights: MoEWeights, x: UnsafePointer<Float>, tokens: Int, h: Int,
+                                out: UnsafeMutablePointer<Float>, ws: Workspace, dense: (any DenseOffload)?) {
         guard let shared = weights.shared else { return }
         let sharedOut = ws.sharedOut.reserve(tokens * h)
-        DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
+        if dense?.mlp(layer: layer, shared: true, x: x, tokens: tokens, out: sharedOut) != true {
+            DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
+        }
         guard let sharedGate = weights.sharedGate else {
             Elementwise.axpy(1, sharedOut, out, n: tokens * h)
             return

@@ -70,6 +70,12 @@ public final class Transformer: @unchecked Sendable {
         experts = executor ?? SharedPoolExecutor(weights: weights)
     }
 
+    /// Where dense products go besides the CPU (nil: all on the CPU). Set
+    /// before serving, never during a forward.
+    public private(set) var dense: (any DenseOffload)?
+
+    public func install(dense offload: (any DenseOffload)?) { dense = offload }
+
     /// The GEMM backend and activation precision of every matrix product
     /// (`ComputeOptions.exact` until configured).
     public var compute: ComputeOptions { ws.gemm.options }
@@ -306,7 +312,9 @@ public final class Transformer: @unchecked Sendable {
             }
         }
         let out = ws.logits.reserve(max(rows, 1) * v)
-        Linear.apply(weights.lmHead, x: input, tokens: rows, y: out, ctx: ws.gemm)
+        if dense?.product(.lmHead, layer: config.numLayers, x: input, tokens: rows, y: out) != true {
+            Linear.apply(weights.lmHead, x: input, tokens: rows, y: out, ctx: ws.gemm)
+        }
         return LogitsView(base: out, rows: rows, vocabSize: v)
     }
 
@@ -372,10 +380,12 @@ public final class Transformer: @unchecked Sendable {
         let out = ws.projected.reserve(tokens * h)
         switch w.feedForward {
         case .dense(let mlp):
-            DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
+            if dense?.mlp(layer: l, shared: false, x: normed, tokens: tokens, out: out) != true {
+                DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
+            }
         case .moe(let moe):
             MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
-                             ws: ws, counters: counters, executor: experts)
+                             ws: ws, counters: counters, executor: experts, dense: dense)
             if counters.recordsPairs {
                 // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
                 let k = config.numExpertsPerToken

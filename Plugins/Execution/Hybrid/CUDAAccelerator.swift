@@ -1,8 +1,9 @@
 import Foundation
 import SwitchyardModel
 
-/// `ExpertAccelerator` on an NVIDIA GPU through the driver API, cuBLAS and
-/// NVRTC, all opened at run time. Resident experts' BF16 weights live in
+/// The GPU side of `--execution hybrid`: `ExpertAccelerator` (and, in
+/// `CUDADenseProducts.swift`, `DenseOffload`) on an NVIDIA GPU through the
+/// driver API, cuBLAS and NVRTC, all opened at run time. Resident experts' BF16 weights live in
 /// device memory, gate, up and down back to back. A layer's share goes:
 /// input rows narrowed to BF16 into pinned memory and copied over; per
 /// expert one `cublasGemmEx` for gate and up together (`[G U] = X·[Wg;Wu]ᵀ`,
@@ -23,7 +24,7 @@ import SwitchyardModel
 /// memory and the kernel's own source; it has not run on a GPU (no session
 /// that wrote it had one). `scripts/gpu-check.sh` compares its logits with
 /// the CPU's there.
-public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable {
+public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     typealias DevicePointer = UInt64
     typealias MemAlloc = @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Int32
     typealias MemFree = @convention(c) (DevicePointer) -> Int32
@@ -100,13 +101,15 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     private var dX: DevicePointer = 0, dGU: DevicePointer = 0, dA: DevicePointer = 0, dY: DevicePointer = 0
     private var hX: UnsafeMutableRawPointer?, hY: UnsafeMutableRawPointer?
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
+    /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
+    var dense = DenseDeviceWeights()
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
     /// plus the upload ring of `uploadSlots` experts. Every failure names
     /// its cause.
     public init(config: ModelConfig, sampleExpert: ExpertWeights, deviceIndex: Int, budgetBytes: Int, uploadSlots: Int = 4,
-                searchPath: [String] = CUDALibraries.defaultSearchPath()) throws {
+                denseBytes: Int = 0, searchPath: [String] = CUDALibraries.defaultSearchPath()) throws {
         guard sampleExpert.gate.dtype == .bf16, sampleExpert.up.dtype == .bf16, sampleExpert.down.dtype == .bf16,
               sampleExpert.activation == .swiglu, sampleExpert.gateBias == nil else {
             throw HybridSetupError("the GPU path computes plain SwiGLU experts with BF16 weights; this checkpoint's experts are "
@@ -172,9 +175,10 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         expertBytes = sampleExpert.byteCount
         let gpu = devices.list[deviceIndex]
         let staging = uploadSlots * expertBytes
-        guard budgetBytes + staging <= gpu.freeBytes else {
-            throw HybridSetupError(String(format: "--gpu-memory asks for %.2f GiB of experts plus %.2f GiB of upload staging, but %@ has %.2f GiB free",
-                                          Double(budgetBytes) / 1073741824, Double(staging) / 1073741824, gpu.name, Double(gpu.freeBytes) / 1073741824))
+        guard budgetBytes + denseBytes + staging <= gpu.freeBytes else {
+            let size = HybridExecution.size
+            throw HybridSetupError("--gpu-memory asks for \(size(budgetBytes)) of experts plus \(size(denseBytes)) of dense weights and "
+                                   + "\(size(staging)) of upload staging, but \(gpu.name) has \(size(gpu.freeBytes)) free")
         }
         expertBudgetBytes = budgetBytes
         var area: DevicePointer = 0
@@ -193,7 +197,8 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         _ = streamSync(compute)
         _ = streamSync(copy)
         for p in residentCopies.values { _ = memFree(p) }
-        for p in [deviceSlots, dX, dGU, dA, dY] where p != 0 { _ = memFree(p) }
+        for p in [deviceSlots, dX, dGU, dA, dY] + dense.deviceAllocations where p != 0 { _ = memFree(p) }
+        for p in dense.hostAllocations { _ = hostFree(p) }
         _ = hostFree(hostSlots)
         if let hX { _ = hostFree(hX) }
         if let hY { _ = hostFree(hY) }
@@ -274,15 +279,25 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     /// row `row` of the inputs, the SiLU kernel, then the down product into
     /// the same rows of `Y`. `down`: the down matrix's byte offset.
     private func expertProducts(weights: DevicePointer, down: Int, tokens: Int, row: Int) throws {
+        let r = DevicePointer(row), h = hidden, m = intermediate
+        try swiglu(weights: weights, intermediate: m, down: down, tokens: tokens, x: dX + r * DevicePointer(h * 2),
+                   gu: dGU + r * DevicePointer(2 * m * 4), a: dA + r * DevicePointer(m * 2), y: dY + r * DevicePointer(h * 4))
+    }
+
+    /// A SwiGLU MLP on the compute stream: `gu = x·[Wg;Wu]ᵀ` (gate and up
+    /// back to back at `weights`, `intermediate` rows each), `a = SiLU(G)·U`
+    /// in BF16, `y = a·Wdᵀ` (Wd at byte offset `down`). x and a are BF16,
+    /// gu and y Float32, each `tokens` rows.
+    func swiglu(weights: DevicePointer, intermediate m: Int, down: Int, tokens: Int, x: DevicePointer, gu: DevicePointer,
+                a: DevicePointer, y: DevicePointer) throws {
         guard tokens > 0 else { return }
-        let h = hidden, m = intermediate, r = DevicePointer(row)
-        try gemm(rows: 2 * m, tokens: tokens, k: h, weights: weights, input: dX + r * DevicePointer(h * 2),
-                 output: dGU + r * DevicePointer(2 * m * 4))
-        var gu = dGU + r * DevicePointer(2 * m * 4), a = dA + r * DevicePointer(m * 2)
+        let h = hidden
+        try gemm(rows: 2 * m, tokens: tokens, k: h, weights: weights, input: x, output: gu)
+        var guArg = gu, aArg = a
         var width = Int32(m), count = Int64(tokens) * Int64(m)
         let blocks = UInt32((count + 255) / 256)
-        try withUnsafeMutablePointer(to: &gu) { gp in
-            try withUnsafeMutablePointer(to: &a) { ap in
+        try withUnsafeMutablePointer(to: &guArg) { gp in
+            try withUnsafeMutablePointer(to: &aArg) { ap in
                 try withUnsafeMutablePointer(to: &width) { wp in
                     try withUnsafeMutablePointer(to: &count) { cp in
                         var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(gp), UnsafeMutableRawPointer(ap),
@@ -292,7 +307,7 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
                 }
             }
         }
-        try gemm(rows: h, tokens: tokens, k: m, weights: weights + DevicePointer(down), input: a, output: dY + r * DevicePointer(h * 4))
+        try gemm(rows: h, tokens: tokens, k: m, weights: weights + DevicePointer(down), input: a, output: y)
     }
 
     /// The ring's next slot. A layer may upload more experts than there are
@@ -382,7 +397,7 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
     /// Row-major `out[t][r] = Σ_k W[r][k] · in[t][k]` in cuBLAS's
     /// column-major terms: `outᵀ (rows × tokens) = Wᵀ·in`, W read as the
     /// column-major `k × rows` matrix its row-major storage is.
-    private func gemm(rows: Int, tokens: Int, k: Int, weights: DevicePointer, input: DevicePointer, output: DevicePointer) throws {
+    func gemm(rows: Int, tokens: Int, k: Int, weights: DevicePointer, input: DevicePointer, output: DevicePointer) throws {
         var one: Float = 1, zero: Float = 0
         try check("cublasGemmEx", gemmEx(blas, Self.opT, Self.opN, Int32(rows), Int32(tokens), Int32(k), &one, weights, Self.realBF16, Int32(k),
                                          input, Self.realBF16, Int32(k), &zero, output, Self.realF32, Int32(rows), Self.compute32F, Self.gemmDefault))
@@ -404,9 +419,9 @@ public final class CUDAExpertAccelerator: ExpertAccelerator, @unchecked Sendable
         capacityRows = n
     }
 
-    private func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
+    func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
 
-    private func check(_ call: String, _ code: Int32) throws { try Self.check(call, code) }
+    func check(_ call: String, _ code: Int32) throws { try Self.check(call, code) }
 
     static func check(_ call: String, _ code: Int32) throws {
         if code != 0 { throw HybridSetupError("\(call) failed with CUDA/cuBLAS error \(code)") }

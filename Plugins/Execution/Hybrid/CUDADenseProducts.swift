@@ -1,0 +1,246 @@
+import Foundation
+import SwitchyardModel
+
+/// A matrix on the device, row-major BF16 (address 0: not on the device).
+struct DeviceMatrix {
+    var address: UInt64 = 0
+    var rows = 0, cols = 0
+}
+
+/// A SwiGLU MLP on the device: gate and up back to back, then down.
+struct DeviceMLP {
+    var address: UInt64 = 0
+    var intermediate = 0, downOffset = 0
+}
+
+/// The dense weights `CUDAAccelerator` holds, indexed by layer (no lookups
+/// by key on the forward's path), the scratch their products use, and what
+/// they did.
+struct DenseDeviceWeights {
+    /// `[layer]`: q, k and v as one matrix (rows q then k then v).
+    var qkv: [DeviceMatrix] = []
+    var qRows = 0, kvRows = 0
+    var output: [DeviceMatrix] = [], router: [DeviceMatrix] = []
+    var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
+    var lmHead = DeviceMatrix()
+    var bytes = 0
+    var deviceAllocations: [UInt64] = []
+    var hostAllocations: [UnsafeMutableRawPointer] = []
+    /// Scratch, grown to the largest product seen: inputs (BF16) and
+    /// outputs (Float32) pinned on the host and on the device, and the
+    /// MLP's intermediate rows on the device.
+    var hostIn: UnsafeMutableRawPointer?, hostOut: UnsafeMutableRawPointer?
+    var deviceIn: UInt64 = 0, deviceOut: UInt64 = 0, deviceGU: UInt64 = 0, deviceA: UInt64 = 0
+    var inBytes = 0, outBytes = 0, guBytes = 0, aBytes = 0
+    /// Products computed on the device, and the error that stopped it
+    /// taking more (the CPU computes everything after).
+    var products = 0
+    var failure: String?
+}
+
+/// `DenseOffload` on the GPU: the products whose weights `loadDense` put in
+/// device memory run as `cublasGemmEx` (BF16 in, Float32 accumulate, as
+/// the CPU's bfloat16 mode rounds), synchronously: input rows narrowed to
+/// BF16 and copied over, the product, output rows copied back. The KV
+/// cache, attention itself, norms and routing stay on the CPU, so every
+/// product costs a round trip of its rows; at decode that is a few KiB
+/// against the megabytes of weights the CPU would otherwise stream.
+extension CUDAAccelerator: DenseOffload {
+    /// Dense products computed on the GPU, its dense weight bytes, and
+    /// whether a CUDA error stopped it taking them (1).
+    public var counters: [String: Double] {
+        ["hybrid_gpu_dense_products": Double(dense.products), "hybrid_gpu_dense_weight_bytes": Double(dense.bytes),
+         "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1]
+    }
+
+    public func resetCounters() { dense.products = 0 }
+
+    /// Why the GPU stopped taking dense products (nil: it has not).
+    public var denseFailure: String? { dense.failure }
+
+    /// BF16 row-major matrices go to the device; others (Float32 fixture
+    /// weights, MXFP4) stay on the CPU.
+    static func fitsDevice(_ m: Matrix) -> Bool { m.dtype == .bf16 && m.layout == .rowMajor && m.rowStride == 1 }
+
+    static func fitsDevice(_ e: ExpertWeights) -> Bool {
+        fitsDevice(e.gate) && fitsDevice(e.up) && fitsDevice(e.down) && e.activation == .swiglu
+            && e.gateBias == nil && e.upBias == nil && e.downBias == nil
+    }
+
+    /// What `loadDense` would put on the device for `weights`, in bytes.
+    public static func denseBytes(_ weights: ModelWeights) -> Int {
+        var bytes = fitsDevice(weights.lmHead) ? weights.lmHead.byteCount : 0
+        for layer in weights.layers {
+            if case .grouped(let a) = layer.attention {
+                if [a.q, a.k, a.v].allSatisfy(fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols {
+                    bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount
+                }
+                if fitsDevice(a.o) { bytes += a.o.byteCount }
+            }
+            switch layer.feedForward {
+            case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
+            case .moe(let moe):
+                if fitsDevice(moe.router) { bytes += moe.router.byteCount }
+                if let shared = moe.shared, fitsDevice(shared) { bytes += shared.byteCount }
+            }
+        }
+        return bytes
+    }
+
+    /// Copies every dense matrix that fits the device (`fitsDevice`) into
+    /// device memory, once, before serving.
+    public func loadDense(_ weights: ModelWeights) throws {
+        try makeCurrent()
+        let layers = weights.layers.count
+        dense.qkv = .init(repeating: DeviceMatrix(), count: layers)
+        dense.output = dense.qkv
+        dense.router = dense.qkv
+        dense.sharedMLP = .init(repeating: DeviceMLP(), count: layers)
+        dense.denseMLP = dense.sharedMLP
+        func upload(_ matrices: [Matrix]) throws -> UInt64 {
+            let bytes = matrices.reduce(0) { $0 + $1.byteCount }
+            var p: UInt64 = 0
+            try check("cuMemAlloc (dense weights)", memAlloc(&p, bytes))
+            dense.deviceAllocations.append(p)
+            var offset = 0
+            for m in matrices {
+                // From the mapped checkpoint: the driver stages pageable
+                // memory before the call returns.
+                try check("cuMemcpyHtoDAsync (dense weights)", copyHtoD(p + UInt64(offset), m.data, m.byteCount, copy))
+                offset += m.byteCount
+            }
+            try check("cuStreamSynchronize", streamSync(copy))
+            dense.bytes += bytes
+            return p
+        }
+        func mlp(_ e: ExpertWeights) throws -> DeviceMLP {
+            DeviceMLP(address: try upload([e.gate, e.up, e.down]), intermediate: e.gate.rows, downOffset: e.gate.byteCount + e.up.byteCount)
+        }
+        for (l, layer) in weights.layers.enumerated() {
+            if case .grouped(let a) = layer.attention {
+                if [a.q, a.k, a.v].allSatisfy(Self.fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols {
+                    dense.qkv[l] = DeviceMatrix(address: try upload([a.q, a.k, a.v]), rows: a.q.rows + a.k.rows + a.v.rows, cols: a.q.cols)
+                    dense.qRows = a.q.rows
+                    dense.kvRows = a.k.rows
+                }
+                if Self.fitsDevice(a.o) { dense.output[l] = DeviceMatrix(address: try upload([a.o]), rows: a.o.rows, cols: a.o.cols) }
+            }
+            switch layer.feedForward {
+            case .dense(let e): if Self.fitsDevice(e) { dense.denseMLP[l] = try mlp(e) }
+            case .moe(let moe):
+                if Self.fitsDevice(moe.router) {
+                    dense.router[l] = DeviceMatrix(address: try upload([moe.router]), rows: moe.router.rows, cols: moe.router.cols)
+                }
+                if let shared = moe.shared, Self.fitsDevice(shared) { dense.sharedMLP[l] = try mlp(shared) }
+            }
+        }
+        let head = weights.lmHead
+        if Self.fitsDevice(head) { dense.lmHead = DeviceMatrix(address: try upload([head]), rows: head.rows, cols: head.cols) }
+    }
+
+    public func attentionProjections(layer: Int, x: UnsafePointer<Float>, tokens: Int, q: UnsafeMutablePointer<Float>,
+                                     k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool {
+        guard layer < dense.qkv.count, dense.qkv[layer].address != 0 else { return false }
+        let w = dense.qkv[layer], qn = dense.qRows, kn = dense.kvRows
+        return run(tokens: tokens, inCols: w.cols, outCols: w.rows, x: x) {
+            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.deviceIn, output: dense.deviceOut)
+        } unpack: { out in
+            // Row t of the fused product is q, k, v of token t.
+            for t in 0..<tokens {
+                let row = out + t * w.rows
+                (q + t * qn).update(from: row, count: qn)
+                (k + t * kn).update(from: row + qn, count: kn)
+                (v + t * kn).update(from: row + qn + kn, count: kn)
+            }
+        }
+    }
+
+    public func product(_ product: DenseProduct, layer: Int, x: UnsafePointer<Float>, tokens: Int, y: UnsafeMutablePointer<Float>) -> Bool {
+        let w: DeviceMatrix
+        switch product {
+        case .attentionOutput: w = layer < dense.output.count ? dense.output[layer] : DeviceMatrix()
+        case .router: w = layer < dense.router.count ? dense.router[layer] : DeviceMatrix()
+        case .lmHead: w = dense.lmHead
+        }
+        guard w.address != 0 else { return false }
+        return run(tokens: tokens, inCols: w.cols, outCols: w.rows, x: x) {
+            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.deviceIn, output: dense.deviceOut)
+        } unpack: { out in
+            y.update(from: out, count: tokens * w.rows)
+        }
+    }
+
+    public func mlp(layer: Int, shared: Bool, x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool {
+        let table = shared ? dense.sharedMLP : dense.denseMLP
+        guard layer < table.count, table[layer].address != 0 else { return false }
+        let w = table[layer], h = hidden
+        return run(tokens: tokens, inCols: h, outCols: h, intermediate: w.intermediate, x: x) {
+            try swiglu(weights: w.address, intermediate: w.intermediate, down: w.downOffset, tokens: tokens, x: dense.deviceIn,
+                       gu: dense.deviceGU, a: dense.deviceA, y: dense.deviceOut)
+        } unpack: { result in
+            out.update(from: result, count: tokens * h)
+        }
+    }
+
+    /// One dense product's round trip: `x` narrowed to BF16 into pinned
+    /// memory and copied over, `body` queued on the compute stream, the
+    /// Float32 output rows copied back and handed to `unpack`. On any CUDA
+    /// error the device takes no more dense products and the CPU computes
+    /// this one.
+    private func run(tokens: Int, inCols: Int, outCols: Int, intermediate: Int = 0, x: UnsafePointer<Float>,
+                     _ body: () throws -> Void, unpack: (UnsafePointer<Float>) -> Void) -> Bool {
+        guard dense.failure == nil else { return false }
+        guard tokens > 0 else { return true }
+        do {
+            try makeCurrent()
+            try reserveDense(inBytes: tokens * inCols * 2, outBytes: tokens * outCols * 4, guBytes: tokens * 2 * intermediate * 4,
+                             aBytes: tokens * intermediate * 2)
+            narrowToBF16(x, count: tokens * inCols, into: dense.hostIn!.assumingMemoryBound(to: UInt16.self))
+            try check("cuMemcpyHtoDAsync (dense inputs)", copyHtoD(dense.deviceIn, dense.hostIn!, tokens * inCols * 2, compute))
+            try body()
+            try check("cuMemcpyDtoHAsync (dense outputs)", copyDtoH(dense.hostOut!, dense.deviceOut, tokens * outCols * 4, compute))
+            try check("cuStreamSynchronize", streamSync(compute))
+            unpack(UnsafePointer(dense.hostOut!.assumingMemoryBound(to: Float.self)))
+            dense.products += 1
+            return true
+        } catch {
+            dense.failure = "\(name): \(error)"
+            return false
+        }
+    }
+
+    private func reserveDense(inBytes: Int, outBytes: Int, guBytes: Int, aBytes: Int) throws {
+        typealias Path<T> = ReferenceWritableKeyPath<CUDAAccelerator, T>
+        func grow(_ device: Path<UInt64>, _ host: Path<UnsafeMutableRawPointer?>?, _ have: Path<Int>, _ need: Int) throws {
+            guard need > self[keyPath: have] else { return }
+            try check("cuStreamSynchronize", streamSync(compute))
+            let bytes = max(need, 2 * self[keyPath: have])
+            let oldDevice = self[keyPath: device]
+            if oldDevice != 0 {
+                _ = memFree(oldDevice)
+                dense.deviceAllocations.removeAll { $0 == oldDevice }
+                self[keyPath: device] = 0
+            }
+            var p: UInt64 = 0
+            try check("cuMemAlloc (dense scratch)", memAlloc(&p, bytes))
+            self[keyPath: device] = p
+            dense.deviceAllocations.append(p)
+            if let host {
+                if let old = self[keyPath: host] {
+                    _ = hostFree(old)
+                    dense.hostAllocations.removeAll { $0 == old }
+                    self[keyPath: host] = nil
+                }
+                var h: UnsafeMutableRawPointer?
+                try check("cuMemHostAlloc (dense scratch)", hostAlloc(&h, bytes, 0))
+                self[keyPath: host] = h
+                dense.hostAllocations.append(h!)
+            }
+            self[keyPath: have] = bytes
+        }
+        try grow(\.dense.deviceIn, \.dense.hostIn, \.dense.inBytes, inBytes)
+        try grow(\.dense.deviceOut, \.dense.hostOut, \.dense.outBytes, outBytes)
+        try grow(\.dense.deviceGU, nil, \.dense.guBytes, guBytes)
+        try grow(\.dense.deviceA, nil, \.dense.aBytes, aBytes)
+    }
+}
