@@ -10,10 +10,13 @@
 #    bfloat16) on a committed BF16 reference checkpoint and on a 3.2 GB
 #    random one, with GPU budgets that leave experts resident, uploaded and
 #    on the CPU; greedy continuations compared token for token.
+#    Also dense products alone on the GPU (cpu_moe) and experts alone
+#    (dense: false).
 # 3. Speed: the same serving workload, hybrid against cpu, against
-#    llama.cpp's all-experts-on-CPU form and against uploading every cold
-#    expert, on the 3.2 GB model with a 1 GiB expert budget (switchyard ab,
-#    one run each, ratios B/A).
+#    llama.cpp's all-experts-on-CPU form (dense products on the GPU),
+#    against uploading every cold expert and against experts alone on the
+#    GPU, on the 3.2 GB model with a 1 GiB budget (switchyard ab, one run
+#    each, ratios B/A).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
@@ -24,7 +27,8 @@ if [ -f "$BUNDLE" ]; then
 fi
 SY="$BUNDLE/switchyard"
 WHEELS=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null || true)
-[ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export SWITCHYARD_CUDA_LIBRARY_PATH="$WHEELS"
+# A path the caller set is searched first.
+[ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export SWITCHYARD_CUDA_LIBRARY_PATH="${SWITCHYARD_CUDA_LIBRARY_PATH:+$SWITCHYARD_CUDA_LIBRARY_PATH:}$WHEELS"
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 : > "$OUT/summary.txt"
 
@@ -34,11 +38,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv
 cat "$OUT/topology.txt" | tee -a "$OUT/summary.txt"
 
 BF16=--dtype\ bfloat16
-compare_logits() {  # name model tokens gpu_memory
-  local name=$1 model=$2 tokens=$3 budget=$4
+compare_logits() {  # name model tokens gpu_memory [extra execution-config entries]
+  local name=$1 model=$2 tokens=$3 budget=$4 extra=${5:+, $5}
   "$SY" logits --model "$model" --tokens "$tokens" $BF16 --execution cpu > "$OUT/logits-$name-cpu.json" 2> "$OUT/logits-$name-cpu.err"
   "$SY" logits --model "$model" --tokens "$tokens" $BF16 --execution hybrid \
-    --execution-config "{\"gpu_memory\": \"$budget\"}" > "$OUT/logits-$name-hybrid.json" 2> "$OUT/logits-$name-hybrid.err"
+    --execution-config "{\"gpu_memory\": \"$budget\"$extra}" > "$OUT/logits-$name-hybrid.json" 2> "$OUT/logits-$name-hybrid.err"
   python3 - "$OUT/logits-$name-cpu.json" "$OUT/logits-$name-hybrid.json" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 try:
@@ -70,13 +74,17 @@ STEPS=${STEPS:-1 2 3}
 log "2. correctness"
 REF=Tests/SwitchyardModelTests/Fixtures/models/qwen3_moe_bf16_sharded
 TOKENS=$(python3 -c 'import json; print(",".join(map(str, json.load(open("'$REF'/reference.json"))["tokens"])))')
-compare_logits ref-small "$REF" "$TOKENS" 64KiB
-compare_greedy ref-small "$REF" "$TOKENS" 64KiB
+compare_logits ref-small "$REF" "$TOKENS" 128KiB
+compare_greedy ref-small "$REF" "$TOKENS" 128KiB
 BIG=$(mktemp -d)/compare
 "$SY" model create --arch qwen3_moe --preset compare --out "$BIG" --seed 0 > /dev/null 2>&1
 LONG=$(python3 -c 'print(",".join(str((i * 53 + 7) % 4096) for i in range(300)))')
 compare_logits compare-1GiB "$BIG" "$LONG" 1GiB
 compare_greedy compare-1GiB "$BIG" 1,2,3,4,5 1GiB
+# Dense products alone on the GPU (llama.cpp's -ngl 99 --cpu-moe split).
+compare_logits compare-dense-only "$BIG" "$LONG" 1GiB '"cpu_moe": true'
+# Experts alone (dense products on the CPU).
+compare_logits compare-experts-only "$BIG" "$LONG" 1GiB '"dense": false'
 
 [[ " $STEPS " == *" 3 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
 log "3. speed (64 requests x 256 prompt / 32 output tokens, all at t=0)"
@@ -90,5 +98,9 @@ WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed
 "$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"upload_all\":true}" \
   --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-uploadall-vs-hybrid.json" \
   > "$OUT/ab-uploadall-vs-hybrid.txt" 2>&1
-tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" | tee -a "$OUT/summary.txt"
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"dense\":false}" \
+  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-expertsonly-vs-hybrid.json" \
+  > "$OUT/ab-expertsonly-vs-hybrid.txt" 2>&1
+tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" "$OUT/ab-expertsonly-vs-hybrid.txt" \
+  | tee -a "$OUT/summary.txt"
 log "done $(date -u +%FT%TZ)"

@@ -131,7 +131,7 @@ public struct CUDAProbe: Sendable {
         case .success(let d):
             lines.append("CUDA driver \(d.driverVersion / 1000).\(d.driverVersion % 1000 / 10) (\(d.path)): \(d.list.count) device(s)")
             for g in d.list {
-                lines.append(String(format: "  gpu %d: %@, %.1f GiB, %.1f GiB free; --execution hybrid's default budget (gpu_memory 0.8) %.1f GiB of experts",
+                lines.append(String(format: "  gpu %d: %@, %.1f GiB, %.1f GiB free; --execution hybrid's default budget (gpu_memory 0.8) %.1f GiB of dense weights and experts",
                                     g.index, g.name, Double(g.totalBytes) / 1073741824, Double(g.freeBytes) / 1073741824,
                                     0.8 * Double(g.freeBytes) / 1073741824))
             }
