@@ -20,7 +20,11 @@ enum SoftwareCUDA {
     /// The C compiler: the one next to `swift` (every Swift toolchain has
     /// clang), else `cc` or `gcc` on the PATH.
     static let compiler: String? = {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        var path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        // `swift` may be a link from /usr/bin into the toolchain.
+        if let dir = path.first(where: { FileManager.default.isExecutableFile(atPath: $0 + "/swift") }) {
+            path.insert(URL(fileURLWithPath: dir + "/swift").resolvingSymlinksInPath().deletingLastPathComponent().path, at: 0)
+        }
         for name in ["clang", "cc", "gcc"] {
             for dir in path where FileManager.default.isExecutableFile(atPath: dir + "/" + name) { return dir + "/" + name }
         }
