@@ -6,7 +6,11 @@
 # minutes. Usage:
 #   scripts/gpu-check.sh BUNDLE [OUT_DIR]     (BUNDLE: the unpacked directory or the .tar.xz)
 # 1. CUDA discovery: driver, devices, cuBLAS, NVRTC (switchyard topology).
-# 2. Correctness: logits of --execution hybrid against --execution cpu (both
+# 2. Correctness (read the worst difference with the argmax count: the GPU
+#    sums in another order, and one BF16 rounding falling the other way can
+#    change a later layer's routing and a logit by far more than rounding;
+#    docs/architecture.md, "The software CUDA device"): logits of
+#    --execution hybrid against --execution cpu (both
 #    bfloat16) on a committed BF16 reference checkpoint and on a 3.2 GB
 #    random one, with GPU budgets that leave experts resident, uploaded and
 #    on the CPU; greedy continuations compared token for token.

@@ -43,12 +43,17 @@ struct TopologyCommand: ParsableCommand {
                 print("  device \(i): cores \(p.cores.map(String.init).joined(separator: ",")), NUMA node \(p.numaNode)")
             }
         }
+        var gpuFree: Int?
         if synthetic == nil {
-            // The GPU side of the (planned) hybrid executor: driver, devices, libraries.
-            print(CUDALibraries.probe().description)
+            // The GPU side of the hybrid executor: driver, devices, libraries.
+            let probe = CUDALibraries.probe()
+            print(probe.description)
+            if case .success(let d) = probe.driver { gpuFree = d.list.first?.freeBytes }
         }
         if let model {
             let w = try loadModel(model).weights
+            // What --execution hybrid (default options, GPU 0) would hold.
+            for line in HybridExecution.sizing(w, freeBytes: gpuFree) { print(line) }
             func describe(_ s: PageLocation.Summary) -> String {
                 let nodes = s.byNode.keys.sorted().map { "node \($0): \(s.byNode[$0]!) pages" }.joined(separator: ", ")
                 return "\(nodes.isEmpty ? "none resident" : nodes); not yet resident: \(s.notResident)\(s.failed > 0 ? "; query failed: \(s.failed)" : "")"

@@ -155,6 +155,24 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         #expect(throws: ExecutionError.self) { try HybridExecution.budget("0", freeBytes: 1000) }
     }
 
+    /// `switchyard topology --model`: what hybrid would hold, from the
+    /// model's sizes (dense weights first, the ring, then experts).
+    @Test func sizingSaysWhatABudgetHoldsDenseWeightsFirst() throws {
+        let weights = try Transformer(directory: PluginFixtures.defaultModel).weights
+        // 4,505,600 bytes of BF16 dense weights; 96 experts of 96 KiB.
+        let noGPU = HybridExecution.sizing(weights, freeBytes: nil)
+        #expect(noGPU == ["hybrid sizing: dense weights on the GPU 4.3 MiB; 96 routed experts of 96 KiB (9.0 MiB); upload ring 4 x 96 KiB pinned on the host and on the GPU"])
+        // 5 MiB free: 4.625 MiB after the ring, 0.8 of it 3.7 MiB, under the dense weights.
+        #expect(HybridExecution.sizing(weights, freeBytes: 5 << 20)[1].hasSuffix("= 3.7 MiB: the dense weights alone exceed it"))
+        var o = HybridExecution.Options()
+        o.gpuMemory = "6MiB"
+        // (6 MiB - 4,505,600) / 98,304 = 18 experts.
+        #expect(HybridExecution.sizing(weights, freeBytes: 8 << 20, options: o)[1]
+            == "  gpu_memory 6MiB of 7.6 MiB (free less the ring) = 6.0 MiB: 18 experts resident (18.8% of routed)")
+        o.dense = false
+        #expect(HybridExecution.sizing(weights, freeBytes: 8 << 20, options: o)[1].hasSuffix("64 experts resident (66.7% of routed)"))
+    }
+
     /// CI has no GPU: choosing hybrid there is a start-up error that names
     /// what was looked for, where, and the fix; and float32 is refused first.
     @Test(.enabled(if: (try? CUDADriver.load(searchPath: CUDALibraries.defaultSearchPath(), systemSearch: true).get()) == nil,

@@ -41,9 +41,36 @@ public struct HybridExecution: ExecutionStrategy {
     public let options: Options
     public init(_ options: Options = Options()) { self.options = options }
 
-    /// Bytes as an error message should say them: MiB below a GiB.
+    /// What `--execution hybrid` would hold on a GPU for `weights`: dense
+    /// weights first (with `dense`), then as many experts as the budget
+    /// leaves after the upload ring. Without `freeBytes` (no GPU found) the
+    /// sizes alone; for `switchyard topology --model`.
+    public static func sizing(_ weights: ModelWeights, freeBytes: Int?, options: Options = Options()) -> [String] {
+        let experts = weights.routedExperts
+        guard let sample = weights.routedExpertsByLayer.lazy.compactMap(\.first).first else {
+            return ["hybrid: this model has no routed experts"]
+        }
+        let denseBytes = options.dense ? CUDAAccelerator.denseBytes(weights) : 0
+        var lines = ["hybrid sizing: dense weights on the GPU \(size(denseBytes))\(options.dense ? "" : " (dense: false)"); "
+                     + "\(experts.count) routed experts of \(size(sample.byteCount)) (\(size(experts.bytes))); "
+                     + "upload ring \(options.uploadSlots) x \(size(sample.byteCount)) pinned on the host and on the GPU"]
+        guard let free = freeBytes else { return lines }
+        let usable = free - options.uploadSlots * sample.byteCount
+        guard usable > 0, let budget = try? budget(options.gpuMemory, freeBytes: usable) else {
+            lines.append("  gpu_memory \(options.gpuMemory): the upload ring alone does not fit \(size(free)) free")
+            return lines
+        }
+        let resident = max(0, min(experts.count, (budget - denseBytes) / sample.byteCount))
+        lines.append("  gpu_memory \(options.gpuMemory) of \(size(usable)) (free less the ring) = \(size(budget)): "
+                     + (denseBytes >= budget ? "the dense weights alone exceed it"
+                        : "\(resident) experts resident (\(String(format: "%.1f", 100 * Double(resident) / Double(experts.count)))% of routed)"))
+        return lines
+    }
+
+    /// Bytes as a message should say them: GiB, MiB below a GiB, KiB below a MiB.
     static func size(_ bytes: Int) -> String {
-        bytes >= 1 << 30 ? String(format: "%.2f GiB", Double(bytes) / 1073741824) : String(format: "%.1f MiB", Double(bytes) / 1048576)
+        bytes >= 1 << 30 ? String(format: "%.2f GiB", Double(bytes) / 1073741824)
+            : bytes >= 1 << 20 ? String(format: "%.1f MiB", Double(bytes) / 1048576) : String(format: "%.0f KiB", Double(bytes) / 1024)
     }
 
     /// "8GiB" / "512MiB" / "1.5GB" / plain bytes, or a fraction in (0, 1] of `free`.

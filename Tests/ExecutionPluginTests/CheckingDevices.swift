@@ -1,0 +1,137 @@
+import Foundation
+import HybridExecution
+import SwitchyardCore
+import SwitchyardModel
+
+/// Wraps an accelerator and, after each layer's share, recomputes every
+/// expert it computed with the CPU kernels on the same input rows, keeping
+/// the worst relative difference; the accelerator's rows are put back, so
+/// the forward goes on from them. Comparing logits at the end would not do:
+/// one BF16 rounding that falls the other way in an early layer can change
+/// a later layer's routing, and with it a logit by far more than any
+/// rounding (seen: one expert of layer 0 off by 2.9e-4 moved a logit by
+/// 0.66).
+final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
+    let inner: any ExpertAccelerator
+    private let cpu: SharedPoolExecutor
+    private let counts: UnsafeMutablePointer<Int32>
+    private var pending: (work: ExpertWork, experts: [Int])?
+    private(set) var worstRelativeDifference: Float = 0
+    private(set) var expertsChecked = 0
+
+    var name: String { inner.name }
+    var detail: String { inner.detail }
+    var expertBudgetBytes: Int { inner.expertBudgetBytes }
+
+    init(_ inner: any ExpertAccelerator, weights: ModelWeights) {
+        self.inner = inner
+        cpu = SharedPoolExecutor(weights: weights)
+        counts = .allocate(capacity: max(1, weights.config.numExperts))
+    }
+
+    deinit { counts.deallocate() }
+
+    func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws { try inner.load(expert, weights: weights) }
+    func evict(_ expert: ResidentExperts.Expert) { inner.evict(expert) }
+
+    func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
+        try inner.begin(work, experts: experts, uploads: uploads)
+        pending = (work, experts)
+    }
+
+    func finish() throws {
+        try inner.finish()
+        guard let (work, experts) = pending else { return }
+        pending = nil
+        let h = work.hiddenSize
+        for j in experts where work.tokenCount[j] > 0 {
+            let rows = Int(work.rowOffset[j]) * h..<Int(work.rowOffset[j] + work.tokenCount[j]) * h
+            let device = Array(UnsafeBufferPointer(start: work.output + rows.lowerBound, count: rows.count))
+            for i in 0..<work.numExperts { counts[i] = i == j ? work.tokenCount[i] : 0 }
+            cpu.run(ExpertWork(layer: work.layer, experts: work.experts, hiddenSize: h, intermediateSize: work.intermediateSize,
+                               assignments: Int(work.tokenCount[j]), tokenCount: counts, rowOffset: work.rowOffset, input: work.input,
+                               inputBF16: work.inputBF16, output: work.output, gate: work.gate, up: work.up,
+                               activatedBF16: work.activatedBF16, compute: work.compute))
+            for (i, r) in rows.enumerated() {
+                let d = abs(device[i] - work.output[r]) / (1 + abs(work.output[r]))
+                // NaN (unwritten device memory reads as NaN) counts as the worst.
+                if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
+            }
+            (work.output + rows.lowerBound).update(from: device, count: rows.count)
+            expertsChecked += 1
+        }
+    }
+}
+
+/// Wraps a dense offload and recomputes every product it takes with the
+/// CPU kernels (`Linear.apply`, the model's precision) from the model's
+/// own weights, keeping the worst relative difference; the offload's
+/// output is what the forward goes on with. For the same reason as
+/// `CheckingAccelerator`, per product and not at the logits.
+final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
+    let inner: any DenseOffload
+    private let weights: ModelWeights
+    private let ctx: GemmContext
+    private(set) var worstRelativeDifference: Float = 0
+    private(set) var productsChecked = 0
+
+    init(_ inner: any DenseOffload, weights: ModelWeights, compute: ComputeOptions) {
+        self.inner = inner
+        self.weights = weights
+        ctx = GemmContext(options: compute)
+    }
+
+    private func compare(_ device: UnsafePointer<Float>, count: Int, _ cpu: (UnsafeMutablePointer<Float>) -> Void) {
+        let mine = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { mine.deallocate() }
+        cpu(mine)
+        for i in 0..<count {
+            let d = abs(device[i] - mine[i]) / (1 + abs(mine[i]))
+            if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
+        }
+        productsChecked += 1
+    }
+
+    func attentionProjections(layer: Int, x: UnsafePointer<Float>, tokens: Int, q: UnsafeMutablePointer<Float>,
+                              k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.attentionProjections(layer: layer, x: x, tokens: tokens, q: q, k: k, v: v) else { return false }
+        guard case .grouped(let a) = weights.layers[layer].attention else { return true }
+        compare(q, count: tokens * a.q.rows) { Linear.apply(a.q, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        compare(k, count: tokens * a.k.rows) { Linear.apply(a.k, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        compare(v, count: tokens * a.v.rows) { Linear.apply(a.v, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        return true
+    }
+
+    func product(_ product: DenseProduct, layer: Int, x: UnsafePointer<Float>, tokens: Int, y: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.product(product, layer: layer, x: x, tokens: tokens, y: y) else { return false }
+        let w: Matrix
+        switch (product, weights.layers[min(layer, weights.layers.count - 1)].attention, weights.layers[min(layer, weights.layers.count - 1)].feedForward) {
+        case (.lmHead, _, _): w = weights.lmHead
+        case (.attentionOutput, .grouped(let a), _): w = a.o
+        case (.router, _, .moe(let moe)): w = moe.router
+        default: return true
+        }
+        compare(y, count: tokens * w.rows) { Linear.apply(w, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        return true
+    }
+
+    func mlp(layer: Int, shared: Bool, x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.mlp(layer: layer, shared: shared, x: x, tokens: tokens, out: out) else { return false }
+        let e: ExpertWeights
+        switch weights.layers[layer].feedForward {
+        case .dense(let mlp) where !shared: e = mlp
+        case .moe(let moe) where shared && moe.shared != nil: e = moe.shared!
+        default: return true
+        }
+        let inter = e.gate.rows
+        let g = UnsafeMutablePointer<Float>.allocate(capacity: tokens * inter), u = UnsafeMutablePointer<Float>.allocate(capacity: tokens * inter)
+        defer { g.deallocate(); u.deallocate() }
+        compare(out, count: tokens * e.down.rows) { y in
+            Linear.apply(e.gate, x: x, tokens: tokens, y: g, ctx: ctx)
+            Linear.apply(e.up, x: x, tokens: tokens, y: u, ctx: ctx)
+            Elementwise.swiglu(gate: g, up: u, n: tokens * inter)
+            Linear.apply(e.down, x: g, tokens: tokens, y: y, ctx: ctx)
+        }
+        return true
+    }
+}
