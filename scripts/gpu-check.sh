@@ -94,16 +94,16 @@ compare_logits compare-experts-only "$BIG" "$LONG" 1GiB '"dense": false'
 log "3. speed (64 requests x 256 prompt / 32 output tokens, all at t=0)"
 WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed 1 --max-num-seqs 64 --max-num-batched-tokens 2048"
 "$SY" ab --model "$BIG" $WORK --a "--execution cpu $BF16" \
-  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-cpu-vs-hybrid.json" \
+  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-cpu-vs-hybrid.json" \
   > "$OUT/ab-cpu-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"cpu_moe\":true}" \
-  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-cpumoe-vs-hybrid.json" \
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"cpu_moe\":true}'" \
+  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-cpumoe-vs-hybrid.json" \
   > "$OUT/ab-cpumoe-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"upload_all\":true}" \
-  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-uploadall-vs-hybrid.json" \
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"upload_all\":true}'" \
+  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-uploadall-vs-hybrid.json" \
   > "$OUT/ab-uploadall-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\",\"dense\":false}" \
-  --b "--execution hybrid $BF16 --execution-config {\"gpu_memory\":\"1GiB\"}" --save-result "$OUT/ab-expertsonly-vs-hybrid.json" \
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"dense\":false}'" \
+  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-expertsonly-vs-hybrid.json" \
   > "$OUT/ab-expertsonly-vs-hybrid.txt" 2>&1
 tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" "$OUT/ab-expertsonly-vs-hybrid.txt" \
   | tee -a "$OUT/summary.txt"

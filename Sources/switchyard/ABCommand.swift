@@ -138,6 +138,19 @@ struct ABCommand: AsyncParsableCommand {
             ratios[m.name] = ["a": json(va), "b": json(vb), "b_over_a": json(per), "mean_b_over_a": ratio.isFinite ? ratio as Any : NSNull()]
             if m.deterministic && (Set(va).count > 1 || Set(vb).count > 1) { nondeterministic.append(m.name) }
         }
+        // An executor's own counters (the hybrid executor's tokens per site,
+        // bytes to the GPU, dense products), where an arm has them.
+        let counterNames = Set(runs.joined().flatMap { $0.moe?.devices?.stats.counters.keys.map { $0 } ?? [] }).sorted()
+        for name in counterNames {
+            let va = runs[0].map { $0.moe?.devices?.stats.counters[name] ?? .nan }, vb = runs[1].map { $0.moe?.devices?.stats.counters[name] ?? .nan }
+            let ratio = ServingMetrics.mean(zip(vb, va).map { $0 / $1 })
+            func cell(_ v: [Double]) -> String {
+                let m = ServingMetrics.mean(v)
+                return m.isFinite ? String(format: "%10.2f", m) : "–".leftPadded(10)
+            }
+            print(name.padding(toLength: 38, withPad: " ", startingAt: 0) + cell(va) + " " + cell(vb) + " "
+                  + (ratio.isFinite ? String(format: "%8.3f", ratio) : "       –"))
+        }
         if repeats > 1 {
             print(nondeterministic.isEmpty ? "deterministic counters identical across repeats of each arm: yes"
                                            : "WARNING: counters differ across repeats: \(nondeterministic.joined(separator: ", ")) (arrivals during the run make the schedule timing-dependent; use --arrival-clock iteration, or --request-rate inf, for identical schedules)")
@@ -173,4 +186,9 @@ func splitArguments(_ s: String) -> [String] {
     }
     if inToken { out.append(current) }
     return out
+}
+
+extension String {
+    /// Right-aligned in `width` columns.
+    func leftPadded(_ width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
 }

@@ -107,6 +107,9 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         #expect(s.hostToDeviceBytes > 0 && s.hostToDeviceBytes % bytes == 0)
         #expect(s.residentHitRate > 0 && s.residentHitRate < 1)
         // The same figures reach benchmark results and /metrics by name.
+        let report = BenchmarkReport.MoEReport(counters: model.counters, promptTokens: prompt.count, outputTokens: 0, executor: hybrid)
+        #expect(report.devices?.stats.counters["hybrid_cpu_tokens"] == Double(s.cpuTokens))
+        #expect(report.devices?.numDevices == 2 && report.devices?.crossDevicePairs == nil)
         #expect(hybrid.stats.counters["hybrid_cpu_tokens"] == Double(s.cpuTokens))
         #expect(hybrid.stats.counters["hybrid_host_to_device_bytes"] == Double(s.hostToDeviceBytes))
         #expect(hybrid.stats.counters["hybrid_resident_hit_rate"] == s.residentHitRate)

@@ -44,9 +44,11 @@ public struct BenchmarkReport {
         }
 
         public init(counters: ExpertLoadCounters, promptTokens: Int, outputTokens: Int, executor: (any ExpertExecutor)? = nil) {
-            if let executor, let map = executor.expertDevice {
+            // Executors with more than one device (pools, an accelerator) or
+            // counters of their own report them; the default one has neither.
+            if let executor, executor.devices.count > 1 || !executor.stats.counters.isEmpty {
                 var cross: [Int]?
-                if counters.recordsPairs {
+                if let map = executor.expertDevice, counters.recordsPairs {
                     let profile = RoutingProfile(counters: counters, topK: 1, source: "")
                     cross = PlacementReport(map: ExpertMap(numDevices: executor.devices.count, device: map), profile: profile).crossDevicePairs
                 }
