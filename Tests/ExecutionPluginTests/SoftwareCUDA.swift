@@ -73,7 +73,13 @@ enum SoftwareCUDA {
         function("softcuda_configure", Configure.self)(Int32(devices), Int64(memoryBytes), compiler ?? "cc")
     }
 
-    /// pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, launches,
+    /// Whether cublasGemmBatchedEx refuses every call (NOT_SUPPORTED).
+    static func refuseBatchedProducts(_ refuse: Bool) {
+        typealias Refuse = @convention(c) (Int32) -> Void
+        function("softcuda_refuse_batched", Refuse.self)(refuse ? 1 : 0)
+    }
+
+    /// pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches,
     /// event_waits, max_queued, device_bytes_in_use.
     static func counter(_ name: String) -> Int {
         typealias Counter = @convention(c) (UnsafePointer<CChar>) -> Int64

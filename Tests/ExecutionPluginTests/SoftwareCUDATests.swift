@@ -124,11 +124,15 @@ import Testing
     /// expert the GPU computed, checked against the CPU's bfloat16 kernels
     /// on the same rows (same rounding points, another summation order),
     /// every upload through pinned memory, products fused.
-    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
-    func acceleratorMatchesTheCPUWithUploadsQueuedThroughOneSlot() throws {
+    /// Also with a cuBLAS that refuses the batched product: the resident
+    /// experts go one call each, with the same results.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [false, true])
+    func acceleratorMatchesTheCPUWithUploadsQueuedThroughOneSlot(refusingBatched: Bool) throws {
         let (model, prompt, _, bytes) = try bf16Model()
         #expect(model.expertsArePacked)
         SoftwareCUDA.reset()
+        SoftwareCUDA.refuseBatchedProducts(refusingBatched)
+        defer { SoftwareCUDA.refuseBatchedProducts(false) }
         let routed = model.weights.routedExperts.count
         let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
                                       budgetBytes: routed / 4 * bytes, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
@@ -154,8 +158,15 @@ import Testing
         #expect(SoftwareCUDA.counter("pageable_h2d_bytes") == 0)
         #expect(SoftwareCUDA.counter("pinned_h2d_bytes") >= sites.hostToDeviceBytes)
         #expect(SoftwareCUDA.counter("event_waits") > 0)
-        // One product for gate and up together, one kernel, one for down.
-        #expect(SoftwareCUDA.counter("gemms") == 2 * SoftwareCUDA.counter("launches"))
+        if refusingBatched {
+            // One product for gate and up together, one kernel, one for down.
+            #expect(SoftwareCUDA.counter("batched_gemms") == 0)
+            #expect(SoftwareCUDA.counter("gemms") == 2 * SoftwareCUDA.counter("launches"))
+        } else {
+            // A layer's resident experts share batched products and one kernel.
+            #expect(SoftwareCUDA.counter("batched_gemms") > 0)
+            #expect(SoftwareCUDA.counter("launches") < checked.expertsChecked)
+        }
     }
 
     /// GLM-4.5's layout: a dense first layer, then MoE layers with a shared

@@ -21,8 +21,9 @@
 //   may not touch, so a kernel running off its end stops the test at once.
 // - Every call that needs a context checks that one is current on the
 //   calling thread.
-// - cublasGemmEx follows cuBLAS's column-major definition, leading-dimension
-//   checks and data types; NVRTC "compiles" a kernel's CUDA C source with the
+// - cublasGemmEx and cublasGemmBatchedEx follow cuBLAS's column-major
+//   definition, leading-dimension checks and data types (the batched one
+//   reads its device arrays of pointers when it runs); NVRTC "compiles" a kernel's CUDA C source with the
 //   host C compiler (threads run one after another, so kernels may not use
 //   shared memory or barriers), and cuLaunchKernel runs it over the grid.
 //
@@ -59,7 +60,7 @@ static __thread void *current_context;
 
 // Counters the tests read (softcuda_counter).
 static struct {
-    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, launches, event_waits, max_queued;
+    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches, event_waits, max_queued;
 } counters;
 
 static void fail(CUresult code, const char *message) {
@@ -84,6 +85,9 @@ static int pinned_count, pinned_capacity;
 static size_t memory_bytes = (size_t)1 << 30;
 static int devices = 1;
 static char compiler[1024] = "cc";
+// Set by tests: cublasGemmBatchedEx answers CUBLAS_STATUS_NOT_SUPPORTED, as
+// a cuBLAS without this type combination would.
+static int refuse_batched;
 
 static size_t device_memory_bytes(void) { return memory_bytes; }
 
@@ -117,7 +121,7 @@ static int is_pinned(const void *p, size_t bytes) {
 
 // ---------------------------------------------------------------- streams
 typedef struct event { unsigned long long recorded, completed; struct stream *stream; } event;
-enum { OP_H2D, OP_D2H, OP_GEMM, OP_KERNEL, OP_RECORD, OP_WAIT };
+enum { OP_H2D, OP_D2H, OP_GEMM, OP_GEMM_BATCHED, OP_KERNEL, OP_RECORD, OP_WAIT };
 
 // A kernel's pointer arguments are device addresses; its runner turns them
 // into host addresses through this (NULL, and a sticky error, for one that
@@ -139,7 +143,9 @@ typedef struct op {
     size_t bytes;
     event *ev;
     unsigned long long seq;
-    struct { int ta, tb, m, n, k, atype, btype, ctype, lda, ldb, ldc; float alpha, beta; uint64_t a, b, c; } gemm;
+    // For OP_GEMM_BATCHED, a, b and c are device arrays of `batch` device
+    // pointers, read when the product runs.
+    struct { int ta, tb, m, n, k, atype, btype, ctype, lda, ldb, ldc, batch; float alpha, beta; uint64_t a, b, c; } gemm;
     struct { kernel *f; unsigned grid[3], block[3]; void *args[16]; } launch;
 } op;
 
@@ -201,6 +207,19 @@ static void execute(op *o, stream *s, int depth) {
         break;
     }
     case OP_GEMM: execute_gemm(o); break;
+    case OP_GEMM_BATCHED: {
+        size_t bytes = (size_t)o->gemm.batch * sizeof(uint64_t);
+        const uint64_t *as = (const uint64_t *)device_bytes(o->gemm.a, bytes, "cublasGemmBatchedEx Aarray");
+        const uint64_t *bs = (const uint64_t *)device_bytes(o->gemm.b, bytes, "cublasGemmBatchedEx Barray");
+        const uint64_t *cs = (const uint64_t *)device_bytes(o->gemm.c, bytes, "cublasGemmBatchedEx Carray");
+        if (!as || !bs || !cs) break;
+        for (int i = 0; i < o->gemm.batch && sticky == CUDA_SUCCESS; i++) {
+            op one = *o;
+            one.gemm.a = as[i]; one.gemm.b = bs[i]; one.gemm.c = cs[i];
+            execute_gemm(&one);
+        }
+        break;
+    }
     case OP_KERNEL: o->launch.f->run(o->launch.args, o->launch.grid, o->launch.block, kernel_pointer); break;
     case OP_RECORD: if (o->ev->completed < o->seq) o->ev->completed = o->seq; break;
     case OP_WAIT:
@@ -594,9 +613,27 @@ int cublasSetStream_v2(blas_handle *h, stream *s) {
     return CUBLAS_OK;
 }
 
+static int gemm_ex(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype,
+                   int lda, uint64_t b, int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute);
+
 int cublasGemmEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype, int lda, uint64_t b,
                  int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute, int algo) {
     (void)algo;
+    return gemm_ex(OP_GEMM, 1, h, ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc, compute);
+}
+
+// The same types and rules as cublasGemmEx, over `batch` products whose
+// matrices the device pointer arrays name.
+int cublasGemmBatchedEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype, int lda,
+                        uint64_t b, int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int batch, int compute, int algo) {
+    (void)algo;
+    if (batch < 0) return CUBLAS_INVALID_VALUE;
+    if (refuse_batched) return CUBLAS_NOT_SUPPORTED;
+    return gemm_ex(OP_GEMM_BATCHED, batch, h, ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc, compute);
+}
+
+static int gemm_ex(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype,
+                   int lda, uint64_t b, int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute) {
     ENTER();
     if (!h) RETURN(CUBLAS_NOT_INITIALIZED);
     if (current_context != &primary_context || sticky) RETURN(CUBLAS_EXECUTION_FAILED);
@@ -608,7 +645,8 @@ int cublasGemmEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void
     if ((atype != CUDA_R_32F && atype != CUDA_R_16BF) || btype != atype || (ctype != CUDA_R_32F && ctype != CUDA_R_16BF)
         || compute != CUBLAS_COMPUTE_32F)
         RETURN(CUBLAS_NOT_SUPPORTED);
-    op *o = new_op(OP_GEMM);
+    op *o = new_op(kind);
+    o->gemm.batch = batch;
     o->gemm.ta = ta; o->gemm.tb = tb; o->gemm.m = m; o->gemm.n = n; o->gemm.k = k;
     o->gemm.atype = atype; o->gemm.btype = btype; o->gemm.ctype = ctype;
     o->gemm.lda = lda; o->gemm.ldb = ldb; o->gemm.ldc = ldc;
@@ -616,7 +654,7 @@ int cublasGemmEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void
     o->gemm.alpha = *(const float *)alpha;
     o->gemm.beta = *(const float *)beta;
     o->gemm.a = a; o->gemm.b = b; o->gemm.c = c;
-    counters.gemms++;
+    if (kind == OP_GEMM) counters.gemms++; else counters.batched_gemms++;
     enqueue(h->stream, o);
     RETURN(CUBLAS_OK);
 }
@@ -780,6 +818,7 @@ long long softcuda_counter(const char *name) {
         : !strcmp(name, "pageable_h2d_bytes") ? counters.pageable_h2d_bytes
         : !strcmp(name, "d2h_bytes") ? counters.d2h_bytes
         : !strcmp(name, "gemms") ? counters.gemms
+        : !strcmp(name, "batched_gemms") ? counters.batched_gemms
         : !strcmp(name, "launches") ? counters.launches
         : !strcmp(name, "event_waits") ? counters.event_waits
         : !strcmp(name, "max_queued") ? counters.max_queued
@@ -798,6 +837,8 @@ void softcuda_configure(int device_count_, long long memory, const char *c_compi
     snprintf(compiler, sizeof compiler, "%s", c_compiler);
     pthread_mutex_unlock(&lock);
 }
+
+void softcuda_refuse_batched(int refuse) { refuse_batched = refuse; }
 
 const char *softcuda_error(void) { return sticky ? sticky_message : ""; }
 

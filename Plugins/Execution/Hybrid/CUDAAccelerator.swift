@@ -46,6 +46,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     typealias BlasSetStream = @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32
     typealias GemmEx = @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32,
                                        DevicePointer, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32, Int32, Int32) -> Int32
+    typealias GemmBatchedEx = @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32,
+                                              DevicePointer, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32, Int32, Int32, Int32) -> Int32
     typealias NvrtcCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafePointer<CChar>, UnsafePointer<CChar>, Int32,
                                             UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
     typealias NvrtcCompile = @convention(c) (OpaquePointer?, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
@@ -80,6 +82,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     let memAlloc: MemAlloc, memFree: MemFree, copyHtoD: CopyHtoD, copyDtoH: CopyDtoH, streamSync: StreamSync
     let eventRecord: EventRecord, streamWaitEvent: StreamWaitEvent, eventSync: EventSync
     let launch: LaunchKernel, gemmEx: GemmEx
+    /// cuBLAS's batched product, for the resident experts of a layer that
+    /// have the same token count (one call instead of one per expert); nil,
+    /// or switched off after a call it refused, leaves one call per expert.
+    let gemmBatchedEx: GemmBatchedEx?
+    private var batchedWorks = true
+    /// Device arrays of pointers for the batched calls, and their pinned
+    /// host side, grown to the most seen.
+    private var dPointers: DevicePointer = 0, hPointers: UnsafeMutableRawPointer?, pointerCapacity = 0
     let hostAlloc: HostAlloc, hostFree: HostFree
     /// Products and row copies run on `compute`, expert uploads on `copy`.
     let compute: OpaquePointer?, copy: OpaquePointer?, blas: OpaquePointer?, siluMul: OpaquePointer?
@@ -164,6 +174,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         try check("cublasSetStream_v2", try symbol(blasLib, "cublasSetStream_v2", BlasSetStream.self)(handle, s))
         blas = handle
         gemmEx = try symbol(blasLib, "cublasGemmEx", GemmEx.self)
+        gemmBatchedEx = blasLib.symbol("cublasGemmBatchedEx").map { unsafeBitCast($0, to: GemmBatchedEx.self) }
         // The kernel: NVRTC to PTX, which the driver compiles for this GPU.
         let ptx = try Self.compileKernel(nvrtc: nvrtcLib)
         var module: OpaquePointer?, function: OpaquePointer?
@@ -197,7 +208,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(compute)
         _ = streamSync(copy)
         for p in residentCopies.values { _ = memFree(p) }
-        for p in [deviceSlots, dX, dGU, dA, dY] + dense.deviceAllocations where p != 0 { _ = memFree(p) }
+        for p in [deviceSlots, dX, dGU, dA, dY, dPointers] + dense.deviceAllocations where p != 0 { _ = memFree(p) }
+        if let hPointers { _ = hostFree(hPointers) }
         for p in dense.hostAllocations { _ = hostFree(p) }
         _ = hostFree(hostSlots)
         if let hX { _ = hostFree(hX) }
@@ -240,7 +252,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
         }
         try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(dX, hX!, rows * hidden * 2, compute))
-        for (i, j) in order.enumerated() {
+        let residentCount = order.count - uploads.count
+        let batched = try residentProductsBatched(work, order: order, count: residentCount, rowOfExpert: rowOfExpert)
+        for (i, j) in order.enumerated() where !batched || i >= residentCount {
             let weights: DevicePointer, slot: Int?
             if uploads.contains(j) {
                 let s = takeSlot()
@@ -275,6 +289,72 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
     }
 
+    /// The first `count` experts of `order` (resident ones) in batched
+    /// products: one `cublasGemmBatchedEx` for gate-up and one for down per
+    /// distinct token count, one SiLU launch over all their rows (they are
+    /// the first rows). False, having changed nothing the per-expert path
+    /// would not overwrite, when there is no batched product to use.
+    private func residentProductsBatched(_ work: ExpertWork, order: [Int], count: Int, rowOfExpert: [Int]) throws -> Bool {
+        guard batchedWorks, let batchedGemm = gemmBatchedEx, count > 1 else { return false }
+        // Positions in `order` with tokens, by token count.
+        let byTokens = (0..<count).filter { work.tokenCount[order[$0]] > 0 }.sorted {
+            (work.tokenCount[order[$0]], $0) < (work.tokenCount[order[$1]], $1)
+        }
+        let n = byTokens.count, h = hidden, m = intermediate
+        guard n > 0 else { return true }
+        try reservePointers(6 * n)
+        // Six arrays of n pointers: gate-up weights, inputs, gate-up
+        // outputs; down weights, activations, outputs.
+        let p = hPointers!.assumingMemoryBound(to: DevicePointer.self)
+        for (slot, i) in byTokens.enumerated() {
+            let j = order[i], r = DevicePointer(rowOfExpert[i])
+            guard let w = residentCopies[.init(layer: work.layer, expert: j)] else {
+                throw HybridSetupError("expert \(j) of layer \(work.layer) is not resident")
+            }
+            p[slot] = w
+            p[n + slot] = dX + r * DevicePointer(h * 2)
+            p[2 * n + slot] = dGU + r * DevicePointer(2 * m * 4)
+            p[3 * n + slot] = w + DevicePointer(work.experts[j].gate.byteCount + work.experts[j].up.byteCount)
+            p[4 * n + slot] = dA + r * DevicePointer(m * 2)
+            p[5 * n + slot] = dY + r * DevicePointer(h * 4)
+        }
+        try check("cuMemcpyHtoDAsync (pointer arrays)", copyHtoD(dPointers, hPointers!, 6 * n * 8, compute))
+        // Runs of equal token counts.
+        var groups: [(start: Int, count: Int, tokens: Int32)] = []
+        for (slot, i) in byTokens.enumerated() {
+            let t = work.tokenCount[order[i]]
+            if let last = groups.last, last.tokens == t { groups[groups.count - 1].count += 1 } else { groups.append((slot, 1, t)) }
+        }
+        var one: Float = 1, zero: Float = 0
+        func array(_ k: Int, _ start: Int) -> DevicePointer { dPointers + DevicePointer((k * n + start) * 8) }
+        for g in groups {
+            let status = batchedGemm(blas, Self.opT, Self.opN, Int32(2 * m), g.tokens, Int32(h), &one, array(0, g.start), Self.realBF16, Int32(h),
+                                     array(1, g.start), Self.realBF16, Int32(h), &zero, array(2, g.start), Self.realF32, Int32(2 * m),
+                                     Int32(g.count), Self.compute32F, Self.gemmDefault)
+            guard status == 0 else { batchedWorks = false; return false }
+        }
+        let rows = byTokens.reduce(0) { $0 + Int(work.tokenCount[order[$1]]) }
+        try launchSiLU(gu: dGU, a: dA, intermediate: m, tokens: rows)
+        for g in groups {
+            let status = batchedGemm(blas, Self.opT, Self.opN, Int32(h), g.tokens, Int32(m), &one, array(3, g.start), Self.realBF16, Int32(m),
+                                     array(4, g.start), Self.realBF16, Int32(m), &zero, array(5, g.start), Self.realF32, Int32(h),
+                                     Int32(g.count), Self.compute32F, Self.gemmDefault)
+            guard status == 0 else { batchedWorks = false; return false }
+        }
+        return true
+    }
+
+    private func reservePointers(_ count: Int) throws {
+        guard count > pointerCapacity else { return }
+        try check("cuStreamSynchronize", streamSync(compute))
+        if dPointers != 0 { _ = memFree(dPointers) }
+        if let hPointers { _ = hostFree(hPointers) }
+        let n = max(count, 2 * pointerCapacity)
+        try check("cuMemAlloc (pointer arrays)", memAlloc(&dPointers, n * 8))
+        try check("cuMemHostAlloc (pointer arrays)", hostAlloc(&hPointers, n * 8, 0))
+        pointerCapacity = n
+    }
+
     /// One expert on the compute stream: `[G U]` for its `tokens` rows from
     /// row `row` of the inputs, the SiLU kernel, then the down product into
     /// the same rows of `Y`. `down`: the down matrix's byte offset.
@@ -293,6 +373,12 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard tokens > 0 else { return }
         let h = hidden
         try gemm(rows: 2 * m, tokens: tokens, k: h, weights: weights, input: x, output: gu)
+        try launchSiLU(gu: gu, a: a, intermediate: m, tokens: tokens)
+        try gemm(rows: h, tokens: tokens, k: m, weights: weights + DevicePointer(down), input: a, output: y)
+    }
+
+    /// `a = SiLU(G)·U` in BF16 for `tokens` rows of `[G U]` (the kernel).
+    private func launchSiLU(gu: DevicePointer, a: DevicePointer, intermediate m: Int, tokens: Int) throws {
         var guArg = gu, aArg = a
         var width = Int32(m), count = Int64(tokens) * Int64(m)
         let blocks = UInt32((count + 255) / 256)
@@ -307,7 +393,6 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                 }
             }
         }
-        try gemm(rows: h, tokens: tokens, k: m, weights: weights + DevicePointer(down), input: a, output: y)
     }
 
     /// The ring's next slot. A layer may upload more experts than there are
@@ -367,7 +452,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
 
     /// The cuBLAS entry points this accelerator calls, for checking a
     /// library before relying on it.
-    static let cublasSymbols = ["cublasCreate_v2", "cublasSetStream_v2", "cublasGemmEx"]
+    static let cublasSymbols = ["cublasCreate_v2", "cublasSetStream_v2", "cublasGemmEx", "cublasGemmBatchedEx"]
 
     /// Host-to-device bytes/s for one expert's weights through the upload
     /// ring (pinned staging and the copy), the GPU's FLOP/s on a 256-token
