@@ -182,7 +182,7 @@ struct ExecutionFlags: ParsableArguments {
             let c = transformer.config
             // A strategy that offloads dense products installs its own.
             transformer.install(dense: nil)
-            let summary = try strategy.prepare(ExecutionContext(model: transformer, topology: try CPUTopology.load()) { devices in
+            let summary = try strategy.prepare(ExecutionContext(model: transformer, topology: try CPUTopology.load(), profile: profile) { devices in
                 let p = try strategies.makePlacement(placementName, config: placementJSON)
                 return try p.place(PlacementProblem(numLayers: c.numLayers, numExperts: c.numExperts, numDevices: devices, profile: profile))
             })

@@ -260,6 +260,29 @@ import Testing
         #expect(!cost.cpuFlopsPerSecond.isEmpty)
     }
 
+    /// `--placement-profile` seeds the resident experts: the hottest of the
+    /// profile that fit, before any request; a profile of another model is
+    /// a start-up error saying so.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func aRoutingProfileSeedsTheResidentExperts() throws {
+        let (model, _, registry, directory) = try hybridContext()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var profile = RoutingProfile(numLayers: 6, numExperts: 16, topK: 2)
+        // Seven experts fit (5 MiB less the dense weights): the hottest seven.
+        let hot = [(5, 3), (0, 9), (2, 2), (4, 15), (1, 0), (3, 7), (5, 11), (2, 8)]
+        for (rank, (l, e)) in hot.enumerated() { profile.expertTokens[l][e] = 1000 - rank }
+        var context = ExecutionContext(model: model, topology: try CPUTopology.load(), profile: profile) { _ in ExpertMap(numDevices: 1, device: []) }
+        SoftwareCUDA.reset()
+        _ = try registry.makeExecution("hybrid", config: try config()).prepare(context)
+        defer { model.install(experts: nil); model.install(dense: nil) }
+        let hybrid = try #require(model.experts as? HybridExecutor)
+        #expect(hybrid.resident.resident == Set(hot.prefix(7).map { ResidentExperts.Expert(layer: $0.0, expert: $0.1) }))
+        context.profile = RoutingProfile(numLayers: 6, numExperts: 8, topK: 2)
+        #expect { try registry.makeExecution("hybrid", config: try config()).prepare(context) } throws: { error in
+            "\(error)".contains("the routing profile (--placement-profile) has 6 layers x 8 experts, the model 6 x 16: record one for this model with switchyard bench --record-routing")
+        }
+    }
+
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
     func aDriverWithoutDevicesOrMemoryIsAStartUpErrorThatSaysSo() throws {
         let (model, context, registry, directory) = try hybridContext()

@@ -91,6 +91,7 @@ public struct HybridExecution: ExecutionStrategy {
             throw ExecutionError.setup("hybrid computes experts in bfloat16 (BF16 at every product's inputs, as on the CPU): pass --dtype bfloat16 or auto")
         }
         guard let sample = weights.routedExpertsByLayer.lazy.compactMap(\.first).first else { throw ExecutionError.setup(HybridError.noRoutedExperts.description) }
+        let heat = try Self.heat(from: context.profile, weights: weights)
         let probe = CUDALibraries.probe(searchPath: options.searchPath)
         let devices: CUDADriver.Devices
         switch probe.driver {
@@ -126,7 +127,8 @@ public struct HybridExecution: ExecutionStrategy {
             : options.nCPUMoE > 0 ? .firstLayersOnCPU(options.nCPUMoE) : options.uploadAll ? .uploadEveryExpert : .measured
         let executor: HybridExecutor
         do {
-            executor = try HybridExecutor(weights: weights, accelerator: gpu, cost: cost, mode: mode, maxSwapsPerStep: options.maxSwapsPerStep,
+            executor = try HybridExecutor(weights: weights, accelerator: gpu, cost: cost, mode: mode, profile: heat,
+                                          maxSwapsPerStep: options.maxSwapsPerStep,
                                           maxUploadBytesPerLayer: options.uploadSlots * sample.byteCount)
         } catch {
             throw ExecutionError.setup("hybrid: \(error)")
@@ -140,6 +142,21 @@ public struct HybridExecution: ExecutionStrategy {
             "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",
             "the GPU path has been tested on a software CUDA device only: compare with --execution cpu (scripts/gpu-check.sh)",
         ])
+    }
+
+    /// The resident experts' starting heat from a routing profile
+    /// (`--placement-profile`): its tokens per expert, for the layers with
+    /// routed experts; nil without a profile (residency then starts from
+    /// the live counts).
+    static func heat(from profile: RoutingProfile?, weights: ModelWeights) throws -> [[Double]]? {
+        guard let p = profile else { return nil }
+        let c = weights.config
+        guard p.numLayers == c.numLayers, p.numExperts == c.numExperts, p.expertTokens.count == c.numLayers,
+              p.expertTokens.allSatisfy({ $0.count == c.numExperts }) else {
+            throw ExecutionError.setup("hybrid: the routing profile (--placement-profile) has \(p.numLayers) layers x \(p.numExperts) experts, "
+                                       + "the model \(c.numLayers) x \(c.numExperts): record one for this model with switchyard bench --record-routing")
+        }
+        return weights.routedExpertsByLayer.enumerated().map { l, experts in experts.isEmpty ? [] : p.expertTokens[l].map(Double.init) }
     }
 
     /// The cached figures beside the model, or measured now and cached.

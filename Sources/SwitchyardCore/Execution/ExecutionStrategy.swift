@@ -7,10 +7,16 @@ public struct ExecutionContext: Sendable {
     public var topology: CPUTopology
     /// The placement's map of logical experts onto `numDevices` devices.
     public var placeExperts: @Sendable (_ numDevices: Int) throws -> ExpertMap
+    /// The routing profile the user gave (`--placement-profile`), for
+    /// strategies that seed anything from measured routing (the hybrid
+    /// executor's resident experts); nil without one.
+    public var profile: RoutingProfile?
 
-    public init(model: Transformer, topology: CPUTopology, placeExperts: @escaping @Sendable (Int) throws -> ExpertMap) {
+    public init(model: Transformer, topology: CPUTopology, profile: RoutingProfile? = nil,
+                placeExperts: @escaping @Sendable (Int) throws -> ExpertMap) {
         self.model = model
         self.topology = topology
+        self.profile = profile
         self.placeExperts = placeExperts
     }
 }
