@@ -97,7 +97,10 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// (the engine loop is not the thread that built this).
     let context: OpaquePointer?, setCurrent: CUDADriver.CtxSetCurrent
     /// Device copies of resident experts: gate, up, down back to back.
-    private var residentCopies: [ResidentExperts.Expert: DevicePointer] = [:]
+    /// `[layer][expert]`, 0 where not resident: indexed, not looked up by
+    /// key, since every layer of every step reads it.
+    private var residentCopies: [[DevicePointer]]
+    private var residentCount = 0
     /// The upload ring: `uploadSlots` device slots and as many pinned host
     /// slots, `expertBytes` each. `staged[i]` is recorded on the copy stream
     /// after slot i's copy, `consumed[i]` on the compute stream after its
@@ -182,6 +185,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         try check("cuModuleGetFunction", try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)(&function, module, "silu_mul_bf16"))
         siluMul = function
         hidden = config.hiddenSize
+        residentCopies = Array(repeating: Array(repeating: 0, count: config.numExperts), count: config.numLayers)
         intermediate = sampleExpert.gate.rows
         expertBytes = sampleExpert.byteCount
         let gpu = devices.list[deviceIndex]
@@ -207,7 +211,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard setCurrent(context) == 0 else { return }
         _ = streamSync(compute)
         _ = streamSync(copy)
-        for p in residentCopies.values { _ = memFree(p) }
+        for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots, dX, dGU, dA, dY, dPointers] + dense.deviceAllocations where p != 0 { _ = memFree(p) }
         if let hPointers { _ = hostFree(hPointers) }
         for p in dense.hostAllocations { _ = hostFree(p) }
@@ -217,9 +221,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     }
 
     public func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
-        guard residentCopies[expert] == nil else { return }
+        guard residentCopies[expert.layer][expert.expert] == 0 else { return }
         try makeCurrent()
-        guard (residentCopies.count + 1) * expertBytes <= expertBudgetBytes else { throw HybridSetupError("resident experts exceed the GPU budget") }
+        guard (residentCount + 1) * expertBytes <= expertBudgetBytes else { throw HybridSetupError("resident experts exceed the GPU budget") }
         var p: DevicePointer = 0
         try check("cuMemAlloc (expert)", memAlloc(&p, expertBytes))
         // Through the ring like an upload, then waited for: a swap is rare
@@ -227,11 +231,16 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let slot = takeSlot()
         try stage(weights, slot: slot, to: p)
         try check("cuEventSynchronize", eventSync(staged[slot]))
-        residentCopies[expert] = p
+        residentCopies[expert.layer][expert.expert] = p
+        residentCount += 1
     }
 
     public func evict(_ expert: ResidentExperts.Expert) {
-        guard let p = residentCopies.removeValue(forKey: expert), setCurrent(context) == 0 else { return }
+        let p = residentCopies[expert.layer][expert.expert]
+        guard p != 0 else { return }
+        residentCopies[expert.layer][expert.expert] = 0
+        residentCount -= 1
+        guard setCurrent(context) == 0 else { return }
         _ = memFree(p)
     }
 
@@ -263,7 +272,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                 try check("cuStreamWaitEvent", streamWaitEvent(compute, staged[s], 0))
                 slot = s
             } else {
-                guard let p = residentCopies[.init(layer: work.layer, expert: j)] else {
+                let p = residentCopies[work.layer][j]
+                guard p != 0 else {
                     throw HybridSetupError("expert \(j) of layer \(work.layer) is not resident")
                 }
                 weights = p
@@ -308,7 +318,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let p = hPointers!.assumingMemoryBound(to: DevicePointer.self)
         for (slot, i) in byTokens.enumerated() {
             let j = order[i], r = DevicePointer(rowOfExpert[i])
-            guard let w = residentCopies[.init(layer: work.layer, expert: j)] else {
+            let w = residentCopies[work.layer][j]
+            guard w != 0 else {
                 throw HybridSetupError("expert \(j) of layer \(work.layer) is not resident")
             }
             p[slot] = w
