@@ -6,10 +6,12 @@ import SwitchyardModel
 /// driver API, cuBLAS and NVRTC, all opened at run time. Resident experts' BF16 weights live in
 /// device memory, gate, up and down back to back. A layer's share goes:
 /// input rows narrowed to BF16 into pinned memory and copied over; per
-/// expert one `cublasGemmEx` for gate and up together (`[G U] = X·[Wg;Wu]ᵀ`,
-/// BF16 in, Float32 accumulate), `A = SiLU(G)·U` rounded to BF16 (an NVRTC
-/// kernel), `Y = A·Wdᵀ`; and `Y` copied back. Rounding points are those of
-/// the CPU's bfloat16 mode (BF16 at every product's inputs).
+/// expert a product for gate and up together (`[G U] = X·[Wg;Wu]ᵀ`, BF16
+/// in, Float32 accumulate), `A = SiLU(G)·U` rounded to BF16 (an NVRTC
+/// kernel), `Y = A·Wdᵀ`; and `Y` copied back. Resident experts with the same
+/// token count share one `cublasGemmBatchedEx` per product and the kernel
+/// one launch; uploaded ones take `cublasGemmEx` each. Rounding points are
+/// those of the CPU's bfloat16 mode (BF16 at every product's inputs).
 ///
 /// Uploads of cold experts overlap the resident experts' products: they
 /// are queued after them, and each goes through a ring of `uploadSlots`

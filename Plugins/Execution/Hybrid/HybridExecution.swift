@@ -103,8 +103,8 @@ public struct HybridExecution: ExecutionStrategy {
         }
         let free = devices.list[options.device].freeBytes - options.uploadSlots * sample.byteCount
         guard free > sample.byteCount else {
-            throw ExecutionError.setup("hybrid: \(devices.list[options.device].name) has \(devices.list[options.device].freeBytes >> 20) MiB free, "
-                                       + "not enough for \(options.uploadSlots) upload slots of \(sample.byteCount >> 20) MiB and one resident expert; lower upload_slots or free the GPU")
+            throw ExecutionError.setup("hybrid: \(devices.list[options.device].name) has \(Self.size(devices.list[options.device].freeBytes)) free, "
+                                       + "not enough for \(options.uploadSlots) upload slots of \(Self.size(sample.byteCount)) and one resident expert; lower upload_slots or free the GPU")
         }
         let budget = try Self.budget(options.gpuMemory, freeBytes: free)
         let denseBytes = options.dense ? CUDAAccelerator.denseBytes(weights) : 0
