@@ -227,6 +227,10 @@ import Testing
         let (model, context, registry, directory) = try hybridContext()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let prompt = (0..<24).map { Int32(($0 * 31 + 5) % model.config.vocabSize) }
+        // Figures cached from another GPU are measured again, not used.
+        let stale = HybridCostModel(cpuFlopsPerSecond: [.init(tokens: 1, flopsPerSecond: 1)], cpuReadBytesPerSecond: 1,
+                                    hostToDeviceBytesPerSecond: 1, gpuFlopsPerSecond: 1, gpuLaunchSeconds: 1, measuredOn: "another GPU")
+        try stale.save(to: HybridCostModel.cachePath(model: directory))
         SoftwareCUDA.reset()
         let summary = try registry.makeExecution("hybrid", config: try config()).prepare(context)
         defer { model.install(experts: nil); model.install(dense: nil) }
@@ -256,6 +260,8 @@ import Testing
         #expect(products > 0 && Int(products) % (6 * 3 + 1) == 0, "\(products)")
         #expect(hybrid.stats.counters["hybrid_gpu_dense_weight_bytes"] == Double(denseBytes))
         let cost = try HybridCostModel.load(from: HybridCostModel.cachePath(model: directory))
+        #expect(cost.measuredOn?.hasPrefix("Software CUDA device 0 (host memory)") == true, "\(cost.measuredOn ?? "-")")
+        #expect(cost.measuredOn?.hasSuffix("threads") == true && cost.gpuLaunchSeconds != 1)
         #expect(cost.hostToDeviceBytesPerSecond > 0 && cost.gpuFlopsPerSecond > 0 && cost.gpuLaunchSeconds > 0)
         #expect(!cost.cpuFlopsPerSecond.isEmpty)
     }

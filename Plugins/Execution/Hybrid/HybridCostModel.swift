@@ -19,6 +19,9 @@ public struct HybridCostModel: Sendable, Equatable, Codable {
     /// launches (gate/up, activation, down), seconds.
     public var gpuFlopsPerSecond: Double
     public var gpuLaunchSeconds: Double
+    /// What the figures were measured on (GPU, CPU compute, threads): a
+    /// cached file from another machine, GPU or setting is measured again.
+    public var measuredOn: String?
 
     public struct Point: Sendable, Equatable, Codable {
         public var tokens: Int
@@ -30,12 +33,13 @@ public struct HybridCostModel: Sendable, Equatable, Codable {
     }
 
     public init(cpuFlopsPerSecond: [Point], cpuReadBytesPerSecond: Double, hostToDeviceBytesPerSecond: Double,
-                gpuFlopsPerSecond: Double, gpuLaunchSeconds: Double) {
+                gpuFlopsPerSecond: Double, gpuLaunchSeconds: Double, measuredOn: String? = nil) {
         self.cpuFlopsPerSecond = cpuFlopsPerSecond.sorted { $0.tokens < $1.tokens }
         self.cpuReadBytesPerSecond = cpuReadBytesPerSecond
         self.hostToDeviceBytesPerSecond = hostToDeviceBytesPerSecond
         self.gpuFlopsPerSecond = gpuFlopsPerSecond
         self.gpuLaunchSeconds = gpuLaunchSeconds
+        self.measuredOn = measuredOn
     }
 
     /// CPU FLOP/s at `tokens`, linear between measured points.

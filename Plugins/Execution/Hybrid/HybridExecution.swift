@@ -159,15 +159,18 @@ public struct HybridExecution: ExecutionStrategy {
         return weights.routedExpertsByLayer.enumerated().map { l, experts in experts.isEmpty ? [] : p.expertTokens[l].map(Double.init) }
     }
 
-    /// The cached figures beside the model, or measured now and cached.
+    /// The cached figures beside the model if they were measured on this
+    /// GPU with this CPU setting, else measured now and cached.
     private func measuredCost(model: Transformer, sample: ExpertWeights, gpu: CUDAAccelerator) throws -> HybridCostModel {
         let path = HybridCostModel.cachePath(model: model.weights.checkpoint.directory.path)
-        if let cached = try? HybridCostModel.load(from: path) { return cached }
+        let machine = "\(gpu.detail); CPU \(model.compute.gemm) \(model.compute.dtype), \(Parallel.threadCount) threads"
+        if let cached = try? HybridCostModel.load(from: path), cached.measuredOn == machine { return cached }
         let cpu = HybridCostMeasurement.cpu(weights: model.weights, compute: model.compute)
         let g: (hostToDevice: Double, flops: Double, launchSeconds: Double)
         do { g = try gpu.measure(sample: sample) } catch { throw ExecutionError.setup("hybrid: measuring the GPU: \(error)") }
         let cost = HybridCostModel(cpuFlopsPerSecond: cpu.points, cpuReadBytesPerSecond: cpu.readBytesPerSecond,
-                                   hostToDeviceBytesPerSecond: g.hostToDevice, gpuFlopsPerSecond: g.flops, gpuLaunchSeconds: g.launchSeconds)
+                                   hostToDeviceBytesPerSecond: g.hostToDevice, gpuFlopsPerSecond: g.flops, gpuLaunchSeconds: g.launchSeconds,
+                                   measuredOn: machine)
         try? cost.save(to: path)
         return cost
     }
