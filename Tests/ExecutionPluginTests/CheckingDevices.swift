@@ -134,4 +134,50 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         }
         return true
     }
+
+    /// Attention, checked against a plain reference computed here from the
+    /// keys and values every call brings (kept per layer and cache slot):
+    /// BF16 queries, keys and values, softmax weights rounded to BF16 in
+    /// bfloat16 mode, as the CPU computes it.
+    private var keys: [Int: [Int: [Float]]] = [:], values: [Int: [Int: [Float]]] = [:]
+    private var cache: ObjectIdentifier?
+    private(set) var attentionChecked = 0
+
+    func attention(layer: Int, batch b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                   out: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.attention(layer: layer, batch: b, q: q, k: k, v: v, out: out) else { return false }
+        if cache != b.cache { keys = [:]; values = [:]; cache = b.cache }
+        let h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, row = kvh * d
+        func rounded(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { (0..<n).map { Float(bitPattern: UInt32(narrowToBF16(p[$0])) << 16) } }
+        func slot(_ s: Int, _ p: Int) -> Int { Int(b.tables[Int(b.tableStart[s]) + p / bs]) * bs + p % bs }
+        for t in 0..<b.tokens {
+            let at = slot(Int(b.tokenSequence[t]), Int(b.tokenPosition[t]))
+            keys[layer, default: [:]][at] = rounded(k + t * row, row)
+            values[layer, default: [:]][at] = rounded(v + t * row, row)
+        }
+        for t in 0..<b.tokens {
+            let s = Int(b.tokenSequence[t]), n = Int(b.tokenPosition[t]) + 1
+            for head in 0..<h {
+                let g = head / (h / kvh)
+                let qh = rounded(q + (t * h + head) * d, d)
+                var scores = (0..<n).map { j -> Float in
+                    let kr = keys[layer]![slot(s, j)]!
+                    return (0..<d).reduce(Float(0)) { $0 + qh[$1] * kr[g * d + $1] } * b.scale
+                }
+                let m = scores.max()!
+                scores = scores.map { exp($0 - m) }
+                let sum = scores.reduce(0, +)
+                scores = scores.map { b.roundsToBF16 ? Float(bitPattern: UInt32(narrowToBF16($0 / sum)) << 16) : $0 / sum }
+                for e in 0..<d {
+                    var acc: Float = 0
+                    for j in 0..<n { acc += scores[j] * values[layer]![slot(s, j)]![g * d + e] }
+                    let device = out[(t * h + head) * d + e]
+                    let diff = abs(device - acc) / (1 + abs(acc))
+                    if !(diff <= worstRelativeDifference) { worstRelativeDifference = diff.isNaN ? .infinity : diff }
+                }
+            }
+        }
+        attentionChecked += 1
+        return true
+    }
 }

@@ -191,8 +191,10 @@ import Testing
         defer { model.install(dense: nil) }
         let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
         #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
-        // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1.
+        // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1; and each
+        // layer's attention, over the device's copy of the KV cache.
         #expect(checked.productsChecked == 18)
+        #expect(checked.attentionChecked == 3 && gpu.attentionFailure == nil)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         // Here the logits came out within 1.3e-7 of the CPU's too; asserted
         // per product above, since routing can amplify a rounding.
@@ -200,6 +202,38 @@ import Testing
         // Layer 0: q/k/v, o, its MLP; layers 1 and 2: q/k/v, o, router,
         // shared expert; the LM head.
         #expect(gpu.dense.products > 0 && gpu.dense.products % 12 == 0, "\(gpu.dense.products)")
+    }
+
+    /// A KV cache whose copy does not fit the device leaves attention on
+    /// the CPU for good, saying why; the products go on.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func aKVCacheTooLargeForTheDeviceLeavesAttentionOnTheCPU() throws {
+        let (model, _, _, _) = try bf16Model()
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                      budgetBytes: 0, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
+        let c = model.config
+        var sequence: Int32 = 0, position: Int32 = 0, table: Int32 = 0, start: Int32 = 0
+        let q = [Float](repeating: 1, count: c.numHeads * c.headDim), kv = [Float](repeating: 1, count: c.numKVHeads * c.headDim)
+        var out = [Float](repeating: 0, count: q.count)
+        func attend(blocks: Int) -> Bool {
+            withUnsafePointer(to: &sequence) { s in withUnsafePointer(to: &position) { p in withUnsafePointer(to: &table) { tb in
+                withUnsafePointer(to: &start) { st in
+                    let batch = AttentionBatch(tokens: 1, numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim, scale: 0.125,
+                                               roundsToBF16: true, cache: ObjectIdentifier(gpu), numBlocks: blocks, blockSize: 16,
+                                               tokenSequence: s, tokenPosition: p, tables: tb, tableStart: st, sequences: 1, tableEntries: 1)
+                    return gpu.attention(layer: 0, batch: batch, q: q, k: kv, v: kv, out: &out)
+                }
+            } } }
+        }
+        // 1M blocks: 6 layers x 2 x 1M x 16 x 2 x 64 x 2 bytes, far beyond 1 GiB.
+        #expect(!attend(blocks: 1 << 20))
+        #expect(gpu.attentionFailure?.contains("the KV cache copy (48.00 GiB for 6 layers) does not fit the GPU beside the budget: lower --kv-cache-memory or gpu_memory") == true,
+                "\(gpu.attentionFailure ?? "-")")
+        // Not asked again, even for a cache that would fit.
+        #expect(!attend(blocks: 1))
+        #expect(gpu.counters["hybrid_gpu_attention_failed"] == 1 && gpu.counters["hybrid_gpu_attention_layers"] == 0)
+        #expect(SoftwareCUDA.error == "")
     }
 
     /// `--execution hybrid` as the CLI builds it, on a copy of the default
@@ -254,6 +288,8 @@ import Testing
         #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil && hybrid.lastAcceleratorError == nil)
         #expect(logits.count == prompt.count && logits.allSatisfy { $0.allSatisfy(\.isFinite) })
         #expect(checked.productsChecked > 0 && checked.worstRelativeDifference < 2e-3, "\(checked.worstRelativeDifference)")
+        #expect(checked.attentionChecked == 6 && gpu.attentionFailure == nil)
+        #expect(hybrid.stats.counters["hybrid_gpu_attention_layers"] == 6)
         // Every dense product of every forward: per layer q/k/v, o and the
         // router, then the LM head.
         let products = try #require(hybrid.stats.counters["hybrid_gpu_dense_products"])

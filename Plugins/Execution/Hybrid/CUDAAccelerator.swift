@@ -103,6 +103,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// key, since every layer of every step reads it.
     private var residentCopies: [[DevicePointer]]
     private var residentCount = 0
+    var residentLayers: Int { residentCopies.count }
     /// The upload ring: `uploadSlots` device slots and as many pinned host
     /// slots, `expertBytes` each. `staged[i]` is recorded on the copy stream
     /// after slot i's copy, `consumed[i]` on the compute stream after its
@@ -118,6 +119,10 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
     var dense = DenseDeviceWeights()
+    /// The device's copy of the KV cache and attention's scratch
+    /// (`CUDAAttention.swift`), and its kernels: store, scores, softmax, values.
+    var attention = DeviceAttention()
+    let attentionKernels: [OpaquePointer?]
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
@@ -184,8 +189,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let ptx = try Self.compileKernel(nvrtc: nvrtcLib)
         var module: OpaquePointer?, function: OpaquePointer?
         try ptx.withUnsafeBytes { try check("cuModuleLoadData", try driverFunction("cuModuleLoadData", ModuleLoadData.self)(&module, $0.baseAddress!)) }
-        try check("cuModuleGetFunction", try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)(&function, module, "silu_mul_bf16"))
+        let getFunction = try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)
+        try check("cuModuleGetFunction", getFunction(&function, module, "silu_mul_bf16"))
         siluMul = function
+        attentionKernels = try Self.attentionKernelNames.map { name in
+            var f: OpaquePointer?
+            try check("cuModuleGetFunction (\(name))", getFunction(&f, module, name))
+            return f
+        }
         hidden = config.hiddenSize
         residentCopies = Array(repeating: Array(repeating: 0, count: config.numExperts), count: config.numLayers)
         intermediate = sampleExpert.gate.rows
@@ -214,8 +225,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(compute)
         _ = streamSync(copy)
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
-        for p in [deviceSlots, dX, dGU, dA, dY, dPointers] + dense.deviceAllocations where p != 0 { _ = memFree(p) }
+        for p in [deviceSlots, dX, dGU, dA, dY, dPointers] + dense.deviceAllocations + attention.deviceAllocations where p != 0 { _ = memFree(p) }
         if let hPointers { _ = hostFree(hPointers) }
+        for p in attention.hostAllocations { _ = hostFree(p) }
         for p in dense.hostAllocations { _ = hostFree(p) }
         _ = hostFree(hostSlots)
         if let hX { _ = hostFree(hX) }
@@ -445,7 +457,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
-        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource, "silu_mul.cu", 0, nil, nil)
+        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)

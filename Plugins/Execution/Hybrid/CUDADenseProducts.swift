@@ -46,14 +46,22 @@ struct DenseDeviceWeights {
 /// product costs a round trip of its rows; at decode that is a few KiB
 /// against the megabytes of weights the CPU would otherwise stream.
 extension CUDAAccelerator: DenseOffload {
-    /// Dense products computed on the GPU, its dense weight bytes, and
-    /// whether a CUDA error stopped it taking them (1).
+    /// Dense products and attention layers computed on the GPU, its dense
+    /// weight bytes, and whether a CUDA error (or no room for the KV cache
+    /// copy) stopped either (1).
     public var counters: [String: Double] {
         ["hybrid_gpu_dense_products": Double(dense.products), "hybrid_gpu_dense_weight_bytes": Double(dense.bytes),
-         "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1]
+         "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
+         "hybrid_gpu_attention_layers": Double(attention.layers), "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
     }
 
-    public func resetCounters() { dense.products = 0 }
+    public func resetCounters() {
+        dense.products = 0
+        attention.layers = 0
+    }
+
+    /// Why attention went back to the CPU for good (nil: it has not).
+    public var attentionFailure: String? { attention.failure }
 
     /// Why the GPU stopped taking dense products (nil: it has not).
     public var denseFailure: String? { dense.failure }

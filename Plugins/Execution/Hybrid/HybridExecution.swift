@@ -31,6 +31,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// Dense products on the GPU (llama.cpp's `-ngl` with `--cpu-moe`'s
         /// split, here with hot experts beside them).
         public var dense = true
+        /// With `dense`: attention too, over a copy of the KV cache on the
+        /// GPU (when it fits beside the budget; else it stays on the CPU).
+        public var attention = true
         public init() {}
 
         var searchPath: [String] {
@@ -117,6 +120,7 @@ public struct HybridExecution: ExecutionStrategy {
             gpu = try CUDAAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget - denseBytes,
                                       uploadSlots: options.uploadSlots, denseBytes: denseBytes, searchPath: options.searchPath)
             if options.dense { try gpu.loadDense(weights) }
+            gpu.attention.enabled = options.dense && options.attention
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -186,6 +190,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
                                        StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each"),
                                        StrategyOption("dense", type: "bool", default: "true", help: "q/k/v/o projections, router, shared experts, dense MLPs and the LM head on the GPU (weights resident before experts)"),
+                                       StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -198,6 +203,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.uploadSlots = try config.int("upload_slots", default: o.uploadSlots, in: 1...1024)
             o.cudaLibraryPath = try config.string("cuda_library_path", default: o.cudaLibraryPath)
             o.dense = try config.bool("dense", default: o.dense)
+            o.attention = try config.bool("attention", default: o.attention)
             return HybridExecution(o)
         }
     }

@@ -48,7 +48,10 @@ extension Transformer {
             PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
                                    scratch: ws.attentionScores, tokenList: ws.attentionTokens)
         }
-        if let sinks = a.sinks {
+        if let dense, shape.window == 0, a.sinks == nil, dense.attention(layer: l, batch: attentionBatch(batch, cache: cache, scale: shape.scale),
+                                                                       q: q, k: k, v: v, out: attn) {
+            // The device computed it from its copy of the cache.
+        } else if let sinks = a.sinks {
             sinks.withUnsafeBufferPointer { shape.sinks = $0.baseAddress; attend() }
         } else {
             attend()
@@ -62,4 +65,14 @@ extension Transformer {
         return (t1 - t0, t3 - t2, t4 - t3)
     }
 
+    /// The batch as `DenseOffload.attention` sees it.
+    func attentionBatch(_ batch: ForwardBatch, cache: PagedKVCache, scale: Float) -> AttentionBatch {
+        let c = config, index = attentionIndex
+        return AttentionBatch(tokens: batch.tokenCount, numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim, scale: scale,
+                              roundsToBF16: ws.gemm.options.dtype == .bfloat16, cache: ObjectIdentifier(cache),
+                              numBlocks: cache.numBlocks, blockSize: cache.blockSize,
+                              tokenSequence: index.tokenSequence, tokenPosition: index.tokenPosition, tables: index.tables,
+                              tableStart: index.tableStart, sequences: batch.sequences.count,
+                              tableEntries: batch.sequences.reduce(0) { $0 + $1.blockTable.count })
+    }
 }

@@ -1,0 +1,259 @@
+import Foundation
+import SwitchyardModel
+
+/// The device's copy of the paged KV cache (BF16, one allocation per layer,
+/// as many blocks as the CPU's cache so block tables mean the same on both)
+/// and the scratch attention uses.
+struct DeviceAttention {
+    /// The cache the copy mirrors; a batch of another cache starts a fresh copy.
+    var cache: ObjectIdentifier?
+    var numBlocks = 0, blockSize = 0
+    /// `[layer]`: keys and values, `[block * blockSize + offset][kvHead][headDim]`.
+    var keys: [UInt64] = [], values: [UInt64] = []
+    /// Pinned host and device buffers (`Buffer`), grown to the largest batch.
+    var host = [UnsafeMutableRawPointer?](repeating: nil, count: Buffer.allCases.count)
+    var device = [UInt64](repeating: 0, count: Buffer.allCases.count), bytes = [Int](repeating: 0, count: Buffer.allCases.count)
+    var deviceAllocations: [UInt64] { keys + values + device.filter { $0 != 0 } }
+    var hostAllocations: [UnsafeMutableRawPointer] { host.compactMap { $0 } }
+    /// Whether attention may run here (`attention` option), the layers it
+    /// computed, and why it stopped (nil: it has not).
+    var enabled = true
+    var layers = 0
+    var failure: String?
+
+    enum Buffer: Int, CaseIterable {
+        case queries, keys, values, index, output, scores
+    }
+}
+
+/// Attention on the GPU (`DenseOffload.attention`): the CPU stores every
+/// key and value in its own cache first, so the device keeps a copy it
+/// fills from the same rows, and the CPU can take over whenever the device
+/// cannot (no room for the copy, a CUDA error): from then on it does,
+/// for good, since the device's copy would miss what it skipped.
+///
+/// Four kernels, none using shared memory: the batch's keys and values
+/// scattered into their cache slots; one score per (token, head, earlier
+/// position); a softmax per (token, head) that rounds the weights to BF16 as
+/// the CPU does; one output value per (token, head, dimension). Queries,
+/// keys and values travel as BF16. Tokens go in chunks so the scores fit
+/// 64 MiB.
+extension CUDAAccelerator {
+    static let attentionKernelNames = ["kv_store", "attn_scores", "attn_softmax", "attn_values"]
+
+    static let attentionKernelSource = """
+
+    __device__ float bf16_value(unsigned short x) { return __uint_as_float(((unsigned int)x) << 16); }
+
+    extern "C" __global__ void kv_store(const unsigned short* k, const unsigned short* v, const int* slots, unsigned short* ck,
+                                        unsigned short* cv, int row, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        long long t = i / row, e = i - t * row;
+        long long dst = (long long)slots[t] * row + e;
+        ck[dst] = k[i];
+        cv[dst] = v[i];
+    }
+
+    extern "C" __global__ void attn_scores(const unsigned short* q, const unsigned short* ck, const int* seq_of, const int* pos_of,
+                                           const int* tables, const int* table_start, float* scores, int heads, int kv_heads,
+                                           int d, int bs, int max_ctx, float scale, int t0, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        long long th = i / max_ctx;
+        int j = (int)(i - th * max_ctx), h = (int)(th % heads), t = t0 + (int)(th / heads);
+        if (j > pos_of[t]) return;
+        long long slot = (long long)tables[table_start[seq_of[t]] + j / bs] * bs + j % bs;
+        const unsigned short* kr = ck + (slot * kv_heads + h / (heads / kv_heads)) * d;
+        const unsigned short* qr = q + ((long long)t * heads + h) * d;
+        float s = 0.0f;
+        for (int e = 0; e < d; e++) s += bf16_value(qr[e]) * bf16_value(kr[e]);
+        scores[i] = s * scale;
+    }
+
+    extern "C" __global__ void attn_softmax(float* scores, const int* pos_of, int heads, int max_ctx, int t0, int round_bf16,
+                                            long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        int n = pos_of[t0 + (int)(i / heads)] + 1;
+        float* s = scores + i * max_ctx;
+        float m = s[0];
+        for (int j = 1; j < n; j++) m = fmaxf(m, s[j]);
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) { float e = expf(s[j] - m); s[j] = e; sum += e; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) {
+            float p = s[j] * inv;
+            if (round_bf16) {
+                unsigned int bits = __float_as_uint(p);
+                bits += 0x7FFFu + ((bits >> 16) & 1u);
+                p = __uint_as_float(bits & 0xFFFF0000u);
+            }
+            s[j] = p;
+        }
+    }
+
+    extern "C" __global__ void attn_values(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
+                                           const int* tables, const int* table_start, float* out, int heads, int kv_heads, int d,
+                                           int bs, int max_ctx, int t0, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        long long th = i / d;
+        int e = (int)(i - th * d), h = (int)(th % heads), t = t0 + (int)(th / heads);
+        int n = pos_of[t] + 1;
+        const float* p = scores + th * max_ctx;
+        const int* table = tables + table_start[seq_of[t]];
+        int g = h / (heads / kv_heads);
+        float acc = 0.0f;
+        for (int j = 0; j < n; j++) {
+            long long slot = (long long)table[j / bs] * bs + j % bs;
+            acc += p[j] * bf16_value(cv[(slot * kv_heads + g) * d + e]);
+        }
+        out[((long long)t * heads + h) * d + e] = acc;
+    }
+    """
+
+    public func attention(layer: Int, batch b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          out: UnsafeMutablePointer<Float>) -> Bool {
+        guard attention.enabled, attention.failure == nil, b.tokens > 0, b.numHeads % b.numKVHeads == 0 else { return false }
+        do {
+            try makeCurrent()
+            try mirror(b, layers: residentLayers)
+            guard layer < attention.keys.count else { return false }
+            try attend(layer: layer, b, q: q, k: k, v: v, out: out)
+            attention.layers += 1
+            return true
+        } catch {
+            attention.failure = "\(name): \(error)"
+            return false
+        }
+    }
+
+    /// The device's copy of `b`'s cache: kept while the batches come from
+    /// the same cache, else allocated afresh for every layer at once (so
+    /// running out of room shows before any layer depends on it).
+    private func mirror(_ b: AttentionBatch, layers: Int) throws {
+        guard attention.cache != b.cache || attention.numBlocks != b.numBlocks || attention.blockSize != b.blockSize else { return }
+        try check("cuStreamSynchronize", streamSync(compute))
+        for p in attention.keys + attention.values { _ = memFree(p) }
+        attention.keys = []
+        attention.values = []
+        attention.cache = nil
+        let bytes = b.numBlocks * b.blockSize * b.numKVHeads * b.headDim * 2
+        for _ in 0..<layers {
+            var kp: UInt64 = 0, vp: UInt64 = 0
+            let kc = memAlloc(&kp, bytes), vc = kc == 0 ? memAlloc(&vp, bytes) : kc
+            if kp != 0 { attention.keys.append(kp) }
+            if vp != 0 { attention.values.append(vp) }
+            guard kc == 0, vc == 0 else {
+                throw HybridSetupError("the KV cache copy (\(HybridExecution.size(2 * bytes * layers)) for \(layers) layers) does not fit the GPU "
+                                       + "beside the budget: lower --kv-cache-memory or gpu_memory")
+            }
+        }
+        attention.cache = b.cache
+        attention.numBlocks = b.numBlocks
+        attention.blockSize = b.blockSize
+    }
+
+    private func attend(layer: Int, _ b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                        out: UnsafeMutablePointer<Float>) throws {
+        let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize
+        let qElems = t * h * d, kvElems = t * kvh * d
+        var maxContext = 1
+        for i in 0..<t { maxContext = max(maxContext, Int(b.tokenPosition[i]) + 1) }
+        // Rows as BF16, and the int32 index: per token its slot, sequence and
+        // position, then the block tables and each sequence's start in them.
+        let q16 = try buffer(.queries, bytes: qElems * 2), k16 = try buffer(.keys, bytes: kvElems * 2), v16 = try buffer(.values, bytes: kvElems * 2)
+        narrowToBF16(q, count: qElems, into: q16.host.assumingMemoryBound(to: UInt16.self))
+        narrowToBF16(k, count: kvElems, into: k16.host.assumingMemoryBound(to: UInt16.self))
+        narrowToBF16(v, count: kvElems, into: v16.host.assumingMemoryBound(to: UInt16.self))
+        let indexCount = 3 * t + b.tableEntries + b.sequences
+        let index = try buffer(.index, bytes: indexCount * 4)
+        let ints = index.host.assumingMemoryBound(to: Int32.self)
+        for i in 0..<t {
+            let s = Int(b.tokenSequence[i]), p = Int(b.tokenPosition[i])
+            ints[i] = b.tables[Int(b.tableStart[s]) + p / bs] * Int32(bs) + Int32(p % bs)
+            ints[t + i] = Int32(s)
+            ints[2 * t + i] = Int32(p)
+        }
+        (ints + 3 * t).update(from: b.tables, count: b.tableEntries)
+        (ints + 3 * t + b.tableEntries).update(from: b.tableStart, count: b.sequences)
+        for (buffer, bytes) in [(q16, qElems * 2), (k16, kvElems * 2), (v16, kvElems * 2), (index, indexCount * 4)] {
+            try check("cuMemcpyHtoDAsync (attention inputs)", copyHtoD(buffer.device, buffer.host, bytes, compute))
+        }
+        let slots = index.device, seqOf = slots + UInt64(4 * t), posOf = slots + UInt64(8 * t)
+        let tables = slots + UInt64(12 * t), tableStart = tables + UInt64(4 * b.tableEntries)
+        let output = try buffer(.output, bytes: qElems * 4)
+        try launch(0, count: kvElems, [.pointer(k16.device), .pointer(v16.device), .pointer(slots), .pointer(attention.keys[layer]),
+                                       .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
+        let chunk = max(1, min(t, (64 << 20) / (4 * h * maxContext)))
+        let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
+        var t0 = 0
+        while t0 < t {
+            let n = min(chunk, t - t0)
+            try launch(1, count: n * h * maxContext, [.pointer(q16.device), .pointer(attention.keys[layer]), .pointer(seqOf), .pointer(posOf),
+                                                      .pointer(tables), .pointer(tableStart), .pointer(scores.device), .int32(Int32(h)),
+                                                      .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)), .int32(Int32(maxContext)),
+                                                      .float(b.scale), .int32(Int32(t0))])
+            try launch(2, count: n * h, [.pointer(scores.device), .pointer(posOf), .int32(Int32(h)), .int32(Int32(maxContext)),
+                                         .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0)])
+            try launch(3, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(seqOf), .pointer(posOf),
+                                             .pointer(tables), .pointer(tableStart), .pointer(output.device), .int32(Int32(h)),
+                                             .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)), .int32(Int32(maxContext)),
+                                             .int32(Int32(t0))])
+            t0 += n
+        }
+        try check("cuMemcpyDtoHAsync (attention output)", copyDtoH(output.host, output.device, qElems * 4, compute))
+        try check("cuStreamSynchronize", streamSync(compute))
+        out.update(from: output.host.assumingMemoryBound(to: Float.self), count: qElems)
+    }
+
+    /// One kernel argument, passed by address as cuLaunchKernel takes them.
+    enum KernelArgument {
+        case pointer(UInt64), int32(Int32), float(Float)
+    }
+
+    /// Kernel `kernel` of `attentionKernelNames` over `count` threads; its
+    /// arguments are `arguments` then the thread count (every kernel here
+    /// ends with `long long count`).
+    private func launch(_ kernel: Int, count: Int, _ arguments: [KernelArgument]) throws {
+        guard count > 0 else { return }
+        var storage = [UInt64](repeating: 0, count: arguments.count + 1)
+        for (i, a) in arguments.enumerated() {
+            switch a {
+            case .pointer(let p): storage[i] = p
+            case .int32(let v): storage[i] = UInt64(UInt32(bitPattern: v))
+            case .float(let f): storage[i] = UInt64(f.bitPattern)
+            }
+        }
+        storage[arguments.count] = UInt64(count)
+        try storage.withUnsafeMutableBufferPointer { s in
+            // Each argument at the start of its own 8 bytes: little-endian, so
+            // 4-byte arguments read their value there too.
+            var params: [UnsafeMutableRawPointer?] = (0..<s.count).map { UnsafeMutableRawPointer(s.baseAddress! + $0) }
+            try check("cuLaunchKernel (\(Self.attentionKernelNames[kernel]))",
+                      launch(attentionKernels[kernel], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
+        }
+    }
+
+    /// One pair of pinned host and device buffers of at least `bytes`.
+    private func buffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> (host: UnsafeMutableRawPointer, device: UInt64) {
+        let i = which.rawValue
+        if attention.bytes[i] >= bytes, let h = attention.host[i] { return (h, attention.device[i]) }
+        try check("cuStreamSynchronize", streamSync(compute))
+        if attention.device[i] != 0 { _ = memFree(attention.device[i]) }
+        if let h = attention.host[i] { _ = hostFree(h) }
+        attention.device[i] = 0
+        attention.host[i] = nil
+        let size = max(bytes, 2 * attention.bytes[i])
+        attention.bytes[i] = 0
+        var d: UInt64 = 0
+        var h: UnsafeMutableRawPointer?
+        try check("cuMemAlloc (attention \(which))", memAlloc(&d, size))
+        attention.device[i] = d
+        try check("cuMemHostAlloc (attention \(which))", hostAlloc(&h, size, 0))
+        attention.host[i] = h
+        attention.bytes[i] = size
+        return (h!, d)
+    }
+}
