@@ -7,9 +7,10 @@ import SwitchyardModel
 /// (`HybridExecutor`); with `dense` (the default) the dense products too
 /// (q/k/v and o projections, router, shared experts, dense MLPs, LM head:
 /// `DenseOffload`), their weights resident first and the experts filling
-/// the rest of the budget. Attention over the KV cache, norms, RoPE and
-/// routing stay on the CPU. Without a usable GPU it fails at start-up
-/// naming what it looked for and where.
+/// the rest of the budget; with `attention` (the default) attention too,
+/// over a GPU copy of the KV cache when it fits. Norms, RoPE and routing
+/// stay on the CPU. Without a usable GPU it fails at start-up naming what
+/// it looked for and where.
 public struct HybridExecution: ExecutionStrategy {
     public struct Options: Sendable {
         /// Bytes of GPU memory for resident experts ("8GiB", "512MiB"), or a
