@@ -125,6 +125,7 @@ extension CUDAAccelerator {
             return true
         } catch {
             attention.failure = "\(name): \(error)"
+            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
             return false
         }
     }

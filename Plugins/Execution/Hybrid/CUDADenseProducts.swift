@@ -63,6 +63,12 @@ extension CUDAAccelerator: DenseOffload {
     /// Why attention went back to the CPU for good (nil: it has not).
     public var attentionFailure: String? { attention.failure }
 
+    /// Once per cause, on standard error (a plug-in has no logger of the
+    /// engine's): serving goes on, on the CPU, and the counters say so too.
+    static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("warning: hybrid: \(message)\n".utf8))
+    }
+
     /// Why the GPU stopped taking dense products (nil: it has not).
     public var denseFailure: String? { dense.failure }
 
@@ -213,6 +219,7 @@ extension CUDAAccelerator: DenseOffload {
             return true
         } catch {
             dense.failure = "\(name): \(error)"
+            CUDAAccelerator.warn("dense products go back to the CPU for good: \(dense.failure!)")
             return false
         }
     }
