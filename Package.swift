@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "ExecutionPluginTests",
             dependencies: ["SwitchyardModel", "SwitchyardCore", "CPUExecution", "ExpertParallelExecution", "WholeExpertsExecution",
-                           "HybridExecution"],
+                           "HybridExecution", "ChunkedScheduler"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import ChunkedScheduler
 @testable import HybridExecution
 import SwitchyardCore
 import SwitchyardModel
@@ -202,6 +203,42 @@ import Testing
         // Layer 0: q/k/v, o, its MLP; layers 1 and 2: q/k/v, o, router,
         // shared expert; the LM head.
         #expect(gpu.dense.products > 0 && gpu.dense.products % 12 == 0, "\(gpu.dense.products)")
+    }
+
+    /// Serving: twelve requests through the engine (chunked prefill in
+    /// 4-token blocks, decodes beside prefills, blocks freed and handed to
+    /// later requests), experts split between the CPU and the device, every
+    /// dense product and every attention layer on the device. Each is
+    /// checked as it runs; attention against a reference that keeps its own
+    /// copy of the cache across the forwards, so decodes read what earlier
+    /// forwards stored on the device.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func servingThroughTheEngineKeepsTheDeviceCacheRightAcrossForwards() async throws {
+        let (model, _, _, bytes) = try bf16Model()
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                      budgetBytes: 24 * bytes, uploadSlots: 2, denseBytes: CUDAAccelerator.denseBytes(model.weights),
+                                      searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        let experts = CheckingAccelerator(gpu, weights: model.weights)
+        let dense = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(experts: try HybridExecutor(weights: model.weights, accelerator: experts, cost: HybridExecutorTests.cost))
+        model.install(dense: dense)
+        defer { model.install(experts: nil); model.install(dense: nil) }
+        let engine = Engine(model: model, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 96),
+                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 24, maxNumSeqs: 6)))
+        let requests = (0..<12).map { i in
+            GenerationRequest(id: "r\(i)", promptTokens: (0..<(5 + 3 * i)).map { Int32(($0 * 37 + i * 11 + 3) % model.config.vocabSize) },
+                              maxTokens: 6, ignoreEOS: true)
+        }
+        let outputs = await engine.generate(requests)
+        engine.shutdown()
+        #expect(outputs.allSatisfy { $0.outputTokens.count == 6 })
+        #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+        // Every forward's six layers: prefill chunks and decode steps.
+        #expect(dense.attentionChecked >= 6 * 6 && dense.attentionChecked % 6 == 0, "\(dense.attentionChecked)")
+        #expect(dense.worstRelativeDifference < 2e-3, "dense and attention: \(dense.worstRelativeDifference)")
+        #expect(experts.expertsChecked > 0 && experts.worstRelativeDifference < 2e-3, "experts: \(experts.worstRelativeDifference)")
     }
 
     /// A KV cache whose copy does not fit the device leaves attention on
