@@ -84,11 +84,16 @@ import Testing
                                                 systemSearch: true).get()
 
     @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
-    func siluKernelCompilesToPTXWithItsEntryPoint() throws {
+    func kernelsCompileToPTXWithTheirEntryPointsAndParameters() throws {
         let ptx = String(cString: try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!))
         #expect(ptx.contains(".visible .entry silu_mul_bf16("))
-        // Four parameters: gate, up, output, count.
-        #expect(ptx.contains("silu_mul_bf16_param_3"))
+        // Four parameters: gate-up, output, width, count.
+        #expect(ptx.contains("silu_mul_bf16_param_3") && !ptx.contains("silu_mul_bf16_param_4"))
+        // Attention's kernels, with the parameter counts the launches pass.
+        for (name, parameters) in zip(CUDAAccelerator.attentionKernelNames, [7, 15, 7, 14]) {
+            #expect(ptx.contains(".visible .entry \(name)("), "\(name)")
+            #expect(ptx.contains("\(name)_param_\(parameters - 1)") && !ptx.contains("\(name)_param_\(parameters)"), "\(name)")
+        }
     }
 
     @Test(.enabled(if: cublas != nil, "cuBLAS is not installed"))
