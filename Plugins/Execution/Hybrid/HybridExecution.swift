@@ -13,8 +13,9 @@ import SwitchyardModel
 /// it looked for and where.
 public struct HybridExecution: ExecutionStrategy {
     public struct Options: Sendable {
-        /// Bytes of GPU memory for resident experts ("8GiB", "512MiB"), or a
-        /// fraction of the device's free memory ("0.8").
+        /// Bytes of GPU memory for dense weights and resident experts
+        /// ("8GiB", "512MiB"), or a fraction of the device's free memory
+        /// ("0.8"); the KV cache copy and scratch come from what is left.
         public var gpuMemory = "0.8"
         public var device = 0
         /// llama.cpp's static forms: every routed expert on the CPU, or
@@ -181,9 +182,9 @@ public struct HybridExecution: ExecutionStrategy {
     }
 
     public static func register(in registry: StrategyRegistry) {
-        registry.registerExecution("hybrid", summary: "CPU-GPU hybrid: hot experts resident on a CUDA GPU, cold ones on the CPU or uploaded where cheaper (GPU path not yet run on a GPU)",
+        registry.registerExecution("hybrid", summary: "CPU-GPU hybrid: dense products, attention and hot experts on a CUDA GPU, cold experts on the CPU or uploaded where cheaper (GPU path not yet run on a GPU)",
                                    options: [
-                                       StrategyOption("gpu_memory", type: "string", default: "0.8", help: "GPU memory for resident experts: a size (8GiB) or a fraction of free memory"),
+                                       StrategyOption("gpu_memory", type: "string", default: "0.8", help: "GPU memory for dense weights and resident experts: a size (8GiB) or a fraction of free memory"),
                                        StrategyOption("device", type: "int", default: "0", help: "CUDA device index"),
                                        StrategyOption("cpu_moe", type: "bool", default: "false", help: "llama.cpp --cpu-moe: every routed expert on the CPU"),
                                        StrategyOption("n_cpu_moe", type: "int", default: "0", help: "llama.cpp --n-cpu-moe N: the experts of the first N layers on the CPU"),
