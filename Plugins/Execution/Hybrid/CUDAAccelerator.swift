@@ -90,8 +90,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     let gemmBatchedEx: GemmBatchedEx?
     private var batchedWorks = true
     /// Device arrays of pointers for the batched calls, and their pinned
-    /// host side, grown to the most seen.
-    private var dPointers: DevicePointer = 0, hPointers: UnsafeMutableRawPointer?, pointerCapacity = 0
+    /// host side.
+    private var pointerArrays = DeviceScratch()
     let hostAlloc: HostAlloc, hostFree: HostFree
     /// Products and row copies run on `compute`, expert uploads on `copy`.
     let compute: OpaquePointer?, copy: OpaquePointer?, blas: OpaquePointer?, siluMul: OpaquePointer?
@@ -111,11 +111,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     private let deviceSlots: DevicePointer, hostSlots: UnsafeMutableRawPointer, uploadSlots: Int
     private let staged: [OpaquePointer?], consumed: [OpaquePointer?]
     private var nextSlot = 0
-    /// Per-row scratch on the device and pinned rows on the host, grown to
-    /// the largest layer share seen.
-    private var capacityRows = 0
-    private var dX: DevicePointer = 0, dGU: DevicePointer = 0, dA: DevicePointer = 0, dY: DevicePointer = 0
-    private var hX: UnsafeMutableRawPointer?, hY: UnsafeMutableRawPointer?
+    /// A layer share's rows: BF16 inputs and Float32 outputs (pinned on the
+    /// host too), gate-up products and activations (device only).
+    private var inputs = DeviceScratch(), outputs = DeviceScratch(), gateUp = DeviceScratch(), activations = DeviceScratch()
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
     var dense = DenseDeviceWeights()
@@ -225,13 +223,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(compute)
         _ = streamSync(copy)
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
-        for p in [deviceSlots, dX, dGU, dA, dY, dPointers] + dense.deviceAllocations + attention.deviceAllocations where p != 0 { _ = memFree(p) }
-        if let hPointers { _ = hostFree(hPointers) }
-        for p in attention.hostAllocations { _ = hostFree(p) }
-        for p in dense.hostAllocations { _ = hostFree(p) }
+        for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
+        for s in [inputs, outputs, gateUp, activations, pointerArrays] + dense.scratch + attention.buffers { release(s) }
         _ = hostFree(hostSlots)
-        if let hX { _ = hostFree(hX) }
-        if let hY { _ = hostFree(hY) }
     }
 
     public func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
@@ -269,12 +263,12 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
         try reserve(rows: rows)
         // Inputs, narrowed to BF16 as the CPU's bfloat16 mode rounds them.
-        let x = hX!.assumingMemoryBound(to: UInt16.self)
+        let x = inputs.host!.assumingMemoryBound(to: UInt16.self)
         for (i, j) in order.enumerated() {
             let n = Int(work.tokenCount[j])
             narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
         }
-        try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(dX, hX!, rows * hidden * 2, compute))
+        try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(inputs.device, inputs.host!, rows * hidden * 2, compute))
         let residentCount = order.count - uploads.count
         let batched = try residentProductsBatched(work, order: order, count: residentCount, rowOfExpert: rowOfExpert)
         for (i, j) in order.enumerated() where !batched || i >= residentCount {
@@ -297,7 +291,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                tokens: Int(work.tokenCount[j]), row: rowOfExpert[i])
             if let slot { try check("cuEventRecord", eventRecord(consumed[slot], compute)) }
         }
-        try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(hY!, dY, rows * hidden * 4, compute))
+        try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(outputs.host!, outputs.device, rows * hidden * 4, compute))
         pending = (work, order, rowOfExpert)
     }
 
@@ -307,7 +301,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         pending = nil
         try makeCurrent()
         try check("cuStreamSynchronize", streamSync(compute))
-        let y = hY!.assumingMemoryBound(to: Float.self)
+        let y = outputs.host!.assumingMemoryBound(to: Float.self)
         for (i, j) in experts.enumerated() {
             (work.output + Int(work.rowOffset[j]) * hidden).update(from: y + rowOfExpert[i] * hidden, count: Int(work.tokenCount[j]) * hidden)
         }
@@ -326,10 +320,10 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
         let n = byTokens.count, h = hidden, m = intermediate
         guard n > 0 else { return true }
-        try reservePointers(6 * n)
+        try grow(&pointerArrays, to: 6 * n * 8, pinned: true, "pointer arrays")
         // Six arrays of n pointers: gate-up weights, inputs, gate-up
         // outputs; down weights, activations, outputs.
-        let p = hPointers!.assumingMemoryBound(to: DevicePointer.self)
+        let p = pointerArrays.host!.assumingMemoryBound(to: DevicePointer.self)
         for (slot, i) in byTokens.enumerated() {
             let j = order[i], r = DevicePointer(rowOfExpert[i])
             let w = residentCopies[work.layer][j]
@@ -337,13 +331,13 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                 throw HybridSetupError("expert \(j) of layer \(work.layer) is not resident")
             }
             p[slot] = w
-            p[n + slot] = dX + r * DevicePointer(h * 2)
-            p[2 * n + slot] = dGU + r * DevicePointer(2 * m * 4)
+            p[n + slot] = inputs.device + r * DevicePointer(h * 2)
+            p[2 * n + slot] = gateUp.device + r * DevicePointer(2 * m * 4)
             p[3 * n + slot] = w + DevicePointer(work.experts[j].gate.byteCount + work.experts[j].up.byteCount)
-            p[4 * n + slot] = dA + r * DevicePointer(m * 2)
-            p[5 * n + slot] = dY + r * DevicePointer(h * 4)
+            p[4 * n + slot] = activations.device + r * DevicePointer(m * 2)
+            p[5 * n + slot] = outputs.device + r * DevicePointer(h * 4)
         }
-        try check("cuMemcpyHtoDAsync (pointer arrays)", copyHtoD(dPointers, hPointers!, 6 * n * 8, compute))
+        try check("cuMemcpyHtoDAsync (pointer arrays)", copyHtoD(pointerArrays.device, pointerArrays.host!, 6 * n * 8, compute))
         // Runs of equal token counts.
         var groups: [(start: Int, count: Int, tokens: Int32)] = []
         for (slot, i) in byTokens.enumerated() {
@@ -351,7 +345,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             if let last = groups.last, last.tokens == t { groups[groups.count - 1].count += 1 } else { groups.append((slot, 1, t)) }
         }
         var one: Float = 1, zero: Float = 0
-        func array(_ k: Int, _ start: Int) -> DevicePointer { dPointers + DevicePointer((k * n + start) * 8) }
+        func array(_ k: Int, _ start: Int) -> DevicePointer { pointerArrays.device + DevicePointer((k * n + start) * 8) }
         for g in groups {
             let status = batchedGemm(blas, Self.opT, Self.opN, Int32(2 * m), g.tokens, Int32(h), &one, array(0, g.start), Self.realBF16, Int32(h),
                                      array(1, g.start), Self.realBF16, Int32(h), &zero, array(2, g.start), Self.realF32, Int32(2 * m),
@@ -359,7 +353,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             guard status == 0 else { batchedWorks = false; return false }
         }
         let rows = byTokens.reduce(0) { $0 + Int(work.tokenCount[order[$1]]) }
-        try launchSiLU(gu: dGU, a: dA, intermediate: m, tokens: rows)
+        try launchSiLU(gu: gateUp.device, a: activations.device, intermediate: m, tokens: rows)
         for g in groups {
             let status = batchedGemm(blas, Self.opT, Self.opN, Int32(h), g.tokens, Int32(m), &one, array(3, g.start), Self.realBF16, Int32(m),
                                      array(4, g.start), Self.realBF16, Int32(m), &zero, array(5, g.start), Self.realF32, Int32(h),
@@ -369,24 +363,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         return true
     }
 
-    private func reservePointers(_ count: Int) throws {
-        guard count > pointerCapacity else { return }
-        try check("cuStreamSynchronize", streamSync(compute))
-        if dPointers != 0 { _ = memFree(dPointers) }
-        if let hPointers { _ = hostFree(hPointers) }
-        let n = max(count, 2 * pointerCapacity)
-        try check("cuMemAlloc (pointer arrays)", memAlloc(&dPointers, n * 8))
-        try check("cuMemHostAlloc (pointer arrays)", hostAlloc(&hPointers, n * 8, 0))
-        pointerCapacity = n
-    }
-
     /// One expert on the compute stream: `[G U]` for its `tokens` rows from
     /// row `row` of the inputs, the SiLU kernel, then the down product into
     /// the same rows of `Y`. `down`: the down matrix's byte offset.
     private func expertProducts(weights: DevicePointer, down: Int, tokens: Int, row: Int) throws {
         let r = DevicePointer(row), h = hidden, m = intermediate
-        try swiglu(weights: weights, intermediate: m, down: down, tokens: tokens, x: dX + r * DevicePointer(h * 2),
-                   gu: dGU + r * DevicePointer(2 * m * 4), a: dA + r * DevicePointer(m * 2), y: dY + r * DevicePointer(h * 4))
+        try swiglu(weights: weights, intermediate: m, down: down, tokens: tokens, x: inputs.device + r * DevicePointer(h * 2),
+                   gu: gateUp.device + r * DevicePointer(2 * m * 4), a: activations.device + r * DevicePointer(m * 2),
+                   y: outputs.device + r * DevicePointer(h * 4))
     }
 
     /// A SwiGLU MLP on the compute stream: `gu = x·[Wg;Wu]ᵀ` (gate and up
@@ -434,9 +418,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         try check("cuEventSynchronize", eventSync(staged[slot]))
         // cuBLAS reads Hugging Face's row-major layout; packed experts
         // (`MatrixLayout.packedBF16`) are unpacked on the way. The kernel
-        // threads split the rows: the CPU's share of the layer starts only
-        // after this returns, and one thread's copy does not reach the
-        // memory's bandwidth.
+        // threads split the rows, since the CPU's share of the layer starts
+        // only after this returns (what that gains is not measured: no GPU).
         let host = hostSlots + slot * expertBytes
         let matrices = [e.gate, e.up, e.down]
         let offsets = [0, e.gate.byteCount, e.gate.byteCount + e.up.byteCount]
@@ -514,19 +497,29 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     }
 
     private func reserve(rows: Int) throws {
-        guard rows > capacityRows else { return }
+        try grow(&inputs, to: rows * hidden * 2, pinned: true, "expert inputs")
+        try grow(&gateUp, to: rows * 2 * intermediate * 4, pinned: false, "gate-up products")
+        try grow(&activations, to: rows * intermediate * 2, pinned: false, "activations")
+        try grow(&outputs, to: rows * hidden * 4, pinned: true, "expert outputs")
+    }
+
+    /// `scratch` holding at least `bytes`, with a pinned host twin if
+    /// `pinned`; it doubles when it grows, and what it replaces is freed
+    /// once the compute stream is done with it.
+    func grow(_ scratch: inout DeviceScratch, to bytes: Int, pinned: Bool, _ what: String) throws {
+        guard bytes > scratch.bytes else { return }
         try check("cuStreamSynchronize", streamSync(compute))
-        for p in [dX, dGU, dA, dY] where p != 0 { _ = memFree(p) }
-        if let hX { _ = hostFree(hX) }
-        if let hY { _ = hostFree(hY) }
-        let n = max(rows, 2 * capacityRows)
-        try check("cuMemAlloc", memAlloc(&dX, n * hidden * 2))
-        try check("cuMemAlloc", memAlloc(&dGU, n * 2 * intermediate * 4))
-        try check("cuMemAlloc", memAlloc(&dA, n * intermediate * 2))
-        try check("cuMemAlloc", memAlloc(&dY, n * hidden * 4))
-        try check("cuMemHostAlloc", hostAlloc(&hX, n * hidden * 2, 0))
-        try check("cuMemHostAlloc", hostAlloc(&hY, n * hidden * 4, 0))
-        capacityRows = n
+        let size = max(bytes, 2 * scratch.bytes)
+        release(scratch)
+        scratch = DeviceScratch()
+        try check("cuMemAlloc (\(what))", memAlloc(&scratch.device, size))
+        if pinned { try check("cuMemHostAlloc (\(what))", hostAlloc(&scratch.host, size, 0)) }
+        scratch.bytes = size
+    }
+
+    func release(_ scratch: DeviceScratch) {
+        if scratch.device != 0 { _ = memFree(scratch.device) }
+        if let host = scratch.host { _ = hostFree(host) }
     }
 
     func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
@@ -547,4 +540,12 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
 public struct HybridSetupError: Error, Sendable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A device buffer and, for rows copied to or from it, a pinned host twin;
+/// grown by `CUDAAccelerator.grow`, never shrunk.
+struct DeviceScratch {
+    var device: UInt64 = 0
+    var host: UnsafeMutableRawPointer?
+    var bytes = 0
 }

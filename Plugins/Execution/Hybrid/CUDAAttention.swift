@@ -10,11 +10,8 @@ struct DeviceAttention {
     var numBlocks = 0, blockSize = 0
     /// `[layer]`: keys and values, `[block * blockSize + offset][kvHead][headDim]`.
     var keys: [UInt64] = [], values: [UInt64] = []
-    /// Pinned host and device buffers (`Buffer`), grown to the largest batch.
-    var host = [UnsafeMutableRawPointer?](repeating: nil, count: Buffer.allCases.count)
-    var device = [UInt64](repeating: 0, count: Buffer.allCases.count), bytes = [Int](repeating: 0, count: Buffer.allCases.count)
-    var deviceAllocations: [UInt64] { keys + values + device.filter { $0 != 0 } }
-    var hostAllocations: [UnsafeMutableRawPointer] { host.compactMap { $0 } }
+    /// Pinned host and device buffers, by `Buffer`.
+    var buffers = [DeviceScratch](repeating: DeviceScratch(), count: Buffer.allCases.count)
     /// Whether attention may run here (`attention` option), the layers it
     /// computed, and why it stopped (nil: it has not).
     var enabled = true
@@ -239,22 +236,8 @@ extension CUDAAccelerator {
 
     /// One pair of pinned host and device buffers of at least `bytes`.
     private func buffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> (host: UnsafeMutableRawPointer, device: UInt64) {
-        let i = which.rawValue
-        if attention.bytes[i] >= bytes, let h = attention.host[i] { return (h, attention.device[i]) }
-        try check("cuStreamSynchronize", streamSync(compute))
-        if attention.device[i] != 0 { _ = memFree(attention.device[i]) }
-        if let h = attention.host[i] { _ = hostFree(h) }
-        attention.device[i] = 0
-        attention.host[i] = nil
-        let size = max(bytes, 2 * attention.bytes[i])
-        attention.bytes[i] = 0
-        var d: UInt64 = 0
-        var h: UnsafeMutableRawPointer?
-        try check("cuMemAlloc (attention \(which))", memAlloc(&d, size))
-        attention.device[i] = d
-        try check("cuMemHostAlloc (attention \(which))", hostAlloc(&h, size, 0))
-        attention.host[i] = h
-        attention.bytes[i] = size
-        return (h!, d)
+        try grow(&attention.buffers[which.rawValue], to: bytes, pinned: true, "attention \(which)")
+        let b = attention.buffers[which.rawValue]
+        return (b.host!, b.device)
     }
 }

@@ -24,14 +24,11 @@ struct DenseDeviceWeights {
     var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
     var lmHead = DeviceMatrix()
     var bytes = 0
-    var deviceAllocations: [UInt64] = []
-    var hostAllocations: [UnsafeMutableRawPointer] = []
-    /// Scratch, grown to the largest product seen: inputs (BF16) and
-    /// outputs (Float32) pinned on the host and on the device, and the
-    /// MLP's intermediate rows on the device.
-    var hostIn: UnsafeMutableRawPointer?, hostOut: UnsafeMutableRawPointer?
-    var deviceIn: UInt64 = 0, deviceOut: UInt64 = 0, deviceGU: UInt64 = 0, deviceA: UInt64 = 0
-    var inBytes = 0, outBytes = 0, guBytes = 0, aBytes = 0
+    var weightAllocations: [UInt64] = []
+    /// Scratch: inputs (BF16) and outputs (Float32), pinned on the host
+    /// too, and the MLP's gate-up products and activations.
+    var inputRows = DeviceScratch(), outputRows = DeviceScratch(), gateUpRows = DeviceScratch(), activationRows = DeviceScratch()
+    var scratch: [DeviceScratch] { [inputRows, outputRows, gateUpRows, activationRows] }
     /// Products computed on the device, and the error that stopped it
     /// taking more (the CPU computes everything after).
     var products = 0
@@ -115,7 +112,7 @@ extension CUDAAccelerator: DenseOffload {
             let bytes = matrices.reduce(0) { $0 + $1.byteCount }
             var p: UInt64 = 0
             try check("cuMemAlloc (dense weights)", memAlloc(&p, bytes))
-            dense.deviceAllocations.append(p)
+            dense.weightAllocations.append(p)
             var offset = 0
             for m in matrices {
                 // From the mapped checkpoint: the driver stages pageable
@@ -157,7 +154,7 @@ extension CUDAAccelerator: DenseOffload {
         guard layer < dense.qkv.count, dense.qkv[layer].address != 0 else { return false }
         let w = dense.qkv[layer], qn = dense.qRows, kn = dense.kvRows
         return run(tokens: tokens, inCols: w.cols, outCols: w.rows, x: x) {
-            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.deviceIn, output: dense.deviceOut)
+            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.inputRows.device, output: dense.outputRows.device)
         } unpack: { out in
             // Row t of the fused product is q, k, v of token t.
             for t in 0..<tokens {
@@ -178,7 +175,7 @@ extension CUDAAccelerator: DenseOffload {
         }
         guard w.address != 0 else { return false }
         return run(tokens: tokens, inCols: w.cols, outCols: w.rows, x: x) {
-            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.deviceIn, output: dense.deviceOut)
+            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.inputRows.device, output: dense.outputRows.device)
         } unpack: { out in
             y.update(from: out, count: tokens * w.rows)
         }
@@ -189,8 +186,8 @@ extension CUDAAccelerator: DenseOffload {
         guard layer < table.count, table[layer].address != 0 else { return false }
         let w = table[layer], h = hidden
         return run(tokens: tokens, inCols: h, outCols: h, intermediate: w.intermediate, x: x) {
-            try swiglu(weights: w.address, intermediate: w.intermediate, down: w.downOffset, tokens: tokens, x: dense.deviceIn,
-                       gu: dense.deviceGU, a: dense.deviceA, y: dense.deviceOut)
+            try swiglu(weights: w.address, intermediate: w.intermediate, down: w.downOffset, tokens: tokens, x: dense.inputRows.device,
+                       gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.outputRows.device)
         } unpack: { result in
             out.update(from: result, count: tokens * h)
         }
@@ -207,14 +204,16 @@ extension CUDAAccelerator: DenseOffload {
         guard tokens > 0 else { return true }
         do {
             try makeCurrent()
-            try reserveDense(inBytes: tokens * inCols * 2, outBytes: tokens * outCols * 4, guBytes: tokens * 2 * intermediate * 4,
-                             aBytes: tokens * intermediate * 2)
-            narrowToBF16(x, count: tokens * inCols, into: dense.hostIn!.assumingMemoryBound(to: UInt16.self))
-            try check("cuMemcpyHtoDAsync (dense inputs)", copyHtoD(dense.deviceIn, dense.hostIn!, tokens * inCols * 2, compute))
+            try grow(&dense.inputRows, to: tokens * inCols * 2, pinned: true, "dense inputs")
+            try grow(&dense.outputRows, to: tokens * outCols * 4, pinned: true, "dense outputs")
+            try grow(&dense.gateUpRows, to: tokens * 2 * intermediate * 4, pinned: false, "dense gate-up products")
+            try grow(&dense.activationRows, to: tokens * intermediate * 2, pinned: false, "dense activations")
+            narrowToBF16(x, count: tokens * inCols, into: dense.inputRows.host!.assumingMemoryBound(to: UInt16.self))
+            try check("cuMemcpyHtoDAsync (dense inputs)", copyHtoD(dense.inputRows.device, dense.inputRows.host!, tokens * inCols * 2, compute))
             try body()
-            try check("cuMemcpyDtoHAsync (dense outputs)", copyDtoH(dense.hostOut!, dense.deviceOut, tokens * outCols * 4, compute))
+            try check("cuMemcpyDtoHAsync (dense outputs)", copyDtoH(dense.outputRows.host!, dense.outputRows.device, tokens * outCols * 4, compute))
             try check("cuStreamSynchronize", streamSync(compute))
-            unpack(UnsafePointer(dense.hostOut!.assumingMemoryBound(to: Float.self)))
+            unpack(UnsafePointer(dense.outputRows.host!.assumingMemoryBound(to: Float.self)))
             dense.products += 1
             return true
         } catch {
@@ -222,40 +221,5 @@ extension CUDAAccelerator: DenseOffload {
             CUDAAccelerator.warn("dense products go back to the CPU for good: \(dense.failure!)")
             return false
         }
-    }
-
-    private func reserveDense(inBytes: Int, outBytes: Int, guBytes: Int, aBytes: Int) throws {
-        typealias Path<T> = ReferenceWritableKeyPath<CUDAAccelerator, T>
-        func grow(_ device: Path<UInt64>, _ host: Path<UnsafeMutableRawPointer?>?, _ have: Path<Int>, _ need: Int) throws {
-            guard need > self[keyPath: have] else { return }
-            try check("cuStreamSynchronize", streamSync(compute))
-            let bytes = max(need, 2 * self[keyPath: have])
-            let oldDevice = self[keyPath: device]
-            if oldDevice != 0 {
-                _ = memFree(oldDevice)
-                dense.deviceAllocations.removeAll { $0 == oldDevice }
-                self[keyPath: device] = 0
-            }
-            var p: UInt64 = 0
-            try check("cuMemAlloc (dense scratch)", memAlloc(&p, bytes))
-            self[keyPath: device] = p
-            dense.deviceAllocations.append(p)
-            if let host {
-                if let old = self[keyPath: host] {
-                    _ = hostFree(old)
-                    dense.hostAllocations.removeAll { $0 == old }
-                    self[keyPath: host] = nil
-                }
-                var h: UnsafeMutableRawPointer?
-                try check("cuMemHostAlloc (dense scratch)", hostAlloc(&h, bytes, 0))
-                self[keyPath: host] = h
-                dense.hostAllocations.append(h!)
-            }
-            self[keyPath: have] = bytes
-        }
-        try grow(\.dense.deviceIn, \.dense.hostIn, \.dense.inBytes, inBytes)
-        try grow(\.dense.deviceOut, \.dense.hostOut, \.dense.outBytes, outBytes)
-        try grow(\.dense.deviceGU, nil, \.dense.guBytes, guBytes)
-        try grow(\.dense.deviceA, nil, \.dense.aBytes, aBytes)
     }
 }
