@@ -81,7 +81,8 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         ctx = GemmContext(options: compute)
     }
 
-    private func compare(_ device: UnsafePointer<Float>, count: Int, _ cpu: (UnsafeMutablePointer<Float>) -> Void) {
+    /// `counts`: a product (`productsChecked`), not part of attention.
+    private func compare(_ device: UnsafePointer<Float>, count: Int, counts: Bool = true, _ cpu: (UnsafeMutablePointer<Float>) -> Void) {
         let mine = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { mine.deallocate() }
         cpu(mine)
@@ -89,7 +90,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             let d = abs(device[i] - mine[i]) / (1 + abs(mine[i]))
             if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
         }
-        productsChecked += 1
+        if counts { productsChecked += 1 }
     }
 
     func attentionProjections(layer: Int, x: UnsafePointer<Float>, tokens: Int, q: UnsafeMutablePointer<Float>,
@@ -146,6 +147,14 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     func attention(layer: Int, batch b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                    out: UnsafeMutablePointer<Float>) -> Bool {
         guard inner.attention(layer: layer, batch: b, q: q, k: k, v: v, out: out) else { return false }
+        let reference = referenceAttention(layer: layer, b, q: q, k: k, v: v)
+        compare(out, count: reference.count, counts: false) { $0.update(from: reference, count: reference.count) }
+        attentionChecked += 1
+        return true
+    }
+
+    private func referenceAttention(layer: Int, _ b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                    v: UnsafePointer<Float>) -> [Float] {
         if cache != b.cache { keys = [:]; values = [:]; cache = b.cache }
         let h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, row = kvh * d
         func rounded(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { (0..<n).map { Float(bitPattern: UInt32(narrowToBF16(p[$0])) << 16) } }
@@ -155,6 +164,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             keys[layer, default: [:]][at] = rounded(k + t * row, row)
             values[layer, default: [:]][at] = rounded(v + t * row, row)
         }
+        var out = [Float](repeating: 0, count: b.tokens * h * d)
         for t in 0..<b.tokens {
             let s = Int(b.tokenSequence[t]), n = Int(b.tokenPosition[t]) + 1
             for head in 0..<h {
@@ -171,13 +181,70 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
                 for e in 0..<d {
                     var acc: Float = 0
                     for j in 0..<n { acc += scores[j] * values[layer]![slot(s, j)]![g * d + e] }
-                    let device = out[(t * h + head) * d + e]
-                    let diff = abs(device - acc) / (1 + abs(acc))
-                    if !(diff <= worstRelativeDifference) { worstRelativeDifference = diff.isNaN ? .infinity : diff }
+                    out[(t * h + head) * d + e] = acc
                 }
             }
         }
-        attentionChecked += 1
+        return out
+    }
+
+    /// Whether `attentionLayer` is passed on (false: the forward takes the
+    /// steps, so those are what gets checked).
+    var offersWholeLayers = true
+    private(set) var wholeLayersChecked = 0
+
+    /// A whole attention layer: its keys and values against q/k/v computed
+    /// here from the model's weights (biases, q/k norms, clip, RoPE from the
+    /// batch's angles, written out plainly rather than by the forward's
+    /// code), its output against attention over the device's keys and
+    /// values and `o_proj`.
+    func attentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
+                        v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard offersWholeLayers, inner.attentionLayer(layer: layer, batch: b, x: x, k: k, v: v, out: out) else { return false }
+        guard case .grouped(let a) = weights.layers[layer].attention, let angles = b.rope else { return true }
+        let c = weights.config, t = b.tokens, d = b.headDim
+        var parts = [a.q, a.k, a.v].map { m -> [Float] in
+            var y = [Float](repeating: 0, count: t * m.rows)
+            Linear.apply(m, x: x, tokens: t, y: &y, ctx: ctx)
+            return y
+        }
+        for (p, bias) in [a.qBias, a.kBias, a.vBias].enumerated() {
+            guard let bias else { continue }
+            for i in parts[p].indices { parts[p][i] += bias[i % bias.count] }
+        }
+        for (p, norm) in [a.qNorm, a.kNorm].enumerated() {
+            guard let norm, c.qkNorm != .none else { continue }
+            let width = c.qkNorm == .perHead ? d : parts[p].count / t
+            for r in 0..<(parts[p].count / width) {
+                let row = parts[p][(r * width)..<((r + 1) * width)]
+                let scale = 1 / (row.reduce(0) { $0 + $1 * $1 } / Float(width) + c.rmsNormEps).squareRoot()
+                for (e, value) in row.enumerated() { parts[p][r * width + e] = norm[e] * (value * scale) }
+            }
+        }
+        if let clip = c.clipQKV { parts = parts.map { $0.map { min(max($0, -clip), clip) } } }
+        for p in 0..<2 {
+            let heads = parts[p].count / (t * d)
+            for token in 0..<t {
+                for head in 0..<heads {
+                    for j in 0..<angles.half {
+                        let (i0, i1) = angles.interleaved ? (2 * j, 2 * j + 1) : (j, j + angles.half)
+                        let base = (token * heads + head) * d
+                        let x0 = parts[p][base + i0], x1 = parts[p][base + i1]
+                        let cos = angles.cos[token * angles.half + j], sin = angles.sin[token * angles.half + j]
+                        parts[p][base + i0] = x0 * cos - x1 * sin
+                        parts[p][base + i1] = x1 * cos + x0 * sin
+                    }
+                }
+            }
+        }
+        compare(k, count: parts[1].count, counts: false) { $0.update(from: parts[1], count: parts[1].count) }
+        compare(v, count: parts[2].count, counts: false) { $0.update(from: parts[2], count: parts[2].count) }
+        var attended = referenceAttention(layer: layer, b, q: parts[0], k: k, v: v)
+        compare(out, count: t * a.o.rows, counts: false) { y in
+            Linear.apply(a.o, x: &attended, tokens: t, y: y, ctx: ctx)
+            if let bias = a.oBias { for i in 0..<(t * a.o.rows) { y[i] += bias[i % bias.count] } }
+        }
+        wholeLayersChecked += 1
         return true
     }
 }

@@ -80,7 +80,8 @@ enum SoftwareCUDA {
     }
 
     /// pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches,
-    /// event_waits, max_queued, device_bytes_in_use.
+    /// event_waits, max_queued, device_bytes_in_use, host_waits (the host
+    /// waiting on the device: stream and event synchronizations).
     static func counter(_ name: String) -> Int {
         typealias Counter = @convention(c) (UnsafePointer<CChar>) -> Int64
         return Int(function("softcuda_counter", Counter.self)(name))

@@ -173,9 +173,10 @@ import Testing
     /// GLM-4.5's layout: a dense first layer, then MoE layers with a shared
     /// expert, attention with biases. Only the dense products go to the
     /// GPU here (experts stay on the CPU): every one of them, with the
-    /// CPU's bfloat16 logits.
-    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
-    func denseProductsOfDenseLayersAndSharedExpertsMatchTheCPU() throws {
+    /// CPU's bfloat16 logits. Attention whole per layer in one round trip,
+    /// or (`wholeLayers` false) as three steps: projections, attention, o.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [true, false])
+    func denseProductsOfDenseLayersAndSharedExpertsMatchTheCPU(wholeLayers: Bool) throws {
         let model = try Transformer(directory: PluginFixtures.model("glm4_moe_bf16_sharded"))
         try model.configure(compute: Self.bf16!)
         let prompt = (0..<20).map { Int32(($0 * 37 + 3) % model.config.vocabSize) }
@@ -187,22 +188,90 @@ import Testing
         try gpu.loadDense(model.weights)
         #expect(gpu.dense.denseMLP.map { $0.address != 0 } == [true, false, false])
         #expect(gpu.dense.sharedMLP.map { $0.address != 0 } == [false, true, true])
+        // q/k/v biases on every layer, as one fused row.
+        #expect(gpu.dense.attentionParts.map { $0.whole && $0.bias != 0 } == [true, true, true])
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        checked.offersWholeLayers = wholeLayers
         model.install(dense: checked)
         defer { model.install(dense: nil) }
         let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
-        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
-        // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1; and each
-        // layer's attention, over the device's copy of the KV cache.
-        #expect(checked.productsChecked == 18)
-        #expect(checked.attentionChecked == 3 && gpu.attentionFailure == nil)
+        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil && gpu.attentionFailure == nil)
+        if wholeLayers {
+            // Each layer's keys, values and output; then the products:
+            // layer 0's MLP, the routers and shared experts, the LM head.
+            #expect(checked.wholeLayersChecked == 3 && checked.attentionChecked == 0)
+            #expect(checked.productsChecked == 6)
+            #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == 3)
+        } else {
+            // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1; and each
+            // layer's attention, over the device's copy of the KV cache.
+            #expect(checked.productsChecked == 18 && checked.attentionChecked == 3 && checked.wholeLayersChecked == 0)
+        }
+        #expect(gpu.counters["hybrid_gpu_attention_layers"] == 3)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         // Here the logits came out within 1.3e-7 of the CPU's too; asserted
         // per product above, since routing can amplify a rounding.
         #expect(logits.map(argmax) == reference.map(argmax))
-        // Layer 0: q/k/v, o, its MLP; layers 1 and 2: q/k/v, o, router,
-        // shared expert; the LM head.
-        #expect(gpu.dense.products > 0 && gpu.dense.products % 12 == 0, "\(gpu.dense.products)")
+        // Per forward, layer 0: (q/k/v, o,) its MLP; layers 1 and 2:
+        // (q/k/v, o,) router, shared expert; the LM head.
+        let perForward = wholeLayers ? 6 : 12
+        #expect(gpu.dense.products > 0 && gpu.dense.products % perForward == 0, "\(gpu.dense.products)")
+        // Round trips of a decode step on a warm cache: one host wait per
+        // product and one per layer's attention, so 6 + 3 whole, 12 + 3 in
+        // steps.
+        let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
+        var prefill = ForwardBatch(), decode = ForwardBatch()
+        prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1], logits: .last)
+        decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1], logits: .last)
+        _ = try model.forward(prefill, cache: cache)
+        let (waits, products) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products)
+        _ = try model.forward(decode, cache: cache)
+        #expect(gpu.dense.products - products == perForward)
+        #expect(SoftwareCUDA.counter("host_waits") - waits == perForward + 3)
+    }
+
+    /// Attention whole on the device for each form it takes in the
+    /// architectures with grouped-query attention: Mixtral's plain one,
+    /// Qwen2-MoE's and GLM's q/k/v biases, OLMoE's q/k norms over the whole
+    /// projection with `clip_qkv` (set low here so it clips), Qwen3's
+    /// per-head norms. Random BF16 checkpoints, whose biases are zero and
+    /// norm weights one: the bias and norm values themselves are checked
+    /// on GLM's fixture and the default model (tests above and below). Each
+    /// layer's keys, values and output checked against the model's weights.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"),
+          arguments: [Architecture.mixtral, .qwen2Moe, .olmoe, .qwen3Moe, .glm4Moe])
+    func wholeAttentionLayersMatchTheCPUInEveryGroupedForm(_ arch: Architecture) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("whole-attention-\(arch.rawValue)-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let presets = PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
+        try RandomCheckpoint.create(.init(architecture: arch, preset: ModelPreset.load(presets), seed: 5, dtype: .bf16), at: dir)
+        if arch == .olmoe {
+            let file = dir.appendingPathComponent("config.json")
+            var config = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+            config["clip_qkv"] = 0.5
+            try JSONSerialization.data(withJSONObject: config).write(to: file)
+        }
+        let model = try Transformer(directory: dir.path)
+        try model.configure(compute: Self.bf16!)
+        let c = model.config
+        #expect(c.clipQKV == (arch == .olmoe ? 0.5 : nil))
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[c.numLayers - 1][0], deviceIndex: 0,
+                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
+                                      searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })
+        let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(dense: checked)
+        defer { model.install(dense: nil) }
+        // A 13-token prefill, then decodes that read what it stored.
+        let result = try Generator(model: model, blockSize: 4).generate(prompt: (0..<13).map { Int32(($0 * 29 + 11) % c.vocabSize) },
+                                                                        maxTokens: 4)
+        #expect(result.tokens.count == 4)
+        #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+        #expect(checked.wholeLayersChecked >= 3 * c.numLayers && checked.wholeLayersChecked % c.numLayers == 0, "\(checked.wholeLayersChecked)")
+        #expect(checked.attentionChecked == 0)
+        #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
     }
 
     /// Serving: twelve requests through the engine (chunked prefill in
@@ -235,8 +304,9 @@ import Testing
         engine.shutdown()
         #expect(outputs.allSatisfy { $0.outputTokens.count == 6 })
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
-        // Every forward's six layers: prefill chunks and decode steps.
-        #expect(dense.attentionChecked >= 6 * 6 && dense.attentionChecked % 6 == 0, "\(dense.attentionChecked)")
+        // Every forward's six layers, whole: prefill chunks and decode steps.
+        #expect(dense.wholeLayersChecked >= 6 * 6 && dense.wholeLayersChecked % 6 == 0, "\(dense.wholeLayersChecked)")
+        #expect(dense.attentionChecked == 0)
         #expect(dense.worstRelativeDifference < 2e-3, "dense and attention: \(dense.worstRelativeDifference)")
         #expect(experts.expertsChecked > 0 && experts.worstRelativeDifference < 2e-3, "experts: \(experts.worstRelativeDifference)")
     }
@@ -310,8 +380,9 @@ import Testing
         let hybrid = try #require(model.experts as? HybridExecutor)
         let gpu = try #require(model.dense as? CUDAAccelerator)
         // Per layer q, k, v, o (256+128+128+256 rows of 256) and the router
-        // (16 rows), and the tied LM head (4096 rows), all BF16.
-        let denseBytes = 6 * (512 * 256 + 256 * 256 + 16 * 256) * 2 + 4096 * 256 * 2
+        // (16 rows), all BF16, and the q and k norms (64 Float32 each); the
+        // tied LM head (4096 rows).
+        let denseBytes = 6 * ((512 * 256 + 256 * 256 + 16 * 256) * 2 + 2 * 64 * 4) + 4096 * 256 * 2
         #expect(CUDAAccelerator.denseBytes(model.weights) == denseBytes && gpu.dense.bytes == denseBytes)
         // The 5 MiB budget less the dense weights, in 96 KiB experts.
         #expect(hybrid.resident.resident.count == ((5 << 20) - denseBytes) / 98_304)
@@ -325,12 +396,13 @@ import Testing
         #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil && hybrid.lastAcceleratorError == nil)
         #expect(logits.count == prompt.count && logits.allSatisfy { $0.allSatisfy(\.isFinite) })
         #expect(checked.productsChecked > 0 && checked.worstRelativeDifference < 2e-3, "\(checked.worstRelativeDifference)")
-        #expect(checked.attentionChecked == 6 && gpu.attentionFailure == nil)
+        #expect(checked.wholeLayersChecked == 6 && gpu.attentionFailure == nil)
         #expect(hybrid.stats.counters["hybrid_gpu_attention_layers"] == 6)
-        // Every dense product of every forward: per layer q/k/v, o and the
-        // router, then the LM head.
+        #expect(hybrid.stats.counters["hybrid_gpu_attention_whole_layers"] == 6)
+        // Every dense product of every forward besides attention's: per
+        // layer the router, then the LM head.
         let products = try #require(hybrid.stats.counters["hybrid_gpu_dense_products"])
-        #expect(products > 0 && Int(products) % (6 * 3 + 1) == 0, "\(products)")
+        #expect(products > 0 && Int(products) % (6 + 1) == 0, "\(products)")
         #expect(hybrid.stats.counters["hybrid_gpu_dense_weight_bytes"] == Double(denseBytes))
         let cost = try HybridCostModel.load(from: HybridCostModel.cachePath(model: directory))
         #expect(cost.measuredOn?.hasPrefix("Software CUDA device 0 (host memory)") == true, "\(cost.measuredOn ?? "-")")

@@ -60,7 +60,8 @@ static __thread void *current_context;
 
 // Counters the tests read (softcuda_counter).
 static struct {
-    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches, event_waits, max_queued;
+    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches, event_waits, max_queued,
+        host_waits;
 } counters;
 
 static void fail(CUresult code, const char *message) {
@@ -416,6 +417,7 @@ CUresult cuStreamDestroy(stream *s) {
 
 CUresult cuStreamSynchronize(stream *s) {
     ENTER(); NEED_CONTEXT();
+    counters.host_waits++;
     if (s) run_until(s, NULL, 0, 0); else drain_all();
     RETURN(sticky);
 }
@@ -460,6 +462,7 @@ CUresult cuStreamWaitEvent(stream *s, event *e, unsigned flags) {
 
 CUresult cuEventSynchronize(event *e) {
     ENTER(); NEED_CONTEXT();
+    counters.host_waits++;
     if (!e) RETURN(CUDA_ERROR_INVALID_HANDLE);
     if (e->completed < e->recorded) {
         if (e->stream) run_until(e->stream, e, e->recorded, 0); else drain_all();
@@ -822,6 +825,7 @@ long long softcuda_counter(const char *name) {
         : !strcmp(name, "launches") ? counters.launches
         : !strcmp(name, "event_waits") ? counters.event_waits
         : !strcmp(name, "max_queued") ? counters.max_queued
+        : !strcmp(name, "host_waits") ? counters.host_waits
         : !strcmp(name, "device_bytes_in_use") ? (long long)device_used
         : -1;
     pthread_mutex_unlock(&lock);

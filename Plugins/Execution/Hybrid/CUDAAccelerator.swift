@@ -440,7 +440,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
-        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource, "switchyard.cu", 0, nil, nil)
+        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)
@@ -449,7 +449,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             _ = try symbol("nvrtcGetProgramLogSize", NvrtcSize.self)(program, &size)
             var log = [CChar](repeating: 0, count: size + 1)
             _ = try symbol("nvrtcGetProgramLog", NvrtcGet.self)(program, &log)
-            throw HybridSetupError("NVRTC could not compile the SiLU kernel (\(compiled)): \(String(cString: log))")
+            throw HybridSetupError("NVRTC could not compile the kernels (\(compiled)): \(String(cString: log))")
         }
         var size = 0
         guard try symbol("nvrtcGetPTXSize", NvrtcSize.self)(program, &size) == 0 else { throw HybridSetupError("nvrtcGetPTXSize failed") }

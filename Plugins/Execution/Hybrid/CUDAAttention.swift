@@ -13,13 +13,18 @@ struct DeviceAttention {
     /// Pinned host and device buffers, by `Buffer`.
     var buffers = [DeviceScratch](repeating: DeviceScratch(), count: Buffer.allCases.count)
     /// Whether attention may run here (`attention` option), the layers it
-    /// computed, and why it stopped (nil: it has not).
+    /// computed (`wholeLayers` of them with their projections, in one round
+    /// trip), and why it stopped (nil: it has not).
     var enabled = true
-    var layers = 0
+    var layers = 0, wholeLayers = 0
     var failure: String?
 
     enum Buffer: Int, CaseIterable {
         case queries, keys, values, index, output, scores
+        /// `attentionLayer`'s: its input rows and RoPE angles, the fused
+        /// q/k/v rows, keys and values back for the CPU, the attention
+        /// output as BF16, and `o_proj`'s output.
+        case layerInput, angles, qkvRows, keyValueRows, outputBF16, projected
     }
 }
 
@@ -36,7 +41,19 @@ struct DeviceAttention {
 /// keys and values travel as BF16. Tokens go in chunks so the scores fit
 /// 64 MiB.
 extension CUDAAccelerator {
-    static let attentionKernelNames = ["kv_store", "attn_scores", "attn_softmax", "attn_values"]
+    /// The kernels attention launches, in `attentionKernels`' order:
+    /// attention's four here, and `attentionLayer`'s steps before and after
+    /// it (`CUDAAttentionLayer.swift`).
+    enum AttentionKernel: Int, CaseIterable {
+        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16
+
+        var name: String {
+            ["kv_store", "attn_scores", "attn_softmax", "attn_values", "add_bias", "rms_norm_groups", "clamp_values", "rope_rotate",
+             "split_qkv", "round_bf16"][rawValue]
+        }
+    }
+
+    static let attentionKernelNames = AttentionKernel.allCases.map(\.name)
 
     static let attentionKernelSource = """
 
@@ -130,7 +147,7 @@ extension CUDAAccelerator {
     /// The device's copy of `b`'s cache: kept while the batches come from
     /// the same cache, else allocated afresh for every layer at once (so
     /// running out of room shows before any layer depends on it).
-    private func mirror(_ b: AttentionBatch, layers: Int) throws {
+    func mirror(_ b: AttentionBatch, layers: Int) throws {
         guard attention.cache != b.cache || attention.numBlocks != b.numBlocks || attention.blockSize != b.blockSize else { return }
         try check("cuStreamSynchronize", streamSync(compute))
         for p in attention.keys + attention.values { _ = memFree(p) }
@@ -155,16 +172,36 @@ extension CUDAAccelerator {
 
     private func attend(layer: Int, _ b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                         out: UnsafeMutablePointer<Float>) throws {
-        let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize
-        let qElems = t * h * d, kvElems = t * kvh * d
-        var maxContext = 1
-        for i in 0..<t { maxContext = max(maxContext, Int(b.tokenPosition[i]) + 1) }
-        // Rows as BF16, and the int32 index: per token its slot, sequence and
-        // position, then the block tables and each sequence's start in them.
+        let qElems = b.tokens * b.numHeads * b.headDim, kvElems = b.tokens * b.numKVHeads * b.headDim
+        // Rows as BF16, as the cache and the CPU's products hold them.
         let q16 = try buffer(.queries, bytes: qElems * 2), k16 = try buffer(.keys, bytes: kvElems * 2), v16 = try buffer(.values, bytes: kvElems * 2)
         narrowToBF16(q, count: qElems, into: q16.host.assumingMemoryBound(to: UInt16.self))
         narrowToBF16(k, count: kvElems, into: k16.host.assumingMemoryBound(to: UInt16.self))
         narrowToBF16(v, count: kvElems, into: v16.host.assumingMemoryBound(to: UInt16.self))
+        for (buffer, bytes) in [(q16, qElems * 2), (k16, kvElems * 2), (v16, kvElems * 2)] {
+            try check("cuMemcpyHtoDAsync (attention inputs)", copyHtoD(buffer.device, buffer.host, bytes, compute))
+        }
+        let output = try buffer(.output, bytes: qElems * 4)
+        try queueAttention(layer: layer, b, index: try uploadIndex(b), q16: q16.device, k16: k16.device, v16: v16.device, output: output.device)
+        try check("cuMemcpyDtoHAsync (attention output)", copyDtoH(output.host, output.device, qElems * 4, compute))
+        try check("cuStreamSynchronize", streamSync(compute))
+        out.update(from: output.host.assumingMemoryBound(to: Float.self), count: qElems)
+    }
+
+    /// Where `uploadIndex` put each part of a batch's index on the device,
+    /// and the longest context of its tokens.
+    struct DeviceBatchIndex {
+        var slots: UInt64, sequenceOf: UInt64, positionOf: UInt64, tables: UInt64, tableStart: UInt64
+        var maxContext: Int
+    }
+
+    /// Queues the copy of `b`'s int32 index: per token its cache slot,
+    /// sequence and position, then the block tables and each sequence's
+    /// start in them.
+    func uploadIndex(_ b: AttentionBatch) throws -> DeviceBatchIndex {
+        let t = b.tokens, bs = b.blockSize
+        var maxContext = 1
+        for i in 0..<t { maxContext = max(maxContext, Int(b.tokenPosition[i]) + 1) }
         let indexCount = 3 * t + b.tableEntries + b.sequences
         let index = try buffer(.index, bytes: indexCount * 4)
         let ints = index.host.assumingMemoryBound(to: Int32.self)
@@ -176,34 +213,37 @@ extension CUDAAccelerator {
         }
         (ints + 3 * t).update(from: b.tables, count: b.tableEntries)
         (ints + 3 * t + b.tableEntries).update(from: b.tableStart, count: b.sequences)
-        for (buffer, bytes) in [(q16, qElems * 2), (k16, kvElems * 2), (v16, kvElems * 2), (index, indexCount * 4)] {
-            try check("cuMemcpyHtoDAsync (attention inputs)", copyHtoD(buffer.device, buffer.host, bytes, compute))
-        }
-        let slots = index.device, seqOf = slots + UInt64(4 * t), posOf = slots + UInt64(8 * t)
-        let tables = slots + UInt64(12 * t), tableStart = tables + UInt64(4 * b.tableEntries)
-        let output = try buffer(.output, bytes: qElems * 4)
-        try launch(0, count: kvElems, [.pointer(k16.device), .pointer(v16.device), .pointer(slots), .pointer(attention.keys[layer]),
-                                       .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
+        try check("cuMemcpyHtoDAsync (attention index)", copyHtoD(index.device, index.host, indexCount * 4, compute))
+        let slots = index.device, tables = slots + UInt64(12 * t)
+        return DeviceBatchIndex(slots: slots, sequenceOf: slots + UInt64(4 * t), positionOf: slots + UInt64(8 * t), tables: tables,
+                                tableStart: tables + UInt64(4 * b.tableEntries), maxContext: maxContext)
+    }
+
+    /// Queues the store of the batch's keys and values (BF16 rows on the
+    /// device) into `layer`'s copy of the cache, then attention over it
+    /// into `output` (Float32).
+    func queueAttention(layer: Int, _ b: AttentionBatch, index x: DeviceBatchIndex, q16: UInt64, k16: UInt64, v16: UInt64,
+                        output: UInt64) throws {
+        let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
+        try launch(.kvStore, count: t * kvh * d, [.pointer(k16), .pointer(v16), .pointer(x.slots), .pointer(attention.keys[layer]),
+                                                  .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
         let chunk = max(1, min(t, (64 << 20) / (4 * h * maxContext)))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
         var t0 = 0
         while t0 < t {
             let n = min(chunk, t - t0)
-            try launch(1, count: n * h * maxContext, [.pointer(q16.device), .pointer(attention.keys[layer]), .pointer(seqOf), .pointer(posOf),
-                                                      .pointer(tables), .pointer(tableStart), .pointer(scores.device), .int32(Int32(h)),
-                                                      .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)), .int32(Int32(maxContext)),
-                                                      .float(b.scale), .int32(Int32(t0))])
-            try launch(2, count: n * h, [.pointer(scores.device), .pointer(posOf), .int32(Int32(h)), .int32(Int32(maxContext)),
-                                         .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0)])
-            try launch(3, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(seqOf), .pointer(posOf),
-                                             .pointer(tables), .pointer(tableStart), .pointer(output.device), .int32(Int32(h)),
-                                             .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)), .int32(Int32(maxContext)),
-                                             .int32(Int32(t0))])
+            try launch(.scores, count: n * h * maxContext, [.pointer(q16), .pointer(attention.keys[layer]), .pointer(x.sequenceOf),
+                                                            .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart),
+                                                            .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
+                                                            .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0))])
+            try launch(.softmax, count: n * h, [.pointer(scores.device), .pointer(x.positionOf), .int32(Int32(h)), .int32(Int32(maxContext)),
+                                                .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0)])
+            try launch(.values, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(x.sequenceOf),
+                                                   .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart), .pointer(output),
+                                                   .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
+                                                   .int32(Int32(maxContext)), .int32(Int32(t0))])
             t0 += n
         }
-        try check("cuMemcpyDtoHAsync (attention output)", copyDtoH(output.host, output.device, qElems * 4, compute))
-        try check("cuStreamSynchronize", streamSync(compute))
-        out.update(from: output.host.assumingMemoryBound(to: Float.self), count: qElems)
     }
 
     /// One kernel argument, passed by address as cuLaunchKernel takes them.
@@ -211,10 +251,9 @@ extension CUDAAccelerator {
         case pointer(UInt64), int32(Int32), float(Float)
     }
 
-    /// Kernel `kernel` of `attentionKernelNames` over `count` threads; its
-    /// arguments are `arguments` then the thread count (every kernel here
-    /// ends with `long long count`).
-    private func launch(_ kernel: Int, count: Int, _ arguments: [KernelArgument]) throws {
+    /// `kernel` over `count` threads; its arguments are `arguments` then
+    /// the thread count (every kernel here ends with `long long count`).
+    func launch(_ kernel: AttentionKernel, count: Int, _ arguments: [KernelArgument]) throws {
         guard count > 0 else { return }
         var storage = [UInt64](repeating: 0, count: arguments.count + 1)
         for (i, a) in arguments.enumerated() {
@@ -229,13 +268,13 @@ extension CUDAAccelerator {
             // Each argument at the start of its own 8 bytes: little-endian, so
             // 4-byte arguments read their value there too.
             var params: [UnsafeMutableRawPointer?] = (0..<s.count).map { UnsafeMutableRawPointer(s.baseAddress! + $0) }
-            try check("cuLaunchKernel (\(Self.attentionKernelNames[kernel]))",
-                      launch(attentionKernels[kernel], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
+            try check("cuLaunchKernel (\(kernel.name))",
+                      launch(attentionKernels[kernel.rawValue], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
         }
     }
 
     /// One pair of pinned host and device buffers of at least `bytes`.
-    private func buffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> (host: UnsafeMutableRawPointer, device: UInt64) {
+    func buffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> (host: UnsafeMutableRawPointer, device: UInt64) {
         try grow(&attention.buffers[which.rawValue], to: bytes, pinned: true, "attention \(which)")
         let b = attention.buffers[which.rawValue]
         return (b.host!, b.device)

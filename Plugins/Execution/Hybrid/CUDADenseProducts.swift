@@ -13,6 +13,14 @@ struct DeviceMLP {
     var intermediate = 0, downOffset = 0
 }
 
+/// A layer's attention vectors on the device, Float32 (0: none): q/k/v
+/// biases as one fused row (zeros where a part has none), the q and k norm
+/// weights, `o_proj`'s bias. `whole`: q/k/v and o are on the device too.
+struct DeviceAttentionParts {
+    var bias: UInt64 = 0, qNorm: UInt64 = 0, kNorm: UInt64 = 0, oBias: UInt64 = 0
+    var whole = false
+}
+
 /// The dense weights `CUDAAccelerator` holds, indexed by layer (no lookups
 /// by key on the forward's path), the scratch their products use, and what
 /// they did.
@@ -23,6 +31,12 @@ struct DenseDeviceWeights {
     var output: [DeviceMatrix] = [], router: [DeviceMatrix] = []
     var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
     var lmHead = DeviceMatrix()
+    /// `[layer]`: what grouped-query attention needs besides its matrices
+    /// to run whole on the device (`attentionLayer`); the model's q/k norm
+    /// form, RMSNorm epsilon and `clip_qkv` (0: none).
+    var attentionParts: [DeviceAttentionParts] = []
+    var qkNorm = QKNorm.none
+    var normEpsilon: Float = 0, clip: Float = 0
     var bytes = 0
     var weightAllocations: [UInt64] = []
     /// Scratch: inputs (BF16) and outputs (Float32), pinned on the host
@@ -38,10 +52,11 @@ struct DenseDeviceWeights {
 /// `DenseOffload` on the GPU: the products whose weights `loadDense` put in
 /// device memory run as `cublasGemmEx` (BF16 in, Float32 accumulate, as
 /// the CPU's bfloat16 mode rounds), synchronously: input rows narrowed to
-/// BF16 and copied over, the product, output rows copied back. The KV
-/// cache, attention itself, norms and routing stay on the CPU, so every
-/// product costs a round trip of its rows; at decode that is a few KiB
-/// against the megabytes of weights the CPU would otherwise stream.
+/// BF16 and copied over, the product, output rows copied back. The
+/// layers' input norms and routing stay on the CPU, so every product
+/// costs a round trip of its rows (attention's three take one as a whole
+/// layer, `CUDAAttentionLayer.swift`); at decode that is a few KiB against
+/// the megabytes of weights the CPU would otherwise stream.
 extension CUDAAccelerator: DenseOffload {
     /// Dense products and attention layers computed on the GPU, its dense
     /// weight bytes, and whether a CUDA error (or no room for the KV cache
@@ -49,12 +64,14 @@ extension CUDAAccelerator: DenseOffload {
     public var counters: [String: Double] {
         ["hybrid_gpu_dense_products": Double(dense.products), "hybrid_gpu_dense_weight_bytes": Double(dense.bytes),
          "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
-         "hybrid_gpu_attention_layers": Double(attention.layers), "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
+         "hybrid_gpu_attention_layers": Double(attention.layers),
+         "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
     }
 
     public func resetCounters() {
         dense.products = 0
         attention.layers = 0
+        attention.wholeLayers = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -83,10 +100,10 @@ extension CUDAAccelerator: DenseOffload {
         var bytes = fitsDevice(weights.lmHead) ? weights.lmHead.byteCount : 0
         for layer in weights.layers {
             if case .grouped(let a) = layer.attention {
-                if [a.q, a.k, a.v].allSatisfy(fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols {
-                    bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount
-                }
+                let qkv = [a.q, a.k, a.v].allSatisfy(fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols
+                if qkv { bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount }
                 if fitsDevice(a.o) { bytes += a.o.byteCount }
+                if qkv && fitsDevice(a.o) { bytes += 4 * attentionVectors(a).reduce(0) { $0 + $1.count } }
             }
             switch layer.feedForward {
             case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
@@ -96,6 +113,17 @@ extension CUDAAccelerator: DenseOffload {
             }
         }
         return bytes
+    }
+
+    /// The vectors `attentionLayer` needs on the device for `a`: the fused
+    /// q/k/v bias (if any part has one), the q and k norms, o's bias.
+    static func attentionVectors(_ a: AttentionWeights) -> [[Float]] {
+        var vectors: [[Float]] = []
+        if a.qBias != nil || a.kBias != nil || a.vBias != nil {
+            vectors.append((a.qBias ?? .init(repeating: 0, count: a.q.rows)) + (a.kBias ?? .init(repeating: 0, count: a.k.rows))
+                           + (a.vBias ?? .init(repeating: 0, count: a.v.rows)))
+        }
+        return vectors + [a.qNorm, a.kNorm, a.oBias].compactMap { $0 }
     }
 
     /// Copies every dense matrix that fits the device (`fitsDevice`) into
@@ -108,17 +136,27 @@ extension CUDAAccelerator: DenseOffload {
         dense.router = dense.qkv
         dense.sharedMLP = .init(repeating: DeviceMLP(), count: layers)
         dense.denseMLP = dense.sharedMLP
+        dense.attentionParts = .init(repeating: DeviceAttentionParts(), count: layers)
+        dense.qkNorm = weights.config.qkNorm
+        dense.normEpsilon = weights.config.rmsNormEps
+        dense.clip = weights.config.clipQKV ?? 0
         func upload(_ matrices: [Matrix]) throws -> UInt64 {
-            let bytes = matrices.reduce(0) { $0 + $1.byteCount }
+            try upload(matrices.map { ($0.data, $0.byteCount) })
+        }
+        func upload(_ vector: [Float]) throws -> UInt64 {
+            try vector.withUnsafeBytes { try upload([($0.baseAddress!, $0.count)]) }
+        }
+        func upload(_ parts: [(data: UnsafeRawPointer, bytes: Int)]) throws -> UInt64 {
+            let bytes = parts.reduce(0) { $0 + $1.bytes }
             var p: UInt64 = 0
             try check("cuMemAlloc (dense weights)", memAlloc(&p, bytes))
             dense.weightAllocations.append(p)
             var offset = 0
-            for m in matrices {
+            for part in parts {
                 // From the mapped checkpoint: the driver stages pageable
                 // memory before the call returns.
-                try check("cuMemcpyHtoDAsync (dense weights)", copyHtoD(p + UInt64(offset), m.data, m.byteCount, copy))
-                offset += m.byteCount
+                try check("cuMemcpyHtoDAsync (dense weights)", copyHtoD(p + UInt64(offset), part.data, part.bytes, copy))
+                offset += part.bytes
             }
             try check("cuStreamSynchronize", streamSync(copy))
             dense.bytes += bytes
@@ -135,6 +173,16 @@ extension CUDAAccelerator: DenseOffload {
                     dense.kvRows = a.k.rows
                 }
                 if Self.fitsDevice(a.o) { dense.output[l] = DeviceMatrix(address: try upload([a.o]), rows: a.o.rows, cols: a.o.cols) }
+                if dense.qkv[l].address != 0 && dense.output[l].address != 0 {
+                    var parts = DeviceAttentionParts(whole: true)
+                    if let bias = Self.attentionVectors(a).first, a.qBias != nil || a.kBias != nil || a.vBias != nil {
+                        parts.bias = try upload(bias)
+                    }
+                    if let n = a.qNorm { parts.qNorm = try upload(n) }
+                    if let n = a.kNorm { parts.kNorm = try upload(n) }
+                    if let b = a.oBias { parts.oBias = try upload(b) }
+                    dense.attentionParts[l] = parts
+                }
             }
             switch layer.feedForward {
             case .dense(let e): if Self.fitsDevice(e) { dense.denseMLP[l] = try mlp(e) }

@@ -7,11 +7,13 @@
 /// offload can take any subset of products, and a failing device never
 /// fails a request.
 ///
-/// Norms, RoPE and routing stay on the CPU; latent attention's products
-/// are not asked for. Attention itself may be offered too
-/// (`attention(layer:batch:q:k:v:out:)`): the CPU still stores every key and
-/// value in its own cache first, so a device that keeps a copy of the cache
-/// can compute attention, and the CPU can take over at any time.
+/// Routing and the layers' input norms stay on the CPU; latent
+/// attention's products are not asked for. Attention itself may be offered
+/// too, as one step (`attention(layer:batch:q:k:v:out:)`) or as the whole
+/// grouped-query attention of a layer in one round trip
+/// (`attentionLayer(layer:batch:x:k:v:out:)`): the CPU still stores every
+/// key and value in its own cache, so a device that keeps a copy of the
+/// cache can compute attention, and the CPU can take over at any time.
 ///
 /// Installed before serving (`Transformer.install(dense:)`) and called from
 /// the engine's loop thread only, between expert layers, never while an
@@ -37,12 +39,42 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// that cache, or stop for good: the keys it skipped would be missing.
     func attention(layer: Int, batch: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                    out: UnsafeMutablePointer<Float>) -> Bool
+
+    /// The whole grouped-query attention of `layer`, asked before any of
+    /// the steps above: from the normed rows `x`, q/k/v with their biases,
+    /// q/k norms, `clip_qkv` and RoPE (`batch.rope`'s angles per token), the
+    /// keys and values stored in the device's copy of the cache, attention,
+    /// then `o_proj` and its bias into `out`. `k` and `v` come back after
+    /// RoPE, so the CPU stores them in its own cache. One round trip where
+    /// the steps take three. Asked only where `attention` would be; the
+    /// same rule holds for answering true.
+    func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
+                        v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool
 }
 
 extension DenseOffload {
     /// Attention stays on the CPU unless an offload says otherwise.
     public func attention(layer: Int, batch: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>) -> Bool { false }
+
+    public func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
+                               v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool { false }
+}
+
+/// RoPE's angles for a batch, as the CPU applies them: per token `half`
+/// cosines and sines (the rotated values of a head are its first
+/// `2 * half`), pairs rotate-half or interleaved.
+public struct RopeAngles: @unchecked Sendable {
+    public var cos: UnsafePointer<Float>, sin: UnsafePointer<Float>
+    public var half: Int
+    public var interleaved: Bool
+
+    public init(cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, half: Int, interleaved: Bool) {
+        self.cos = cos
+        self.sin = sin
+        self.half = half
+        self.interleaved = interleaved
+    }
 }
 
 /// What attention needs of a batch: its shape, the paged cache's geometry
@@ -60,10 +92,12 @@ public struct AttentionBatch: @unchecked Sendable {
     public var tokenSequence: UnsafePointer<Int32>, tokenPosition: UnsafePointer<Int32>
     public var tables: UnsafePointer<Int32>, tableStart: UnsafePointer<Int32>
     public var sequences: Int, tableEntries: Int
+    /// Nil where the caller computed RoPE itself (`attention`'s inputs).
+    public var rope: RopeAngles?
 
     public init(tokens: Int, numHeads: Int, numKVHeads: Int, headDim: Int, scale: Float, roundsToBF16: Bool, cache: ObjectIdentifier,
                 numBlocks: Int, blockSize: Int, tokenSequence: UnsafePointer<Int32>, tokenPosition: UnsafePointer<Int32>,
-                tables: UnsafePointer<Int32>, tableStart: UnsafePointer<Int32>, sequences: Int, tableEntries: Int) {
+                tables: UnsafePointer<Int32>, tableStart: UnsafePointer<Int32>, sequences: Int, tableEntries: Int, rope: RopeAngles? = nil) {
         self.tokens = tokens
         self.numHeads = numHeads
         self.numKVHeads = numKVHeads
@@ -79,6 +113,7 @@ public struct AttentionBatch: @unchecked Sendable {
         self.tableStart = tableStart
         self.sequences = sequences
         self.tableEntries = tableEntries
+        self.rope = rope
     }
 }
 

@@ -11,6 +11,15 @@ extension Transformer {
         let k = ws.k.reserve(tokens * c.kvSize)
         let v = ws.v.reserve(tokens * c.kvSize)
         let t0 = monotonicSeconds()
+        let bf16 = ws.gemm.options.dtype == .bfloat16
+        let scale = 1 / Float(c.headDim).squareRoot()
+        if let dense, c.attentionWindow(layer: l) == 0, a.sinks == nil,
+           dense.attentionLayer(layer: l, batch: attentionBatch(batch, cache: cache, scale: scale, withRope: true), x: normed, k: k, v: v,
+                                out: projected) {
+            // The device did it all; the CPU's cache still gets every key and value.
+            PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: bf16)
+            return (0, monotonicSeconds() - t0, 0)
+        }
         if dense?.attentionProjections(layer: l, x: normed, tokens: tokens, q: q, k: k, v: v) != true {
             Linear.applyQKV(q: a.q, q, k: a.k, k, v: a.v, v, x: normed, tokens: tokens, ctx: ws.gemm)
         }
@@ -39,10 +48,9 @@ extension Transformer {
             rope.apply(k + t * c.kvSize, heads: c.numKVHeads, stride: c.headDim, cos: cosT + t * half, sin: sinT + t * half)
         }
         let t2 = monotonicSeconds()
-        let bf16 = ws.gemm.options.dtype == .bfloat16
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: bf16)
         let attn = ws.attention.reserve(tokens * c.qSize)
-        var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: 1 / Float(c.headDim).squareRoot(),
+        var shape = PagedAttention.Shape(numHeads: c.numHeads, valueDim: c.headDim, scale: scale,
                                          window: c.attentionWindow(layer: l), roundsToBF16: bf16)
         func attend() {
             PagedAttention.compute(cache: cache, layer: l, batch: batch, shape: shape, q: q, out: attn, index: attentionIndex,
@@ -65,14 +73,17 @@ extension Transformer {
         return (t1 - t0, t3 - t2, t4 - t3)
     }
 
-    /// The batch as `DenseOffload.attention` sees it.
-    func attentionBatch(_ batch: ForwardBatch, cache: PagedKVCache, scale: Float) -> AttentionBatch {
+    /// The batch as `DenseOffload.attention` (and, `withRope`, as
+    /// `attentionLayer`) sees it.
+    func attentionBatch(_ batch: ForwardBatch, cache: PagedKVCache, scale: Float, withRope: Bool = false) -> AttentionBatch {
         let c = config, index = attentionIndex
         return AttentionBatch(tokens: batch.tokenCount, numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim, scale: scale,
                               roundsToBF16: ws.gemm.options.dtype == .bfloat16, cache: ObjectIdentifier(cache),
                               numBlocks: cache.numBlocks, blockSize: cache.blockSize,
                               tokenSequence: index.tokenSequence, tokenPosition: index.tokenPosition, tables: index.tables,
                               tableStart: index.tableStart, sequences: batch.sequences.count,
-                              tableEntries: batch.sequences.reduce(0) { $0 + $1.blockTable.count })
+                              tableEntries: batch.sequences.reduce(0) { $0 + $1.blockTable.count },
+                              rope: withRope ? RopeAngles(cos: ws.ropeCos.pointer, sin: ws.ropeSin.pointer, half: rope.headDim / 2,
+                                                          interleaved: rope.interleaved) : nil)
     }
 }

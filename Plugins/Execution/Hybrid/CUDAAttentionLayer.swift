@@ -1,0 +1,175 @@
+import Foundation
+import SwitchyardModel
+
+/// A layer's grouped-query attention whole on the GPU
+/// (`DenseOffload.attentionLayer`), one round trip where the steps take
+/// three: the normed rows and the batch's RoPE angles and index go over,
+/// then on the compute stream the fused q/k/v product, the bias, q/k norms,
+/// `clip_qkv` and RoPE on its Float32 rows, the split into BF16 q/k/v
+/// (keys and values also kept in Float32 for the CPU's cache), the store
+/// and attention of `CUDAAttention.swift`, the output narrowed to BF16,
+/// `o_proj` and its bias; the keys, values and projected rows come back.
+///
+/// The steps follow the CPU's order and rounding points (`GroupedAttention`)
+/// and take its RoPE angles rather than computing their own, so the two
+/// differ by summation order only. Like the attention kernels they use no
+/// shared memory: a norm is one thread per row, which a GPU runs well below
+/// its peak; the gain aimed at is the round trips.
+extension CUDAAccelerator {
+    static let layerKernelSource = """
+
+    __device__ unsigned short bf16_bits(float x) {
+        unsigned int bits = __float_as_uint(x);
+        bits += 0x7FFFu + ((bits >> 16) & 1u);
+        return (unsigned short)(bits >> 16);
+    }
+
+    extern "C" __global__ void add_bias(float* x, const float* b, int n, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        x[i] += b[i % n];
+    }
+
+    extern "C" __global__ void rms_norm_groups(float* x, const float* w, int ld, int offset, int n, int groups, float eps,
+                                               long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        long long t = i / groups;
+        float* v = x + t * ld + offset + (i - t * groups) * n;
+        float ss = 0.0f;
+        for (int e = 0; e < n; e++) ss += v[e] * v[e];
+        float scale = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int e = 0; e < n; e++) v[e] = w[e] * (v[e] * scale);
+    }
+
+    extern "C" __global__ void clamp_values(float* x, float limit, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        x[i] = fminf(fmaxf(x[i], -limit), limit);
+    }
+
+    extern "C" __global__ void rope_rotate(float* x, const float* cos_t, const float* sin_t, int ld, int kv_offset, int heads,
+                                           int kv_heads, int d, int half, int interleaved, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        int per = (heads + kv_heads) * half;
+        long long t = i / per;
+        int r = (int)(i - t * per), head = r / half, j = r - head * half;
+        float* v = x + t * ld + (head < heads ? (long long)head * d : kv_offset + (long long)(head - heads) * d);
+        float c = cos_t[t * half + j], s = sin_t[t * half + j];
+        int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x1 * c + x0 * s;
+    }
+
+    extern "C" __global__ void split_qkv(const float* qkv, unsigned short* q16, unsigned short* k16, unsigned short* v16, float* kv,
+                                         int qn, int kn, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        int row = qn + 2 * kn;
+        long long t = i / row, tokens = count / row;
+        int c = (int)(i - t * row);
+        float x = qkv[i];
+        unsigned short b = bf16_bits(x);
+        if (c < qn) {
+            q16[t * qn + c] = b;
+        } else if (c < qn + kn) {
+            k16[t * kn + c - qn] = b;
+            kv[t * kn + c - qn] = x;
+        } else {
+            v16[t * kn + c - qn - kn] = b;
+            kv[tokens * kn + t * kn + c - qn - kn] = x;
+        }
+    }
+
+    extern "C" __global__ void round_bf16(const float* x, unsigned short* out, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        out[i] = bf16_bits(x[i]);
+    }
+    """
+
+    public func attentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
+                               v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
+              b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole else { return false }
+        do {
+            try makeCurrent()
+            try mirror(b, layers: residentLayers)
+            guard layer < attention.keys.count else { return false }
+            try attendWhole(layer: layer, b, rope: rope, x: x, k: k, v: v, out: out)
+            attention.layers += 1
+            attention.wholeLayers += 1
+            return true
+        } catch {
+            attention.failure = "\(name): \(error)"
+            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
+            return false
+        }
+    }
+
+    private func attendWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
+                             v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) throws {
+        let w = dense.qkv[layer], o = dense.output[layer], parts = dense.attentionParts[layer]
+        let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, half = rope.half
+        let qn = h * d, kn = kvh * d, row = qn + 2 * kn
+        guard w.rows == row, o.cols == qn else {
+            throw HybridSetupError("attention of layer \(layer) is \(w.rows) q/k/v rows and \(o.cols) o columns on the device, "
+                                   + "but the batch asks for \(row) and \(qn)")
+        }
+        // Over: the rows as BF16 (as the CPU's products take them), cosines
+        // then sines, the index.
+        let input = try buffer(.layerInput, bytes: t * w.cols * 2)
+        narrowToBF16(x, count: t * w.cols, into: input.host.assumingMemoryBound(to: UInt16.self))
+        let angles = try buffer(.angles, bytes: 2 * t * half * 4)
+        let hostAngles = angles.host.assumingMemoryBound(to: Float.self)
+        hostAngles.update(from: rope.cos, count: t * half)
+        (hostAngles + t * half).update(from: rope.sin, count: t * half)
+        try check("cuMemcpyHtoDAsync (attention layer inputs)", copyHtoD(input.device, input.host, t * w.cols * 2, compute))
+        try check("cuMemcpyHtoDAsync (RoPE angles)", copyHtoD(angles.device, angles.host, 2 * t * half * 4, compute))
+        let index = try uploadIndex(b)
+        // q/k/v in Float32, then what the CPU does to them, in its order.
+        let qkv = try buffer(.qkvRows, bytes: t * row * 4).device
+        try gemm(rows: row, tokens: t, k: w.cols, weights: w.address, input: input.device, output: qkv)
+        if parts.bias != 0 { try launch(.addBias, count: t * row, [.pointer(qkv), .pointer(parts.bias), .int32(Int32(row))]) }
+        func norm(_ weights: UInt64, offset: Int, width: Int, groups: Int) throws {
+            try launch(.rmsNorm, count: t * groups, [.pointer(qkv), .pointer(weights), .int32(Int32(row)), .int32(Int32(offset)),
+                                                     .int32(Int32(width)), .int32(Int32(groups)), .float(dense.normEpsilon)])
+        }
+        switch dense.qkNorm {
+        case .none: break
+        case .perHead:
+            try norm(parts.qNorm, offset: 0, width: d, groups: h)
+            try norm(parts.kNorm, offset: qn, width: d, groups: kvh)
+        case .wholeProjection:
+            try norm(parts.qNorm, offset: 0, width: qn, groups: 1)
+            try norm(parts.kNorm, offset: qn, width: kn, groups: 1)
+        }
+        if dense.clip > 0 { try launch(.clamp, count: t * row, [.pointer(qkv), .float(dense.clip)]) }
+        try launch(.rope, count: t * (h + kvh) * half, [.pointer(qkv), .pointer(angles.device), .pointer(angles.device + UInt64(t * half * 4)),
+                                                        .int32(Int32(row)), .int32(Int32(qn)), .int32(Int32(h)), .int32(Int32(kvh)),
+                                                        .int32(Int32(d)), .int32(Int32(half)), .int32(rope.interleaved ? 1 : 0)])
+        let q16 = try buffer(.queries, bytes: t * qn * 2).device, k16 = try buffer(.keys, bytes: t * kn * 2).device
+        let v16 = try buffer(.values, bytes: t * kn * 2).device
+        let keyValues = try buffer(.keyValueRows, bytes: 2 * t * kn * 4)
+        try launch(.splitQKV, count: t * row, [.pointer(qkv), .pointer(q16), .pointer(k16), .pointer(v16), .pointer(keyValues.device),
+                                               .int32(Int32(qn)), .int32(Int32(kn))])
+        // Attention, then o_proj from its output rounded as the CPU rounds it.
+        let attended = try buffer(.output, bytes: t * qn * 4).device
+        try queueAttention(layer: layer, b, index: index, q16: q16, k16: k16, v16: v16, output: attended)
+        let attended16 = try buffer(.outputBF16, bytes: t * qn * 2).device
+        try launch(.roundBF16, count: t * qn, [.pointer(attended), .pointer(attended16)])
+        let projected = try buffer(.projected, bytes: t * o.rows * 4)
+        try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: attended16, output: projected.device)
+        if parts.oBias != 0 { try launch(.addBias, count: t * o.rows, [.pointer(projected.device), .pointer(parts.oBias), .int32(Int32(o.rows))]) }
+        // Back: keys and values for the CPU's cache, the layer's output.
+        try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
+        try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * o.rows * 4, compute))
+        try check("cuStreamSynchronize", streamSync(compute))
+        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
+        k.update(from: kvHost, count: t * kn)
+        v.update(from: kvHost + t * kn, count: t * kn)
+        out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * o.rows)
+    }
+}
