@@ -124,6 +124,40 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         case .moe(let moe) where shared && moe.shared != nil: e = moe.shared!
         default: return true
         }
+        checkMLP(e, x: x, tokens: tokens, out: out)
+        return true
+    }
+
+    /// The rows a shared expert started with the router was given, kept
+    /// until it is collected.
+    private var sharedInput: (layer: Int, rows: [Float])?
+    private(set) var sharedExpertsStarted = 0
+
+    func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
+        let routed = inner.router(layer: layer, x: x, tokens: tokens, logits: logits)
+        guard routed != .notHeld, case .moe(let moe) = weights.layers[layer].feedForward else { return routed }
+        compare(logits, count: tokens * moe.router.rows) { Linear.apply(moe.router, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        if routed == .sharedExpertStarted {
+            sharedInput = (layer, Array(UnsafeBufferPointer(start: x, count: tokens * weights.config.hiddenSize)))
+            sharedExpertsStarted += 1
+        }
+        return routed
+    }
+
+    func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.sharedExpert(layer: layer, tokens: tokens, out: out) else { return false }
+        guard let (started, rows) = sharedInput, started == layer, case .moe(let moe) = weights.layers[layer].feedForward,
+              let shared = moe.shared else {
+            // Collected without having been started here: wrong whatever it holds.
+            worstRelativeDifference = .infinity
+            return true
+        }
+        sharedInput = nil
+        checkMLP(shared, x: rows, tokens: tokens, out: out)
+        return true
+    }
+
+    private func checkMLP(_ e: ExpertWeights, x: UnsafePointer<Float>, tokens: Int, out: UnsafePointer<Float>) {
         let inter = e.gate.rows
         let g = UnsafeMutablePointer<Float>.allocate(capacity: tokens * inter), u = UnsafeMutablePointer<Float>.allocate(capacity: tokens * inter)
         defer { g.deallocate(); u.deallocate() }
@@ -133,7 +167,6 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             Elementwise.swiglu(gate: g, up: u, n: tokens * inter)
             Linear.apply(e.down, x: g, tokens: tokens, y: y, ctx: ctx)
         }
-        return true
     }
 
     /// Attention, checked against a plain reference computed here from the

@@ -208,6 +208,8 @@ import Testing
             #expect(checked.productsChecked == 18 && checked.attentionChecked == 3 && checked.wholeLayersChecked == 0)
         }
         #expect(gpu.counters["hybrid_gpu_attention_layers"] == 3)
+        // Layers 1 and 2's shared experts, started with their routers.
+        #expect(checked.sharedExpertsStarted == 2)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         // Here the logits came out within 1.3e-7 of the CPU's too; asserted
         // per product above, since routing can amplify a rounding.

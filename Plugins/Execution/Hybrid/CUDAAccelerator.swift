@@ -117,6 +117,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
     var dense = DenseDeviceWeights()
+    /// Recorded on the compute stream after a layer's router logits and
+    /// after the shared expert started with them have been copied back.
+    let routerDone: OpaquePointer?, sharedExpertDone: OpaquePointer?
     /// The device's copy of the KV cache and attention's scratch
     /// (`CUDAAttention.swift`), and its kernels: store, scores, softmax, values.
     var attention = DeviceAttention()
@@ -168,15 +171,18 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         compute = s
         copy = c
         let eventCreate = try driverFunction("cuEventCreate", EventCreate.self)
-        func events() throws -> [OpaquePointer?] {
-            try (0..<uploadSlots).map { _ in
+        func events(_ count: Int) throws -> [OpaquePointer?] {
+            try (0..<count).map { _ in
                 var e: OpaquePointer?
                 try check("cuEventCreate", eventCreate(&e, Self.eventDisableTiming))
                 return e
             }
         }
-        staged = try events()
-        consumed = try events()
+        staged = try events(uploadSlots)
+        consumed = try events(uploadSlots)
+        let marks = try events(2)
+        routerDone = marks[0]
+        sharedExpertDone = marks[1]
         var handle: OpaquePointer?
         try check("cublasCreate_v2", try symbol(blasLib, "cublasCreate_v2", BlasCreate.self)(&handle))
         try check("cublasSetStream_v2", try symbol(blasLib, "cublasSetStream_v2", BlasSetStream.self)(handle, s))

@@ -42,7 +42,11 @@ struct DenseDeviceWeights {
     /// Scratch: inputs (BF16) and outputs (Float32), pinned on the host
     /// too, and the MLP's gate-up products and activations.
     var inputRows = DeviceScratch(), outputRows = DeviceScratch(), gateUpRows = DeviceScratch(), activationRows = DeviceScratch()
-    var scratch: [DeviceScratch] { [inputRows, outputRows, gateUpRows, activationRows] }
+    /// The router's logits and the shared expert's output it started
+    /// (pinned on the host too), and which layer and batch that was.
+    var routerRows = DeviceScratch(), sharedRows = DeviceScratch()
+    var pendingShared: (layer: Int, tokens: Int)?
+    var scratch: [DeviceScratch] { [inputRows, outputRows, gateUpRows, activationRows, routerRows, sharedRows] }
     /// Products computed on the device, and the error that stopped it
     /// taking more (the CPU computes everything after).
     var products = 0
@@ -241,6 +245,70 @@ extension CUDAAccelerator: DenseOffload {
         }
     }
 
+    /// The router's logits, and the layer's shared expert from the same
+    /// uploaded rows: queued behind the logits' copy on the compute stream,
+    /// so the routed experts' products queue behind it and the CPU's run
+    /// while it does; `sharedExpert` waits for it.
+    public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
+        guard dense.failure == nil, layer < dense.router.count, dense.router[layer].address != 0 else { return .notHeld }
+        guard tokens > 0 else { return .computed }
+        let w = dense.router[layer], h = hidden
+        let shared = dense.sharedMLP[layer]
+        dense.pendingShared = nil
+        do {
+            try makeCurrent()
+            try grow(&dense.inputRows, to: tokens * h * 2, pinned: true, "dense inputs")
+            try grow(&dense.routerRows, to: tokens * w.rows * 4, pinned: true, "router logits")
+            if shared.address != 0 {
+                try grow(&dense.gateUpRows, to: tokens * 2 * shared.intermediate * 4, pinned: false, "dense gate-up products")
+                try grow(&dense.activationRows, to: tokens * shared.intermediate * 2, pinned: false, "dense activations")
+                try grow(&dense.sharedRows, to: tokens * h * 4, pinned: true, "shared expert outputs")
+            }
+            narrowToBF16(x, count: tokens * h, into: dense.inputRows.host!.assumingMemoryBound(to: UInt16.self))
+            try check("cuMemcpyHtoDAsync (router inputs)", copyHtoD(dense.inputRows.device, dense.inputRows.host!, tokens * h * 2, compute))
+            try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.inputRows.device, output: dense.routerRows.device)
+            try check("cuMemcpyDtoHAsync (router logits)", copyDtoH(dense.routerRows.host!, dense.routerRows.device, tokens * w.rows * 4, compute))
+            try check("cuEventRecord", eventRecord(routerDone, compute))
+            if shared.address != 0 {
+                try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: tokens,
+                           x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
+                try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, tokens * h * 4, compute))
+                try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
+                dense.pendingShared = (layer, tokens)
+            }
+            try check("cuEventSynchronize (router logits)", eventSync(routerDone))
+            logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: tokens * w.rows)
+            dense.products += 1
+            return dense.pendingShared == nil ? .computed : .sharedExpertStarted
+        } catch {
+            stopDenseProducts(error)
+            return .notHeld
+        }
+    }
+
+    public func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool {
+        guard dense.failure == nil, let pending = dense.pendingShared, pending == (layer, tokens) else { return false }
+        dense.pendingShared = nil
+        do {
+            try makeCurrent()
+            try check("cuEventSynchronize (shared expert)", eventSync(sharedExpertDone))
+            out.update(from: dense.sharedRows.host!.assumingMemoryBound(to: Float.self), count: tokens * hidden)
+            dense.products += 1
+            return true
+        } catch {
+            stopDenseProducts(error)
+            return false
+        }
+    }
+
+    /// After a CUDA error the device takes no more dense products: the CPU
+    /// computes this one and every later one.
+    private func stopDenseProducts(_ error: any Error) {
+        dense.failure = "\(name): \(error)"
+        dense.pendingShared = nil
+        CUDAAccelerator.warn("dense products go back to the CPU for good: \(dense.failure!)")
+    }
+
     /// One dense product's round trip: `x` narrowed to BF16 into pinned
     /// memory and copied over, `body` queued on the compute stream, the
     /// Float32 output rows copied back and handed to `unpack`. On any CUDA
@@ -265,8 +333,7 @@ extension CUDAAccelerator: DenseOffload {
             dense.products += 1
             return true
         } catch {
-            dense.failure = "\(name): \(error)"
-            CUDAAccelerator.warn("dense products go back to the CPU for good: \(dense.failure!)")
+            stopDenseProducts(error)
             return false
         }
     }

@@ -60,16 +60,31 @@ public struct HybridExecution: ExecutionStrategy {
                      + "\(experts.count) routed experts of \(size(sample.byteCount)) (\(size(experts.bytes))); "
                      + "upload ring \(options.uploadSlots) x \(size(sample.byteCount)) pinned on the host and on the GPU"]
         guard let free = freeBytes else { return lines }
-        let usable = free - options.uploadSlots * sample.byteCount
-        guard usable > 0, let budget = try? budget(options.gpuMemory, freeBytes: usable) else {
+        let split = try? MemorySplit(freeBytes: free, expertBytes: sample.byteCount, denseBytes: denseBytes, options: options)
+        guard let split, split.usable > 0 else {
             lines.append("  gpu_memory \(options.gpuMemory): the upload ring alone does not fit \(size(free)) free")
             return lines
         }
-        let resident = max(0, min(experts.count, (budget - denseBytes) / sample.byteCount))
+        let usable = split.usable, budget = split.budget
+        let resident = max(0, min(experts.count, split.expertBudget / sample.byteCount))
         lines.append("  gpu_memory \(options.gpuMemory) of \(size(usable)) (free less the ring) = \(size(budget)): "
                      + (denseBytes >= budget ? "the dense weights alone exceed it"
                         : "\(resident) experts resident (\(String(format: "%.1f", 100 * Double(resident) / Double(experts.count)))% of routed)"))
         return lines
+    }
+
+    /// How a GPU's free memory is shared: the upload ring first, then
+    /// `gpu_memory` (a size, or a fraction of what the ring leaves), in
+    /// which the dense weights come first and the experts take the rest.
+    struct MemorySplit {
+        let usable: Int, budget: Int, denseBytes: Int
+        var expertBudget: Int { budget - denseBytes }
+
+        init(freeBytes: Int, expertBytes: Int, denseBytes: Int, options: Options) throws {
+            usable = freeBytes - options.uploadSlots * expertBytes
+            budget = usable > 0 ? try HybridExecution.budget(options.gpuMemory, freeBytes: usable) : 0
+            self.denseBytes = denseBytes
+        }
     }
 
     /// Bytes as a message should say them: GiB, MiB below a GiB, KiB below a MiB.
@@ -106,13 +121,14 @@ public struct HybridExecution: ExecutionStrategy {
         guard options.device < devices.list.count else {
             throw ExecutionError.setup("device \(options.device) requested, the driver reports \(devices.list.count)")
         }
-        let free = devices.list[options.device].freeBytes - options.uploadSlots * sample.byteCount
-        guard free > sample.byteCount else {
-            throw ExecutionError.setup("hybrid: \(devices.list[options.device].name) has \(Self.size(devices.list[options.device].freeBytes)) free, "
+        let free = devices.list[options.device].freeBytes
+        guard free - options.uploadSlots * sample.byteCount > sample.byteCount else {
+            throw ExecutionError.setup("hybrid: \(devices.list[options.device].name) has \(Self.size(free)) free, "
                                        + "not enough for \(options.uploadSlots) upload slots of \(Self.size(sample.byteCount)) and one resident expert; lower upload_slots or free the GPU")
         }
-        let budget = try Self.budget(options.gpuMemory, freeBytes: free)
-        let denseBytes = options.dense ? CUDAAccelerator.denseBytes(weights) : 0
+        let split = try MemorySplit(freeBytes: free, expertBytes: sample.byteCount,
+                                    denseBytes: options.dense ? CUDAAccelerator.denseBytes(weights) : 0, options: options)
+        let budget = split.budget, denseBytes = split.denseBytes
         guard denseBytes < budget else {
             throw ExecutionError.setup("hybrid: the dense weights need \(Self.size(denseBytes)) of the \(Self.size(budget)) gpu_memory budget, "
                                        + "leaving none for experts: raise gpu_memory or pass \"dense\": false")

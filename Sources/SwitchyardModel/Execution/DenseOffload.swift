@@ -50,6 +50,27 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// same rule holds for answering true.
     func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                         v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool
+
+    /// The router logits of MoE layer `layer` into `logits` (before any
+    /// router bias). An offload that also holds the layer's shared expert
+    /// may start it from the same rows and answer `.sharedExpertStarted`:
+    /// it runs while the routed experts do, and `sharedExpert(layer:tokens:out:)`
+    /// collects it after them.
+    func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload
+
+    /// The output of the shared expert `router` started for `layer`; false
+    /// if it could not be had (the CPU computes it then).
+    func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool
+}
+
+/// What `DenseOffload.router` did.
+public enum RouterOffload: Sendable {
+    /// Nothing: the CPU computes the logits.
+    case notHeld
+    /// The logits.
+    case computed
+    /// The logits, and the layer's shared expert is under way.
+    case sharedExpertStarted
 }
 
 extension DenseOffload {
@@ -59,6 +80,13 @@ extension DenseOffload {
 
     public func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                                v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool { false }
+
+    /// The logits as one product; the shared expert is asked for apart (`mlp`).
+    public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
+        product(.router, layer: layer, x: x, tokens: tokens, y: logits) ? .computed : .notHeld
+    }
+
+    public func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool { false }
 }
 
 /// RoPE's angles for a batch, as the CPU applies them: per token `half`

@@ -12,14 +12,15 @@ enum MoEBlock {
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
                         ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor,
-                        dense: (any DenseOffload)? = nil) {
+                        dense: (any DenseOffload)?) {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
         // 1. Router: scores in fp32, top-k (group-limited or biased where the
         // model says so), optional renormalisation and scale.
         let logits = ws.routerLogits.reserve(tokens * e)
-        if dense?.product(.router, layer: layer, x: x, tokens: tokens, y: logits) != true {
+        let routed = dense?.router(layer: layer, x: x, tokens: tokens, logits: logits) ?? .notHeld
+        if routed == .notHeld {
             Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
         }
         if let b = weights.routerBias {
@@ -95,7 +96,8 @@ enum MoEBlock {
                 }
             }
         }
-        addSharedExpert(layer: layer, weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws, dense: dense)
+        addSharedExpert(layer: layer, weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws, dense: dense,
+                        started: routed == .sharedExpertStarted)
         if let shared = weights.shared, tokens > 0 {
             counters?.recordShared(bytes: shared.byteCount + (weights.sharedGate?.byteCount ?? 0))
         }
@@ -118,12 +120,15 @@ enum MoEBlock {
     }
 
     /// 6. Shared experts: Qwen2-MoE's, gated per token by a sigmoid;
-    /// DeepSeek's, added as they are.
+    /// DeepSeek's, added as they are. `started`: the dense offload began it
+    /// with the router.
     static func addSharedExpert(layer: Int, weights: MoEWeights, x: UnsafePointer<Float>, tokens: Int, h: Int,
-                                out: UnsafeMutablePointer<Float>, ws: Workspace, dense: (any DenseOffload)?) {
+                                out: UnsafeMutablePointer<Float>, ws: Workspace, dense: (any DenseOffload)?, started: Bool) {
         guard let shared = weights.shared else { return }
         let sharedOut = ws.sharedOut.reserve(tokens * h)
-        if dense?.mlp(layer: layer, shared: true, x: x, tokens: tokens, out: sharedOut) != true {
+        if started, dense?.sharedExpert(layer: layer, tokens: tokens, out: sharedOut) == true {
+            // Computed beside the routed experts.
+        } else if dense?.mlp(layer: layer, shared: true, x: x, tokens: tokens, out: sharedOut) != true {
             DenseMLP.forward(shared, x: x, tokens: tokens, out: sharedOut, ws: ws)
         }
         guard let sharedGate = weights.sharedGate else {
