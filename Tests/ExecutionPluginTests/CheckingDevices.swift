@@ -197,23 +197,28 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             keys[layer, default: [:]][at] = rounded(k + t * row, row)
             values[layer, default: [:]][at] = rounded(v + t * row, row)
         }
+        // gpt-oss: a sliding window on some layers, a sink logit per head.
+        let window = weights.config.attentionWindow(layer: layer)
+        var sinks: [Float]?
+        if case .grouped(let a) = weights.layers[layer].attention { sinks = a.sinks }
         var out = [Float](repeating: 0, count: b.tokens * h * d)
         for t in 0..<b.tokens {
-            let s = Int(b.tokenSequence[t]), n = Int(b.tokenPosition[t]) + 1
+            let s = Int(b.tokenSequence[t]), p = Int(b.tokenPosition[t])
+            let seen = (window > 0 ? max(0, p - window + 1) : 0)...p
             for head in 0..<h {
                 let g = head / (h / kvh)
                 let qh = rounded(q + (t * h + head) * d, d)
-                var scores = (0..<n).map { j -> Float in
+                var scores = seen.map { j -> Float in
                     let kr = keys[layer]![slot(s, j)]!
                     return (0..<d).reduce(Float(0)) { $0 + qh[$1] * kr[g * d + $1] } * b.scale
                 }
-                let m = scores.max()!
+                let m = max(scores.max()!, sinks?[head] ?? -.infinity)
                 scores = scores.map { exp($0 - m) }
-                let sum = scores.reduce(0, +)
+                let sum = scores.reduce(0, +) + (sinks.map { exp($0[head] - m) } ?? 0)
                 scores = scores.map { b.roundsToBF16 ? Float(bitPattern: UInt32(narrowToBF16($0 / sum)) << 16) : $0 / sum }
                 for e in 0..<d {
                     var acc: Float = 0
-                    for j in 0..<n { acc += scores[j] * values[layer]![slot(s, j)]![g * d + e] }
+                    for (i, j) in seen.enumerated() { acc += scores[i] * values[layer]![slot(s, j)]![g * d + e] }
                     out[(t * h + head) * d + e] = acc
                 }
             }

@@ -236,27 +236,30 @@ import Testing
     /// architectures with grouped-query attention: Mixtral's plain one,
     /// Qwen2-MoE's and GLM's q/k/v biases, OLMoE's q/k norms over the whole
     /// projection with `clip_qkv` (set low here so it clips), Qwen3's
-    /// per-head norms. Random BF16 checkpoints, whose biases are zero and
+    /// per-head norms, gpt-oss's sinks, o bias and a sliding window on
+    /// every other layer (5 positions here, so the 13-token prompt and its
+    /// decodes slide). Random BF16 checkpoints, whose biases are zero and
     /// norm weights one: the bias and norm values themselves are checked
     /// on GLM's fixture and the default model (tests above and below). Each
     /// layer's keys, values and output checked against the model's weights.
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"),
-          arguments: [Architecture.mixtral, .qwen2Moe, .olmoe, .qwen3Moe, .glm4Moe])
+          arguments: [Architecture.mixtral, .qwen2Moe, .olmoe, .qwen3Moe, .glm4Moe, .gptOss])
     func wholeAttentionLayersMatchTheCPUInEveryGroupedForm(_ arch: Architecture) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("whole-attention-\(arch.rawValue)-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let presets = PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
         try RandomCheckpoint.create(.init(architecture: arch, preset: ModelPreset.load(presets), seed: 5, dtype: .bf16), at: dir)
-        if arch == .olmoe {
+        if arch == .olmoe || arch == .gptOss {
             let file = dir.appendingPathComponent("config.json")
             var config = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
-            config["clip_qkv"] = 0.5
+            if arch == .olmoe { config["clip_qkv"] = 0.5 } else { config["sliding_window"] = 5 }
             try JSONSerialization.data(withJSONObject: config).write(to: file)
         }
         let model = try Transformer(directory: dir.path)
         try model.configure(compute: Self.bf16!)
         let c = model.config
         #expect(c.clipQKV == (arch == .olmoe ? 0.5 : nil))
+        #expect(c.attentionWindows == (arch == .gptOss ? [5, 0] : []))
         SoftwareCUDA.reset()
         let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[c.numLayers - 1][0], deviceIndex: 0,
                                       budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
@@ -434,6 +437,42 @@ import Testing
         #expect { try registry.makeExecution("hybrid", config: try config()).prepare(context) } throws: { error in
             "\(error)".contains("the routing profile (--placement-profile) has 6 layers x 8 experts, the model 6 x 16: record one for this model with switchyard bench --record-routing")
         }
+    }
+
+    /// gpt-oss's experts (biased, clamped SwiGLU) are not ones the GPU
+    /// path computes: hybrid says so and names `cpu_moe`; with it, every
+    /// expert runs on the CPU and the dense products and attention (sinks,
+    /// sliding window, o bias) on the device, each checked as it runs.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func gptOssRunsDenseWorkOnTheDeviceWithItsExpertsOnTheCPU() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hybrid-gpt-oss-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let presets = PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
+        try RandomCheckpoint.create(.init(architecture: .gptOss, preset: ModelPreset.load(presets), seed: 9, dtype: .bf16), at: dir)
+        let model = try Transformer(directory: dir.path)
+        try model.configure(compute: Self.bf16!)
+        let registry = StrategyRegistry()
+        HybridExecution.register(in: registry)
+        let context = ExecutionContext(model: model, topology: try CPUTopology.load()) { _ in ExpertMap(numDevices: 1, device: []) }
+        SoftwareCUDA.reset()
+        #expect { try registry.makeExecution("hybrid", config: try config()).prepare(context) } throws: { error in
+            "\(error)".contains("this checkpoint's are bf16 clamped SwiGLU with biases: pass \"cpu_moe\": true to keep every expert on the CPU")
+        }
+        let summary = try registry.makeExecution("hybrid", config: try config(", \"cpu_moe\": true")).prepare(context)
+        defer { model.install(experts: nil); model.install(dense: nil) }
+        #expect(summary.notes[0].hasPrefix("0 experts resident in 0 MiB"))
+        #expect(summary.notes.contains("experts: all on the CPU (the GPU path computes plain BF16 SwiGLU experts only)"))
+        let hybrid = try #require(model.experts as? HybridExecutor)
+        let gpu = try #require(model.dense as? CUDAAccelerator)
+        #expect(!gpu.expertsFitDevice && gpu.dense.attentionParts.map(\.sinks).allSatisfy { $0 != 0 })
+        let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(dense: checked)
+        let result = try Generator(model: model, blockSize: 4).generate(prompt: (0..<9).map { Int32(($0 * 41 + 2) % 384) }, maxTokens: 3)
+        #expect(result.tokens.count == 3)
+        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil && gpu.attentionFailure == nil)
+        #expect(checked.wholeLayersChecked >= 2 * model.config.numLayers && checked.productsChecked > 0)
+        #expect(checked.worstRelativeDifference < 2e-3, "\(checked.worstRelativeDifference)")
+        #expect(hybrid.siteCounters.cpuTokens > 0 && hybrid.siteCounters.residentTokens == 0 && hybrid.siteCounters.uploadedTokens == 0)
     }
 
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))

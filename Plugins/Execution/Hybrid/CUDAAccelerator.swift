@@ -80,6 +80,10 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     public let name: String
     public let detail: String
     public let expertBudgetBytes: Int
+    /// Whether the model's experts are ones the device computes (plain
+    /// SwiGLU, BF16); if not, the accelerator holds none and
+    /// takes dense work only (`cpu_moe`).
+    public let expertsFitDevice: Bool
     let hidden: Int, intermediate: Int, expertBytes: Int
     let memAlloc: MemAlloc, memFree: MemFree, copyHtoD: CopyHtoD, copyDtoH: CopyDtoH, streamSync: StreamSync
     let eventRecord: EventRecord, streamWaitEvent: StreamWaitEvent, eventSync: EventSync
@@ -131,10 +135,15 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// its cause.
     public init(config: ModelConfig, sampleExpert: ExpertWeights, deviceIndex: Int, budgetBytes: Int, uploadSlots: Int = 4,
                 denseBytes: Int = 0, searchPath: [String] = CUDALibraries.defaultSearchPath()) throws {
-        guard sampleExpert.gate.dtype == .bf16, sampleExpert.up.dtype == .bf16, sampleExpert.down.dtype == .bf16,
-              sampleExpert.activation == .swiglu, sampleExpert.gateBias == nil else {
-            throw HybridSetupError("the GPU path computes plain SwiGLU experts with BF16 weights; this checkpoint's experts are "
-                                   + "\(sampleExpert.gate.dtype) (or biased / clamped): use --execution cpu")
+        // Packed layouts are fine: uploads unpack them to row-major.
+        expertsFitDevice = [sampleExpert.gate, sampleExpert.up, sampleExpert.down].allSatisfy { $0.dtype == .bf16 }
+            && sampleExpert.activation == .swiglu && sampleExpert.gateBias == nil && sampleExpert.upBias == nil && sampleExpert.downBias == nil
+        guard expertsFitDevice || budgetBytes == 0 else {
+            throw HybridSetupError("the GPU path computes plain SwiGLU experts with BF16 weights; this checkpoint's are "
+                                   + "\(sampleExpert.gate.dtype) \(sampleExpert.activation == .swiglu ? "SwiGLU" : "clamped SwiGLU")"
+                                   + "\(sampleExpert.gateBias == nil ? "" : " with biases"): "
+                                   + "pass \"cpu_moe\": true to keep every expert on the CPU (dense products and attention still on the GPU), "
+                                   + "or use --execution cpu")
         }
         guard uploadSlots > 0 else { throw HybridSetupError("upload_slots must be at least 1") }
         let driver = try CUDADriver.load(searchPath: searchPath, systemSearch: true).get()
@@ -206,7 +215,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         intermediate = sampleExpert.gate.rows
         expertBytes = sampleExpert.byteCount
         let gpu = devices.list[deviceIndex]
-        let staging = uploadSlots * expertBytes
+        // Experts the device cannot compute are never uploaded: a token ring.
+        let staging = expertsFitDevice ? uploadSlots * expertBytes : 256
         guard budgetBytes + denseBytes + staging <= gpu.freeBytes else {
             let size = HybridExecution.size
             throw HybridSetupError("--gpu-memory asks for \(size(budgetBytes)) of experts plus \(size(denseBytes)) of dense weights and "

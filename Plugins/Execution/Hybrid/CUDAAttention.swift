@@ -59,6 +59,8 @@ extension CUDAAccelerator {
 
     __device__ float bf16_value(unsigned short x) { return __uint_as_float(((unsigned int)x) << 16); }
 
+    __device__ int first_key(int p, int window) { return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0; }
+
     extern "C" __global__ void kv_store(const unsigned short* k, const unsigned short* v, const int* slots, unsigned short* ck,
                                         unsigned short* cv, int row, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -71,12 +73,12 @@ extension CUDAAccelerator {
 
     extern "C" __global__ void attn_scores(const unsigned short* q, const unsigned short* ck, const int* seq_of, const int* pos_of,
                                            const int* tables, const int* table_start, float* scores, int heads, int kv_heads,
-                                           int d, int bs, int max_ctx, float scale, int t0, long long count) {
+                                           int d, int bs, int max_ctx, float scale, int t0, int window, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
         long long th = i / max_ctx;
         int j = (int)(i - th * max_ctx), h = (int)(th % heads), t = t0 + (int)(th / heads);
-        if (j > pos_of[t]) return;
+        if (j > pos_of[t] || j < first_key(pos_of[t], window)) return;
         long long slot = (long long)tables[table_start[seq_of[t]] + j / bs] * bs + j % bs;
         const unsigned short* kr = ck + (slot * kv_heads + h / (heads / kv_heads)) * d;
         const unsigned short* qr = q + ((long long)t * heads + h) * d;
@@ -86,30 +88,32 @@ extension CUDAAccelerator {
     }
 
     extern "C" __global__ void attn_softmax(float* scores, const int* pos_of, int heads, int max_ctx, int t0, int round_bf16,
-                                            long long count) {
+                                            int window, const float* sinks, int has_sinks, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        int n = pos_of[t0 + (int)(i / heads)] + 1;
+        int p = pos_of[t0 + (int)(i / heads)], lo = first_key(p, window);
         float* s = scores + i * max_ctx;
-        float m = s[0];
-        for (int j = 1; j < n; j++) m = fmaxf(m, s[j]);
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) { float e = expf(s[j] - m); s[j] = e; sum += e; }
+        float m = s[lo];
+        for (int j = lo + 1; j <= p; j++) m = fmaxf(m, s[j]);
+        float sink = has_sinks ? sinks[i % heads] : 0.0f;
+        if (has_sinks) m = fmaxf(m, sink);
+        float sum = has_sinks ? expf(sink - m) : 0.0f;
+        for (int j = lo; j <= p; j++) { float e = expf(s[j] - m); s[j] = e; sum += e; }
         float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) {
-            float p = s[j] * inv;
+        for (int j = lo; j <= p; j++) {
+            float w = s[j] * inv;
             if (round_bf16) {
-                unsigned int bits = __float_as_uint(p);
+                unsigned int bits = __float_as_uint(w);
                 bits += 0x7FFFu + ((bits >> 16) & 1u);
-                p = __uint_as_float(bits & 0xFFFF0000u);
+                w = __uint_as_float(bits & 0xFFFF0000u);
             }
-            s[j] = p;
+            s[j] = w;
         }
     }
 
     extern "C" __global__ void attn_values(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
                                            const int* tables, const int* table_start, float* out, int heads, int kv_heads, int d,
-                                           int bs, int max_ctx, int t0, long long count) {
+                                           int bs, int max_ctx, int t0, int window, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
         long long th = i / d;
@@ -119,7 +123,7 @@ extension CUDAAccelerator {
         const int* table = tables + table_start[seq_of[t]];
         int g = h / (heads / kv_heads);
         float acc = 0.0f;
-        for (int j = 0; j < n; j++) {
+        for (int j = first_key(n - 1, window); j < n; j++) {
             long long slot = (long long)table[j / bs] * bs + j % bs;
             acc += p[j] * bf16_value(cv[(slot * kv_heads + g) * d + e]);
         }
@@ -221,9 +225,10 @@ extension CUDAAccelerator {
 
     /// Queues the store of the batch's keys and values (BF16 rows on the
     /// device) into `layer`'s copy of the cache, then attention over it
-    /// into `output` (Float32).
+    /// into `output` (Float32): over the last `window` positions (0: all),
+    /// with one sink logit per head from `sinks` (0: none) in the softmax.
     func queueAttention(layer: Int, _ b: AttentionBatch, index x: DeviceBatchIndex, q16: UInt64, k16: UInt64, v16: UInt64,
-                        output: UInt64) throws {
+                        output: UInt64, window: Int = 0, sinks: UInt64 = 0) throws {
         let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
         try launch(.kvStore, count: t * kvh * d, [.pointer(k16), .pointer(v16), .pointer(x.slots), .pointer(attention.keys[layer]),
                                                   .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
@@ -235,13 +240,16 @@ extension CUDAAccelerator {
             try launch(.scores, count: n * h * maxContext, [.pointer(q16), .pointer(attention.keys[layer]), .pointer(x.sequenceOf),
                                                             .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart),
                                                             .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
-                                                            .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0))])
+                                                            .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0)),
+                                                            .int32(Int32(window))])
             try launch(.softmax, count: n * h, [.pointer(scores.device), .pointer(x.positionOf), .int32(Int32(h)), .int32(Int32(maxContext)),
-                                                .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0)])
+                                                .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
+                                                // Without sinks any valid address stands in (not read).
+                                                .pointer(sinks != 0 ? sinks : scores.device), .int32(sinks != 0 ? 1 : 0)])
             try launch(.values, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(x.sequenceOf),
                                                    .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart), .pointer(output),
                                                    .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
-                                                   .int32(Int32(maxContext)), .int32(Int32(t0))])
+                                                   .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window))])
             t0 += n
         }
     }

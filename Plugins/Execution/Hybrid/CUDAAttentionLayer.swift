@@ -157,7 +157,8 @@ extension CUDAAccelerator {
                                                .int32(Int32(qn)), .int32(Int32(kn))])
         // Attention, then o_proj from its output rounded as the CPU rounds it.
         let attended = try buffer(.output, bytes: t * qn * 4).device
-        try queueAttention(layer: layer, b, index: index, q16: q16, k16: k16, v16: v16, output: attended)
+        try queueAttention(layer: layer, b, index: index, q16: q16, k16: k16, v16: v16, output: attended, window: parts.window,
+                           sinks: parts.sinks)
         let attended16 = try buffer(.outputBF16, bytes: t * qn * 2).device
         try launch(.roundBF16, count: t * qn, [.pointer(attended), .pointer(attended16)])
         let projected = try buffer(.projected, bytes: t * o.rows * 4)

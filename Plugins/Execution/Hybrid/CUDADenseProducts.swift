@@ -15,9 +15,11 @@ struct DeviceMLP {
 
 /// A layer's attention vectors on the device, Float32 (0: none): q/k/v
 /// biases as one fused row (zeros where a part has none), the q and k norm
-/// weights, `o_proj`'s bias. `whole`: q/k/v and o are on the device too.
+/// weights, `o_proj`'s bias, gpt-oss's sink logits; its sliding window (0:
+/// none). `whole`: q/k/v and o are on the device too.
 struct DeviceAttentionParts {
-    var bias: UInt64 = 0, qNorm: UInt64 = 0, kNorm: UInt64 = 0, oBias: UInt64 = 0
+    var bias: UInt64 = 0, qNorm: UInt64 = 0, kNorm: UInt64 = 0, oBias: UInt64 = 0, sinks: UInt64 = 0
+    var window = 0
     var whole = false
 }
 
@@ -120,14 +122,15 @@ extension CUDAAccelerator: DenseOffload {
     }
 
     /// The vectors `attentionLayer` needs on the device for `a`: the fused
-    /// q/k/v bias (if any part has one), the q and k norms, o's bias.
+    /// q/k/v bias (if any part has one), the q and k norms, o's bias, the
+    /// sinks.
     static func attentionVectors(_ a: AttentionWeights) -> [[Float]] {
         var vectors: [[Float]] = []
         if a.qBias != nil || a.kBias != nil || a.vBias != nil {
             vectors.append((a.qBias ?? .init(repeating: 0, count: a.q.rows)) + (a.kBias ?? .init(repeating: 0, count: a.k.rows))
                            + (a.vBias ?? .init(repeating: 0, count: a.v.rows)))
         }
-        return vectors + [a.qNorm, a.kNorm, a.oBias].compactMap { $0 }
+        return vectors + [a.qNorm, a.kNorm, a.oBias, a.sinks].compactMap { $0 }
     }
 
     /// Copies every dense matrix that fits the device (`fitsDevice`) into
@@ -185,6 +188,8 @@ extension CUDAAccelerator: DenseOffload {
                     if let n = a.qNorm { parts.qNorm = try upload(n) }
                     if let n = a.kNorm { parts.kNorm = try upload(n) }
                     if let b = a.oBias { parts.oBias = try upload(b) }
+                    if let sinks = a.sinks { parts.sinks = try upload(sinks) }
+                    parts.window = weights.config.attentionWindow(layer: l)
                     dense.attentionParts[l] = parts
                 }
             }

@@ -129,13 +129,15 @@ public struct HybridExecution: ExecutionStrategy {
         let split = try MemorySplit(freeBytes: free, expertBytes: sample.byteCount,
                                     denseBytes: options.dense ? CUDAAccelerator.denseBytes(weights) : 0, options: options)
         let budget = split.budget, denseBytes = split.denseBytes
-        guard denseBytes < budget else {
+        // With cpu_moe no expert is resident: the dense weights may take it all.
+        let expertBudget = options.cpuMoE ? 0 : budget - denseBytes
+        guard options.cpuMoE ? denseBytes <= budget : denseBytes < budget else {
             throw ExecutionError.setup("hybrid: the dense weights need \(Self.size(denseBytes)) of the \(Self.size(budget)) gpu_memory budget, "
-                                       + "leaving none for experts: raise gpu_memory or pass \"dense\": false")
+                                       + (options.cpuMoE ? "more than it holds: raise gpu_memory" : "leaving none for experts: raise gpu_memory or pass \"dense\": false"))
         }
         let gpu: CUDAAccelerator
         do {
-            gpu = try CUDAAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: budget - denseBytes,
+            gpu = try CUDAAccelerator(config: model.config, sampleExpert: sample, deviceIndex: options.device, budgetBytes: expertBudget,
                                       uploadSlots: options.uploadSlots, denseBytes: denseBytes, searchPath: options.searchPath)
             if options.dense { try gpu.loadDense(weights) }
             gpu.attention.enabled = options.dense && options.attention
@@ -144,7 +146,11 @@ public struct HybridExecution: ExecutionStrategy {
         } catch let e as HybridSetupError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         }
-        let cost = try measuredCost(model: model, sample: sample, gpu: gpu)
+        // Experts the GPU cannot compute stay on the CPU (cpu_moe), so the
+        // upload-against-compute figures would go unused: not measured.
+        let cost = gpu.expertsFitDevice ? try measuredCost(model: model, sample: sample, gpu: gpu)
+            : HybridCostModel(cpuFlopsPerSecond: [], cpuReadBytesPerSecond: 0, hostToDeviceBytesPerSecond: 0, gpuFlopsPerSecond: 0,
+                              gpuLaunchSeconds: 0, measuredOn: nil)
         let mode: HybridPlanner.Mode = options.cpuMoE ? .allExpertsOnCPU
             : options.nCPUMoE > 0 ? .firstLayersOnCPU(options.nCPUMoE) : options.uploadAll ? .uploadEveryExpert : .measured
         let executor: HybridExecutor
@@ -157,11 +163,12 @@ public struct HybridExecution: ExecutionStrategy {
         }
         model.install(experts: executor)
         if options.dense { model.install(dense: gpu) }
-        let crossover = cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: sample.flopsPerToken)
+        let crossover = gpu.expertsFitDevice ? cost.crossoverTokens(bytes: sample.byteCount, flopsPerToken: sample.flopsPerToken) : nil
         return ExecutionSummary(strategy: "hybrid", devices: executor.devices, map: nil, notes: [
-            "\(executor.resident.resident.count) experts resident in \((budget - denseBytes) >> 20) MiB on \(gpu.detail)",
+            "\(executor.resident.resident.count) experts resident in \(expertBudget >> 20) MiB on \(gpu.detail)",
             options.dense ? "dense products on the GPU: \(gpu.dense.bytes >> 20) MiB of weights" : "dense products on the CPU (dense: false)",
-            "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens",
+            gpu.expertsFitDevice ? "crossover: uploading a cold expert pays from \(crossover.map(String.init) ?? "never") tokens"
+                : "experts: all on the CPU (the GPU path computes plain BF16 SwiGLU experts only)",
             "the GPU path has been tested on a software CUDA device only: compare with --execution cpu (scripts/gpu-check.sh)",
         ])
     }

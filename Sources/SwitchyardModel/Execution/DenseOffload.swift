@@ -43,11 +43,13 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// The whole grouped-query attention of `layer`, asked before any of
     /// the steps above: from the normed rows `x`, q/k/v with their biases,
     /// q/k norms, `clip_qkv` and RoPE (`batch.rope`'s angles per token), the
-    /// keys and values stored in the device's copy of the cache, attention,
-    /// then `o_proj` and its bias into `out`. `k` and `v` come back after
-    /// RoPE, so the CPU stores them in its own cache. One round trip where
-    /// the steps take three. Asked only where `attention` would be; the
-    /// same rule holds for answering true.
+    /// keys and values stored in the device's copy of the cache, attention
+    /// (with the layer's sliding window and sinks, which the offload takes
+    /// from the weights and config it holds), then `o_proj` and its bias
+    /// into `out`. `k` and `v` come back after RoPE, so the CPU stores them
+    /// in its own cache. One round trip where the steps take three. Asked
+    /// for every grouped-query layer; the rule for answering true is
+    /// `attention`'s.
     func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                         v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool
 

@@ -13,8 +13,7 @@ extension Transformer {
         let t0 = monotonicSeconds()
         let bf16 = ws.gemm.options.dtype == .bfloat16
         let scale = 1 / Float(c.headDim).squareRoot()
-        if let dense, c.attentionWindow(layer: l) == 0, a.sinks == nil,
-           dense.attentionLayer(layer: l, batch: attentionBatch(batch, cache: cache, scale: scale, withRope: true), x: normed, k: k, v: v,
+        if let dense, dense.attentionLayer(layer: l, batch: attentionBatch(batch, cache: cache, scale: scale, withRope: true), x: normed, k: k, v: v,
                                 out: projected) {
             // The device did it all; the CPU's cache still gets every key and value.
             PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: bf16)
