@@ -15,7 +15,8 @@
 #    random one, with GPU budgets that leave experts resident, uploaded and
 #    on the CPU; greedy continuations compared token for token.
 #    Also dense products alone on the GPU (cpu_moe) and experts alone
-#    (dense: false).
+#    (dense: false), and gpt-oss's form (MXFP4 experts on the CPU with
+#    cpu_moe; attention with sinks and a sliding window on the GPU).
 # 3. Speed: the same serving workload, hybrid against cpu, against
 #    llama.cpp's all-experts-on-CPU form (dense products on the GPU),
 #    against uploading every cold expert and against experts alone on the
@@ -89,6 +90,11 @@ compare_greedy compare-1GiB "$BIG" 1,2,3,4,5 1GiB
 compare_logits compare-dense-only "$BIG" "$LONG" 1GiB '"cpu_moe": true'
 # Experts alone (dense products on the CPU).
 compare_logits compare-experts-only "$BIG" "$LONG" 1GiB '"dense": false'
+# gpt-oss's form (MXFP4 experts with biases, kept on the CPU by cpu_moe;
+# attention with sinks and a 128-position window, which 300 tokens pass).
+GOSS=$(mktemp -d)/gpt-oss
+"$SY" model create --arch gpt_oss --preset tiny --mxfp4-experts --out "$GOSS" --seed 0 > /dev/null 2>&1
+compare_logits gpt-oss-cpu-moe "$GOSS" "$(python3 -c 'print(",".join(str((i * 53 + 7) % 384) for i in range(300)))')" 64MiB '"cpu_moe": true'
 
 [[ " $STEPS " == *" 3 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
 log "3. speed (64 requests x 256 prompt / 32 output tokens, all at t=0)"
