@@ -109,8 +109,16 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         switch (product, weights.layers[min(layer, weights.layers.count - 1)].attention, weights.layers[min(layer, weights.layers.count - 1)].feedForward) {
         case (.lmHead, _, _): w = weights.lmHead
         case (.attentionOutput, .grouped(let a), _): w = a.o
+        case (.attentionOutput, .latent(let a), _): w = a.o
         case (.router, _, .moe(let moe)): w = moe.router
-        default: return true
+        case (.latentQuery, .latent(let a), _) where a.q != nil: w = a.q!
+        case (.latentQueryA, .latent(let a), _) where a.qA != nil: w = a.qA!
+        case (.latentQueryB, .latent(let a), _) where a.qB != nil: w = a.qB!
+        case (.latentKVA, .latent(let a), _): w = a.kvA
+        default:
+            // A product the layer does not have: wrong whatever it holds.
+            worstRelativeDifference = .infinity
+            return true
         }
         compare(y, count: tokens * w.rows) { Linear.apply(w, x: x, tokens: tokens, y: $0, ctx: ctx) }
         return true

@@ -439,6 +439,41 @@ import Testing
         }
     }
 
+    /// DeepSeek's latent attention: its projections on the device (q, or
+    /// q_a and q_b with the CPU's norm between; kv_a; o), each checked
+    /// against the CPU's; the absorbed per-head products and attention
+    /// over the latents stay on the CPU. Random BF16 checkpoints with and
+    /// without the q bottleneck.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [nil, 16] as [Int?])
+    func latentAttentionProjectionsRunOnTheDevice(qLoraRank: Int?) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("latent-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var preset = try ModelPreset.load(PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path)
+        (preset.kvLoraRank, preset.qLoraRank, preset.qkNopeHeadDim, preset.qkRopeHeadDim, preset.vHeadDim) = (32, qLoraRank, 16, 8, 16)
+        (preset.nSharedExperts, preset.firstKDenseReplace) = (1, 1)
+        try RandomCheckpoint.create(.init(architecture: .deepseekV3, preset: preset, seed: 4, dtype: .bf16), at: dir)
+        let model = try Transformer(directory: dir.path)
+        try model.configure(compute: Self.bf16!)
+        let prompt = (0..<11).map { Int32(($0 * 31 + 9) % model.config.vocabSize) }
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[1][0], deviceIndex: 0,
+                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
+                                      searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        #expect(gpu.dense.bytes == CUDAAccelerator.denseBytes(model.weights))
+        let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(dense: checked)
+        defer { model.install(dense: nil) }
+        _ = try Generator(model: model, blockSize: 4).allLogits(prompt)
+        #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
+        // Per layer q (or q_a and q_b), kv_a, o; layer 0's MLP, layer 1's
+        // router and shared expert; the LM head.
+        let perLayer = qLoraRank == nil ? 3 : 4
+        #expect(checked.productsChecked == 2 * perLayer + 1 + 2 + 1, "\(checked.productsChecked)")
+        #expect(gpu.dense.products == checked.productsChecked)
+        #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
+    }
+
     /// gpt-oss's experts (biased, clamped SwiGLU) are not ones the GPU
     /// path computes: hybrid says so and names `cpu_moe`; with it, every
     /// expert runs on the CPU and the dense products and attention (sinks,

@@ -23,6 +23,11 @@ struct DeviceAttentionParts {
     var whole = false
 }
 
+/// Latent attention's projections on the device (address 0: not there).
+struct DeviceLatentProjections {
+    var query = DeviceMatrix(), queryA = DeviceMatrix(), queryB = DeviceMatrix(), kvA = DeviceMatrix()
+}
+
 /// The dense weights `CUDAAccelerator` holds, indexed by layer (no lookups
 /// by key on the forward's path), the scratch their products use, and what
 /// they did.
@@ -31,6 +36,8 @@ struct DenseDeviceWeights {
     var qkv: [DeviceMatrix] = []
     var qRows = 0, kvRows = 0
     var output: [DeviceMatrix] = [], router: [DeviceMatrix] = []
+    /// `[layer]`: latent attention's projections (q, or q_a and q_b; kv_a).
+    var latent: [DeviceLatentProjections] = []
     var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
     var lmHead = DeviceMatrix()
     /// `[layer]`: what grouped-query attention needs besides its matrices
@@ -110,6 +117,8 @@ extension CUDAAccelerator: DenseOffload {
                 if qkv { bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount }
                 if fitsDevice(a.o) { bytes += a.o.byteCount }
                 if qkv && fitsDevice(a.o) { bytes += 4 * attentionVectors(a).reduce(0) { $0 + $1.count } }
+            } else if case .latent(let a) = layer.attention {
+                bytes += ([a.q, a.qA, a.qB, a.kvA, a.o] as [Matrix?]).reduce(0) { $0 + ($1.map { fitsDevice($0) ? $0.byteCount : 0 } ?? 0) }
             }
             switch layer.feedForward {
             case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
@@ -144,6 +153,7 @@ extension CUDAAccelerator: DenseOffload {
         dense.sharedMLP = .init(repeating: DeviceMLP(), count: layers)
         dense.denseMLP = dense.sharedMLP
         dense.attentionParts = .init(repeating: DeviceAttentionParts(), count: layers)
+        dense.latent = .init(repeating: DeviceLatentProjections(), count: layers)
         dense.qkNorm = weights.config.qkNorm
         dense.normEpsilon = weights.config.rmsNormEps
         dense.clip = weights.config.clipQKV ?? 0
@@ -193,6 +203,15 @@ extension CUDAAccelerator: DenseOffload {
                     dense.attentionParts[l] = parts
                 }
             }
+            if case .latent(let a) = layer.attention {
+                func matrix(_ m: Matrix?) throws -> DeviceMatrix {
+                    guard let m, Self.fitsDevice(m) else { return DeviceMatrix() }
+                    return DeviceMatrix(address: try upload([m]), rows: m.rows, cols: m.cols)
+                }
+                dense.latent[l] = DeviceLatentProjections(query: try matrix(a.q), queryA: try matrix(a.qA), queryB: try matrix(a.qB),
+                                                          kvA: try matrix(a.kvA))
+                dense.output[l] = try matrix(a.o)
+            }
             switch layer.feedForward {
             case .dense(let e): if Self.fitsDevice(e) { dense.denseMLP[l] = try mlp(e) }
             case .moe(let moe):
@@ -229,6 +248,10 @@ extension CUDAAccelerator: DenseOffload {
         case .attentionOutput: w = layer < dense.output.count ? dense.output[layer] : DeviceMatrix()
         case .router: w = layer < dense.router.count ? dense.router[layer] : DeviceMatrix()
         case .lmHead: w = dense.lmHead
+        case .latentQuery: w = layer < dense.latent.count ? dense.latent[layer].query : DeviceMatrix()
+        case .latentQueryA: w = layer < dense.latent.count ? dense.latent[layer].queryA : DeviceMatrix()
+        case .latentQueryB: w = layer < dense.latent.count ? dense.latent[layer].queryB : DeviceMatrix()
+        case .latentKVA: w = layer < dense.latent.count ? dense.latent[layer].kvA : DeviceMatrix()
         }
         guard w.address != 0 else { return false }
         return run(tokens: tokens, inCols: w.cols, outCols: w.rows, x: x) {

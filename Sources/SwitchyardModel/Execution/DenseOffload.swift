@@ -7,8 +7,9 @@
 /// offload can take any subset of products, and a failing device never
 /// fails a request.
 ///
-/// Routing and the layers' input norms stay on the CPU; latent
-/// attention's products are not asked for. Attention itself may be offered
+/// Routing and the layers' input norms stay on the CPU; of latent
+/// attention only the projections are asked for (the per-head absorbed
+/// products and the attention over latents stay on the CPU). Attention itself may be offered
 /// too, as one step (`attention(layer:batch:q:k:v:out:)`) or as the whole
 /// grouped-query attention of a layer in one round trip
 /// (`attentionLayer(layer:batch:x:k:v:out:)`): the CPU still stores every
@@ -155,4 +156,8 @@ public enum DenseProduct: Int, Sendable, CaseIterable {
     case router
     /// The LM head over the final-normed rows.
     case lmHead
+    /// Latent attention (DeepSeek): `q_proj`, or without it `q_a_proj`
+    /// and `q_b_proj` (the norm between stays on the CPU), and
+    /// `kv_a_proj_with_mqa`. Its `o_proj` is `attentionOutput`.
+    case latentQuery, latentQueryA, latentQueryB, latentKVA
 }

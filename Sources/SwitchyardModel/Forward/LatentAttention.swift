@@ -78,20 +78,28 @@ extension Transformer {
         // Queries, per head [nope | rope].
         let qFull = ws.q.reserve(tokens * qWidth)
         if let q = a.q {
-            Linear.apply(q, x: normed, tokens: tokens, y: qFull, ctx: ws.gemm)
+            if dense?.product(.latentQuery, layer: l, x: normed, tokens: tokens, y: qFull) != true {
+                Linear.apply(q, x: normed, tokens: tokens, y: qFull, ctx: ws.gemm)
+            }
         } else {
             let rank = m.qLoraRank!
             let qa = ws.latentQueryA.reserve(tokens * rank)
-            Linear.apply(a.qA!, x: normed, tokens: tokens, y: qa, ctx: ws.gemm)
+            if dense?.product(.latentQueryA, layer: l, x: normed, tokens: tokens, y: qa) != true {
+                Linear.apply(a.qA!, x: normed, tokens: tokens, y: qa, ctx: ws.gemm)
+            }
             if let b = a.qABias { addBias(qa, b, rows: tokens) }
             a.qANorm!.withUnsafeBufferPointer { w in
                 for t in 0..<tokens { Elementwise.rmsNorm(qa + t * rank, weight: w.baseAddress!, eps: Self.latentNormEps, n: rank, out: qa + t * rank) }
             }
-            Linear.apply(a.qB!, x: qa, tokens: tokens, y: qFull, ctx: ws.gemm)
+            if dense?.product(.latentQueryB, layer: l, x: qa, tokens: tokens, y: qFull) != true {
+                Linear.apply(a.qB!, x: qa, tokens: tokens, y: qFull, ctx: ws.gemm)
+            }
         }
         // The cached row: normed latent, then the rotated key.
         let row = ws.k.reserve(tokens * width)
-        Linear.apply(a.kvA, x: normed, tokens: tokens, y: row, ctx: ws.gemm)
+        if dense?.product(.latentKVA, layer: l, x: normed, tokens: tokens, y: row) != true {
+            Linear.apply(a.kvA, x: normed, tokens: tokens, y: row, ctx: ws.gemm)
+        }
         if let b = a.kvABias { addBias(row, b, rows: tokens) }
         let half = rope.headDim / 2
         let cosT = ws.ropeCos.pointer, sinT = ws.ropeSin.pointer
@@ -148,7 +156,9 @@ extension Transformer {
                                 y: values + run.lowerBound * heads * m.valueDim, ldy: heads * m.valueDim, yStride: m.valueDim,
                                 ctx: ws.gemm)
         }
-        Linear.apply(a.o, x: values, tokens: tokens, y: projected, ctx: ws.gemm)
+        if dense?.product(.attentionOutput, layer: l, x: values, tokens: tokens, y: projected) != true {
+            Linear.apply(a.o, x: values, tokens: tokens, y: projected, ctx: ws.gemm)
+        }
         if let b = a.oBias { addBias(projected, b, rows: tokens) }
         let t3 = monotonicSeconds()
         return (t1 - t0, t2 - t1, t3 - t2)
