@@ -226,10 +226,12 @@ import Testing
         prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1], logits: .last)
         decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1], logits: .last)
         _ = try model.forward(prefill, cache: cache)
-        let (waits, products) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products)
+        let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
         #expect(SoftwareCUDA.counter("host_waits") - waits == perForward + 3)
+        // The accelerator's own count, which bench and /metrics report, agrees.
+        #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(perForward + 3))
     }
 
     /// Attention whole on the device for each form it takes in the

@@ -119,6 +119,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// host too), gate-up products and activations (device only).
     private var inputs = DeviceScratch(), outputs = DeviceScratch(), gateUp = DeviceScratch(), activations = DeviceScratch()
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
+    /// Times the host waited for the device (`wait`).
+    var hostWaits = 0
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
     var dense = DenseDeviceWeights()
     /// Recorded on the compute stream after a layer's router logits and
@@ -254,7 +256,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         // (bounded per step) and its expert is next used a step later.
         let slot = takeSlot()
         try stage(weights, slot: slot, to: p)
-        try check("cuEventSynchronize", eventSync(staged[slot]))
+        try wait(event: staged[slot])
         residentCopies[expert.layer][expert.expert] = p
         residentCount += 1
     }
@@ -316,7 +318,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let work = p.work, experts = p.experts, rowOfExpert = p.rowOfExpert
         pending = nil
         try makeCurrent()
-        try check("cuStreamSynchronize", streamSync(compute))
+        try wait(compute)
         let y = outputs.host!.assumingMemoryBound(to: Float.self)
         for (i, j) in experts.enumerated() {
             (work.output + Int(work.rowOffset[j]) * hidden).update(from: y + rowOfExpert[i] * hidden, count: Int(work.tokenCount[j]) * hidden)
@@ -431,7 +433,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// `slot`; `staged[slot]` completes when they land. The host waits only
     /// for the slot's previous copy to have run.
     private func stage(_ e: ExpertWeights, slot: Int, to p: DevicePointer) throws {
-        try check("cuEventSynchronize", eventSync(staged[slot]))
+        try wait(event: staged[slot])
         // cuBLAS reads Hugging Face's row-major layout; packed experts
         // (`MatrixLayout.packedBF16`) are unpacked on the way. The kernel
         // threads split the rows, since the CPU's share of the layer starts
@@ -488,12 +490,12 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let slot = takeSlot(), address = deviceSlots + DevicePointer(slot * expertBytes)
         func timed(_ body: () throws -> Void) throws -> Double {
             try body()
-            try check("cuStreamSynchronize", streamSync(compute))
-            try check("cuStreamSynchronize", streamSync(copy))
+            try wait(compute)
+            try wait(copy)
             let t0 = monotonicSeconds()
             for _ in 0..<repeats { try body() }
-            try check("cuStreamSynchronize", streamSync(compute))
-            try check("cuStreamSynchronize", streamSync(copy))
+            try wait(compute)
+            try wait(copy)
             return (monotonicSeconds() - t0) / Double(repeats)
         }
         let upload = try timed { try stage(sample, slot: slot, to: address) }
@@ -524,7 +526,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// once the compute stream is done with it.
     func grow(_ scratch: inout DeviceScratch, to bytes: Int, pinned: Bool, _ what: String) throws {
         guard bytes > scratch.bytes else { return }
-        try check("cuStreamSynchronize", streamSync(compute))
+        try wait(compute)
         let size = max(bytes, 2 * scratch.bytes)
         release(scratch)
         scratch = DeviceScratch()
@@ -539,6 +541,18 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     }
 
     func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
+
+    /// The host waiting for the device: every such wait is a round trip's
+    /// latency on the serving path, so each is counted (`hostWaits`).
+    func wait(_ stream: OpaquePointer?) throws {
+        hostWaits += 1
+        try check("cuStreamSynchronize", streamSync(stream))
+    }
+
+    func wait(event: OpaquePointer?, _ what: String = "") throws {
+        hostWaits += 1
+        try check("cuEventSynchronize\(what.isEmpty ? "" : " (\(what))")", eventSync(event))
+    }
 
     func check(_ call: String, _ code: Int32) throws { try Self.check(call, code) }
 

@@ -153,7 +153,7 @@ extension CUDAAccelerator {
     /// running out of room shows before any layer depends on it).
     func mirror(_ b: AttentionBatch, layers: Int) throws {
         guard attention.cache != b.cache || attention.numBlocks != b.numBlocks || attention.blockSize != b.blockSize else { return }
-        try check("cuStreamSynchronize", streamSync(compute))
+        try wait(compute)
         for p in attention.keys + attention.values { _ = memFree(p) }
         attention.keys = []
         attention.values = []
@@ -188,7 +188,7 @@ extension CUDAAccelerator {
         let output = try buffer(.output, bytes: qElems * 4)
         try queueAttention(layer: layer, b, index: try uploadIndex(b), q16: q16.device, k16: k16.device, v16: v16.device, output: output.device)
         try check("cuMemcpyDtoHAsync (attention output)", copyDtoH(output.host, output.device, qElems * 4, compute))
-        try check("cuStreamSynchronize", streamSync(compute))
+        try wait(compute)
         out.update(from: output.host.assumingMemoryBound(to: Float.self), count: qElems)
     }
 

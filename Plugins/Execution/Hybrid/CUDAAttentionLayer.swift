@@ -167,7 +167,7 @@ extension CUDAAccelerator {
         // Back: keys and values for the CPU's cache, the layer's output.
         try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
         try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * o.rows * 4, compute))
-        try check("cuStreamSynchronize", streamSync(compute))
+        try wait(compute)
         let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
         k.update(from: kvHost, count: t * kn)
         v.update(from: kvHost + t * kn, count: t * kn)

@@ -72,19 +72,23 @@ struct DenseDeviceWeights {
 /// the megabytes of weights the CPU would otherwise stream.
 extension CUDAAccelerator: DenseOffload {
     /// Dense products and attention layers computed on the GPU, its dense
-    /// weight bytes, and whether a CUDA error (or no room for the KV cache
-    /// copy) stopped either (1).
+    /// weight bytes, the times the host waited for the device (expert
+    /// layers included: the round trips whose latency a step pays), and
+    /// whether a CUDA error (or no room for the KV cache copy) stopped
+    /// either (1).
     public var counters: [String: Double] {
         ["hybrid_gpu_dense_products": Double(dense.products), "hybrid_gpu_dense_weight_bytes": Double(dense.bytes),
          "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
          "hybrid_gpu_attention_layers": Double(attention.layers),
-         "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
+         "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_host_waits": Double(hostWaits),
+         "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
     }
 
     public func resetCounters() {
         dense.products = 0
         attention.layers = 0
         attention.wholeLayers = 0
+        hostWaits = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -175,7 +179,7 @@ extension CUDAAccelerator: DenseOffload {
                 try check("cuMemcpyHtoDAsync (dense weights)", copyHtoD(p + UInt64(offset), part.data, part.bytes, copy))
                 offset += part.bytes
             }
-            try check("cuStreamSynchronize", streamSync(copy))
+            try wait(copy)
             dense.bytes += bytes
             return p
         }
@@ -304,7 +308,7 @@ extension CUDAAccelerator: DenseOffload {
                 try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
                 dense.pendingShared = (layer, tokens)
             }
-            try check("cuEventSynchronize (router logits)", eventSync(routerDone))
+            try wait(event: routerDone, "router logits")
             logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: tokens * w.rows)
             dense.products += 1
             return dense.pendingShared == nil ? .computed : .sharedExpertStarted
@@ -319,7 +323,7 @@ extension CUDAAccelerator: DenseOffload {
         dense.pendingShared = nil
         do {
             try makeCurrent()
-            try check("cuEventSynchronize (shared expert)", eventSync(sharedExpertDone))
+            try wait(event: sharedExpertDone, "shared expert")
             out.update(from: dense.sharedRows.host!.assumingMemoryBound(to: Float.self), count: tokens * hidden)
             dense.products += 1
             return true
@@ -356,7 +360,7 @@ extension CUDAAccelerator: DenseOffload {
             try check("cuMemcpyHtoDAsync (dense inputs)", copyHtoD(dense.inputRows.device, dense.inputRows.host!, tokens * inCols * 2, compute))
             try body()
             try check("cuMemcpyDtoHAsync (dense outputs)", copyDtoH(dense.outputRows.host!, dense.outputRows.device, tokens * outCols * 4, compute))
-            try check("cuStreamSynchronize", streamSync(compute))
+            try wait(compute)
             unpack(UnsafePointer(dense.outputRows.host!.assumingMemoryBound(to: Float.self)))
             dense.products += 1
             return true
