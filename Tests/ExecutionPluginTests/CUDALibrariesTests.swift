@@ -91,7 +91,7 @@ import Testing
         #expect(ptx.contains("silu_mul_bf16_param_3") && !ptx.contains("silu_mul_bf16_param_4"))
         // Attention's kernels and those of a whole attention layer, with the
         // parameter counts the launches pass.
-        let parameterCounts = [7, 16, 10, 15, 4, 8, 3, 11, 8, 3]
+        let parameterCounts = [7, 16, 10, 15, 4, 8, 3, 11, 8, 3, 9]
         #expect(CUDAAccelerator.attentionKernelNames.count == parameterCounts.count)
         for (name, parameters) in zip(CUDAAccelerator.attentionKernelNames, parameterCounts) {
             #expect(ptx.contains(".visible .entry \(name)("), "\(name)")

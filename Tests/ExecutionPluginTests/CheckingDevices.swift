@@ -247,7 +247,71 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     func attentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                         v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
         guard offersWholeLayers, inner.attentionLayer(layer: layer, batch: b, x: x, k: k, v: v, out: out) else { return false }
-        guard case .grouped(let a) = weights.layers[layer].attention, let angles = b.rope else { return true }
+        checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: out)
+        return true
+    }
+
+    /// Whether `moeLayerFront` is passed on (false: attention and the router
+    /// are asked apart).
+    var offersLayerFronts = true
+    private(set) var frontsChecked = 0
+
+    /// An MoE layer's front: the residual rows it left unchanged if it did
+    /// nothing; else its attention checked as `attentionLayer`'s (from the
+    /// input norm of the rows it was given, its output read off the new
+    /// residual rows), its normed rows against the post-attention norm of
+    /// its residual rows, its logits against the router on its normed rows.
+    func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
+                       v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
+        -> RouterOffload {
+        guard offersLayerFronts else { return .notHeld }
+        let h = weights.config.hiddenSize, n = b.tokens * h
+        let before = Array(UnsafeBufferPointer(start: hidden, count: n))
+        let routed = inner.moeLayerFront(layer: layer, batch: b, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
+        guard routed != .notHeld else {
+            if !before.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
+            return routed
+        }
+        let w = weights.layers[layer]
+        guard case .moe(let moe) = w.feedForward else {
+            worstRelativeDifference = .infinity
+            return routed
+        }
+        func rmsNorm(_ rows: UnsafePointer<Float>, _ weight: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n)
+            for r in 0..<b.tokens {
+                let row = UnsafeBufferPointer(start: rows + r * h, count: h)
+                let scale = 1 / (row.reduce(0) { $0 + $1 * $1 } / Float(h) + weights.config.rmsNormEps).squareRoot()
+                for e in 0..<h { out[r * h + e] = weight[e] * (row[e] * scale) }
+            }
+            return out
+        }
+        let x = before.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.inputNorm) }
+        // The residual rows as the forward goes on with them; attention's
+        // output alone is not read back off them (hidden' − hidden), since
+        // residual streams hold outliers in the thousands whose rounding
+        // would swamp it.
+        let attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
+        compare(hidden, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
+        let post = rmsNorm(hidden, w.postAttentionNorm)
+        compare(normed, count: n, counts: false) { $0.update(from: post, count: n) }
+        compare(logits, count: b.tokens * moe.router.rows) { Linear.apply(moe.router, x: normed, tokens: b.tokens, y: $0, ctx: ctx) }
+        if routed == .sharedExpertStarted {
+            sharedInput = (layer, Array(UnsafeBufferPointer(start: normed, count: n)))
+            sharedExpertsStarted += 1
+        }
+        frontsChecked += 1
+        return routed
+    }
+
+    /// Checks keys and values, and `out` if given; returns the reference output.
+    @discardableResult
+    private func checkWholeAttention(layer: Int, _ b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                     v: UnsafePointer<Float>, out: UnsafePointer<Float>?) -> [Float] {
+        guard case .grouped(let a) = weights.layers[layer].attention, let angles = b.rope else {
+            worstRelativeDifference = .infinity
+            return []
+        }
         let c = weights.config, t = b.tokens, d = b.headDim
         var parts = [a.q, a.k, a.v].map { m -> [Float] in
             var y = [Float](repeating: 0, count: t * m.rows)
@@ -286,11 +350,11 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         compare(k, count: parts[1].count, counts: false) { $0.update(from: parts[1], count: parts[1].count) }
         compare(v, count: parts[2].count, counts: false) { $0.update(from: parts[2], count: parts[2].count) }
         var attended = referenceAttention(layer: layer, b, q: parts[0], k: k, v: v)
-        compare(out, count: t * a.o.rows, counts: false) { y in
-            Linear.apply(a.o, x: &attended, tokens: t, y: y, ctx: ctx)
-            if let bias = a.oBias { for i in 0..<(t * a.o.rows) { y[i] += bias[i % bias.count] } }
-        }
+        var reference = [Float](repeating: 0, count: t * a.o.rows)
+        Linear.apply(a.o, x: &attended, tokens: t, y: &reference, ctx: ctx)
+        if let bias = a.oBias { for i in reference.indices { reference[i] += bias[i % bias.count] } }
+        if let out { compare(out, count: reference.count, counts: false) { $0.update(from: reference, count: reference.count) } }
         wholeLayersChecked += 1
-        return true
+        return reference
     }
 }

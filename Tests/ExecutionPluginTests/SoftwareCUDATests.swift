@@ -192,14 +192,16 @@ import Testing
         #expect(gpu.dense.attentionParts.map { $0.whole && $0.bias != 0 } == [true, true, true])
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         checked.offersWholeLayers = wholeLayers
+        checked.offersLayerFronts = wholeLayers
         model.install(dense: checked)
         defer { model.install(dense: nil) }
         let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
         #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil && gpu.attentionFailure == nil)
         if wholeLayers {
-            // Each layer's keys, values and output; then the products:
+            // Each layer's keys, values and output (layers 1 and 2 with their
+            // norms and routers, in one round trip each); then the products:
             // layer 0's MLP, the routers and shared experts, the LM head.
-            #expect(checked.wholeLayersChecked == 3 && checked.attentionChecked == 0)
+            #expect(checked.wholeLayersChecked == 3 && checked.frontsChecked == 2 && checked.attentionChecked == 0)
             #expect(checked.productsChecked == 6)
             #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == 3)
         } else {
@@ -218,9 +220,10 @@ import Testing
         // (q/k/v, o,) router, shared expert; the LM head.
         let perForward = wholeLayers ? 6 : 12
         #expect(gpu.dense.products > 0 && gpu.dense.products % perForward == 0, "\(gpu.dense.products)")
-        // Round trips of a decode step on a warm cache: one host wait per
-        // product and one per layer's attention, so 6 + 3 whole, 12 + 3 in
-        // steps.
+        // Round trips of a decode step on a warm cache, one host wait each:
+        // in steps, 12 products and 3 attention layers; whole, layer 0's
+        // attention and MLP, each MoE layer's front (attention, norms,
+        // router) and shared expert, the LM head.
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
         var prefill = ForwardBatch(), decode = ForwardBatch()
         prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1], logits: .last)
@@ -229,9 +232,10 @@ import Testing
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
-        #expect(SoftwareCUDA.counter("host_waits") - waits == perForward + 3)
+        let roundTrips = wholeLayers ? 7 : 15
+        #expect(SoftwareCUDA.counter("host_waits") - waits == roundTrips)
         // The accelerator's own count, which bench and /metrics report, agrees.
-        #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(perForward + 3))
+        #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(roundTrips))
     }
 
     /// Attention whole on the device for each form it takes in the
@@ -387,9 +391,9 @@ import Testing
         let hybrid = try #require(model.experts as? HybridExecutor)
         let gpu = try #require(model.dense as? CUDAAccelerator)
         // Per layer q, k, v, o (256+128+128+256 rows of 256) and the router
-        // (16 rows), all BF16, and the q and k norms (64 Float32 each); the
-        // tied LM head (4096 rows).
-        let denseBytes = 6 * ((512 * 256 + 256 * 256 + 16 * 256) * 2 + 2 * 64 * 4) + 4096 * 256 * 2
+        // (16 rows), all BF16, and the q and k norms (64 Float32 each) and
+        // the layer's two norms (256 each); the tied LM head (4096 rows).
+        let denseBytes = 6 * ((512 * 256 + 256 * 256 + 16 * 256) * 2 + (2 * 64 + 2 * 256) * 4) + 4096 * 256 * 2
         #expect(CUDAAccelerator.denseBytes(model.weights) == denseBytes && gpu.dense.bytes == denseBytes)
         // The 5 MiB budget less the dense weights, in 96 KiB experts.
         #expect(hybrid.resident.resident.count == ((5 << 20) - denseBytes) / 98_304)

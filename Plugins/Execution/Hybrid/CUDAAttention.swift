@@ -25,6 +25,8 @@ struct DeviceAttention {
         /// q/k/v rows, keys and values back for the CPU, the attention
         /// output as BF16, and `o_proj`'s output.
         case layerInput, angles, qkvRows, keyValueRows, outputBF16, projected
+        /// `moeLayerFront`'s: the residual rows and the normed rows.
+        case residual, normedRows
     }
 }
 
@@ -45,11 +47,11 @@ extension CUDAAccelerator {
     /// attention's four here, and `attentionLayer`'s steps before and after
     /// it (`CUDAAttentionLayer.swift`).
     enum AttentionKernel: Int, CaseIterable {
-        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16
+        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16, residualNorm
 
         var name: String {
             ["kv_store", "attn_scores", "attn_softmax", "attn_values", "add_bias", "rms_norm_groups", "clamp_values", "rope_rotate",
-             "split_qkv", "round_bf16"][rawValue]
+             "split_qkv", "round_bf16", "residual_norm"][rawValue]
         }
     }
 

@@ -83,6 +83,26 @@ extension CUDAAccelerator {
         }
     }
 
+    extern "C" __global__ void residual_norm(float* x, const float* add, const float* w, float* out, unsigned short* out16, int n,
+                                             float eps, int has_add, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        float* r = x + i * n;
+        const float* a = add + i * n;
+        float ss = 0.0f;
+        for (int e = 0; e < n; e++) {
+            float v = r[e];
+            if (has_add) { v += a[e]; r[e] = v; }
+            ss += v * v;
+        }
+        float scale = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int e = 0; e < n; e++) {
+            float y = w[e] * (r[e] * scale);
+            out[i * n + e] = y;
+            out16[i * n + e] = bf16_bits(y);
+        }
+    }
+
     extern "C" __global__ void round_bf16(const float* x, unsigned short* out, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
@@ -109,8 +129,113 @@ extension CUDAAccelerator {
         }
     }
 
+    public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
+                              v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
+        -> RouterOffload {
+        guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
+              b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole,
+              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0 else { return .notHeld }
+        dense.pendingShared = nil
+        do {
+            try makeCurrent()
+            try mirror(b, layers: residentLayers)
+            guard layer < attention.keys.count else { return .notHeld }
+            let routed = try frontWhole(layer: layer, b, rope: rope, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
+            attention.layers += 1
+            attention.wholeLayers += 1
+            dense.products += 1
+            return routed
+        } catch {
+            // The device's cache copy may hold part of this batch: attention
+            // (and with it this path) goes back to the CPU for good.
+            dense.pendingShared = nil
+            attention.failure = "\(name): \(error)"
+            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
+            return .notHeld
+        }
+    }
+
+    /// The residual rows go over as Float32 and stay there for the layer:
+    /// input norm, attention, residual add and post-attention norm in one
+    /// kernel, the router and the shared expert from the normed rows; back
+    /// come the new residual rows, the normed rows (the CPU's experts take
+    /// them), the logits, keys and values.
+    private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
+                            v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>) throws
+        -> RouterOffload {
+        let t = b.tokens, h = self.hidden, parts = dense.attentionParts[layer], router = dense.router[layer], shared = dense.sharedMLP[layer]
+        guard dense.output[layer].rows == h, router.cols == h else {
+            throw HybridSetupError("layer \(layer)'s o_proj or router on the device does not match the hidden size \(h)")
+        }
+        try grow(&dense.inputRows, to: t * h * 2, pinned: true, "dense inputs")
+        try grow(&dense.routerRows, to: t * router.rows * 4, pinned: true, "router logits")
+        if shared.address != 0 {
+            try grow(&dense.gateUpRows, to: t * 2 * shared.intermediate * 4, pinned: false, "dense gate-up products")
+            try grow(&dense.activationRows, to: t * shared.intermediate * 2, pinned: false, "dense activations")
+            try grow(&dense.sharedRows, to: t * h * 4, pinned: true, "shared expert outputs")
+        }
+        let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try buffer(.normedRows, bytes: t * h * 4)
+        let input = try buffer(.layerInput, bytes: t * h * 2)
+        residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
+        try check("cuMemcpyHtoDAsync (residual rows)", copyHtoD(residual.device, residual.host, t * h * 4, compute))
+        func norm(_ weights: UInt64, adding: UInt64?, into rows16: UInt64) throws {
+            try launch(.residualNorm, count: t, [.pointer(residual.device), .pointer(adding ?? residual.device), .pointer(weights),
+                                                 .pointer(normedRows.device), .pointer(rows16), .int32(Int32(h)), .float(dense.normEpsilon),
+                                                 .int32(adding == nil ? 0 : 1)])
+        }
+        try norm(parts.inputNorm, adding: nil, into: input.device)
+        let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
+        try norm(parts.postNorm, adding: projected.device, into: dense.inputRows.device)
+        try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
+        let kn = b.numKVHeads * b.headDim
+        for (host, device, bytes, what) in [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
+                                            (residual.host, residual.device, t * h * 4, "residual rows"),
+                                            (normedRows.host, normedRows.device, t * h * 4, "normed rows"),
+                                            (keyValues.host, keyValues.device, 2 * t * kn * 4, "keys and values")] {
+            try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
+        }
+        try check("cuEventRecord", eventRecord(routerDone, compute))
+        if shared.address != 0 {
+            try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: t,
+                       x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
+            try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, t * h * 4, compute))
+            try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
+            dense.pendingShared = (layer, t)
+        }
+        try wait(event: routerDone, "layer front")
+        hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
+        normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
+        logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
+        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
+        k.update(from: kvHost, count: t * kn)
+        v.update(from: kvHost + t * kn, count: t * kn)
+        return dense.pendingShared == nil ? .computed : .sharedExpertStarted
+    }
+
     private func attendWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                              v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) throws {
+        let t = b.tokens, cols = dense.qkv[layer].cols
+        // The rows as BF16, as the CPU's products take them.
+        let input = try buffer(.layerInput, bytes: t * cols * 2)
+        narrowToBF16(x, count: t * cols, into: input.host.assumingMemoryBound(to: UInt16.self))
+        try check("cuMemcpyHtoDAsync (attention layer inputs)", copyHtoD(input.device, input.host, t * cols * 2, compute))
+        let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
+        let kn = b.numKVHeads * b.headDim, rows = dense.output[layer].rows
+        try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
+        try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * rows * 4, compute))
+        try wait(compute)
+        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
+        k.update(from: kvHost, count: t * kn)
+        v.update(from: kvHost + t * kn, count: t * kn)
+        out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * rows)
+    }
+
+    /// Queues a whole attention layer on BF16 input rows already on the
+    /// device (`input`): the angles and index go over, then everything up
+    /// to `o_proj`'s output with its bias. Returns where the keys and values
+    /// (Float32, keys first) and that output are, for the caller to copy back.
+    private func queueWholeAttention(layer: Int, _ b: AttentionBatch, rope: RopeAngles, input: UInt64) throws
+        -> (keyValues: (host: UnsafeMutableRawPointer, device: UInt64), projected: (host: UnsafeMutableRawPointer, device: UInt64)) {
         let w = dense.qkv[layer], o = dense.output[layer], parts = dense.attentionParts[layer]
         let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, half = rope.half
         let qn = h * d, kn = kvh * d, row = qn + 2 * kn
@@ -118,20 +243,15 @@ extension CUDAAccelerator {
             throw HybridSetupError("attention of layer \(layer) is \(w.rows) q/k/v rows and \(o.cols) o columns on the device, "
                                    + "but the batch asks for \(row) and \(qn)")
         }
-        // Over: the rows as BF16 (as the CPU's products take them), cosines
-        // then sines, the index.
-        let input = try buffer(.layerInput, bytes: t * w.cols * 2)
-        narrowToBF16(x, count: t * w.cols, into: input.host.assumingMemoryBound(to: UInt16.self))
         let angles = try buffer(.angles, bytes: 2 * t * half * 4)
         let hostAngles = angles.host.assumingMemoryBound(to: Float.self)
         hostAngles.update(from: rope.cos, count: t * half)
         (hostAngles + t * half).update(from: rope.sin, count: t * half)
-        try check("cuMemcpyHtoDAsync (attention layer inputs)", copyHtoD(input.device, input.host, t * w.cols * 2, compute))
         try check("cuMemcpyHtoDAsync (RoPE angles)", copyHtoD(angles.device, angles.host, 2 * t * half * 4, compute))
         let index = try uploadIndex(b)
         // q/k/v in Float32, then what the CPU does to them, in its order.
         let qkv = try buffer(.qkvRows, bytes: t * row * 4).device
-        try gemm(rows: row, tokens: t, k: w.cols, weights: w.address, input: input.device, output: qkv)
+        try gemm(rows: row, tokens: t, k: w.cols, weights: w.address, input: input, output: qkv)
         if parts.bias != 0 { try launch(.addBias, count: t * row, [.pointer(qkv), .pointer(parts.bias), .int32(Int32(row))]) }
         func norm(_ weights: UInt64, offset: Int, width: Int, groups: Int) throws {
             try launch(.rmsNorm, count: t * groups, [.pointer(qkv), .pointer(weights), .int32(Int32(row)), .int32(Int32(offset)),
@@ -164,13 +284,6 @@ extension CUDAAccelerator {
         let projected = try buffer(.projected, bytes: t * o.rows * 4)
         try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: attended16, output: projected.device)
         if parts.oBias != 0 { try launch(.addBias, count: t * o.rows, [.pointer(projected.device), .pointer(parts.oBias), .int32(Int32(o.rows))]) }
-        // Back: keys and values for the CPU's cache, the layer's output.
-        try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
-        try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * o.rows * 4, compute))
-        try wait(compute)
-        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
-        k.update(from: kvHost, count: t * kn)
-        v.update(from: kvHost + t * kn, count: t * kn)
-        out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * o.rows)
+        return (keyValues, projected)
     }
 }

@@ -15,10 +15,12 @@ struct DeviceMLP {
 
 /// A layer's attention vectors on the device, Float32 (0: none): q/k/v
 /// biases as one fused row (zeros where a part has none), the q and k norm
-/// weights, `o_proj`'s bias, gpt-oss's sink logits; its sliding window (0:
+/// weights, `o_proj`'s bias, gpt-oss's sink logits, the layer's two norms; its sliding window (0:
 /// none). `whole`: q/k/v and o are on the device too.
 struct DeviceAttentionParts {
     var bias: UInt64 = 0, qNorm: UInt64 = 0, kNorm: UInt64 = 0, oBias: UInt64 = 0, sinks: UInt64 = 0
+    /// The layer's input and post-attention RMSNorm weights (`moeLayerFront`).
+    var inputNorm: UInt64 = 0, postNorm: UInt64 = 0
     var window = 0
     var whole = false
 }
@@ -66,10 +68,11 @@ struct DenseDeviceWeights {
 /// device memory run as `cublasGemmEx` (BF16 in, Float32 accumulate, as
 /// the CPU's bfloat16 mode rounds), synchronously: input rows narrowed to
 /// BF16 and copied over, the product, output rows copied back. The
-/// layers' input norms and routing stay on the CPU, so every product
-/// costs a round trip of its rows (attention's three take one as a whole
-/// layer, `CUDAAttentionLayer.swift`); at decode that is a few KiB against
-/// the megabytes of weights the CPU would otherwise stream.
+/// routing stays on the CPU, so every product costs a round trip of its
+/// rows (attention's three take one as a whole layer, and an MoE layer's
+/// norms, attention and router one together, `CUDAAttentionLayer.swift`);
+/// at decode that is a few KiB against the megabytes of weights the CPU
+/// would otherwise stream.
 extension CUDAAccelerator: DenseOffload {
     /// Dense products and attention layers computed on the GPU, its dense
     /// weight bytes, the times the host waited for the device (expert
@@ -120,7 +123,7 @@ extension CUDAAccelerator: DenseOffload {
                 let qkv = [a.q, a.k, a.v].allSatisfy(fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols
                 if qkv { bytes += a.q.byteCount + a.k.byteCount + a.v.byteCount }
                 if fitsDevice(a.o) { bytes += a.o.byteCount }
-                if qkv && fitsDevice(a.o) { bytes += 4 * attentionVectors(a).reduce(0) { $0 + $1.count } }
+                if qkv && fitsDevice(a.o) { bytes += 4 * (attentionVectors(a).reduce(0) { $0 + $1.count } + 2 * weights.config.hiddenSize) }
             } else if case .latent(let a) = layer.attention {
                 bytes += ([a.q, a.qA, a.qB, a.kvA, a.o] as [Matrix?]).reduce(0) { $0 + ($1.map { fitsDevice($0) ? $0.byteCount : 0 } ?? 0) }
             }
@@ -203,6 +206,8 @@ extension CUDAAccelerator: DenseOffload {
                     if let n = a.kNorm { parts.kNorm = try upload(n) }
                     if let b = a.oBias { parts.oBias = try upload(b) }
                     if let sinks = a.sinks { parts.sinks = try upload(sinks) }
+                    parts.inputNorm = try upload(layer.inputNorm)
+                    parts.postNorm = try upload(layer.postAttentionNorm)
                     parts.window = weights.config.attentionWindow(layer: l)
                     dense.attentionParts[l] = parts
                 }

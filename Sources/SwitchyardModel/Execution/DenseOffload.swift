@@ -7,7 +7,7 @@
 /// offload can take any subset of products, and a failing device never
 /// fails a request.
 ///
-/// Routing and the layers' input norms stay on the CPU; of latent
+/// Routing stays on the CPU (the norms too, but for `moeLayerFront`); of latent
 /// attention only the projections are asked for (the per-head absorbed
 /// products and the attention over latents stay on the CPU). Attention itself may be offered
 /// too, as one step (`attention(layer:batch:q:k:v:out:)`) or as the whole
@@ -61,6 +61,20 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// collects it after them.
     func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload
 
+    /// The front of MoE layer `layer` (grouped-query attention) in one
+    /// round trip, asked before anything else of the layer: from the
+    /// residual rows `hidden`, the input RMSNorm, the attention of
+    /// `attentionLayer` (`k` and `v` likewise come back for the CPU's
+    /// cache), the residual add into `hidden`, the post-attention RMSNorm
+    /// into `normed`, and the router's logits into `logits` (before any
+    /// router bias), starting the shared expert as `router` does. The norms
+    /// then run on the device too, and one round trip does what
+    /// `attentionLayer` and `router` take two for. `.notHeld`: nothing was
+    /// done, `hidden` is as it was, and the forward asks the calls above.
+    func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
+                       v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
+        -> RouterOffload
+
     /// The output of the shared expert `router` started for `layer`; false
     /// if it could not be had (the CPU computes it then).
     func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool
@@ -90,6 +104,10 @@ extension DenseOffload {
     }
 
     public func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool { false }
+
+    public func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
+                              v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
+        -> RouterOffload { .notHeld }
 }
 
 /// RoPE's angles for a batch, as the CPU applies them: per token `half`

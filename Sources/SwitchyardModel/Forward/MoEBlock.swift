@@ -12,14 +12,15 @@ enum MoEBlock {
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
                         ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor,
-                        dense: (any DenseOffload)?) {
+                        dense: (any DenseOffload)?, routed front: RouterOffload? = nil) {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
         // 1. Router: scores in fp32, top-k (group-limited or biased where the
         // model says so), optional renormalisation and scale.
+        // With `front` the layer's front already left the logits here.
         let logits = ws.routerLogits.reserve(tokens * e)
-        let routed = dense?.router(layer: layer, x: x, tokens: tokens, logits: logits) ?? .notHeld
+        let routed = front ?? dense?.router(layer: layer, x: x, tokens: tokens, logits: logits) ?? .notHeld
         if routed == .notHeld {
             Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
         }

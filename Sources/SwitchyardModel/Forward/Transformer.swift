@@ -284,9 +284,10 @@ public final class Transformer: @unchecked Sendable {
         guard tokens > 0 else { return }
         prepareTokenIndex(batch)
         for l in layers {
-            attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden)
+            let front = moeLayerFront(layer: l, batch: batch, cache: cache, hidden: hidden)
+            if front == nil { attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden) }
             let t = monotonicSeconds()
-            feedForwardBlock(layer: l, tokens: tokens, hidden: hidden)
+            feedForwardBlock(layer: l, tokens: tokens, hidden: hidden, front: front)
             let dt = monotonicSeconds() - t
             profile.feedForwardSeconds += dt
             layerSeconds += dt
@@ -372,11 +373,13 @@ public final class Transformer: @unchecked Sendable {
         layerSeconds += seconds.projection + seconds.attention + seconds.output
     }
 
-    private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>) {
+    /// `front`: `moeLayerFront` has normed the rows into `ws.normed` and
+    /// put the router's logits in `ws.routerLogits`.
+    private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>, front: RouterOffload?) {
         let h = config.hiddenSize
         let w = weights.layers[l]
         let normed = ws.normed.reserve(tokens * h)
-        rmsNormRows(hidden, weight: w.postAttentionNorm, n: h, rows: tokens, out: normed)
+        if front == nil { rmsNormRows(hidden, weight: w.postAttentionNorm, n: h, rows: tokens, out: normed) }
         let out = ws.projected.reserve(tokens * h)
         switch w.feedForward {
         case .dense(let mlp):
@@ -385,7 +388,7 @@ public final class Transformer: @unchecked Sendable {
             }
         case .moe(let moe):
             MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
-                             ws: ws, counters: counters, executor: experts, dense: dense)
+                             ws: ws, counters: counters, executor: experts, dense: dense, routed: front)
             if counters.recordsPairs {
                 // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
                 let k = config.numExpertsPerToken
