@@ -144,10 +144,16 @@ extension CUDAAccelerator {
             attention.layers += 1
             return true
         } catch {
-            attention.failure = "\(name): \(error)"
-            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
+            stopAttention(error)
             return false
         }
+    }
+
+    /// After a CUDA error (or no room for the cache copy) attention runs on
+    /// the CPU from then on: the device's copy may miss keys.
+    func stopAttention(_ error: any Error) {
+        attention.failure = "\(name): \(error)"
+        CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
     }
 
     /// The device's copy of `b`'s cache: kept while the batches come from

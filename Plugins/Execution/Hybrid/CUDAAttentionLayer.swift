@@ -123,8 +123,7 @@ extension CUDAAccelerator {
             attention.wholeLayers += 1
             return true
         } catch {
-            attention.failure = "\(name): \(error)"
-            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
+            stopAttention(error)
             return false
         }
     }
@@ -149,8 +148,7 @@ extension CUDAAccelerator {
             // The device's cache copy may hold part of this batch: attention
             // (and with it this path) goes back to the CPU for good.
             dense.pendingShared = nil
-            attention.failure = "\(name): \(error)"
-            CUDAAccelerator.warn("attention goes back to the CPU for good: \(attention.failure!)")
+            stopAttention(error)
             return .notHeld
         }
     }
@@ -167,13 +165,7 @@ extension CUDAAccelerator {
         guard dense.output[layer].rows == h, router.cols == h else {
             throw HybridSetupError("layer \(layer)'s o_proj or router on the device does not match the hidden size \(h)")
         }
-        try grow(&dense.inputRows, to: t * h * 2, pinned: true, "dense inputs")
-        try grow(&dense.routerRows, to: t * router.rows * 4, pinned: true, "router logits")
-        if shared.address != 0 {
-            try grow(&dense.gateUpRows, to: t * 2 * shared.intermediate * 4, pinned: false, "dense gate-up products")
-            try grow(&dense.activationRows, to: t * shared.intermediate * 2, pinned: false, "dense activations")
-            try grow(&dense.sharedRows, to: t * h * 4, pinned: true, "shared expert outputs")
-        }
+        try reserveRouterScratch(tokens: t, logits: router.rows, shared: shared)
         let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try buffer(.normedRows, bytes: t * h * 4)
         let input = try buffer(.layerInput, bytes: t * h * 2)
         residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
@@ -195,21 +187,22 @@ extension CUDAAccelerator {
             try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
         }
         try check("cuEventRecord", eventRecord(routerDone, compute))
-        if shared.address != 0 {
-            try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: t,
-                       x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
-            try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, t * h * 4, compute))
-            try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
-            dense.pendingShared = (layer, t)
-        }
+        try startSharedExpert(shared, layer: layer, tokens: t)
         try wait(event: routerDone, "layer front")
         hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
         normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
         logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
-        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
-        k.update(from: kvHost, count: t * kn)
-        v.update(from: kvHost + t * kn, count: t * kn)
+        unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
         return dense.pendingShared == nil ? .computed : .sharedExpertStarted
+    }
+
+    /// Keys then values, `tokens` rows of `width` each, as the device
+    /// copies them back, into the CPU's rows.
+    private func unpackKeyValues(_ host: UnsafeMutableRawPointer, tokens: Int, width: Int, k: UnsafeMutablePointer<Float>,
+                                 v: UnsafeMutablePointer<Float>) {
+        let rows = host.assumingMemoryBound(to: Float.self)
+        k.update(from: rows, count: tokens * width)
+        v.update(from: rows + tokens * width, count: tokens * width)
     }
 
     private func attendWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
@@ -224,9 +217,7 @@ extension CUDAAccelerator {
         try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
         try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * rows * 4, compute))
         try wait(compute)
-        let kvHost = keyValues.host.assumingMemoryBound(to: Float.self)
-        k.update(from: kvHost, count: t * kn)
-        v.update(from: kvHost + t * kn, count: t * kn)
+        unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
         out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * rows)
     }
 

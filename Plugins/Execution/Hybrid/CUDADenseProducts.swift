@@ -294,25 +294,13 @@ extension CUDAAccelerator: DenseOffload {
         dense.pendingShared = nil
         do {
             try makeCurrent()
-            try grow(&dense.inputRows, to: tokens * h * 2, pinned: true, "dense inputs")
-            try grow(&dense.routerRows, to: tokens * w.rows * 4, pinned: true, "router logits")
-            if shared.address != 0 {
-                try grow(&dense.gateUpRows, to: tokens * 2 * shared.intermediate * 4, pinned: false, "dense gate-up products")
-                try grow(&dense.activationRows, to: tokens * shared.intermediate * 2, pinned: false, "dense activations")
-                try grow(&dense.sharedRows, to: tokens * h * 4, pinned: true, "shared expert outputs")
-            }
+            try reserveRouterScratch(tokens: tokens, logits: w.rows, shared: shared)
             narrowToBF16(x, count: tokens * h, into: dense.inputRows.host!.assumingMemoryBound(to: UInt16.self))
             try check("cuMemcpyHtoDAsync (router inputs)", copyHtoD(dense.inputRows.device, dense.inputRows.host!, tokens * h * 2, compute))
             try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.inputRows.device, output: dense.routerRows.device)
             try check("cuMemcpyDtoHAsync (router logits)", copyDtoH(dense.routerRows.host!, dense.routerRows.device, tokens * w.rows * 4, compute))
             try check("cuEventRecord", eventRecord(routerDone, compute))
-            if shared.address != 0 {
-                try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: tokens,
-                           x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
-                try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, tokens * h * 4, compute))
-                try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
-                dense.pendingShared = (layer, tokens)
-            }
+            try startSharedExpert(shared, layer: layer, tokens: tokens)
             try wait(event: routerDone, "router logits")
             logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: tokens * w.rows)
             dense.products += 1
@@ -321,6 +309,30 @@ extension CUDAAccelerator: DenseOffload {
             stopDenseProducts(error)
             return .notHeld
         }
+    }
+
+    /// The router's scratch for `tokens` rows (BF16 inputs, `logits`
+    /// Float32 logits per row) and, where the layer has one, its shared
+    /// expert's.
+    func reserveRouterScratch(tokens: Int, logits: Int, shared: DeviceMLP) throws {
+        try grow(&dense.inputRows, to: tokens * hidden * 2, pinned: true, "dense inputs")
+        try grow(&dense.routerRows, to: tokens * logits * 4, pinned: true, "router logits")
+        guard shared.address != 0 else { return }
+        try grow(&dense.gateUpRows, to: tokens * 2 * shared.intermediate * 4, pinned: false, "dense gate-up products")
+        try grow(&dense.activationRows, to: tokens * shared.intermediate * 2, pinned: false, "dense activations")
+        try grow(&dense.sharedRows, to: tokens * hidden * 4, pinned: true, "shared expert outputs")
+    }
+
+    /// Queues the layer's shared expert (if it has one on the device) on the
+    /// router's BF16 input rows, after whatever is queued, with its copy
+    /// back and `sharedExpertDone`; `sharedExpert` collects it.
+    func startSharedExpert(_ shared: DeviceMLP, layer: Int, tokens: Int) throws {
+        guard shared.address != 0 else { return }
+        try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: tokens,
+                   x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
+        try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, tokens * hidden * 4, compute))
+        try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
+        dense.pendingShared = (layer, tokens)
     }
 
     public func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool {
