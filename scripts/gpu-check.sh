@@ -19,8 +19,9 @@
 #    cpu_moe; attention with sinks and a sliding window on the GPU).
 # 3. Speed: the same serving workload, hybrid against cpu, against
 #    llama.cpp's all-experts-on-CPU form (dense products on the GPU),
-#    against uploading every cold expert and against experts alone on the
-#    GPU, on the 3.2 GB model with a 1 GiB budget (switchyard ab, one run
+#    against uploading every cold expert, against experts alone on the
+#    GPU and against expert rows crossing per assignment (device_combine
+#    false), on the 3.2 GB model with a 1 GiB budget (switchyard ab, one run
 #    each, ratios B/A).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -111,6 +112,11 @@ WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed
 "$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"dense\":false}'" \
   --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-expertsonly-vs-hybrid.json" \
   > "$OUT/ab-expertsonly-vs-hybrid.txt" 2>&1
+# Expert rows crossing one per assignment both ways against gathered and
+# summed on the GPU (hybrid_gpu_expert_row_bytes_in/out in both results).
+"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"device_combine\":false}'" \
+  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-rows-vs-summed.json" \
+  > "$OUT/ab-rows-vs-summed.txt" 2>&1
 tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" "$OUT/ab-expertsonly-vs-hybrid.txt" \
-  | tee -a "$OUT/summary.txt"
+  "$OUT/ab-rows-vs-summed.txt" | tee -a "$OUT/summary.txt"
 log "done $(date -u +%FT%TZ)"

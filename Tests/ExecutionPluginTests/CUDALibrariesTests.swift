@@ -89,11 +89,12 @@ import Testing
         #expect(ptx.contains(".visible .entry silu_mul_bf16("))
         // Four parameters: gate-up, output, width, count.
         #expect(ptx.contains("silu_mul_bf16_param_3") && !ptx.contains("silu_mul_bf16_param_4"))
-        // Attention's kernels and those of a whole attention layer, with the
-        // parameter counts the launches pass.
-        let parameterCounts = [7, 16, 10, 15, 4, 8, 3, 11, 8, 3, 9]
-        #expect(CUDAAccelerator.attentionKernelNames.count == parameterCounts.count)
-        for (name, parameters) in zip(CUDAAccelerator.attentionKernelNames, parameterCounts) {
+        // Attention's kernels, those of a whole attention layer and the
+        // expert rows' gather and combine, with the parameter counts the
+        // launches pass.
+        let parameterCounts = [7, 16, 10, 15, 4, 8, 3, 11, 8, 3, 9, 5, 7]
+        #expect(CUDAAccelerator.kernelNames.count == parameterCounts.count)
+        for (name, parameters) in zip(CUDAAccelerator.kernelNames, parameterCounts) {
             #expect(ptx.contains(".visible .entry \(name)("), "\(name)")
             #expect(ptx.contains("\(name)_param_\(parameters - 1)") && !ptx.contains("\(name)_param_\(parameters)"), "\(name)")
         }

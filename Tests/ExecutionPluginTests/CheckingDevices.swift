@@ -18,6 +18,8 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
     private var pending: (work: ExpertWork, experts: [Int])?
     private(set) var worstRelativeDifference: Float = 0
     private(set) var expertsChecked = 0
+    /// Of those, experts the device summed per token (`ExpertRoutes`).
+    private(set) var summedExperts = 0
 
     var name: String { inner.name }
     var detail: String { inner.detail }
@@ -44,19 +46,35 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard let (work, experts) = pending else { return }
         pending = nil
         let h = work.hiddenSize
-        for j in experts where work.tokenCount[j] > 0 {
+        func note(_ device: Float, _ cpu: Float) {
+            let d = abs(device - cpu) / (1 + abs(cpu))
+            // NaN (unwritten device memory reads as NaN) counts as the worst.
+            if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
+        }
+        let summed = experts.filter { work.routes?.combinedExperts[$0] == true }
+        // The device summed these per token and left their rows alone.
+        if let r = work.routes, !summed.isEmpty {
+            for i in 0..<work.numExperts { counts[i] = summed.contains(i) ? work.tokenCount[i] : 0 }
+            cpu.run(work.with(tokenCount: counts))
+            for t in 0..<r.tokens {
+                var sum = [Float](repeating: 0, count: h)
+                for s in 0..<r.perToken {
+                    let a = t * r.perToken + s
+                    guard summed.contains(Int(r.expert[a])) else { continue }
+                    let row = work.output + Int(r.row[a]) * h
+                    for c in 0..<h { sum[c] += r.weight[a] * row[c] }
+                }
+                for c in 0..<h { note(r.combined[t * h + c], sum[c]) }
+            }
+            expertsChecked += summed.count
+            summedExperts += summed.count
+        }
+        for j in experts where work.tokenCount[j] > 0 && !summed.contains(j) {
             let rows = Int(work.rowOffset[j]) * h..<Int(work.rowOffset[j] + work.tokenCount[j]) * h
             let device = Array(UnsafeBufferPointer(start: work.output + rows.lowerBound, count: rows.count))
             for i in 0..<work.numExperts { counts[i] = i == j ? work.tokenCount[i] : 0 }
-            cpu.run(ExpertWork(layer: work.layer, experts: work.experts, hiddenSize: h, intermediateSize: work.intermediateSize,
-                               assignments: Int(work.tokenCount[j]), tokenCount: counts, rowOffset: work.rowOffset, input: work.input,
-                               inputBF16: work.inputBF16, output: work.output, gate: work.gate, up: work.up,
-                               activatedBF16: work.activatedBF16, compute: work.compute))
-            for (i, r) in rows.enumerated() {
-                let d = abs(device[i] - work.output[r]) / (1 + abs(work.output[r]))
-                // NaN (unwritten device memory reads as NaN) counts as the worst.
-                if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
-            }
+            cpu.run(work.with(tokenCount: counts))
+            for (i, r) in rows.enumerated() { note(device[i], work.output[r]) }
             (work.output + rows.lowerBound).update(from: device, count: rows.count)
             expertsChecked += 1
         }

@@ -118,7 +118,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// A layer share's rows: BF16 inputs and Float32 outputs (pinned on the
     /// host too), gate-up products and activations (device only).
     private var inputs = DeviceScratch(), outputs = DeviceScratch(), gateUp = DeviceScratch(), activations = DeviceScratch()
-    private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int])?
+    private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int], summed: Bool)?
+    /// Gathering and summing expert rows on the device (`CUDAExpertRoutes.swift`).
+    var routes = DeviceExpertRoutes()
     /// Times the host waited for the device (`wait`).
     var hostWaits = 0
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
@@ -129,7 +131,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// The device's copy of the KV cache and attention's scratch
     /// (`CUDAAttention.swift`), and its kernels: store, scores, softmax, values.
     var attention = DeviceAttention()
-    let attentionKernels: [OpaquePointer?]
+    let kernels: [OpaquePointer?]
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
@@ -207,7 +209,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let getFunction = try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)
         try check("cuModuleGetFunction", getFunction(&function, module, "silu_mul_bf16"))
         siluMul = function
-        attentionKernels = try Self.attentionKernelNames.map { name in
+        kernels = try Self.kernelNames.map { name in
             var f: OpaquePointer?
             try check("cuModuleGetFunction (\(name))", getFunction(&f, module, name))
             return f
@@ -242,7 +244,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(copy)
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
-        for s in [inputs, outputs, gateUp, activations, pointerArrays] + dense.scratch + attention.buffers { release(s) }
+        for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums] + dense.scratch + attention.buffers {
+            release(s)
+        }
         _ = hostFree(hostSlots)
     }
 
@@ -280,13 +284,19 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             rows += Int(work.tokenCount[j])
         }
         try reserve(rows: rows)
-        // Inputs, narrowed to BF16 as the CPU's bfloat16 mode rounds them.
-        let x = inputs.host!.assumingMemoryBound(to: UInt16.self)
-        for (i, j) in order.enumerated() {
-            let n = Int(work.tokenCount[j])
-            narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
+        let plan = try planRows(work, order: order, rowOfExpert: rowOfExpert, rows: rows)
+        if plan.gather {
+            try gatherRows(rows: rows, into: inputs.device)
+        } else {
+            // Inputs, narrowed to BF16 as the CPU's bfloat16 mode rounds them.
+            let x = inputs.host!.assumingMemoryBound(to: UInt16.self)
+            for (i, j) in order.enumerated() {
+                let n = Int(work.tokenCount[j])
+                narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
+            }
+            try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(inputs.device, inputs.host!, rows * hidden * 2, compute))
+            routes.bytesIn += rows * hidden * 2
         }
-        try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(inputs.device, inputs.host!, rows * hidden * 2, compute))
         let residentCount = order.count - uploads.count
         let batched = try residentProductsBatched(work, order: order, count: residentCount, rowOfExpert: rowOfExpert)
         for (i, j) in order.enumerated() where !batched || i >= residentCount {
@@ -309,8 +319,13 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                tokens: Int(work.tokenCount[j]), row: rowOfExpert[i])
             if let slot { try check("cuEventRecord", eventRecord(consumed[slot], compute)) }
         }
-        try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(outputs.host!, outputs.device, rows * hidden * 4, compute))
-        pending = (work, order, rowOfExpert)
+        if plan.combine {
+            try combineRows(plan, rows: rows, outputs: outputs.device)
+        } else {
+            try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(outputs.host!, outputs.device, rows * hidden * 4, compute))
+            routes.bytesOut += rows * hidden * 4
+        }
+        pending = (work, order, rowOfExpert, plan.combine)
     }
 
     public func finish() throws {
@@ -319,6 +334,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         pending = nil
         try makeCurrent()
         try wait(compute)
+        if p.summed { return deliverSums(work, experts: experts) }
         let y = outputs.host!.assumingMemoryBound(to: Float.self)
         for (i, j) in experts.enumerated() {
             (work.output + Int(work.rowOffset[j]) * hidden).update(from: y + rowOfExpert[i] * hidden, count: Int(work.tokenCount[j]) * hidden)
@@ -458,7 +474,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
-        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource, "switchyard.cu", 0, nil, nil)
+        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)

@@ -43,19 +43,20 @@ struct DeviceAttention {
 /// keys and values travel as BF16. Tokens go in chunks so the scores fit
 /// 64 MiB.
 extension CUDAAccelerator {
-    /// The kernels attention launches, in `attentionKernels`' order:
-    /// attention's four here, and `attentionLayer`'s steps before and after
-    /// it (`CUDAAttentionLayer.swift`).
-    enum AttentionKernel: Int, CaseIterable {
-        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16, residualNorm
+    /// The small kernels `launch` starts, in `kernels`' order:
+    /// attention's four here, `attentionLayer`'s steps before and after
+    /// it (`CUDAAttentionLayer.swift`), and the expert rows' gather and
+    /// combine (`CUDAExpertRoutes.swift`).
+    enum DeviceKernel: Int, CaseIterable {
+        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16, residualNorm, gatherRows, combineRows
 
         var name: String {
             ["kv_store", "attn_scores", "attn_softmax", "attn_values", "add_bias", "rms_norm_groups", "clamp_values", "rope_rotate",
-             "split_qkv", "round_bf16", "residual_norm"][rawValue]
+             "split_qkv", "round_bf16", "residual_norm", "gather_rows_bf16", "combine_rows"][rawValue]
         }
     }
 
-    static let attentionKernelNames = AttentionKernel.allCases.map(\.name)
+    static let kernelNames = DeviceKernel.allCases.map(\.name)
 
     static let attentionKernelSource = """
 
@@ -269,7 +270,7 @@ extension CUDAAccelerator {
 
     /// `kernel` over `count` threads; its arguments are `arguments` then
     /// the thread count (every kernel here ends with `long long count`).
-    func launch(_ kernel: AttentionKernel, count: Int, _ arguments: [KernelArgument]) throws {
+    func launch(_ kernel: DeviceKernel, count: Int, _ arguments: [KernelArgument]) throws {
         guard count > 0 else { return }
         var storage = [UInt64](repeating: 0, count: arguments.count + 1)
         for (i, a) in arguments.enumerated() {
@@ -285,7 +286,7 @@ extension CUDAAccelerator {
             // 4-byte arguments read their value there too.
             var params: [UnsafeMutableRawPointer?] = (0..<s.count).map { UnsafeMutableRawPointer(s.baseAddress! + $0) }
             try check("cuLaunchKernel (\(kernel.name))",
-                      launch(attentionKernels[kernel.rawValue], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
+                      launch(kernels[kernel.rawValue], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
         }
     }
 

@@ -112,6 +112,7 @@ extension CUDAAccelerator {
 
     public func attentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                                v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
+        routes.frontRows = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole else { return false }
         do {
@@ -131,6 +132,7 @@ extension CUDAAccelerator {
     public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                               v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload {
+        routes.frontRows = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole,
               dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0 else { return .notHeld }
@@ -193,6 +195,8 @@ extension CUDAAccelerator {
         normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
         logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
         unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
+        // The normed rows stay in dense.inputRows as BF16 for the experts.
+        routes.frontRows = (layer, t)
         return dense.pendingShared == nil ? .computed : .sharedExpertStarted
     }
 

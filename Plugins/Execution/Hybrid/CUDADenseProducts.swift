@@ -84,7 +84,9 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
          "hybrid_gpu_attention_layers": Double(attention.layers),
          "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_host_waits": Double(hostWaits),
-         "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1]
+         "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
+         "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
+         "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined)]
     }
 
     public func resetCounters() {
@@ -92,6 +94,10 @@ extension CUDAAccelerator: DenseOffload {
         attention.layers = 0
         attention.wholeLayers = 0
         hostWaits = 0
+        routes.bytesIn = 0
+        routes.bytesOut = 0
+        routes.rowsGathered = 0
+        routes.layersCombined = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -287,6 +293,7 @@ extension CUDAAccelerator: DenseOffload {
     /// so the routed experts' products queue behind it and the CPU's run
     /// while it does; `sharedExpert` waits for it.
     public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
+        routes.frontRows = nil
         guard dense.failure == nil, layer < dense.router.count, dense.router[layer].address != 0 else { return .notHeld }
         guard tokens > 0 else { return .computed }
         let w = dense.router[layer], h = hidden
@@ -365,6 +372,7 @@ extension CUDAAccelerator: DenseOffload {
     /// this one.
     private func run(tokens: Int, inCols: Int, outCols: Int, intermediate: Int = 0, x: UnsafePointer<Float>,
                      _ body: () throws -> Void, unpack: (UnsafePointer<Float>) -> Void) -> Bool {
+        routes.frontRows = nil
         guard dense.failure == nil else { return false }
         guard tokens > 0 else { return true }
         do {

@@ -23,8 +23,10 @@ public protocol ExpertAccelerator: AnyObject, Sendable {
 
     /// Starts computing `experts` of `work` (ids in `work.experts`): the
     /// resident ones from device memory, those in `uploads` copied first
-    /// through staging buffers. Writes their `work.output` rows and nothing
-    /// else. May return before the work is done; `finish` waits for it.
+    /// through staging buffers. Writes their `work.output` rows, or their
+    /// per-token sums (`ExpertRoutes`, flagged only once `finish` has them),
+    /// and nothing else. May return before the work is done; `finish` waits
+    /// for it.
     func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws
     func finish() throws
 

@@ -36,6 +36,10 @@ public struct HybridExecution: ExecutionStrategy {
         /// With `dense`: attention too, over a copy of the KV cache on the
         /// GPU (when it fits beside the budget; else it stays on the CPU).
         public var attention = true
+        /// The GPU's experts take their input rows from the layer front's
+        /// rows on the device and sum their outputs per token there
+        /// (off: rows cross one per assignment both ways; the A/B arm).
+        public var deviceCombine = true
         public init() {}
 
         var searchPath: [String] {
@@ -141,6 +145,7 @@ public struct HybridExecution: ExecutionStrategy {
                                       uploadSlots: options.uploadSlots, denseBytes: denseBytes, searchPath: options.searchPath)
             if options.dense { try gpu.loadDense(weights) }
             gpu.attention.enabled = options.dense && options.attention
+            gpu.routes.enabled = options.deviceCombine
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -216,6 +221,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each"),
                                        StrategyOption("dense", type: "bool", default: "true", help: "q/k/v/o projections, router, shared experts, dense MLPs and the LM head on the GPU (weights resident before experts)"),
                                        StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
+                                       StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -229,6 +235,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.cudaLibraryPath = try config.string("cuda_library_path", default: o.cudaLibraryPath)
             o.dense = try config.bool("dense", default: o.dense)
             o.attention = try config.bool("attention", default: o.attention)
+            o.deviceCombine = try config.bool("device_combine", default: o.deviceCombine)
             return HybridExecution(o)
         }
     }

@@ -136,12 +136,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
     }
 
     /// `work` with only the experts `cpuCounts` keeps.
-    private func subset(_ w: ExpertWork) -> ExpertWork {
-        ExpertWork(layer: w.layer, experts: w.experts, hiddenSize: w.hiddenSize, intermediateSize: w.intermediateSize,
-                   assignments: (0..<w.numExperts).reduce(0) { $0 + Int(cpuCounts[$1]) }, tokenCount: cpuCounts,
-                   rowOffset: w.rowOffset, input: w.input, inputBF16: w.inputBF16, output: w.output, gate: w.gate, up: w.up,
-                   activatedBF16: w.activatedBF16, compute: w.compute)
-    }
+    private func subset(_ w: ExpertWork) -> ExpertWork { w.with(tokenCount: cpuCounts) }
 
     private func record(_ error: Error) {
         lastAcceleratorError = "\(accelerator.name): \(error)"

@@ -7,8 +7,11 @@
 /// expert and gathers each assignment's input row, then hands the whole
 /// layer's grouped work to the executor in force (`Transformer.experts`)
 /// with one call, and combines the output rows. An executor must fill
-/// `work.output` for every row of every expert with tokens; which threads,
-/// devices or copies of the weights it uses is its own business.
+/// `work.output` for every row of every expert with tokens, or, for
+/// experts it computed on a device of its own, may instead hand back their
+/// weighted sum per token (`ExpertRoutes`: one row per token crosses back
+/// instead of one per assignment); which threads, devices or copies of the
+/// weights it uses is its own business.
 ///
 /// The grouped layout is also what a remote executor would ship: each
 /// expert's rows are contiguous (`tokenCount`, `rowOffset`), so a device

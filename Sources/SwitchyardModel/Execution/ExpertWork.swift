@@ -26,11 +26,17 @@ public struct ExpertWork: @unchecked Sendable {
     public let activatedBF16: UnsafeMutablePointer<UInt16>?
     /// The backend, precision and per-thread scratch of the model's products.
     public let compute: GemmContext
+    /// Which token each row is and how it is weighted, for an executor that
+    /// gathers rows or combines outputs on a device of its own (nil: the
+    /// rows are all there is).
+    public let routes: ExpertRoutes?
 
     public init(layer: Int, experts: [ExpertWeights], hiddenSize: Int, intermediateSize: Int, assignments: Int,
                 tokenCount: UnsafePointer<Int32>, rowOffset: UnsafePointer<Int32>, input: UnsafePointer<Float>,
                 inputBF16: UnsafePointer<UInt16>?, output: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
-                up: UnsafeMutablePointer<Float>, activatedBF16: UnsafeMutablePointer<UInt16>?, compute: GemmContext) {
+                up: UnsafeMutablePointer<Float>, activatedBF16: UnsafeMutablePointer<UInt16>?, compute: GemmContext,
+                routes: ExpertRoutes? = nil) {
+        self.routes = routes
         self.layer = layer
         self.experts = experts
         self.hiddenSize = hiddenSize
@@ -48,6 +54,15 @@ public struct ExpertWork: @unchecked Sendable {
     }
 
     public var numExperts: Int { experts.count }
+
+    /// This work with other token counts (a share of the experts): the same
+    /// rows, buffers and routes.
+    public func with(tokenCount counts: UnsafePointer<Int32>) -> ExpertWork {
+        ExpertWork(layer: layer, experts: experts, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
+                   assignments: (0..<numExperts).reduce(0) { $0 + Int(counts[$1]) }, tokenCount: counts, rowOffset: rowOffset,
+                   input: input, inputBF16: inputBF16, output: output, gate: gate, up: up, activatedBF16: activatedBF16,
+                   compute: compute, routes: routes)
+    }
     public var options: ComputeOptions { compute.options }
 
     /// Expert `j`'s input rows, for `Linear.product`.
@@ -124,5 +139,37 @@ enum ExpertActivationKernel {
                 }
             }
         }
+    }
+}
+
+/// The routing behind an `ExpertWork`'s rows: assignment `a` (token `a /
+/// perToken`, slot `a % perToken`) picked expert `expert[a]` with weight
+/// `weight[a]`, and its row is `row[a]`.
+///
+/// An executor whose device computed some experts may combine them there
+/// and copy back one row per token instead of one per assignment: it adds
+/// their weighted outputs, in slot order, into `combined` (`[tokens,
+/// hiddenSize]`, every row written, zeros where none of its experts was
+/// picked), sets `combinedExperts[j]` for each such expert, and leaves
+/// their `output` rows alone. `MoEBlock` then starts each token's sum from
+/// `combined` and adds only the other experts' rows. Flags start false.
+public struct ExpertRoutes: @unchecked Sendable {
+    public let tokens: Int
+    public let perToken: Int
+    public let expert: UnsafePointer<Int32>
+    public let weight: UnsafePointer<Float>
+    public let row: UnsafePointer<Int32>
+    public let combined: UnsafeMutablePointer<Float>
+    public let combinedExperts: UnsafeMutablePointer<Bool>
+
+    public init(tokens: Int, perToken: Int, expert: UnsafePointer<Int32>, weight: UnsafePointer<Float>, row: UnsafePointer<Int32>,
+                combined: UnsafeMutablePointer<Float>, combinedExperts: UnsafeMutablePointer<Bool>) {
+        self.tokens = tokens
+        self.perToken = perToken
+        self.expert = expert
+        self.weight = weight
+        self.row = row
+        self.combined = combined
+        self.combinedExperts = combinedExperts
     }
 }

@@ -80,15 +80,22 @@ enum MoEBlock {
             counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: weights.experts[j].byteCount)
         }
         let down = ws.downOut.reserve(assignments * h)
+        let combined = ws.combinedOut.reserve(tokens * h)
+        let marked = ws.combinedExperts.reserve(e).bindMemory(to: Bool.self, capacity: e)
+        marked.initialize(repeating: false, count: e)
         executor.run(ExpertWork(
             layer: layer, experts: weights.experts, hiddenSize: h, intermediateSize: inter, assignments: assignments,
             tokenCount: count, rowOffset: offset, input: gathered, inputBF16: gatheredBF16, output: down,
             gate: ws.gateOut.reserve(assignments * inter), up: ws.upOut.reserve(assignments * inter),
             activatedBF16: gatheredBF16 == nil ? nil
                 : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self),
-            compute: ws.gemm))
+            compute: ws.gemm,
+            routes: ExpertRoutes(tokens: tokens, perToken: k, expert: topE, weight: topW, row: rowOf, combined: combined,
+                                 combinedExperts: marked)))
 
-        combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out)
+        let elsewhere = (0..<e).contains { marked[$0] }
+        combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out,
+                combinedElsewhere: elsewhere ? (UnsafePointer(combined), UnsafePointer(marked), UnsafePointer(topE)) : nil)
         if weights.experts.first?.downBias != nil {
             // gpt-oss: each expert's down bias, weighted like its output.
             for a in 0..<assignments {
@@ -104,16 +111,22 @@ enum MoEBlock {
         }
     }
 
-    /// 5. Combine in slot order, so the sum is the same however the batch was grouped.
+    /// 5. Combine in slot order, so the sum is the same however the batch was
+    /// grouped. `combinedElsewhere`: the executor already summed the
+    /// flagged experts' share per token (`ExpertRoutes`); each sum starts
+    /// from it and adds the other slots.
     static func combine(tokens: Int, k: Int, h: Int, rows rowOf: UnsafeMutablePointer<Int32>, down: UnsafeMutablePointer<Float>,
-                        topW: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
+                        topW: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                        combinedElsewhere: (sums: UnsafePointer<Float>, experts: UnsafePointer<Bool>, expertOf: UnsafePointer<Int32>)? = nil) {
         nonisolated(unsafe) let os = out, ds = UnsafePointer(down), ws_ = UnsafePointer(topW), rows = UnsafePointer(rowOf)
+        nonisolated(unsafe) let elsewhere = combinedElsewhere
         Parallel.forRanges(tokens, minChunk: 16) { r in
             for t in r {
                 let o = os + t * h
-                o.initialize(repeating: 0, count: h)
+                if let elsewhere { o.update(from: elsewhere.sums + t * h, count: h) } else { o.initialize(repeating: 0, count: h) }
                 for j in 0..<k {
                     let a = t * k + j
+                    if let elsewhere, elsewhere.experts[Int(elsewhere.expertOf[a])] { continue }
                     Elementwise.axpy(ws_[a], ds + Int(rows[a]) * h, o, n: h)
                 }
             }

@@ -50,6 +50,9 @@ final class Workspace: @unchecked Sendable {
     let gateOut = ScratchBuffer()
     let upOut = ScratchBuffer()
     let downOut = ScratchBuffer()
+    /// What an executor combined on its own device (`ExpertRoutes`).
+    let combinedOut = ScratchBuffer()
+    let combinedExperts = ByteBuffer()
     let sharedGate = ScratchBuffer()
     let sharedOut = ScratchBuffer()
 }
