@@ -278,6 +278,10 @@ import Testing
                                       budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
                                       searchPath: [try SoftwareCUDA.directory.get()])
         try gpu.loadDense(model.weights)
+        // Softmax rows and norm rows in many pieces, some partial or empty
+        // (the window), as long contexts and wide rows make them.
+        gpu.attention.softmaxPiece = 3
+        gpu.attention.normPiece = 5
         #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(dense: checked)

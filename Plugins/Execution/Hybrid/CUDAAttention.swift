@@ -16,17 +16,23 @@ struct DeviceAttention {
     /// computed (`wholeLayers` of them with their projections, in one round
     /// trip), and why it stopped (nil: it has not).
     var enabled = true
+    /// Keys per piece of a softmax row and values per piece of a norm's
+    /// row: a thread's serial share (tests make them small, so rows span
+    /// many pieces).
+    var softmaxPiece = 128, normPiece = 128
     var layers = 0, wholeLayers = 0
     var failure: String?
 
     enum Buffer: Int, CaseIterable {
-        case queries, keys, values, index, output, scores
+        case queries, keys, values, index, output, scores, softmaxPieces
         /// `attentionLayer`'s: its input rows and RoPE angles, the fused
         /// q/k/v rows, keys and values back for the CPU, the attention
         /// output as BF16, and `o_proj`'s output.
         case layerInput, angles, qkvRows, keyValueRows, outputBF16, projected
         /// `moeLayerFront`'s: the residual rows and the normed rows.
         case residual, normedRows
+        /// RMSNorm's sums of squares per piece of a row.
+        case normPieces
     }
 }
 
@@ -36,23 +42,27 @@ struct DeviceAttention {
 /// cannot (no room for the copy, a CUDA error): from then on it does,
 /// for good, since the device's copy would miss what it skipped.
 ///
-/// Four kernels, none using shared memory: the batch's keys and values
-/// scattered into their cache slots; one score per (token, head, earlier
-/// position); a softmax per (token, head) that rounds the weights to BF16 as
-/// the CPU does; one output value per (token, head, dimension). Queries,
-/// keys and values travel as BF16. Tokens go in chunks so the scores fit
-/// 64 MiB.
+/// Kernels without shared memory or barriers (so the software device
+/// runs them as they are): the batch's keys and values scattered into
+/// their cache slots; one score per (token, head, earlier position); the
+/// softmax in three, so no thread walks a whole context (per piece of
+/// `softmaxPiece` keys its max and sum; per (token, head) the totals; per
+/// weight the result, rounded to BF16 as the CPU rounds); one output value
+/// per (token, head, dimension). Queries, keys and values travel as BF16.
+/// Tokens go in chunks so the scores fit 64 MiB.
 extension CUDAAccelerator {
+
     /// The small kernels `launch` starts, in `kernels`' order:
     /// attention's four here, `attentionLayer`'s steps before and after
     /// it (`CUDAAttentionLayer.swift`), and the expert rows' gather and
     /// combine (`CUDAExpertRoutes.swift`).
     enum DeviceKernel: Int, CaseIterable {
-        case kvStore, scores, softmax, values, addBias, rmsNorm, clamp, rope, splitQKV, roundBF16, residualNorm, gatherRows, combineRows
+        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, values, addBias, normPieces, normApply, clamp, rope, splitQKV,
+             roundBF16, gatherRows, combineRows
 
         var name: String {
-            ["kv_store", "attn_scores", "attn_softmax", "attn_values", "add_bias", "rms_norm_groups", "clamp_values", "rope_rotate",
-             "split_qkv", "round_bf16", "residual_norm", "gather_rows_bf16", "combine_rows"][rawValue]
+            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "attn_values", "add_bias", "norm_pieces",
+             "norm_apply", "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows"][rawValue]
         }
     }
 
@@ -90,28 +100,60 @@ extension CUDAAccelerator {
         scores[i] = s * scale;
     }
 
-    extern "C" __global__ void attn_softmax(float* scores, const int* pos_of, int heads, int max_ctx, int t0, int round_bf16,
-                                            int window, const float* sinks, int has_sinks, long long count) {
+    // A row's softmax in three kernels, so no thread walks a whole context:
+    // per piece of `chunk` keys its max and sum of exp(score - max); per
+    // (token, head) the row's max and 1/normaliser from the pieces (and the
+    // head's sink); then each weight, rounded to BF16 as the CPU rounds.
+    __device__ float minus_infinity() { return __uint_as_float(0xFF800000u); }
+
+    extern "C" __global__ void softmax_pieces(const float* scores, const int* pos_of, float* pieces, int heads, int max_ctx, int t0,
+                                              int window, int chunk, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        int p = pos_of[t0 + (int)(i / heads)], lo = first_key(p, window);
-        float* s = scores + i * max_ctx;
-        float m = s[lo];
-        for (int j = lo + 1; j <= p; j++) m = fmaxf(m, s[j]);
-        float sink = has_sinks ? sinks[i % heads] : 0.0f;
-        if (has_sinks) m = fmaxf(m, sink);
-        float sum = has_sinks ? expf(sink - m) : 0.0f;
-        for (int j = lo; j <= p; j++) { float e = expf(s[j] - m); s[j] = e; sum += e; }
-        float inv = 1.0f / sum;
-        for (int j = lo; j <= p; j++) {
-            float w = s[j] * inv;
-            if (round_bf16) {
-                unsigned int bits = __float_as_uint(w);
-                bits += 0x7FFFu + ((bits >> 16) & 1u);
-                w = __uint_as_float(bits & 0xFFFF0000u);
-            }
-            s[j] = w;
+        int per = (max_ctx + chunk - 1) / chunk;
+        long long th = i / per;
+        int c = (int)(i - th * per);
+        int p = pos_of[t0 + (int)(th / heads)], a = first_key(p, window) + c * chunk;
+        int b = a + chunk - 1 < p ? a + chunk - 1 : p;
+        const float* s = scores + th * max_ctx;
+        float m = minus_infinity(), sum = 0.0f;
+        if (a <= b) {
+            m = s[a];
+            for (int j = a + 1; j <= b; j++) m = fmaxf(m, s[j]);
+            for (int j = a; j <= b; j++) sum += expf(s[j] - m);
         }
+        pieces[2 * i] = m;
+        pieces[2 * i + 1] = sum;
+    }
+
+    extern "C" __global__ void softmax_totals(const float* pieces, float* totals, const float* sinks, int has_sinks, int heads, int per,
+                                              long long count) {
+        long long th = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (th >= count) return;
+        const float* q = pieces + 2 * th * per;
+        float sink = has_sinks ? sinks[th % heads] : 0.0f;
+        float m = has_sinks ? sink : minus_infinity();
+        for (int c = 0; c < per; c++) m = fmaxf(m, q[2 * c]);
+        float sum = has_sinks ? expf(sink - m) : 0.0f;
+        for (int c = 0; c < per; c++) if (q[2 * c + 1] > 0.0f) sum += q[2 * c + 1] * expf(q[2 * c] - m);
+        totals[2 * th] = m;
+        totals[2 * th + 1] = 1.0f / sum;
+    }
+
+    extern "C" __global__ void softmax_apply(float* scores, const int* pos_of, const float* totals, int heads, int max_ctx, int t0,
+                                             int round_bf16, int window, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        long long th = i / max_ctx;
+        int j = (int)(i - th * max_ctx), p = pos_of[t0 + (int)(th / heads)];
+        if (j > p || j < first_key(p, window)) return;
+        float w = expf(scores[i] - totals[2 * th]) * totals[2 * th + 1];
+        if (round_bf16) {
+            unsigned int bits = __float_as_uint(w);
+            bits += 0x7FFFu + ((bits >> 16) & 1u);
+            w = __uint_as_float(bits & 0xFFFF0000u);
+        }
+        scores[i] = w;
     }
 
     extern "C" __global__ void attn_values(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
@@ -243,6 +285,10 @@ extension CUDAAccelerator {
                                                   .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
         let chunk = max(1, min(t, (64 << 20) / (4 * h * maxContext)))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
+        // Each row's pieces (max, sum), then its totals (max, 1/sum).
+        let per = (maxContext + attention.softmaxPiece - 1) / attention.softmaxPiece
+        let pieces = try buffer(.softmaxPieces, bytes: chunk * h * (per + 1) * 8)
+        let totals = pieces.device + UInt64(chunk * h * per * 8)
         var t0 = 0
         while t0 < t {
             let n = min(chunk, t - t0)
@@ -251,10 +297,15 @@ extension CUDAAccelerator {
                                                             .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
                                                             .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0)),
                                                             .int32(Int32(window))])
-            try launch(.softmax, count: n * h, [.pointer(scores.device), .pointer(x.positionOf), .int32(Int32(h)), .int32(Int32(maxContext)),
-                                                .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
-                                                // Without sinks any valid address stands in (not read).
-                                                .pointer(sinks != 0 ? sinks : scores.device), .int32(sinks != 0 ? 1 : 0)])
+            try launch(.softmaxPieces, count: n * h * per, [.pointer(scores.device), .pointer(x.positionOf), .pointer(pieces.device),
+                                                            .int32(Int32(h)), .int32(Int32(maxContext)), .int32(Int32(t0)),
+                                                            .int32(Int32(window)), .int32(Int32(attention.softmaxPiece))])
+            // Without sinks any valid address stands in (not read).
+            try launch(.softmaxTotals, count: n * h, [.pointer(pieces.device), .pointer(totals), .pointer(sinks != 0 ? sinks : totals),
+                                                      .int32(sinks != 0 ? 1 : 0), .int32(Int32(h)), .int32(Int32(per))])
+            try launch(.softmaxApply, count: n * h * maxContext, [.pointer(scores.device), .pointer(x.positionOf), .pointer(totals),
+                                                                  .int32(Int32(h)), .int32(Int32(maxContext)), .int32(Int32(t0)),
+                                                                  .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window))])
             try launch(.values, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(x.sequenceOf),
                                                    .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart), .pointer(output),
                                                    .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),

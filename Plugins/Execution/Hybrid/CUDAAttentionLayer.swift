@@ -30,16 +30,47 @@ extension CUDAAccelerator {
         x[i] += b[i % n];
     }
 
-    extern "C" __global__ void rms_norm_groups(float* x, const float* w, int ld, int offset, int n, int groups, float eps,
-                                               long long count) {
+    // RMSNorm in two kernels, so no thread walks a whole row: sums of
+    // squares of `chunk`-wide pieces of each group of n values at
+    // x + t*ld + offset + g*n (the residual add first, where there is one),
+    // then each value scaled by its group's root mean square and weighted,
+    // in place or into out and out16 (rows of groups*n).
+    extern "C" __global__ void norm_pieces(float* x, const float* add, float* pieces, int ld, int offset, int n, int groups, int chunk,
+                                           int has_add, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        long long t = i / groups;
-        float* v = x + t * ld + offset + (i - t * groups) * n;
+        int per = (n + chunk - 1) / chunk;
+        long long tg = i / per, t = tg / groups;
+        int c = (int)(i - tg * per), g = (int)(tg - t * groups);
+        long long base = t * ld + offset + (long long)g * n;
+        int lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
         float ss = 0.0f;
-        for (int e = 0; e < n; e++) ss += v[e] * v[e];
+        for (int e = lo; e < hi; e++) {
+            float v = x[base + e];
+            if (has_add) { v += add[base + e]; x[base + e] = v; }
+            ss += v * v;
+        }
+        pieces[i] = ss;
+    }
+
+    extern "C" __global__ void norm_apply(float* x, const float* pieces, const float* w, float* out, unsigned short* out16, int ld,
+                                          int offset, int n, int groups, int chunk, float eps, int to_out, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        int per = (n + chunk - 1) / chunk;
+        long long tg = i / n, t = tg / groups;
+        int e = (int)(i - tg * n), g = (int)(tg - t * groups);
+        float ss = 0.0f;
+        for (int c = 0; c < per; c++) ss += pieces[tg * per + c];
         float scale = 1.0f / sqrtf(ss / (float)n + eps);
-        for (int e = 0; e < n; e++) v[e] = w[e] * (v[e] * scale);
+        long long at = t * ld + offset + (long long)g * n + e;
+        float y = w[e] * (x[at] * scale);
+        if (to_out) {
+            out[i] = y;
+            out16[i] = bf16_bits(y);
+        } else {
+            x[at] = y;
+        }
     }
 
     extern "C" __global__ void clamp_values(float* x, float limit, long long count) {
@@ -80,26 +111,6 @@ extension CUDAAccelerator {
         } else {
             v16[t * kn + c - qn - kn] = b;
             kv[tokens * kn + t * kn + c - qn - kn] = x;
-        }
-    }
-
-    extern "C" __global__ void residual_norm(float* x, const float* add, const float* w, float* out, unsigned short* out16, int n,
-                                             float eps, int has_add, long long count) {
-        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        if (i >= count) return;
-        float* r = x + i * n;
-        const float* a = add + i * n;
-        float ss = 0.0f;
-        for (int e = 0; e < n; e++) {
-            float v = r[e];
-            if (has_add) { v += a[e]; r[e] = v; }
-            ss += v * v;
-        }
-        float scale = 1.0f / sqrtf(ss / (float)n + eps);
-        for (int e = 0; e < n; e++) {
-            float y = w[e] * (r[e] * scale);
-            out[i * n + e] = y;
-            out16[i * n + e] = bf16_bits(y);
         }
     }
 
@@ -173,9 +184,8 @@ extension CUDAAccelerator {
         residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
         try check("cuMemcpyHtoDAsync (residual rows)", copyHtoD(residual.device, residual.host, t * h * 4, compute))
         func norm(_ weights: UInt64, adding: UInt64?, into rows16: UInt64) throws {
-            try launch(.residualNorm, count: t, [.pointer(residual.device), .pointer(adding ?? residual.device), .pointer(weights),
-                                                 .pointer(normedRows.device), .pointer(rows16), .int32(Int32(h)), .float(dense.normEpsilon),
-                                                 .int32(adding == nil ? 0 : 1)])
+            try rmsNorm(residual.device, tokens: t, ld: h, offset: 0, width: h, groups: 1, weights: weights, adding: adding,
+                        into: (normedRows.device, rows16))
         }
         try norm(parts.inputNorm, adding: nil, into: input.device)
         let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
@@ -249,8 +259,7 @@ extension CUDAAccelerator {
         try gemm(rows: row, tokens: t, k: w.cols, weights: w.address, input: input, output: qkv)
         if parts.bias != 0 { try launch(.addBias, count: t * row, [.pointer(qkv), .pointer(parts.bias), .int32(Int32(row))]) }
         func norm(_ weights: UInt64, offset: Int, width: Int, groups: Int) throws {
-            try launch(.rmsNorm, count: t * groups, [.pointer(qkv), .pointer(weights), .int32(Int32(row)), .int32(Int32(offset)),
-                                                     .int32(Int32(width)), .int32(Int32(groups)), .float(dense.normEpsilon)])
+            try rmsNorm(qkv, tokens: t, ld: row, offset: offset, width: width, groups: groups, weights: weights)
         }
         switch dense.qkNorm {
         case .none: break
@@ -280,5 +289,23 @@ extension CUDAAccelerator {
         try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: attended16, output: projected.device)
         if parts.oBias != 0 { try launch(.addBias, count: t * o.rows, [.pointer(projected.device), .pointer(parts.oBias), .int32(Int32(o.rows))]) }
         return (keyValues, projected)
+    }
+
+    /// RMSNorm over `groups` groups of `width` values from `offset` of each
+    /// of `tokens` rows `ld` apart (`norm_pieces`, then `norm_apply`), after
+    /// adding `adding`'s rows where given; in place, or into `into`'s
+    /// Float32 and BF16 rows.
+    func rmsNorm(_ x: UInt64, tokens: Int, ld: Int, offset: Int, width: Int, groups: Int, weights: UInt64, adding: UInt64? = nil,
+                 into: (rows: UInt64, rows16: UInt64)? = nil) throws {
+        let piece = attention.normPiece, per = (width + piece - 1) / piece
+        let pieces = try buffer(.normPieces, bytes: tokens * groups * per * 4).device
+        // Arguments not read stand in as valid addresses.
+        try launch(.normPieces, count: tokens * groups * per, [.pointer(x), .pointer(adding ?? x), .pointer(pieces), .int32(Int32(ld)),
+                                                               .int32(Int32(offset)), .int32(Int32(width)), .int32(Int32(groups)),
+                                                               .int32(Int32(piece)), .int32(adding == nil ? 0 : 1)])
+        try launch(.normApply, count: tokens * groups * width, [.pointer(x), .pointer(pieces), .pointer(weights), .pointer(into?.rows ?? x),
+                                                                .pointer(into?.rows16 ?? x), .int32(Int32(ld)), .int32(Int32(offset)),
+                                                                .int32(Int32(width)), .int32(Int32(groups)), .int32(Int32(piece)),
+                                                                .float(dense.normEpsilon), .int32(into == nil ? 0 : 1)])
     }
 }
