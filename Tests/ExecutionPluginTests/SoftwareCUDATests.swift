@@ -279,9 +279,11 @@ import Testing
                                       searchPath: [try SoftwareCUDA.directory.get()])
         try gpu.loadDense(model.weights)
         // Softmax rows and norm rows in many pieces, some partial or empty
-        // (the window), as long contexts and wide rows make them.
+        // (the window), as long contexts and wide rows make them; the
+        // prefill's tokens in chunks of two, as long prompts take them.
         gpu.attention.softmaxPiece = 3
         gpu.attention.normPiece = 5
+        gpu.attention.chunkBytes = 4096
         #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(dense: checked)

@@ -20,11 +20,14 @@ struct DeviceAttention {
     /// row: a thread's serial share (tests make them small, so rows span
     /// many pieces).
     var softmaxPiece = 128, normPiece = 128
+    /// Bytes of scores and values' pieces per chunk of tokens (tests make
+    /// it small, so a batch takes several chunks).
+    var chunkBytes = 64 << 20
     var layers = 0, wholeLayers = 0
     var failure: String?
 
     enum Buffer: Int, CaseIterable {
-        case queries, keys, values, index, output, scores, softmaxPieces
+        case queries, keys, values, index, output, scores, softmaxPieces, valuePieces
         /// `attentionLayer`'s: its input rows and RoPE angles, the fused
         /// q/k/v rows, keys and values back for the CPU, the attention
         /// output as BF16, and `o_proj`'s output.
@@ -47,21 +50,21 @@ struct DeviceAttention {
 /// their cache slots; one score per (token, head, earlier position); the
 /// softmax in three, so no thread walks a whole context (per piece of
 /// `softmaxPiece` keys its max and sum; per (token, head) the totals; per
-/// weight the result, rounded to BF16 as the CPU rounds); one output value
-/// per (token, head, dimension). Queries, keys and values travel as BF16.
-/// Tokens go in chunks so the scores fit 64 MiB.
+/// weight the result, rounded to BF16 as the CPU rounds); the outputs in
+/// two, per piece of keys and then the pieces' sum per (token, head,
+/// dimension). Queries, keys and values travel as BF16. Tokens go in
+/// chunks so the scores and the values' pieces fit 64 MiB.
 extension CUDAAccelerator {
-
     /// The small kernels `launch` starts, in `kernels`' order:
-    /// attention's four here, `attentionLayer`'s steps before and after
+    /// attention's here, `attentionLayer`'s steps before and after
     /// it (`CUDAAttentionLayer.swift`), and the expert rows' gather and
     /// combine (`CUDAExpertRoutes.swift`).
     enum DeviceKernel: Int, CaseIterable {
-        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, values, addBias, normPieces, normApply, clamp, rope, splitQKV,
+        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, valuesPieces, valuesSum, addBias, normPieces, normApply, clamp, rope, splitQKV,
              roundBF16, gatherRows, combineRows
 
         var name: String {
-            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "attn_values", "add_bias", "norm_pieces",
+            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "values_pieces", "values_sum", "add_bias", "norm_pieces",
              "norm_apply", "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows"][rawValue]
         }
     }
@@ -156,23 +159,40 @@ extension CUDAAccelerator {
         scores[i] = w;
     }
 
-    extern "C" __global__ void attn_values(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
-                                           const int* tables, const int* table_start, float* out, int heads, int kv_heads, int d,
-                                           int bs, int max_ctx, int t0, int window, long long count) {
+    // The weighted values in two kernels, so no thread walks a whole
+    // context: per (token, head, piece of `chunk` keys, dimension) the
+    // piece's sum, then per (token, head, dimension) the pieces' sum in order.
+    extern "C" __global__ void values_pieces(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
+                                             const int* tables, const int* table_start, float* pieces, int heads, int kv_heads, int d,
+                                             int bs, int max_ctx, int t0, int window, int chunk, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        long long th = i / d;
-        int e = (int)(i - th * d), h = (int)(th % heads), t = t0 + (int)(th / heads);
-        int n = pos_of[t] + 1;
-        const float* p = scores + th * max_ctx;
+        int per = (max_ctx + chunk - 1) / chunk;
+        long long thc = i / d, th = thc / per;
+        int e = (int)(i - thc * d), c = (int)(thc - th * per), h = (int)(th % heads), t = t0 + (int)(th / heads);
+        int p = pos_of[t], a = first_key(p, window) + c * chunk;
+        int b = a + chunk - 1 < p ? a + chunk - 1 : p;
+        const float* w = scores + th * max_ctx;
         const int* table = tables + table_start[seq_of[t]];
         int g = h / (heads / kv_heads);
         float acc = 0.0f;
-        for (int j = first_key(n - 1, window); j < n; j++) {
+        for (int j = a; j <= b; j++) {
             long long slot = (long long)table[j / bs] * bs + j % bs;
-            acc += p[j] * bf16_value(cv[(slot * kv_heads + g) * d + e]);
+            acc += w[j] * bf16_value(cv[(slot * kv_heads + g) * d + e]);
         }
-        out[((long long)t * heads + h) * d + e] = acc;
+        pieces[i] = acc;
+    }
+
+    extern "C" __global__ void values_sum(const float* pieces, float* out, int heads, int d, int max_ctx, int t0, int chunk,
+                                          long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        int per = (max_ctx + chunk - 1) / chunk;
+        long long th = i / d;
+        int e = (int)(i - th * d);
+        float acc = 0.0f;
+        for (int c = 0; c < per; c++) acc += pieces[(th * per + c) * d + e];
+        out[((long long)t0 * heads) * d + i] = acc;
     }
     """
 
@@ -283,12 +303,14 @@ extension CUDAAccelerator {
         let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
         try launch(.kvStore, count: t * kvh * d, [.pointer(k16), .pointer(v16), .pointer(x.slots), .pointer(attention.keys[layer]),
                                                   .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
-        let chunk = max(1, min(t, (64 << 20) / (4 * h * maxContext)))
+        // Per (token, head): its scores, and the values' sums per piece.
+        let per = (maxContext + attention.softmaxPiece - 1) / attention.softmaxPiece
+        let chunk = max(1, min(t, attention.chunkBytes / (4 * h * (maxContext + per * d))))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
         // Each row's pieces (max, sum), then its totals (max, 1/sum).
-        let per = (maxContext + attention.softmaxPiece - 1) / attention.softmaxPiece
         let pieces = try buffer(.softmaxPieces, bytes: chunk * h * (per + 1) * 8)
         let totals = pieces.device + UInt64(chunk * h * per * 8)
+        let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * d * 4)
         var t0 = 0
         while t0 < t {
             let n = min(chunk, t - t0)
@@ -306,10 +328,14 @@ extension CUDAAccelerator {
             try launch(.softmaxApply, count: n * h * maxContext, [.pointer(scores.device), .pointer(x.positionOf), .pointer(totals),
                                                                   .int32(Int32(h)), .int32(Int32(maxContext)), .int32(Int32(t0)),
                                                                   .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window))])
-            try launch(.values, count: n * h * d, [.pointer(scores.device), .pointer(attention.values[layer]), .pointer(x.sequenceOf),
-                                                   .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart), .pointer(output),
-                                                   .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
-                                                   .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window))])
+            try launch(.valuesPieces, count: n * h * per * d, [.pointer(scores.device), .pointer(attention.values[layer]),
+                                                               .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
+                                                               .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),
+                                                               .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
+                                                               .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window)),
+                                                               .int32(Int32(attention.softmaxPiece))])
+            try launch(.valuesSum, count: n * h * d, [.pointer(valuePieces.device), .pointer(output), .int32(Int32(h)), .int32(Int32(d)),
+                                                      .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(attention.softmaxPiece))])
             t0 += n
         }
     }
