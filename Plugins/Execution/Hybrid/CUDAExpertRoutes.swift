@@ -16,9 +16,9 @@ struct DeviceExpertRoutes {
     /// `dense.inputRows` as BF16; nil as soon as anything else may have
     /// written there.
     var frontRows: (layer: Int, tokens: Int)?
-    /// One upload per layer: the device rows' token indices, then each
-    /// assignment's device row (-1: not on the device) and weight; and the
-    /// per-token sums (pinned on the host too).
+    /// One upload per layer: the device rows' token indices (where it
+    /// gathers), then each assignment's device row (-1: not on the device)
+    /// and weight; and the per-token sums (pinned on the host too).
     var index = DeviceScratch(), sums = DeviceScratch()
     /// `[expert]`: its position in the layer's device order, -1 if not there.
     var position: [Int32] = []
@@ -79,8 +79,7 @@ extension CUDAAccelerator {
         for (i, j) in order.enumerated() { routes.position[j] = Int32(i) }
         defer { for j in order { routes.position[j] = -1 } }
         let assignments = r.tokens * r.perToken
-        let bytes = (rows + 2 * assignments) * 4
-        try grow(&routes.index, to: bytes, pinned: true, "expert row indices")
+        try grow(&routes.index, to: (rows + 2 * assignments) * 4, pinned: true, "expert row indices")
         let tokenOfRow = routes.index.host!.assumingMemoryBound(to: Int32.self)
         let slotRow = tokenOfRow + rows
         let slotWeight = UnsafeMutableRawPointer(slotRow + assignments).assumingMemoryBound(to: Float.self)
@@ -96,7 +95,10 @@ extension CUDAAccelerator {
             slotRow[a] = Int32(deviceRow)
             slotWeight[a] = r.weight[a]
         }
-        try check("cuMemcpyHtoDAsync (expert row indices)", copyHtoD(routes.index.device, routes.index.host!, bytes, compute))
+        // The rows' token indices only where the device gathers.
+        let skip = plan.gather ? 0 : rows * 4, bytes = (rows + 2 * assignments) * 4 - skip
+        try check("cuMemcpyHtoDAsync (expert row indices)",
+                  copyHtoD(routes.index.device + UInt64(skip), routes.index.host! + skip, bytes, compute))
         routes.bytesIn += bytes
         return plan
     }
