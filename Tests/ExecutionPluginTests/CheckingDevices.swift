@@ -41,6 +41,8 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
         pending = (work, experts)
     }
 
+    func gathersRows(_ work: ExpertWork) -> Bool { inner.gathersRows(work) }
+
     func finish() throws {
         try inner.finish()
         guard let (work, experts) = pending else { return }
@@ -51,6 +53,12 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
             // NaN (unwritten device memory reads as NaN) counts as the worst.
             if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
         }
+        // The CPU's reference reads the rows: gather them where the device
+        // took its own.
+        let flags = UnsafeMutablePointer<Bool>.allocate(capacity: work.numExperts)
+        defer { flags.deallocate() }
+        for j in 0..<work.numExperts { flags[j] = experts.contains(j) }
+        work.gatherRows(only: flags)
         let summed = experts.filter { work.routes?.combinedExperts[$0] == true }
         // The device summed these per token and left their rows alone.
         if let r = work.routes, !summed.isEmpty {

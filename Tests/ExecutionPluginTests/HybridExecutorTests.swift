@@ -17,11 +17,19 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
     let expertBudgetBytes: Int
     private(set) var loaded: Set<ResidentExperts.Expert> = []
     private(set) var layersBegun = 0
+    /// Experts whose rows the host gathered though this device said it
+    /// holds them (with `gathers`).
+    private(set) var gatheredByHost: [Int] = []
     /// Experts asked for from device memory that were never loaded.
     private(set) var missingResident: [ResidentExperts.Expert] = []
     var failOnBegin = false
     /// Writes NaN into its rows, then fails in `finish`.
     var failOnFinish = false
+    /// Says it holds the layer's rows, as a GPU does after the layer's
+    /// front: the host leaves its experts' rows ungathered (NaN here), and
+    /// it gathers them itself.
+    var gathers = false
+    private var flags: UnsafeMutablePointer<Bool>
     private let kernels: SharedPoolExecutor
     private let counts: UnsafeMutablePointer<Int32>
     private var pending: (work: ExpertWork, experts: [Int])?
@@ -30,9 +38,22 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         expertBudgetBytes = budgetBytes
         kernels = SharedPoolExecutor(weights: weights)
         counts = .allocate(capacity: max(1, weights.config.numExperts))
+        flags = .allocate(capacity: max(1, weights.config.numExperts))
     }
 
-    deinit { counts.deallocate() }
+    deinit {
+        counts.deallocate()
+        flags.deallocate()
+    }
+
+    /// Asked before the host gathers: every row NaN first, so rows the host
+    /// leaves alone stay NaN.
+    func gathersRows(_ work: ExpertWork) -> Bool {
+        if gathers {
+            UnsafeMutablePointer(mutating: work.input).update(repeating: .nan, count: work.assignments * work.hiddenSize)
+        }
+        return gathers
+    }
 
     func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
         loaded.insert(expert)
@@ -49,17 +70,35 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
         pending = (work, experts)
         for j in 0..<work.numExperts { counts[j] = experts.contains(j) ? work.tokenCount[j] : 0 }
+        if gathers {
+            // What the host left ungathered must be exactly these rows.
+            for j in experts {
+                let rows = UnsafeBufferPointer(start: work.input + Int(work.rowOffset[j]) * work.hiddenSize,
+                                               count: Int(work.tokenCount[j]) * work.hiddenSize)
+                if rows.contains(where: { !$0.isNaN }) { gatheredByHost.append(j) }
+            }
+            for j in 0..<work.numExperts { flags[j] = experts.contains(j) }
+            work.gatherRows(only: flags)
+        }
         if failOnFinish {
             for j in experts {
                 (work.output + Int(work.rowOffset[j]) * work.hiddenSize).initialize(repeating: .nan, count: Int(work.tokenCount[j]) * work.hiddenSize)
             }
+            forgetRows(work, experts: experts)
             return
         }
-        kernels.run(ExpertWork(layer: work.layer, experts: work.experts, hiddenSize: work.hiddenSize,
-                               intermediateSize: work.intermediateSize, assignments: experts.reduce(0) { $0 + Int(work.tokenCount[$1]) },
-                               tokenCount: counts, rowOffset: work.rowOffset, input: work.input, inputBF16: work.inputBF16,
-                               output: work.output, gate: work.gate, up: work.up, activatedBF16: work.activatedBF16,
-                               compute: work.compute))
+        kernels.run(work.with(tokenCount: counts))
+        forgetRows(work, experts: experts)
+    }
+
+    /// A device's rows never reach the host: with `gathers`, its experts'
+    /// rows go back to NaN once it has read them.
+    private func forgetRows(_ work: ExpertWork, experts: [Int]) {
+        guard gathers else { return }
+        for j in experts {
+            UnsafeMutablePointer(mutating: work.input + Int(work.rowOffset[j]) * work.hiddenSize)
+                .update(repeating: .nan, count: Int(work.tokenCount[j]) * work.hiddenSize)
+        }
     }
 
     func finish() throws {
@@ -87,10 +126,14 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         return (model, prompt, reference, sample.byteCount)
     }
 
-    @Test func logitsMatchTheCPUWithExpertsSplitBetweenDevices() throws {
+    /// Also with a device that holds the layer's rows (`gathers`): the host
+    /// gathers only its own experts' rows.
+    @Test(arguments: [false, true])
+    func logitsMatchTheCPUWithExpertsSplitBetweenDevices(deviceGathers: Bool) throws {
         let (model, prompt, reference, bytes) = try setUp()
         let routed = model.weights.routedExperts.count
         let device = HostAccelerator(weights: model.weights, budgetBytes: routed / 4 * bytes)
+        device.gathers = deviceGathers
         let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost)
         model.install(experts: hybrid)
         defer { model.install(experts: nil) }
@@ -106,6 +149,8 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         // Every byte that crossed was a whole expert: an upload or a swap.
         #expect(s.hostToDeviceBytes > 0 && s.hostToDeviceBytes % bytes == 0)
         #expect(s.residentHitRate > 0 && s.residentHitRate < 1)
+        #expect(device.gatheredByHost.isEmpty, "\(device.gatheredByHost)")
+        #expect(s.rowsGatheredOnDevice == (deviceGathers ? s.residentTokens + s.uploadedTokens : 0))
         // The same figures reach benchmark results and /metrics by name.
         let report = BenchmarkReport.MoEReport(counters: model.counters, promptTokens: prompt.count, outputTokens: 0, executor: hybrid)
         #expect(report.devices?.stats.counters["hybrid_cpu_tokens"] == Double(s.cpuTokens))
@@ -119,11 +164,14 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
     }
 
-    @Test(arguments: [false, true])
-    func aFailingAcceleratorFallsBackToTheCPUWithoutChangingLogits(failInFinish: Bool) throws {
+    /// Also where the host left the failed device's rows ungathered: it
+    /// gathers them before computing them itself.
+    @Test(arguments: [false, true], [false, true])
+    func aFailingAcceleratorFallsBackToTheCPUWithoutChangingLogits(failInFinish: Bool, deviceGathers: Bool) throws {
         let (model, prompt, reference, bytes) = try setUp()
         let device = HostAccelerator(weights: model.weights, budgetBytes: 8 * bytes)
         if failInFinish { device.failOnFinish = true } else { device.failOnBegin = true }
+        device.gathers = deviceGathers
         let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost)
         model.install(experts: hybrid)
         defer { model.install(experts: nil) }

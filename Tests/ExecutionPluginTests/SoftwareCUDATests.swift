@@ -375,12 +375,15 @@ import Testing
             if onDevice {
                 #expect(experts.summedExperts == experts.expertsChecked)
                 #expect(g["hybrid_gpu_expert_rows_gathered"] == Double(rows))
+                // And the host never gathered them.
+                #expect(hybrid.siteCounters.rowsGatheredOnDevice == rows)
                 // Token indices of the rows, then each assignment's row and weight.
                 #expect(g["hybrid_gpu_expert_row_bytes_in"] == Double((rows + 2 * rows) * 4))
                 #expect(g["hybrid_gpu_expert_row_bytes_out"] == Double(tokens * h * 4))
                 #expect(g["hybrid_gpu_expert_layers_summed"]! >= Double(c.numLayers))
             } else {
                 #expect(experts.summedExperts == 0 && g["hybrid_gpu_expert_rows_gathered"] == 0)
+                #expect(hybrid.siteCounters.rowsGatheredOnDevice == 0)
                 #expect(g["hybrid_gpu_expert_row_bytes_in"] == Double(rows * h * 2))
                 #expect(g["hybrid_gpu_expert_row_bytes_out"] == Double(rows * h * 4))
             }

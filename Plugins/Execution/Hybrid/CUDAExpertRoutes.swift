@@ -63,6 +63,13 @@ extension CUDAAccelerator {
         var tokens = 0, perToken = 0
     }
 
+    /// Whether this layer's input rows are on the device already: its
+    /// front left the normed rows there, for this batch.
+    public func gathersRows(_ work: ExpertWork) -> Bool {
+        guard routes.enabled, let r = work.routes, let front = routes.frontRows else { return false }
+        return front == (work.layer, r.tokens)
+    }
+
     /// Decides and, where the device gathers or combines, uploads the
     /// indices it needs for `order` (rows `rowOfExpert[i]` on), ahead of the
     /// products on the compute stream.
@@ -71,7 +78,7 @@ extension CUDAAccelerator {
         guard routes.enabled, let r = work.routes, r.tokens > 0 else { return plan }
         plan.tokens = r.tokens
         plan.perToken = r.perToken
-        plan.gather = routes.frontRows.map { $0 == (work.layer, r.tokens) } ?? false
+        plan.gather = gathersRows(work)
         plan.combine = rows > r.tokens
         routes.frontRows = nil
         guard plan.gather || plan.combine else { return plan }

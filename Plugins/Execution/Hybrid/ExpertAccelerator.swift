@@ -29,6 +29,10 @@ public protocol ExpertAccelerator: AnyObject, Sendable {
     /// for it.
     func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws
     func finish() throws
+    /// Whether `begin` would take this layer's input rows from rows the
+    /// device already holds (`ExpertRoutes.source`'s, left there by the
+    /// layer's front), so the host need not gather them (default: no).
+    func gathersRows(_ work: ExpertWork) -> Bool
 
     /// Figures of its own for benchmark results and `/metrics`, by name,
     /// since the last `resetCounters()` (none by default).
@@ -37,6 +41,7 @@ public protocol ExpertAccelerator: AnyObject, Sendable {
 }
 
 extension ExpertAccelerator {
+    public func gathersRows(_ work: ExpertWork) -> Bool { false }
     public var counters: [String: Double] { [:] }
     public func resetCounters() {}
 }

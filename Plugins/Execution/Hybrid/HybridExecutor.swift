@@ -27,6 +27,12 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
     /// experts zeroed. Sized once.
     private let cpuCounts: UnsafeMutablePointer<Int32>
     private var sites = HybridSiteCounters()
+    /// The plan `selectRowsToGather` made for the layer `run` computes
+    /// next, and whether it left the accelerator's rows ungathered (the
+    /// device gathers them); `accelerated[j]`: expert j is the
+    /// accelerator's this layer. Sized once.
+    private var planned: (layer: Int, plan: HybridPlanner.LayerPlan, rowsOnDevice: Bool)?
+    private let accelerated: UnsafeMutablePointer<Bool>
 
     /// `profile`: `[layer][expert]` routed tokens to seed residency with
     /// (nil: empty until live counts arrive). Layers without routed experts
@@ -51,6 +57,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
         cpu = SharedPoolExecutor(weights: weights)
         counters = ExpertExecutionCounters(numLayers: c.numLayers, numDevices: 2)
         cpuCounts = .allocate(capacity: max(1, c.numExperts))
+        accelerated = .allocate(capacity: max(1, c.numExperts))
         let routed = weights.routedExperts
         devices = [
             ExecutionDevice(name: "cpu", kind: .cpuPool, expertWeightBytes: routed.bytes, experts: routed.count,
@@ -61,7 +68,10 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
         ]
     }
 
-    deinit { cpuCounts.deallocate() }
+    deinit {
+        cpuCounts.deallocate()
+        accelerated.deallocate()
+    }
 
     public var stats: ExpertExecutionStats {
         var s = counters.stats
@@ -75,19 +85,44 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
         accelerator.resetCounters()
     }
 
+    /// Plans the layer now, so the rows of the experts the accelerator
+    /// computes are not gathered on the host when it gathers them itself.
+    public func selectRowsToGather(_ work: ExpertWork, gather: UnsafeMutablePointer<Bool>) {
+        let plan = plan(work)
+        let onDevice = lastAcceleratorError == nil && accelerator.gathersRows(work)
+        planned = (work.layer, plan, onDevice)
+        guard onDevice else { return }
+        for j in 0..<work.numExperts where plan.sites[j].map({ $0 != .cpu }) ?? false { gather[j] = false }
+    }
+
+    private func plan(_ work: ExpertWork) -> HybridPlanner.LayerPlan {
+        planner.plan(layer: work.layer, tokenCount: (0..<work.numExperts).map { Int(work.tokenCount[$0]) },
+                     resident: resident.flags(layer: work.layer), expertBytes: expertBytes, flopsPerToken: flopsPerToken)
+    }
+
     public func run(_ work: ExpertWork) {
         let t0 = monotonicSeconds()
         let n = work.numExperts
         let tokens = (0..<n).map { Int(work.tokenCount[$0]) }
-        let plan = planner.plan(layer: work.layer, tokenCount: tokens, resident: resident.flags(layer: work.layer),
-                                expertBytes: expertBytes, flopsPerToken: flopsPerToken)
+        let ahead = planned.flatMap { $0.layer == work.layer ? $0 : nil }
+        planned = nil
+        let plan = ahead?.plan ?? self.plan(work)
+        let rowsOnDevice = ahead?.rowsOnDevice ?? false
         var onAccelerator: [Int] = [], uploads: [Int] = []
         for j in 0..<n {
             cpuCounts[j] = work.tokenCount[j]
+            accelerated[j] = false
             guard let site = plan.sites[j], site != .cpu, lastAcceleratorError == nil else { continue }
+            accelerated[j] = true
             onAccelerator.append(j)
             if site == .uploaded { uploads.append(j) }
             cpuCounts[j] = 0
+        }
+        // The accelerator's experts back on the host: their rows first,
+        // where the host did not gather them.
+        func takeBack() {
+            for j in 0..<n { cpuCounts[j] = accelerated[j] ? work.tokenCount[j] : 0 }
+            if rowsOnDevice { work.gatherRows(only: accelerated) }
         }
         var acceleratorTokens = onAccelerator.reduce(0) { $0 + tokens[$1] }
         var started = false
@@ -98,6 +133,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
             } catch {
                 // Nothing ran there: the CPU takes the whole layer.
                 record(error)
+                takeBack()
                 for j in 0..<n { cpuCounts[j] = work.tokenCount[j] }
                 acceleratorTokens = 0
             }
@@ -109,7 +145,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
             do { try accelerator.finish() } catch {
                 // The accelerator's rows may be unwritten: compute them here.
                 record(error)
-                for j in 0..<n { cpuCounts[j] = onAccelerator.contains(j) ? work.tokenCount[j] : 0 }
+                takeBack()
                 acceleratorTokens = 0
                 let again = monotonicSeconds()
                 cpu.run(subset(work))
@@ -123,6 +159,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
             sites.hostToDeviceBytes += uploads.count * expertBytes
         }
         sites.cpuTokens += work.assignments - acceleratorTokens
+        if rowsOnDevice && acceleratorTokens > 0 { sites.rowsGatheredOnDevice += acceleratorTokens }
         sites.cpuSeconds += cpuSeconds
         sites.expertPhaseSeconds += seconds
         counters.recordAssignments(layer: work.layer, device: 0, tokens: work.assignments - acceleratorTokens)
@@ -170,6 +207,9 @@ public struct HybridSiteCounters: Sendable, Equatable, Codable {
     /// Expert weights copied host-to-device: uploads and residency swaps.
     public var hostToDeviceBytes = 0
     public var swaps = 0
+    /// Assignments whose input rows the host never gathered: the device
+    /// took them from the layer's rows it already held.
+    public var rowsGatheredOnDevice = 0
     /// Layers whose accelerator share fell back to the CPU.
     public var fallbacks = 0
     public var cpuSeconds = 0.0
@@ -190,7 +230,7 @@ public struct HybridSiteCounters: Sendable, Equatable, Codable {
     public var named: [String: Double] {
         ["hybrid_resident_tokens": Double(residentTokens), "hybrid_uploaded_tokens": Double(uploadedTokens),
          "hybrid_cpu_tokens": Double(cpuTokens), "hybrid_host_to_device_bytes": Double(hostToDeviceBytes),
-         "hybrid_swaps": Double(swaps), "hybrid_fallbacks": Double(fallbacks), "hybrid_resident_hit_rate": residentHitRate,
+         "hybrid_swaps": Double(swaps), "hybrid_rows_gathered_on_device": Double(rowsGatheredOnDevice), "hybrid_fallbacks": Double(fallbacks), "hybrid_resident_hit_rate": residentHitRate,
          "hybrid_cpu_time_share": cpuTimeShare]
     }
 }

@@ -26,6 +26,13 @@
 public protocol ExpertExecutor: AnyObject, Sendable {
     /// Computes `output` rows for every expert of `work` that has tokens.
     func run(_ work: ExpertWork)
+    /// Called before the layer's input rows are gathered (`work.input` is
+    /// not filled yet): clear `gather[j]` for each expert whose rows this
+    /// executor will not read from `work.input` (a device that gathers them
+    /// from rows it already holds). Optional: by default every expert's
+    /// rows are gathered. An executor that clears a flag and then computes
+    /// that expert on the host after all calls `work.gatherRows` first.
+    func selectRowsToGather(_ work: ExpertWork, gather: UnsafeMutablePointer<Bool>)
 
     /// The devices this executor computes experts on, in its device order
     /// (the order of `stats` and of `expertDevice`'s indices).
@@ -187,4 +194,8 @@ public final class ExpertExecutionCounters: @unchecked Sendable {
                                     busiestDeviceTokens: (0..<numLayers).map { busiest[$0] },
                                     meanDeviceTokens: (0..<numLayers).map { mean[$0] })
     }
+}
+
+extension ExpertExecutor {
+    public func selectRowsToGather(_ work: ExpertWork, gather: UnsafeMutablePointer<Bool>) {}
 }

@@ -55,6 +55,32 @@ public struct ExpertWork: @unchecked Sendable {
 
     public var numExperts: Int { experts.count }
 
+    /// Gathers each assignment's input row into its expert's group, for the
+    /// experts `only` flags (all with nil). In bfloat16 mode the rows are
+    /// rounded through BF16, so the direct kernel and the BF16 GEMM
+    /// multiply the same values, and kept as BF16 too where `inputBF16`
+    /// is. `MoEBlock` gathers the rows the executor asks for
+    /// (`ExpertExecutor.selectRowsToGather`); an executor that declined
+    /// some and then computes them here after all gathers them first.
+    public func gatherRows(only experts: UnsafePointer<Bool>? = nil) {
+        guard let r = routes else { return }
+        let h = hiddenSize, k = r.perToken, bf16 = options.dtype == .bfloat16
+        nonisolated(unsafe) let xs = r.source, gs = UnsafeMutablePointer(mutating: input), rows = r.row, chosen = r.expert
+        nonisolated(unsafe) let gb = inputBF16.map { UnsafeMutablePointer(mutating: $0) }, only = experts
+        Parallel.forRanges(r.tokens * k, minChunk: 64) { range in
+            for a in range {
+                if let only, !only[Int(chosen[a])] { continue }
+                let dst = gs + Int(rows[a]) * h
+                if bf16 {
+                    roundThroughBF16(xs + (a / k) * h, count: h, into: dst)
+                    if let gb { narrowToBF16(dst, count: h, into: gb + Int(rows[a]) * h) }
+                } else {
+                    dst.update(from: xs + (a / k) * h, count: h)
+                }
+            }
+        }
+    }
+
     /// This work with other token counts (a share of the experts): the same
     /// rows, buffers and routes.
     public func with(tokenCount counts: UnsafePointer<Int32>) -> ExpertWork {
@@ -144,7 +170,8 @@ enum ExpertActivationKernel {
 
 /// The routing behind an `ExpertWork`'s rows: assignment `a` (token `a /
 /// perToken`, slot `a % perToken`) picked expert `expert[a]` with weight
-/// `weight[a]`, and its row is `row[a]`.
+/// `weight[a]`, and its row is `row[a]`, gathered from token row `a /
+/// perToken` of `source` (`[tokens, hiddenSize]`).
 ///
 /// An executor whose device computed some experts may combine them there
 /// and copy back one row per token instead of one per assignment: it adds
@@ -159,11 +186,13 @@ public struct ExpertRoutes: @unchecked Sendable {
     public let expert: UnsafePointer<Int32>
     public let weight: UnsafePointer<Float>
     public let row: UnsafePointer<Int32>
+    public let source: UnsafePointer<Float>
     public let combined: UnsafeMutablePointer<Float>
     public let combinedExperts: UnsafeMutablePointer<Bool>
 
     public init(tokens: Int, perToken: Int, expert: UnsafePointer<Int32>, weight: UnsafePointer<Float>, row: UnsafePointer<Int32>,
-                combined: UnsafeMutablePointer<Float>, combinedExperts: UnsafeMutablePointer<Bool>) {
+                source: UnsafePointer<Float>, combined: UnsafeMutablePointer<Float>, combinedExperts: UnsafeMutablePointer<Bool>) {
+        self.source = source
         self.tokens = tokens
         self.perToken = perToken
         self.expert = expert

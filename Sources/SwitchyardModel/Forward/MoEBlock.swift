@@ -53,45 +53,36 @@ enum MoEBlock {
             count[j] += 1
         }
 
-        // 3. Gather each assignment's input row into its expert's group. In
-        // bfloat16 mode the rows are rounded through BF16, so the direct
-        // kernel and the BF16 GEMM multiply the same values, and kept as BF16
-        // too for oneDNN.
+        // 3. The layer's grouped work; each assignment's input row gathered
+        // into its expert's group (`ExpertWork.gatherRows`), except where
+        // the executor says it has the rows elsewhere (a device that
+        // gathers them from rows it already holds).
         let options = ws.gemm.options
-        let bf16 = options.dtype == .bfloat16
-        let gathered = ws.gathered.reserve(assignments * h)
-        let gatheredBF16 = options.gemm == .onednn && bf16
+        let gatheredBF16 = options.gemm == .onednn && options.dtype == .bfloat16
             ? ws.gatheredBF16.reserve(assignments * h * 2).assumingMemoryBound(to: UInt16.self) : nil
-        nonisolated(unsafe) let xs = x, gs = gathered, rows = UnsafePointer(rowOf), gb = gatheredBF16
-        Parallel.forRanges(assignments, minChunk: 64) { r in
-            for a in r {
-                let dst = gs + Int(rows[a]) * h
-                if bf16 {
-                    roundThroughBF16(xs + (a / k) * h, count: h, into: dst)
-                    if let gb { narrowToBF16(dst, count: h, into: gb + Int(rows[a]) * h) }
-                } else {
-                    dst.update(from: xs + (a / k) * h, count: h)
-                }
-            }
-        }
+        let down = ws.downOut.reserve(assignments * h)
+        let combined = ws.combinedOut.reserve(tokens * h)
+        let marked = ws.combinedExperts.reserve(e).bindMemory(to: Bool.self, capacity: e)
+        marked.initialize(repeating: false, count: e)
+        let work = ExpertWork(
+            layer: layer, experts: weights.experts, hiddenSize: h, intermediateSize: inter, assignments: assignments,
+            tokenCount: count, rowOffset: offset, input: ws.gathered.reserve(assignments * h), inputBF16: gatheredBF16, output: down,
+            gate: ws.gateOut.reserve(assignments * inter), up: ws.upOut.reserve(assignments * inter),
+            activatedBF16: gatheredBF16 == nil ? nil
+                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self),
+            compute: ws.gemm,
+            routes: ExpertRoutes(tokens: tokens, perToken: k, expert: topE, weight: topW, row: rowOf, source: x, combined: combined,
+                                 combinedExperts: marked))
+        let gather = ws.gatherExperts.reserve(e).bindMemory(to: Bool.self, capacity: e)
+        gather.initialize(repeating: true, count: e)
+        executor.selectRowsToGather(work, gather: gather)
+        work.gatherRows(only: gather)
 
         // 4. Experts, wherever the executor in force computes them.
         for j in 0..<e where count[j] > 0 {
             counters?.record(layer: layer, expert: j, tokenCount: Int(count[j]), bytes: weights.experts[j].byteCount)
         }
-        let down = ws.downOut.reserve(assignments * h)
-        let combined = ws.combinedOut.reserve(tokens * h)
-        let marked = ws.combinedExperts.reserve(e).bindMemory(to: Bool.self, capacity: e)
-        marked.initialize(repeating: false, count: e)
-        executor.run(ExpertWork(
-            layer: layer, experts: weights.experts, hiddenSize: h, intermediateSize: inter, assignments: assignments,
-            tokenCount: count, rowOffset: offset, input: gathered, inputBF16: gatheredBF16, output: down,
-            gate: ws.gateOut.reserve(assignments * inter), up: ws.upOut.reserve(assignments * inter),
-            activatedBF16: gatheredBF16 == nil ? nil
-                : ws.activatedBF16.reserve(assignments * inter * 2).assumingMemoryBound(to: UInt16.self),
-            compute: ws.gemm,
-            routes: ExpertRoutes(tokens: tokens, perToken: k, expert: topE, weight: topW, row: rowOf, combined: combined,
-                                 combinedExperts: marked)))
+        executor.run(work)
 
         let elsewhere = (0..<e).contains { marked[$0] }
         combine(tokens: tokens, k: k, h: h, rows: rowOf, down: down, topW: topW, out: out,

@@ -53,6 +53,8 @@ final class Workspace: @unchecked Sendable {
     /// What an executor combined on its own device (`ExpertRoutes`).
     let combinedOut = ScratchBuffer()
     let combinedExperts = ByteBuffer()
+    /// Experts whose input rows the MoE block gathers (the executor's say).
+    let gatherExperts = ByteBuffer()
     let sharedGate = ScratchBuffer()
     let sharedOut = ScratchBuffer()
 }
