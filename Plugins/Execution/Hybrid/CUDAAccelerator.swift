@@ -288,11 +288,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         if plan.gather {
             try gatherRows(rows: rows, into: inputs.device)
         } else {
-            // Inputs, narrowed to BF16 as the CPU's bfloat16 mode rounds them.
+            // Inputs as BF16, as the CPU's bfloat16 mode rounds them: copied
+            // where the host gathered them as BF16 too (oneDNN), else narrowed.
             let x = inputs.host!.assumingMemoryBound(to: UInt16.self)
             for (i, j) in order.enumerated() {
-                let n = Int(work.tokenCount[j])
-                narrowToBF16(work.input + Int(work.rowOffset[j]) * hidden, count: n * hidden, into: x + rowOfExpert[i] * hidden)
+                let n = Int(work.tokenCount[j]), from = Int(work.rowOffset[j]) * hidden, to = x + rowOfExpert[i] * hidden
+                if let bf16 = work.inputBF16 { to.update(from: bf16 + from, count: n * hidden) } else {
+                    narrowToBF16(work.input + from, count: n * hidden, into: to)
+                }
             }
             try check("cuMemcpyHtoDAsync (inputs)", copyHtoD(inputs.device, inputs.host!, rows * hidden * 2, compute))
             routes.bytesIn += rows * hidden * 2
