@@ -18,7 +18,8 @@ struct DeviceExpertRoutes {
     var frontRows: (layer: Int, tokens: Int)?
     /// One upload per layer: the device rows' token indices (where it
     /// gathers), then each assignment's device row (-1: not on the device)
-    /// and weight; and the per-token sums (pinned on the host too).
+    /// and weight (where it sums); and the per-token sums (pinned on the
+    /// host too).
     var index = DeviceScratch(), sums = DeviceScratch()
     /// `[expert]`: its position in the layer's device order, -1 if not there.
     var position: [Int32] = []
@@ -102,10 +103,11 @@ extension CUDAAccelerator {
             slotRow[a] = Int32(deviceRow)
             slotWeight[a] = r.weight[a]
         }
-        // The rows' token indices only where the device gathers.
-        let skip = plan.gather ? 0 : rows * 4, bytes = (rows + 2 * assignments) * 4 - skip
+        // The rows' token indices where the device gathers, the slots where
+        // it sums.
+        let from = plan.gather ? 0 : rows * 4, to = plan.combine ? (rows + 2 * assignments) * 4 : rows * 4, bytes = to - from
         try check("cuMemcpyHtoDAsync (expert row indices)",
-                  copyHtoD(routes.index.device + UInt64(skip), routes.index.host! + skip, bytes, compute))
+                  copyHtoD(routes.index.device + UInt64(from), routes.index.host! + from, bytes, compute))
         routes.bytesIn += bytes
         return plan
     }
