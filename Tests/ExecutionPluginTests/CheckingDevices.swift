@@ -1,7 +1,7 @@
 import Foundation
 import HybridExecution
 import SwitchyardCore
-import SwitchyardModel
+@testable import SwitchyardModel
 
 /// Wraps an accelerator and, after each layer's share, recomputes every
 /// expert it computed with the CPU kernels on the same input rows, keeping
@@ -166,11 +166,50 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     /// until it is collected.
     private var sharedInput: (layer: Int, rows: [Float])?
     private(set) var sharedExpertsStarted = 0
+    /// The logits the offload gave last, for checking its routes.
+    private var lastLogits: (layer: Int, values: [Float])?
+    /// Layers whose routes the offload chose; each checked against the
+    /// CPU's routing of the same logits (experts exactly, weights within
+    /// the tolerance).
+    private(set) var routesChecked = 0
+
+    func routes(layer: Int, tokens: Int, experts: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.routes(layer: layer, tokens: tokens, experts: experts, weights: weights) else { return false }
+        guard let (logged, values) = lastLogits, logged == layer, case .moe(let moe) = self.weights.layers[layer].feedForward else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        lastLogits = nil
+        let c = self.weights.config, n = moe.router.rows, k = c.numExpertsPerToken
+        var logits = values, choice = [Float](repeating: 0, count: n)
+        var mine = [Int32](repeating: 0, count: k), mineWeights = [Float](repeating: 0, count: k)
+        for t in 0..<tokens {
+            if let b = moe.routerBias { for j in 0..<n { logits[t * n + j] += b[j] } }
+            logits.withUnsafeMutableBufferPointer { l in
+                (moe.selectionBias ?? []).withUnsafeBufferPointer { bias in
+                    Router.route(l.baseAddress! + t * n, n: n, k: k, config: c.routing, normalize: c.normTopKProb,
+                                 selectionBias: moe.selectionBias == nil ? nil : bias.baseAddress, choice: &choice,
+                                 experts: &mine, weights: &mineWeights)
+                }
+            }
+            for j in 0..<k {
+                guard experts[t * k + j] == mine[j] else {
+                    worstRelativeDifference = .infinity
+                    return true
+                }
+                let d = abs(weights[t * k + j] - mineWeights[j]) / (1 + abs(mineWeights[j]))
+                if !(d <= worstRelativeDifference) { worstRelativeDifference = d.isNaN ? .infinity : d }
+            }
+        }
+        routesChecked += 1
+        return true
+    }
 
     func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         let routed = inner.router(layer: layer, x: x, tokens: tokens, logits: logits)
         guard routed != .notHeld, case .moe(let moe) = weights.layers[layer].feedForward else { return routed }
         compare(logits, count: tokens * moe.router.rows) { Linear.apply(moe.router, x: x, tokens: tokens, y: $0, ctx: ctx) }
+        lastLogits = (layer, Array(UnsafeBufferPointer(start: logits, count: tokens * moe.router.rows)))
         if routed == .sharedExpertStarted {
             sharedInput = (layer, Array(UnsafeBufferPointer(start: x, count: tokens * weights.config.hiddenSize)))
             sharedExpertsStarted += 1
@@ -322,6 +361,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         let post = rmsNorm(hidden, w.postAttentionNorm)
         compare(normed, count: n, counts: false) { $0.update(from: post, count: n) }
         compare(logits, count: b.tokens * moe.router.rows) { Linear.apply(moe.router, x: normed, tokens: b.tokens, y: $0, ctx: ctx) }
+        lastLogits = (layer, Array(UnsafeBufferPointer(start: logits, count: b.tokens * moe.router.rows)))
         if routed == .sharedExpertStarted {
             sharedInput = (layer, Array(UnsafeBufferPointer(start: normed, count: n)))
             sharedExpertsStarted += 1

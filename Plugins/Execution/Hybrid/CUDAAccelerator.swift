@@ -121,6 +121,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int], summed: Bool)?
     /// Gathering and summing expert rows on the device (`CUDAExpertRoutes.swift`).
     var routes = DeviceExpertRoutes()
+    /// Choosing each token's experts on the device (`CUDARouting.swift`).
+    var routing = DeviceRouting()
     /// Times the host waited for the device (`wait`).
     var hostWaits = 0
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
@@ -244,7 +246,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(copy)
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
-        for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums] + dense.scratch + attention.buffers {
+        for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows]
+            + dense.scratch + attention.buffers {
             release(s)
         }
         _ = hostFree(hostSlots)
@@ -477,7 +480,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
-        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource, "switchyard.cu", 0, nil, nil)
+        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource
+                                                                           + routingKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)

@@ -57,15 +57,15 @@ struct DeviceAttention {
 extension CUDAAccelerator {
     /// The small kernels `launch` starts, in `kernels`' order:
     /// attention's here, `attentionLayer`'s steps before and after
-    /// it (`CUDAAttentionLayer.swift`), and the expert rows' gather and
-    /// combine (`CUDAExpertRoutes.swift`).
+    /// it (`CUDAAttentionLayer.swift`), the expert rows' gather and
+    /// combine (`CUDAExpertRoutes.swift`) and routing (`CUDARouting.swift`).
     enum DeviceKernel: Int, CaseIterable {
         case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, valuesPieces, valuesSum, addBias, normPieces, normApply, clamp, rope, splitQKV,
-             roundBF16, gatherRows, combineRows
+             roundBF16, gatherRows, combineRows, routeTokens
 
         var name: String {
             ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "values_pieces", "values_sum", "add_bias", "norm_pieces",
-             "norm_apply", "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows"][rawValue]
+             "norm_apply", "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens"][rawValue]
         }
     }
 

@@ -144,6 +144,7 @@ extension CUDAAccelerator {
                               v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload {
         routes.frontRows = nil
+        routing.ready = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole,
               dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0 else { return .notHeld }
@@ -191,6 +192,7 @@ extension CUDAAccelerator {
         let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
         try norm(parts.postNorm, adding: projected.device, into: dense.inputRows.device)
         try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
+        let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
         let kn = b.numKVHeads * b.headDim
         for (host, device, bytes, what) in [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
                                             (residual.host, residual.device, t * h * 4, "residual rows"),
@@ -207,6 +209,7 @@ extension CUDAAccelerator {
         unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
         // The normed rows stay in dense.inputRows as BF16 for the experts.
         routes.frontRows = (layer, t)
+        if routed { routing.ready = (layer, t) }
         return dense.pendingShared == nil ? .computed : .sharedExpertStarted
     }
 

@@ -67,9 +67,9 @@ struct DenseDeviceWeights {
 /// `DenseOffload` on the GPU: the products whose weights `loadDense` put in
 /// device memory run as `cublasGemmEx` (BF16 in, Float32 accumulate, as
 /// the CPU's bfloat16 mode rounds), synchronously: input rows narrowed to
-/// BF16 and copied over, the product, output rows copied back. The
-/// routing stays on the CPU, so every product costs a round trip of its
-/// rows (attention's three take one as a whole layer, and an MoE layer's
+/// BF16 and copied over, the product, output rows copied back. The host
+/// needs the routes (it sizes each expert's products), so every product
+/// costs a round trip of its rows (attention's three take one as a whole layer, and an MoE layer's
 /// norms, attention and router one together, `CUDAAttentionLayer.swift`);
 /// at decode that is a few KiB against the megabytes of weights the CPU
 /// would otherwise stream.
@@ -86,7 +86,8 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_host_waits": Double(hostWaits),
          "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
-         "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined)]
+         "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined),
+         "hybrid_gpu_layers_routed": Double(routing.layersRouted)]
     }
 
     public func resetCounters() {
@@ -98,6 +99,7 @@ extension CUDAAccelerator: DenseOffload {
         routes.bytesOut = 0
         routes.rowsGathered = 0
         routes.layersCombined = 0
+        routing.layersRouted = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -136,7 +138,10 @@ extension CUDAAccelerator: DenseOffload {
             switch layer.feedForward {
             case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
             case .moe(let moe):
-                if fitsDevice(moe.router) { bytes += moe.router.byteCount }
+                if fitsDevice(moe.router) {
+                    // With its biases for routing there (`loadRouting`).
+                    bytes += moe.router.byteCount + 4 * ((moe.routerBias?.count ?? 0) + (moe.selectionBias?.count ?? 0))
+                }
                 if let shared = moe.shared, fitsDevice(shared) { bytes += shared.byteCount }
             }
         }
@@ -236,6 +241,7 @@ extension CUDAAccelerator: DenseOffload {
                 if let shared = moe.shared, Self.fitsDevice(shared) { dense.sharedMLP[l] = try mlp(shared) }
             }
         }
+        try loadRouting(weights, upload: upload)
         let head = weights.lmHead
         if Self.fitsDevice(head) { dense.lmHead = DeviceMatrix(address: try upload([head]), rows: head.rows, cols: head.cols) }
     }
@@ -294,6 +300,7 @@ extension CUDAAccelerator: DenseOffload {
     /// while it does; `sharedExpert` waits for it.
     public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         routes.frontRows = nil
+        routing.ready = nil
         guard dense.failure == nil, layer < dense.router.count, dense.router[layer].address != 0 else { return .notHeld }
         guard tokens > 0 else { return .computed }
         let w = dense.router[layer], h = hidden
@@ -305,10 +312,12 @@ extension CUDAAccelerator: DenseOffload {
             narrowToBF16(x, count: tokens * h, into: dense.inputRows.host!.assumingMemoryBound(to: UInt16.self))
             try check("cuMemcpyHtoDAsync (router inputs)", copyHtoD(dense.inputRows.device, dense.inputRows.host!, tokens * h * 2, compute))
             try gemm(rows: w.rows, tokens: tokens, k: w.cols, weights: w.address, input: dense.inputRows.device, output: dense.routerRows.device)
+            let routed = try queueRoutes(layer: layer, tokens: tokens, experts: w.rows)
             try check("cuMemcpyDtoHAsync (router logits)", copyDtoH(dense.routerRows.host!, dense.routerRows.device, tokens * w.rows * 4, compute))
             try check("cuEventRecord", eventRecord(routerDone, compute))
             try startSharedExpert(shared, layer: layer, tokens: tokens)
             try wait(event: routerDone, "router logits")
+            if routed { routing.ready = (layer, tokens) }
             logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: tokens * w.rows)
             dense.products += 1
             return dense.pendingShared == nil ? .computed : .sharedExpertStarted

@@ -8,9 +8,9 @@ import SwitchyardModel
 /// (q/k/v and o projections, router, shared experts, dense MLPs, LM head:
 /// `DenseOffload`), their weights resident first and the experts filling
 /// the rest of the budget; with `attention` (the default) attention too,
-/// over a GPU copy of the KV cache when it fits. Norms, RoPE and routing
-/// stay on the CPU. Without a usable GPU it fails at start-up naming what
-/// it looked for and where.
+/// over a GPU copy of the KV cache when it fits, with an MoE layer's norms
+/// and routing beside it. Without a usable GPU it fails at start-up naming
+/// what it looked for and where.
 public struct HybridExecution: ExecutionStrategy {
     public struct Options: Sendable {
         /// Bytes of GPU memory for dense weights and resident experts
@@ -40,6 +40,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// rows on the device and sum their outputs per token there
         /// (off: rows cross one per assignment both ways; the A/B arm).
         public var deviceCombine = true
+        /// Each token's experts chosen on the GPU where its logits are
+        /// (off: the CPU routes from the logits).
+        public var deviceRouting = true
         public init() {}
 
         var searchPath: [String] {
@@ -146,6 +149,7 @@ public struct HybridExecution: ExecutionStrategy {
             if options.dense { try gpu.loadDense(weights) }
             gpu.attention.enabled = options.dense && options.attention
             gpu.routes.enabled = options.deviceCombine
+            gpu.routing.enabled = options.deviceRouting
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -222,6 +226,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("dense", type: "bool", default: "true", help: "q/k/v/o projections, router, shared experts, dense MLPs and the LM head on the GPU (weights resident before experts)"),
                                        StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
                                        StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
+                                       StrategyOption("device_routing", type: "bool", default: "true", help: "each token's experts chosen on the GPU where the router's logits are (the CPU then skips its routing)"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -236,6 +241,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.dense = try config.bool("dense", default: o.dense)
             o.attention = try config.bool("attention", default: o.attention)
             o.deviceCombine = try config.bool("device_combine", default: o.deviceCombine)
+            o.deviceRouting = try config.bool("device_routing", default: o.deviceRouting)
             return HybridExecution(o)
         }
     }

@@ -7,8 +7,8 @@
 /// offload can take any subset of products, and a failing device never
 /// fails a request.
 ///
-/// Routing stays on the CPU (the norms too, but for `moeLayerFront`); of latent
-/// attention only the projections are asked for (the per-head absorbed
+/// Routing may stay on the CPU (`routes`), and so do the norms but for
+/// `moeLayerFront`; of latent attention only the projections are asked for (the per-head absorbed
 /// products and the attention over latents stay on the CPU). Attention itself may be offered
 /// too, as one step (`attention(layer:batch:q:k:v:out:)`) or as the whole
 /// grouped-query attention of a layer in one round trip
@@ -78,6 +78,13 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// The output of the shared expert `router` started for `layer`; false
     /// if it could not be had (the CPU computes it then).
     func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool
+    /// Asked right after `router` or `moeLayerFront` computed the logits of
+    /// `layer`: the routes too, if the offload chose them where the logits
+    /// are, as the CPU would (router bias, scoring, selection bias and
+    /// groups, top-k, renormalising and scale from the model's config):
+    /// per token `k` expert ids and their weights, in the CPU's order.
+    /// False: the CPU routes from the logits.
+    func routes(layer: Int, tokens: Int, experts: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) -> Bool
 }
 
 /// What `DenseOffload.router` did.
@@ -104,6 +111,7 @@ extension DenseOffload {
     }
 
     public func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool { false }
+    public func routes(layer: Int, tokens: Int, experts: UnsafeMutablePointer<Int32>, weights: UnsafeMutablePointer<Float>) -> Bool { false }
 
     public func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                               v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)

@@ -24,19 +24,22 @@ enum MoEBlock {
         if routed == .notHeld {
             Linear.apply(weights.router, x: x, tokens: tokens, y: logits, ctx: ws.gemm)
         }
-        if let b = weights.routerBias {
-            for t in 0..<tokens { for j in 0..<e { logits[t * e + j] += b[j] } }
-        }
         let topE = ws.topExperts.reserve(assignments)
         let topW = ws.topWeights.reserve(assignments)
-        let choice = ws.routerChoice.reserve(e)
-        func routeAll(_ bias: UnsafePointer<Float>?) {
-            for t in 0..<tokens {
-                Router.route(logits + t * e, n: e, k: k, config: c.routing, normalize: c.normTopKProb,
-                             selectionBias: bias, choice: choice, experts: topE + t * k, weights: topW + t * k)
+        // Where the logits were computed, the routes may have been chosen too.
+        if routed == .notHeld || dense?.routes(layer: layer, tokens: tokens, experts: topE, weights: topW) != true {
+            if let b = weights.routerBias {
+                for t in 0..<tokens { for j in 0..<e { logits[t * e + j] += b[j] } }
             }
+            let choice = ws.routerChoice.reserve(e)
+            func routeAll(_ bias: UnsafePointer<Float>?) {
+                for t in 0..<tokens {
+                    Router.route(logits + t * e, n: e, k: k, config: c.routing, normalize: c.normTopKProb,
+                                 selectionBias: bias, choice: choice, experts: topE + t * k, weights: topW + t * k)
+                }
+            }
+            if let bias = weights.selectionBias { bias.withUnsafeBufferPointer { routeAll($0.baseAddress) } } else { routeAll(nil) }
         }
-        if let bias = weights.selectionBias { bias.withUnsafeBufferPointer { routeAll($0.baseAddress) } } else { routeAll(nil) }
 
         // 2. Counting sort of assignments by expert.
         let count = ws.expertCount.reserve(e)
