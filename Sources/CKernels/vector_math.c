@@ -140,21 +140,29 @@ static void softmax_scalar(float *x, long n, int has_sink, float sink) {
     for (long i = 0; i < n; i++) x[i] *= inv;
 }
 
-void sy_softmax_f32(float *x, long n, int has_sink, float sink) {
-    if (n <= 0) return;
-    switch (vector_level()) {
+int sy_softmax_f32_at(float *x, long n, int has_sink, float sink, int at) {
+    if (at < 0 || at > vector_level()) return -1;
+    if (n <= 0) return 0;
+    switch (at) {
     case 2: softmax_avx512(x, n, has_sink, sink); break;
     case 1: softmax_avx2(x, n, has_sink, sink); break;
     default: softmax_scalar(x, n, has_sink, sink);
     }
+    return 0;
 }
 
-void sy_swiglu_f32(float *gate, const float *up, long n) {
-    if (n <= 0) return;
-    switch (vector_level()) {
+void sy_softmax_f32(float *x, long n, int has_sink, float sink) { sy_softmax_f32_at(x, n, has_sink, sink, vector_level()); }
+
+int sy_swiglu_f32_at(float *gate, const float *up, long n, int at) {
+    if (at < 0 || at > vector_level()) return -1;
+    if (n <= 0) return 0;
+    switch (at) {
     case 2: swiglu_avx512(gate, up, n); break;
     case 1: swiglu_avx2(gate, up, n); break;
     default:
         for (long i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
     }
+    return 0;
 }
+
+void sy_swiglu_f32(float *gate, const float *up, long n) { sy_swiglu_f32_at(gate, up, n, vector_level()); }

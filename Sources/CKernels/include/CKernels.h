@@ -45,6 +45,12 @@ void sy_softmax_f32(float *x, long n, int has_sink, float sink);
 /// In place, over n values: gate[i] = silu(gate[i]) * up[i] (SwiGLU).
 void sy_swiglu_f32(float *gate, const float *up, long n);
 
+/// The two above on one path: `at` 2 AVX-512, 1 AVX2, 0 scalar; -1 (and
+/// nothing done) where this CPU does not run that path. For tests, which
+/// check every path the CPU has, not only the widest.
+int sy_softmax_f32_at(float *x, long n, int has_sink, float sink, int at);
+int sy_swiglu_f32_at(float *gate, const float *up, long n, int at);
+
 /// 1 when this CPU runs AVX-512 (F, BW, DQ, VL): sy_attend_token may be called,
 /// and sy_softmax_f32 and sy_swiglu_f32 take 16 lanes.
 int sy_has_avx512(void);
