@@ -52,5 +52,25 @@ if env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH= ldd "$CHECK/$NAME/bin/switchyard" 
 fi
 env -i PATH=/usr/bin:/bin HOME="$CHECK" "$CHECK/$NAME/switchyard" model create --arch qwen3_moe --preset tiny --out "$CHECK/tiny" --seed 0 >/dev/null
 env -i PATH=/usr/bin:/bin HOME="$CHECK" "$CHECK/$NAME/switchyard" generate --model "$CHECK/tiny" --tokens 1,2,3 --max-tokens 4 --gemm onednn --dtype bfloat16 >/dev/null
-echo "bundle: checked (unpacked in $CHECK, ran model create and generate with no Swift toolchain reachable)"
+# The hybrid path too, on the software CUDA device of the tests (where a C
+# compiler is at hand): its greedy tokens must be the CPU's. A plug-in
+# module left stale by an incremental build crashes here, not on a GPU host.
+HYBRID=""
+if command -v cc >/dev/null; then
+  mkdir -p "$CHECK/sc"
+  cc -O2 -shared -fPIC -o "$CHECK/sc/libsoftcuda.so" Tests/SoftwareCUDA/software_cuda.c -lm -ldl -lpthread
+  for lib in libcuda.so.1 libcublas.so.13 libnvrtc.so.13; do ln -s libsoftcuda.so "$CHECK/sc/$lib"; done
+  env -i PATH=/usr/bin:/bin HOME="$CHECK" "$CHECK/$NAME/switchyard" model create --arch qwen3_moe --preset tiny --dtype bf16 \
+    --out "$CHECK/tiny-bf16" --seed 0 >/dev/null
+  run() { env -i PATH=/usr/bin:/bin HOME="$CHECK" SWITCHYARD_CUDA_LIBRARY_PATH="$CHECK/sc" "$CHECK/$NAME/switchyard" generate \
+            --model "$CHECK/tiny-bf16" --tokens 5,6,7,8,9,10,11,12 --max-tokens 8 --ignore-eos --dtype bfloat16 "$@" 2>/dev/null | head -1; }
+  cpu=$(run --execution cpu)
+  hybrid=$(run --execution hybrid --execution-config '{"gpu_memory": "4MiB"}')
+  if [ -z "$cpu" ] || [ "$cpu" != "$hybrid" ]; then
+    echo "bundle: --execution hybrid on the software CUDA device gave \"$hybrid\", --execution cpu \"$cpu\"" >&2
+    exit 1
+  fi
+  HYBRID=" and --execution hybrid on the software CUDA device (greedy tokens equal to cpu's)"
+fi
+echo "bundle: checked (unpacked in $CHECK, ran model create and generate$HYBRID with no Swift toolchain reachable)"
 rm -rf "$CHECK"
