@@ -289,11 +289,12 @@ import Testing
                                       budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
                                       searchPath: [try SoftwareCUDA.directory.get()])
         try gpu.loadDense(model.weights)
-        // Softmax rows and norm rows in many pieces, some partial or empty
-        // (the window), as long contexts and wide rows make them; the
+        // Softmax rows in many pieces, some partial or empty (the window),
+        // as long contexts make them; norms with few threads per row, each
+        // taking several values, as wide rows do; the
         // prefill's tokens in chunks of two, as long prompts take them.
         gpu.attention.softmaxPiece = 3
-        gpu.attention.normPiece = 5
+        gpu.attention.normThreads = 4
         gpu.attention.chunkBytes = 4096
         #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)

@@ -24,11 +24,13 @@
 // - cublasGemmEx and cublasGemmBatchedEx follow cuBLAS's column-major
 //   definition, leading-dimension checks and data types (the batched one
 //   reads its device arrays of pointers when it runs); NVRTC "compiles" a kernel's CUDA C source with the
-//   host C compiler (threads run one after another, so kernels may not use
-//   shared memory or barriers), and cuLaunchKernel runs it over the grid.
+//   host C compiler, and cuLaunchKernel runs it over the grid: threads one
+//   after another, or, for a kernel with __syncthreads, each block's threads
+//   as contexts that switch at every barrier (__shared__ arrays are statics).
 //
-// What it cannot show: speed, the GPU's own rounding order, and behaviour of
-// kernels that need real parallel threads.
+// What it cannot show: speed, the GPU's own rounding order, and races
+// between threads that a barrier does not order (threads switch only at
+// barriers), or warp-level operations.
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dlfcn.h>
@@ -725,6 +727,15 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         if (*p != '(' || name_length == 0) return -1;
         const char *close = strchr(p, ')');
         if (!close) return -1;
+        // The body, to see whether its threads meet at barriers.
+        const char *open = strchr(close, '{'), *body_end = open;
+        for (int depth = 0; body_end && *body_end; body_end++) {
+            if (*body_end == '{') depth++;
+            if (*body_end == '}' && --depth == 0) break;
+        }
+        if (!open || !body_end || !*body_end) return -1;
+        int cooperative = 0;
+        for (const char *b = strstr(open, "__syncthreads"); b && b < body_end; b = NULL) cooperative = 1;
         char types[16][128];
         int nargs = 0;
         for (const char *param = p + 1; param < close && nargs < 16;) {
@@ -741,6 +752,16 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         append(out, length, "const size_t softcuda_sizes_%.*s[] = {", name_length, name);
         for (int i = 0; i < nargs; i++) append(out, length, "%ssizeof(%s)", i ? ", " : "", types[i]);
         append(out, length, "%s};\nconst int softcuda_nargs_%.*s = %d;\n", nargs ? "" : "0", name_length, name, nargs);
+        if (cooperative) {
+            // Each block's threads as contexts of their own that switch at
+            // every __syncthreads (softcuda_block in the prelude): the
+            // arguments go through statics the body trampoline reads.
+            for (int i = 0; i < nargs; i++)
+                append(out, length, "static %s softcuda_arg_%.*s_%d;\n", types[i], name_length, name, i);
+            append(out, length, "static void softcuda_body_%.*s(void) { %.*s(", name_length, name, name_length, name);
+            for (int i = 0; i < nargs; i++) append(out, length, "%ssoftcuda_arg_%.*s_%d", i ? ", " : "", name_length, name, i);
+            append(out, length, "); }\n");
+        }
         append(out, length, "void softcuda_run_%.*s(void **a, const unsigned *g, const unsigned *b, void *(*translate)(unsigned long long)) {\n",
                name_length, name);
         for (int i = 0; i < nargs; i++) {
@@ -749,13 +770,19 @@ static int write_runners(const char *source, char **out, size_t *length, char **
             else
                 append(out, length, "  %s p%d = *(%s *)a[%d];\n", types[i], i, types[i], i);
         }
-        append(out, length, "  gridDim = (softcuda_dim3){g[0], g[1], g[2]}; blockDim = (softcuda_dim3){b[0], b[1], b[2]};\n"
-                            "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++)\n"
-                            "  for (unsigned tz = 0; tz < b[2]; tz++) for (unsigned ty = 0; ty < b[1]; ty++) for (unsigned tx = 0; tx < b[0]; tx++) {\n"
-                            "    blockIdx = (softcuda_dim3){bx, by, bz}; threadIdx = (softcuda_dim3){tx, ty, tz};\n    %.*s(",
-               name_length, name);
-        for (int i = 0; i < nargs; i++) append(out, length, "%sp%d", i ? ", " : "", i);
-        append(out, length, ");\n  }\n}\n");
+        append(out, length, "  gridDim = (softcuda_dim3){g[0], g[1], g[2]}; blockDim = (softcuda_dim3){b[0], b[1], b[2]};\n");
+        if (cooperative) {
+            for (int i = 0; i < nargs; i++) append(out, length, "  softcuda_arg_%.*s_%d = p%d;\n", name_length, name, i, i);
+            append(out, length, "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++) {\n"
+                                "    blockIdx = (softcuda_dim3){bx, by, bz};\n    softcuda_block(softcuda_body_%.*s);\n  }\n}\n", name_length, name);
+        } else {
+            append(out, length, "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++)\n"
+                                "  for (unsigned tz = 0; tz < b[2]; tz++) for (unsigned ty = 0; ty < b[1]; ty++) for (unsigned tx = 0; tx < b[0]; tx++) {\n"
+                                "    blockIdx = (softcuda_dim3){bx, by, bz}; threadIdx = (softcuda_dim3){tx, ty, tz};\n    %.*s(",
+                   name_length, name);
+            for (int i = 0; i < nargs; i++) append(out, length, "%sp%d", i ? ", " : "", i);
+            append(out, length, ");\n  }\n}\n");
+        }
         append(entries_text, entries_length, ".visible .entry %.*s(\n", name_length, name);
         kernels++;
     }
@@ -766,6 +793,38 @@ static const char *prelude =
     "#include <math.h>\n#include <stddef.h>\n#include <string.h>\n"
     "typedef struct { unsigned int x, y, z; } softcuda_dim3;\n"
     "static softcuda_dim3 blockIdx, blockDim, threadIdx, gridDim;\n"
+    // Kernels with barriers: a block's threads are contexts that run in
+    // turn and switch at each __syncthreads, so every thread reaches a
+    // barrier before any passes it, as on a GPU; __shared__ arrays are
+    // statics (blocks run one after another).
+    "#include <ucontext.h>\n#include <stdlib.h>\n#define __shared__ static\n"
+    "static ucontext_t softcuda_back, *softcuda_ctx;\nstatic softcuda_dim3 *softcuda_tid;\n"
+    "static int *softcuda_done, softcuda_n, softcuda_now;\nstatic void (*softcuda_body)(void);\n"
+    "static int softcuda_next(int me) {\n"
+    "  for (int step = 1; step <= softcuda_n; step++) { int n = (me + step) % softcuda_n; if (!softcuda_done[n]) return n; }\n"
+    "  return -1;\n}\n"
+    "static void __syncthreads(void) {\n"
+    "  int me = softcuda_now, n = softcuda_next(me);\n"
+    "  if (n < 0 || n == me) return;\n"
+    "  softcuda_now = n; threadIdx = softcuda_tid[n];\n"
+    "  swapcontext(&softcuda_ctx[me], &softcuda_ctx[n]);\n"
+    "  softcuda_now = me; threadIdx = softcuda_tid[me];\n}\n"
+    "static void softcuda_entry(void) {\n"
+    "  int me = softcuda_now;\n  softcuda_body();\n  softcuda_done[me] = 1;\n"
+    "  int n = softcuda_next(me);\n"
+    "  if (n < 0) setcontext(&softcuda_back);\n"
+    "  softcuda_now = n; threadIdx = softcuda_tid[n];\n  setcontext(&softcuda_ctx[n]);\n}\n"
+    "static void softcuda_block(void (*body)(void)) {\n"
+    "  int n = (int)(blockDim.x * blockDim.y * blockDim.z);\n  size_t stack = 32 * 1024;\n"
+    "  softcuda_ctx = calloc((size_t)n, sizeof *softcuda_ctx); softcuda_tid = calloc((size_t)n, sizeof *softcuda_tid);\n"
+    "  softcuda_done = calloc((size_t)n, sizeof *softcuda_done); char *stacks = malloc((size_t)n * stack);\n"
+    "  softcuda_n = n; softcuda_body = body;\n"
+    "  for (int i = 0; i < n; i++) {\n"
+    "    softcuda_tid[i] = (softcuda_dim3){(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y, (unsigned)i / (blockDim.x * blockDim.y)};\n"
+    "    getcontext(&softcuda_ctx[i]); softcuda_ctx[i].uc_stack.ss_sp = stacks + (size_t)i * stack;\n"
+    "    softcuda_ctx[i].uc_stack.ss_size = stack; softcuda_ctx[i].uc_link = NULL; makecontext(&softcuda_ctx[i], softcuda_entry, 0);\n  }\n"
+    "  softcuda_now = 0; threadIdx = softcuda_tid[0];\n  swapcontext(&softcuda_back, &softcuda_ctx[0]);\n"
+    "  free(stacks); free(softcuda_ctx); free(softcuda_tid); free(softcuda_done); softcuda_ctx = NULL;\n}\n"
     "#define __global__\n#define __device__ static\n#define __forceinline__ inline\n"
     "static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }\n"
     "static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }\n";

@@ -16,10 +16,12 @@ struct DeviceAttention {
     /// computed (`wholeLayers` of them with their projections, in one round
     /// trip), and why it stopped (nil: it has not).
     var enabled = true
-    /// Keys per piece of a softmax row and values per piece of a norm's
-    /// row: a thread's serial share (tests make them small, so rows span
-    /// many pieces).
-    var softmaxPiece = 128, normPiece = 128
+    /// Keys per piece of a softmax row: a thread's serial share (tests make
+    /// it small, so rows span many pieces).
+    var softmaxPiece = 128
+    /// Threads of a norm's block (a power of two, at most 256; tests make
+    /// it small, so each thread takes several values).
+    var normThreads = 256
     /// Bytes of scores and values' pieces per chunk of tokens (tests make
     /// it small, so a batch takes several chunks).
     var chunkBytes = 64 << 20
@@ -34,8 +36,6 @@ struct DeviceAttention {
         case layerInput, angles, qkvRows, keyValueRows, outputBF16, projected
         /// `moeLayerFront`'s: the residual rows and the normed rows.
         case residual, normedRows
-        /// RMSNorm's sums of squares per piece of a row.
-        case normPieces
     }
 }
 
@@ -60,12 +60,12 @@ extension CUDAAccelerator {
     /// it (`CUDAAttentionLayer.swift`), the expert rows' gather and
     /// combine (`CUDAExpertRoutes.swift`) and routing (`CUDARouting.swift`).
     enum DeviceKernel: Int, CaseIterable {
-        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, valuesPieces, valuesSum, addBias, normPieces, normApply, clamp, rope, splitQKV,
+        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
              roundBF16, gatherRows, combineRows, routeTokens
 
         var name: String {
-            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "values_pieces", "values_sum", "add_bias", "norm_pieces",
-             "norm_apply", "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens"][rawValue]
+            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
+             "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens"][rawValue]
         }
     }
 
@@ -348,6 +348,17 @@ extension CUDAAccelerator {
     /// `kernel` over `count` threads; its arguments are `arguments` then
     /// the thread count (every kernel here ends with `long long count`).
     func launch(_ kernel: DeviceKernel, count: Int, _ arguments: [KernelArgument]) throws {
+        try launch(kernel, blocks: (count + 255) / 256, threads: 256, arguments, count: count)
+    }
+
+    /// `kernel` over `blocks` blocks of `threads` (one block per row, for
+    /// kernels whose threads meet at barriers); the last argument, `count`,
+    /// is the block count.
+    func launch(_ kernel: DeviceKernel, blocks: Int, threads: Int, _ arguments: [KernelArgument]) throws {
+        try launch(kernel, blocks: blocks, threads: threads, arguments, count: blocks)
+    }
+
+    private func launch(_ kernel: DeviceKernel, blocks: Int, threads: Int, _ arguments: [KernelArgument], count: Int) throws {
         guard count > 0 else { return }
         var storage = [UInt64](repeating: 0, count: arguments.count + 1)
         for (i, a) in arguments.enumerated() {
@@ -363,7 +374,7 @@ extension CUDAAccelerator {
             // 4-byte arguments read their value there too.
             var params: [UnsafeMutableRawPointer?] = (0..<s.count).map { UnsafeMutableRawPointer(s.baseAddress! + $0) }
             try check("cuLaunchKernel (\(kernel.name))",
-                      launch(kernels[kernel.rawValue], UInt32((count + 255) / 256), 1, 1, 256, 1, 1, 0, compute, &params, nil))
+                      launch(kernels[kernel.rawValue], UInt32(blocks), 1, 1, UInt32(threads), 1, 1, 0, compute, &params, nil))
         }
     }
 

@@ -12,9 +12,9 @@ import SwitchyardModel
 ///
 /// The steps follow the CPU's order and rounding points (`GroupedAttention`)
 /// and take its RoPE angles rather than computing their own, so the two
-/// differ by summation order only. Like the attention kernels they use no
-/// shared memory: a norm is one thread per row, which a GPU runs well below
-/// its peak; the gain aimed at is the round trips.
+/// differ by summation order only. A norm is one block per row, its sums
+/// of squares added by a tree in shared memory; the other steps are one
+/// thread per value. The gain aimed at is the round trips.
 extension CUDAAccelerator {
     static let layerKernelSource = """
 
@@ -30,46 +30,39 @@ extension CUDAAccelerator {
         x[i] += b[i % n];
     }
 
-    // RMSNorm in two kernels, so no thread walks a whole row: sums of
-    // squares of `chunk`-wide pieces of each group of n values at
-    // x + t*ld + offset + g*n (the residual add first, where there is one),
-    // then each value scaled by its group's root mean square and weighted,
-    // in place or into out and out16 (rows of groups*n).
-    extern "C" __global__ void norm_pieces(float* x, const float* add, float* pieces, int ld, int offset, int n, int groups, int chunk,
-                                           int has_add, long long count) {
-        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        if (i >= count) return;
-        int per = (n + chunk - 1) / chunk;
-        long long tg = i / per, t = tg / groups;
-        int c = (int)(i - tg * per), g = (int)(tg - t * groups);
-        long long base = t * ld + offset + (long long)g * n;
-        int lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+    // RMSNorm, one block per group of n values at x + t*ld + offset + g*n
+    // (the residual add first, where there is one): each thread sums the
+    // squares of every blockDim.x-th value, a tree in shared memory adds
+    // the block's sums (blockDim.x a power of two, at most 256), then each
+    // thread scales and weights its values, in place or into out and out16
+    // (rows of groups*n).
+    extern "C" __global__ void rms_norm_rows(float* x, const float* add, const float* w, float* out, unsigned short* out16, int ld,
+                                             int offset, int n, int groups, float eps, int has_add, int to_out, long long count) {
+        long long tg = blockIdx.x;
+        if (tg >= count) return;
+        long long t = tg / groups, base = t * ld + offset + (tg - t * groups) * (long long)n;
+        __shared__ float sums[256];
         float ss = 0.0f;
-        for (int e = lo; e < hi; e++) {
+        for (int e = threadIdx.x; e < n; e += blockDim.x) {
             float v = x[base + e];
             if (has_add) { v += add[base + e]; x[base + e] = v; }
             ss += v * v;
         }
-        pieces[i] = ss;
-    }
-
-    extern "C" __global__ void norm_apply(float* x, const float* pieces, const float* w, float* out, unsigned short* out16, int ld,
-                                          int offset, int n, int groups, int chunk, float eps, int to_out, long long count) {
-        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        if (i >= count) return;
-        int per = (n + chunk - 1) / chunk;
-        long long tg = i / n, t = tg / groups;
-        int e = (int)(i - tg * n), g = (int)(tg - t * groups);
-        float ss = 0.0f;
-        for (int c = 0; c < per; c++) ss += pieces[tg * per + c];
-        float scale = 1.0f / sqrtf(ss / (float)n + eps);
-        long long at = t * ld + offset + (long long)g * n + e;
-        float y = w[e] * (x[at] * scale);
-        if (to_out) {
-            out[i] = y;
-            out16[i] = bf16_bits(y);
-        } else {
-            x[at] = y;
+        sums[threadIdx.x] = ss;
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half /= 2) {
+            if (threadIdx.x < half) sums[threadIdx.x] += sums[threadIdx.x + half];
+            __syncthreads();
+        }
+        float scale = 1.0f / sqrtf(sums[0] / (float)n + eps);
+        for (int e = threadIdx.x; e < n; e += blockDim.x) {
+            float y = w[e] * (x[base + e] * scale);
+            if (to_out) {
+                out[tg * n + e] = y;
+                out16[tg * n + e] = bf16_bits(y);
+            } else {
+                x[base + e] = y;
+            }
         }
     }
 
@@ -295,20 +288,18 @@ extension CUDAAccelerator {
     }
 
     /// RMSNorm over `groups` groups of `width` values from `offset` of each
-    /// of `tokens` rows `ld` apart (`norm_pieces`, then `norm_apply`), after
-    /// adding `adding`'s rows where given; in place, or into `into`'s
+    /// of `tokens` rows `ld` apart, one block per group (`rms_norm_rows`),
+    /// after adding `adding`'s rows where given; in place, or into `into`'s
     /// Float32 and BF16 rows.
     func rmsNorm(_ x: UInt64, tokens: Int, ld: Int, offset: Int, width: Int, groups: Int, weights: UInt64, adding: UInt64? = nil,
                  into: (rows: UInt64, rows16: UInt64)? = nil) throws {
-        let piece = attention.normPiece, per = (width + piece - 1) / piece
-        let pieces = try buffer(.normPieces, bytes: tokens * groups * per * 4).device
+        // A power of two, no wider than the group needs.
+        var threads = 1
+        while threads < min(width, attention.normThreads) { threads *= 2 }
         // Arguments not read stand in as valid addresses.
-        try launch(.normPieces, count: tokens * groups * per, [.pointer(x), .pointer(adding ?? x), .pointer(pieces), .int32(Int32(ld)),
-                                                               .int32(Int32(offset)), .int32(Int32(width)), .int32(Int32(groups)),
-                                                               .int32(Int32(piece)), .int32(adding == nil ? 0 : 1)])
-        try launch(.normApply, count: tokens * groups * width, [.pointer(x), .pointer(pieces), .pointer(weights), .pointer(into?.rows ?? x),
-                                                                .pointer(into?.rows16 ?? x), .int32(Int32(ld)), .int32(Int32(offset)),
-                                                                .int32(Int32(width)), .int32(Int32(groups)), .int32(Int32(piece)),
-                                                                .float(dense.normEpsilon), .int32(into == nil ? 0 : 1)])
+        try launch(.rmsNorm, blocks: tokens * groups, threads: threads,
+                   [.pointer(x), .pointer(adding ?? x), .pointer(weights), .pointer(into?.rows ?? x), .pointer(into?.rows16 ?? x),
+                    .int32(Int32(ld)), .int32(Int32(offset)), .int32(Int32(width)), .int32(Int32(groups)), .float(dense.normEpsilon),
+                    .int32(adding == nil ? 0 : 1), .int32(into == nil ? 0 : 1)])
     }
 }
