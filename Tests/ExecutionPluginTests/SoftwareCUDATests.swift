@@ -289,11 +289,13 @@ import Testing
                                       budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
                                       searchPath: [try SoftwareCUDA.directory.get()])
         try gpu.loadDense(model.weights)
-        // Softmax rows in many pieces, some partial or empty (the window),
-        // as long contexts make them; norms with few threads per row, each
-        // taking several values, as wide rows do; the
+        // Softmax and norm rows with few threads each, every thread taking
+        // several keys or values, as long contexts and wide rows make them;
+        // the values' sums in many pieces, some partial or empty (the
+        // window); the
         // prefill's tokens in chunks of two, as long prompts take them.
-        gpu.attention.softmaxPiece = 3
+        gpu.attention.softmaxThreads = 4
+        gpu.attention.valuePiece = 3
         gpu.attention.normThreads = 4
         gpu.attention.chunkBytes = 4096
         #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })

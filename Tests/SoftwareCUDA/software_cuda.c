@@ -734,8 +734,11 @@ static int write_runners(const char *source, char **out, size_t *length, char **
             if (*body_end == '}' && --depth == 0) break;
         }
         if (!open || !body_end || !*body_end) return -1;
+        // Threads that share memory meet at barriers (in the body or in a
+        // __device__ function it calls).
         int cooperative = 0;
         for (const char *b = strstr(open, "__syncthreads"); b && b < body_end; b = NULL) cooperative = 1;
+        for (const char *b = strstr(open, "__shared__"); b && b < body_end; b = NULL) cooperative = 1;
         char types[16][128];
         int nargs = 0;
         for (const char *param = p + 1; param < close && nargs < 16;) {
@@ -797,13 +800,15 @@ static const char *prelude =
     // turn and switch at each __syncthreads, so every thread reaches a
     // barrier before any passes it, as on a GPU; __shared__ arrays are
     // statics (blocks run one after another).
-    "#include <ucontext.h>\n#include <stdlib.h>\n#define __shared__ static\n"
+    "#include <ucontext.h>\n#include <stdlib.h>\n#include <stdio.h>\n#define __shared__ static\n"
     "static ucontext_t softcuda_back, *softcuda_ctx;\nstatic softcuda_dim3 *softcuda_tid;\n"
     "static int *softcuda_done, softcuda_n, softcuda_now;\nstatic void (*softcuda_body)(void);\n"
     "static int softcuda_next(int me) {\n"
     "  for (int step = 1; step <= softcuda_n; step++) { int n = (me + step) % softcuda_n; if (!softcuda_done[n]) return n; }\n"
     "  return -1;\n}\n"
     "static void __syncthreads(void) {\n"
+    "  if (!softcuda_ctx) { fputs(\"software CUDA: __syncthreads in a kernel whose threads run one after another; \"\n"
+    "                             \"declare its __shared__ arrays in the kernel\\n\", stderr); abort(); }\n"
     "  int me = softcuda_now, n = softcuda_next(me);\n"
     "  if (n < 0 || n == me) return;\n"
     "  softcuda_now = n; threadIdx = softcuda_tid[n];\n"

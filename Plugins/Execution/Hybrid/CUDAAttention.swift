@@ -16,9 +16,12 @@ struct DeviceAttention {
     /// computed (`wholeLayers` of them with their projections, in one round
     /// trip), and why it stopped (nil: it has not).
     var enabled = true
-    /// Keys per piece of a softmax row: a thread's serial share (tests make
-    /// it small, so rows span many pieces).
-    var softmaxPiece = 128
+    /// Keys per piece of the values' sums: a thread's serial share (tests
+    /// make it small, so rows span many pieces).
+    var valuePiece = 128
+    /// Threads of a softmax row's block (a power of two, at most 256; tests
+    /// make it small, so each thread takes several keys).
+    var softmaxThreads = 256
     /// Threads of a norm's block (a power of two, at most 256; tests make
     /// it small, so each thread takes several values).
     var normThreads = 256
@@ -29,7 +32,7 @@ struct DeviceAttention {
     var failure: String?
 
     enum Buffer: Int, CaseIterable {
-        case queries, keys, values, index, output, scores, softmaxPieces, valuePieces
+        case queries, keys, values, index, output, scores, valuePieces
         /// `attentionLayer`'s: its input rows and RoPE angles, the fused
         /// q/k/v rows, keys and values back for the CPU, the attention
         /// output as BF16, and `o_proj`'s output.
@@ -48,11 +51,10 @@ struct DeviceAttention {
 /// Kernels without shared memory or barriers (so the software device
 /// runs them as they are): the batch's keys and values scattered into
 /// their cache slots; one score per (token, head, earlier position); the
-/// softmax in three, so no thread walks a whole context (per piece of
-/// `softmaxPiece` keys its max and sum; per (token, head) the totals; per
-/// weight the result, rounded to BF16 as the CPU rounds); the outputs in
-/// two, per piece of keys and then the pieces' sum per (token, head,
-/// dimension). Queries, keys and values travel as BF16. Tokens go in
+/// softmax one block per (token, head), its max and sum by reductions in
+/// shared memory, each weight rounded to BF16 as the CPU rounds; the
+/// outputs in two, per piece of `valuePiece` keys and then the pieces' sum
+/// per (token, head, dimension), so no thread walks a whole context. Queries, keys and values travel as BF16. Tokens go in
 /// chunks so the scores and the values' pieces fit 64 MiB.
 extension CUDAAccelerator {
     /// The small kernels `launch` starts, in `kernels`' order:
@@ -60,11 +62,11 @@ extension CUDAAccelerator {
     /// it (`CUDAAttentionLayer.swift`), the expert rows' gather and
     /// combine (`CUDAExpertRoutes.swift`) and routing (`CUDARouting.swift`).
     enum DeviceKernel: Int, CaseIterable {
-        case kvStore, scores, softmaxPieces, softmaxTotals, softmaxApply, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
+        case kvStore, scores, softmax, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
              roundBF16, gatherRows, combineRows, routeTokens
 
         var name: String {
-            ["kv_store", "attn_scores", "softmax_pieces", "softmax_totals", "softmax_apply", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
+            ["kv_store", "attn_scores", "attn_softmax_rows", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
              "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens"][rawValue]
         }
     }
@@ -103,60 +105,51 @@ extension CUDAAccelerator {
         scores[i] = s * scale;
     }
 
-    // A row's softmax in three kernels, so no thread walks a whole context:
-    // per piece of `chunk` keys its max and sum of exp(score - max); per
-    // (token, head) the row's max and 1/normaliser from the pieces (and the
-    // head's sink); then each weight, rounded to BF16 as the CPU rounds.
     __device__ float minus_infinity() { return __uint_as_float(0xFF800000u); }
 
-    extern "C" __global__ void softmax_pieces(const float* scores, const int* pos_of, float* pieces, int heads, int max_ctx, int t0,
-                                              int window, int chunk, long long count) {
-        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        if (i >= count) return;
-        int per = (max_ctx + chunk - 1) / chunk;
-        long long th = i / per;
-        int c = (int)(i - th * per);
-        int p = pos_of[t0 + (int)(th / heads)], a = first_key(p, window) + c * chunk;
-        int b = a + chunk - 1 < p ? a + chunk - 1 : p;
-        const float* s = scores + th * max_ctx;
-        float m = minus_infinity(), sum = 0.0f;
-        if (a <= b) {
-            m = s[a];
-            for (int j = a + 1; j <= b; j++) m = fmaxf(m, s[j]);
-            for (int j = a; j <= b; j++) sum += expf(s[j] - m);
+    // A tree over the block's values in `red` (blockDim.x a power of two):
+    // the max, or the sum; every thread gets the result.
+    __device__ float block_reduce(float* red, float v, int is_max) {
+        red[threadIdx.x] = v;
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half /= 2) {
+            if (threadIdx.x < half) red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + half])
+                                                                : red[threadIdx.x] + red[threadIdx.x + half];
+            __syncthreads();
         }
-        pieces[2 * i] = m;
-        pieces[2 * i + 1] = sum;
+        float result = red[0];
+        __syncthreads();  // all have read it before `red` is used again
+        return result;
     }
 
-    extern "C" __global__ void softmax_totals(const float* pieces, float* totals, const float* sinks, int has_sinks, int heads, int per,
-                                              long long count) {
-        long long th = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    // One block per (token, head): the row's max and sum of exponentials
+    // by block reductions (with the head's sink), then each weight, rounded
+    // to BF16 as the CPU rounds.
+    extern "C" __global__ void attn_softmax_rows(float* scores, const int* pos_of, const float* sinks, int heads, int max_ctx, int t0,
+                                                 int round_bf16, int window, int has_sinks, long long count) {
+        long long th = blockIdx.x;
         if (th >= count) return;
-        const float* q = pieces + 2 * th * per;
+        __shared__ float red[256];
+        int p = pos_of[t0 + (int)(th / heads)], lo = first_key(p, window);
+        float* s = scores + th * max_ctx;
+        float m = minus_infinity();
+        for (int j = lo + threadIdx.x; j <= p; j += blockDim.x) m = fmaxf(m, s[j]);
+        m = block_reduce(red, m, 1);
         float sink = has_sinks ? sinks[th % heads] : 0.0f;
-        float m = has_sinks ? sink : minus_infinity();
-        for (int c = 0; c < per; c++) m = fmaxf(m, q[2 * c]);
-        float sum = has_sinks ? expf(sink - m) : 0.0f;
-        for (int c = 0; c < per; c++) if (q[2 * c + 1] > 0.0f) sum += q[2 * c + 1] * expf(q[2 * c] - m);
-        totals[2 * th] = m;
-        totals[2 * th + 1] = 1.0f / sum;
-    }
-
-    extern "C" __global__ void softmax_apply(float* scores, const int* pos_of, const float* totals, int heads, int max_ctx, int t0,
-                                             int round_bf16, int window, long long count) {
-        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-        if (i >= count) return;
-        long long th = i / max_ctx;
-        int j = (int)(i - th * max_ctx), p = pos_of[t0 + (int)(th / heads)];
-        if (j > p || j < first_key(p, window)) return;
-        float w = expf(scores[i] - totals[2 * th]) * totals[2 * th + 1];
-        if (round_bf16) {
-            unsigned int bits = __float_as_uint(w);
-            bits += 0x7FFFu + ((bits >> 16) & 1u);
-            w = __uint_as_float(bits & 0xFFFF0000u);
+        if (has_sinks) m = fmaxf(m, sink);
+        float sum = 0.0f;
+        for (int j = lo + threadIdx.x; j <= p; j += blockDim.x) { float e = expf(s[j] - m); s[j] = e; sum += e; }
+        sum = block_reduce(red, sum, 0) + (has_sinks ? expf(sink - m) : 0.0f);
+        float inv = 1.0f / sum;
+        for (int j = lo + threadIdx.x; j <= p; j += blockDim.x) {
+            float w = s[j] * inv;
+            if (round_bf16) {
+                unsigned int bits = __float_as_uint(w);
+                bits += 0x7FFFu + ((bits >> 16) & 1u);
+                w = __uint_as_float(bits & 0xFFFF0000u);
+            }
+            s[j] = w;
         }
-        scores[i] = w;
     }
 
     // The weighted values in two kernels, so no thread walks a whole
@@ -304,12 +297,9 @@ extension CUDAAccelerator {
         try launch(.kvStore, count: t * kvh * d, [.pointer(k16), .pointer(v16), .pointer(x.slots), .pointer(attention.keys[layer]),
                                                   .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
         // Per (token, head): its scores, and the values' sums per piece.
-        let per = (maxContext + attention.softmaxPiece - 1) / attention.softmaxPiece
+        let per = (maxContext + attention.valuePiece - 1) / attention.valuePiece
         let chunk = max(1, min(t, attention.chunkBytes / (4 * h * (maxContext + per * d))))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
-        // Each row's pieces (max, sum), then its totals (max, 1/sum).
-        let pieces = try buffer(.softmaxPieces, bytes: chunk * h * (per + 1) * 8)
-        let totals = pieces.device + UInt64(chunk * h * per * 8)
         let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * d * 4)
         var t0 = 0
         while t0 < t {
@@ -319,23 +309,21 @@ extension CUDAAccelerator {
                                                             .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
                                                             .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0)),
                                                             .int32(Int32(window))])
-            try launch(.softmaxPieces, count: n * h * per, [.pointer(scores.device), .pointer(x.positionOf), .pointer(pieces.device),
-                                                            .int32(Int32(h)), .int32(Int32(maxContext)), .int32(Int32(t0)),
-                                                            .int32(Int32(window)), .int32(Int32(attention.softmaxPiece))])
+            var threads = 1
+            while threads < min(maxContext, attention.softmaxThreads) { threads *= 2 }
             // Without sinks any valid address stands in (not read).
-            try launch(.softmaxTotals, count: n * h, [.pointer(pieces.device), .pointer(totals), .pointer(sinks != 0 ? sinks : totals),
-                                                      .int32(sinks != 0 ? 1 : 0), .int32(Int32(h)), .int32(Int32(per))])
-            try launch(.softmaxApply, count: n * h * maxContext, [.pointer(scores.device), .pointer(x.positionOf), .pointer(totals),
-                                                                  .int32(Int32(h)), .int32(Int32(maxContext)), .int32(Int32(t0)),
-                                                                  .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window))])
+            try launch(.softmax, blocks: n * h, threads: threads,
+                       [.pointer(scores.device), .pointer(x.positionOf), .pointer(sinks != 0 ? sinks : scores.device), .int32(Int32(h)),
+                        .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
+                        .int32(sinks != 0 ? 1 : 0)])
             try launch(.valuesPieces, count: n * h * per * d, [.pointer(scores.device), .pointer(attention.values[layer]),
                                                                .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
                                                                .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),
                                                                .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
                                                                .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window)),
-                                                               .int32(Int32(attention.softmaxPiece))])
+                                                               .int32(Int32(attention.valuePiece))])
             try launch(.valuesSum, count: n * h * d, [.pointer(valuePieces.device), .pointer(output), .int32(Int32(h)), .int32(Int32(d)),
-                                                      .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(attention.softmaxPiece))])
+                                                      .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(attention.valuePiece))])
             t0 += n
         }
     }
