@@ -4,7 +4,9 @@
 # cuBLAS/NVRTC, e.g. the CUDA 13 pip wheels). Writes every result to
 # OUT_DIR (default $OUT, else docs/results/gpu-check) and takes a few
 # minutes. Usage:
-#   scripts/gpu-check.sh BUNDLE [OUT_DIR]     (BUNDLE: the unpacked directory or the .tar.xz)
+#   [STEPS="1 2 ..."] [WORKDIR=DIR] scripts/gpu-check.sh BUNDLE [OUT_DIR]
+# (BUNDLE: the unpacked directory or the .tar.xz; STEPS: which of the steps
+# below, all by default; WORKDIR keeps the 3.2 GB model between calls.)
 # 1. CUDA discovery: driver, devices, cuBLAS, NVRTC (switchyard topology).
 # 2. Correctness (read the worst difference with the argmax count: the GPU
 #    sums in another order, and one BF16 rounding falling the other way can
@@ -17,12 +19,11 @@
 #    Also dense products alone on the GPU (cpu_moe) and experts alone
 #    (dense: false), and gpt-oss's form (MXFP4 experts on the CPU with
 #    cpu_moe; attention with sinks and a sliding window on the GPU).
-# 3. Speed: the same serving workload, hybrid against cpu, against
-#    llama.cpp's all-experts-on-CPU form (dense products on the GPU),
-#    against uploading every cold expert, against experts alone on the
-#    GPU and against expert rows crossing per assignment (device_combine
-#    false), on the 3.2 GB model with a 1 GiB budget (switchyard ab, one run
-#    each, ratios B/A).
+# 3-7. Speed: the same serving workload on the 3.2 GB model with a 1 GiB
+#    budget, one `switchyard ab` run each (ratios B/A, B hybrid): against
+#    cpu (3), llama.cpp's all-experts-on-CPU form with dense products on
+#    the GPU (4), uploading every cold expert (5), experts alone on the GPU
+#    (6), expert rows crossing per assignment, device_combine off (7).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
@@ -38,10 +39,22 @@ WHEELS=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 : > "$OUT/summary.txt"
 
+# STEPS picks steps, so a device with a per-call time limit can take them
+# over several calls ("1 2", then "3 4 5", then "6 7"); the 3.2 GB model is
+# made once under WORKDIR and reused by later calls on the same machine.
+STEPS=${STEPS:-1 2 3 4 5 6 7}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+WORKDIR=${WORKDIR:-/tmp/switchyard-gpu-check}
+mkdir -p "$WORKDIR"
+BIG=$WORKDIR/compare
+big() { [ -f "$BIG/config.json" ] || "$SY" model create --arch qwen3_moe --preset compare --out "$BIG" --seed 0 > /dev/null 2>&1; }
+
+if want 1; then
 log "1. discovery ($(date -u +%FT%TZ))"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 "$SY" topology > "$OUT/topology.txt" 2>&1
 cat "$OUT/topology.txt" | tee -a "$OUT/summary.txt"
+fi
 
 BF16=--dtype\ bfloat16
 compare_logits() {  # name model tokens gpu_memory [extra execution-config entries]
@@ -74,16 +87,13 @@ compare_greedy() {  # name model tokens gpu_memory: generate prints the new toke
   fi
 }
 
-# STEPS="1 2" leaves out the serving runs (a dry run of the script off a GPU).
-STEPS=${STEPS:-1 2 3}
-[[ " $STEPS " == *" 2 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
+if want 2; then
 log "2. correctness"
 REF=Tests/SwitchyardModelTests/Fixtures/models/qwen3_moe_bf16_sharded
 TOKENS=$(python3 -c 'import json; print(",".join(map(str, json.load(open("'$REF'/reference.json"))["tokens"])))')
 compare_logits ref-small "$REF" "$TOKENS" 128KiB
 compare_greedy ref-small "$REF" "$TOKENS" 128KiB
-BIG=$(mktemp -d)/compare
-"$SY" model create --arch qwen3_moe --preset compare --out "$BIG" --seed 0 > /dev/null 2>&1
+big
 LONG=$(python3 -c 'print(",".join(str((i * 53 + 7) % 4096) for i in range(300)))')
 compare_logits compare-1GiB "$BIG" "$LONG" 1GiB
 compare_greedy compare-1GiB "$BIG" 1,2,3,4,5 1GiB
@@ -97,26 +107,24 @@ GOSS=$(mktemp -d)/gpt-oss
 "$SY" model create --arch gpt_oss --preset tiny --mxfp4-experts --out "$GOSS" --seed 0 > /dev/null 2>&1
 compare_logits gpt-oss-cpu-moe "$GOSS" "$(python3 -c 'print(",".join(str((i * 53 + 7) % 384) for i in range(300)))')" 64MiB '"cpu_moe": true'
 
-[[ " $STEPS " == *" 3 "* ]] || { log "done (steps: $STEPS)"; exit 0; }
-log "3. speed (64 requests x 256 prompt / 32 output tokens, all at t=0)"
+fi
+
+# 3-7. Speed: each one `switchyard ab` run on the same workload, B/A ratios.
 WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed 1 --max-num-seqs 64 --max-num-batched-tokens 2048"
-"$SY" ab --model "$BIG" $WORK --a "--execution cpu $BF16" \
-  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-cpu-vs-hybrid.json" \
-  > "$OUT/ab-cpu-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"cpu_moe\":true}'" \
-  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-cpumoe-vs-hybrid.json" \
-  > "$OUT/ab-cpumoe-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"upload_all\":true}'" \
-  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-uploadall-vs-hybrid.json" \
-  > "$OUT/ab-uploadall-vs-hybrid.txt" 2>&1
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"dense\":false}'" \
-  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-expertsonly-vs-hybrid.json" \
-  > "$OUT/ab-expertsonly-vs-hybrid.txt" 2>&1
+HYBRID="--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'"
+ab() {  # step name what A
+  want "$1" || return 0
+  big
+  log "$1. speed, $3 against hybrid (64 requests x 256 prompt / 32 output tokens, all at t=0)"
+  "$SY" ab --model "$BIG" $WORK --a "$4" --b "$HYBRID" --save-result "$OUT/ab-$2.json" > "$OUT/ab-$2.txt" 2>&1
+  tail -15 "$OUT/ab-$2.txt" | tee -a "$OUT/summary.txt"
+}
+hybrid_with() { echo "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",$1}'"; }
+ab 3 cpu-vs-hybrid "cpu" "--execution cpu $BF16"
+ab 4 cpumoe-vs-hybrid "llama.cpp's --cpu-moe (dense on the GPU, every expert on the CPU)" "$(hybrid_with '"cpu_moe":true')"
+ab 5 uploadall-vs-hybrid "uploading every cold expert" "$(hybrid_with '"upload_all":true')"
+ab 6 expertsonly-vs-hybrid "experts alone on the GPU" "$(hybrid_with '"dense":false')"
 # Expert rows crossing one per assignment both ways against gathered and
 # summed on the GPU (hybrid_gpu_expert_row_bytes_in/out in both results).
-"$SY" ab --model "$BIG" $WORK --a "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",\"device_combine\":false}'" \
-  --b "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'" --save-result "$OUT/ab-rows-vs-summed.json" \
-  > "$OUT/ab-rows-vs-summed.txt" 2>&1
-tail -15 "$OUT/ab-cpu-vs-hybrid.txt" "$OUT/ab-cpumoe-vs-hybrid.txt" "$OUT/ab-uploadall-vs-hybrid.txt" "$OUT/ab-expertsonly-vs-hybrid.txt" \
-  "$OUT/ab-rows-vs-summed.txt" | tee -a "$OUT/summary.txt"
-log "done $(date -u +%FT%TZ)"
+ab 7 rows-vs-summed "expert rows per assignment (device_combine off)" "$(hybrid_with '"device_combine":false')"
+log "done (steps: $STEPS) $(date -u +%FT%TZ)"
