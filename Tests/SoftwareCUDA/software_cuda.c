@@ -736,9 +736,8 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         if (!open || !body_end || !*body_end) return -1;
         // Threads that share memory meet at barriers (in the body or in a
         // __device__ function it calls).
-        int cooperative = 0;
-        for (const char *b = strstr(open, "__syncthreads"); b && b < body_end; b = NULL) cooperative = 1;
-        for (const char *b = strstr(open, "__shared__"); b && b < body_end; b = NULL) cooperative = 1;
+        const char *barrier = strstr(open, "__syncthreads"), *shared = strstr(open, "__shared__");
+        int cooperative = (barrier && barrier < body_end) || (shared && shared < body_end);
         char types[16][128];
         int nargs = 0;
         for (const char *param = p + 1; param < close && nargs < 16;) {

@@ -108,7 +108,8 @@ extension CUDAAccelerator {
     __device__ float minus_infinity() { return __uint_as_float(0xFF800000u); }
 
     // A tree over the block's values in `red` (blockDim.x a power of two):
-    // the max, or the sum; every thread gets the result.
+    // the max, or the sum; every thread gets the result. The softmax below
+    // and the norm of CUDAAttentionLayer.swift (compiled after this) use it.
     __device__ float block_reduce(float* red, float v, int is_max) {
         red[threadIdx.x] = v;
         __syncthreads();

@@ -32,10 +32,10 @@ extension CUDAAccelerator {
 
     // RMSNorm, one block per group of n values at x + t*ld + offset + g*n
     // (the residual add first, where there is one): each thread sums the
-    // squares of every blockDim.x-th value, a tree in shared memory adds
-    // the block's sums (blockDim.x a power of two, at most 256), then each
-    // thread scales and weights its values, in place or into out and out16
-    // (rows of groups*n).
+    // squares of every blockDim.x-th value, `block_reduce` adds the block's
+    // sums (blockDim.x a power of two, at most 256), then each thread
+    // scales and weights its values, in place or into out and out16 (rows
+    // of groups*n).
     extern "C" __global__ void rms_norm_rows(float* x, const float* add, const float* w, float* out, unsigned short* out16, int ld,
                                              int offset, int n, int groups, float eps, int has_add, int to_out, long long count) {
         long long tg = blockIdx.x;
@@ -48,13 +48,7 @@ extension CUDAAccelerator {
             if (has_add) { v += add[base + e]; x[base + e] = v; }
             ss += v * v;
         }
-        sums[threadIdx.x] = ss;
-        __syncthreads();
-        for (int half = blockDim.x / 2; half > 0; half /= 2) {
-            if (threadIdx.x < half) sums[threadIdx.x] += sums[threadIdx.x + half];
-            __syncthreads();
-        }
-        float scale = 1.0f / sqrtf(sums[0] / (float)n + eps);
+        float scale = 1.0f / sqrtf(block_reduce(sums, ss, 0) / (float)n + eps);
         for (int e = threadIdx.x; e < n; e += blockDim.x) {
             float y = w[e] * (x[base + e] * scale);
             if (to_out) {
