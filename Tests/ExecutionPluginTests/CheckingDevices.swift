@@ -370,6 +370,106 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         return routed
     }
 
+    /// A whole latent attention layer: its cached rows against the row
+    /// made here from the model's weights (kv_a, bias, the latent's norm,
+    /// RoPE on the shared key from the batch's angles), its output against
+    /// attention in the absorbed form written out plainly over the rows it
+    /// returned (kept per layer and cache slot, so decodes read what
+    /// earlier forwards stored): `W_UKᵀ` applied to each head's BF16
+    /// `q_nope` element by element, Float32 scores and softmax as the
+    /// CPU's latent cache is Float32, `W_UV` and `o_proj` from BF16 inputs.
+    private var latentRows: [Int: [Int: [Float]]] = [:]
+    private(set) var latentLayersChecked = 0
+
+    func latentAttentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
+                              out: UnsafeMutablePointer<Float>) -> Bool {
+        guard offersWholeLayers, inner.latentAttentionLayer(layer: layer, batch: b, x: x, row: row, out: out) else { return false }
+        guard case .latent(let a) = weights.layers[layer].attention, let m = weights.config.latentAttention, let angles = b.rope else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        let t = b.tokens, heads = b.numHeads, width = m.cacheWidth, r = m.kvLoraRank, nope = m.nopeDim, dv = m.valueDim
+        let qhd = m.queryHeadDim, perHead = nope + dv, eps = Transformer.latentNormEps
+        func bf16(_ v: Float) -> Float { Float(bitPattern: UInt32(narrowToBF16(v)) << 16) }
+        func product(_ w: Matrix, _ input: [Float]) -> [Float] {
+            var y = [Float](repeating: 0, count: t * w.rows), input = input
+            Linear.apply(w, x: &input, tokens: t, y: &y, ctx: ctx)
+            return y
+        }
+        func norm(_ v: inout [Float], rows: Int, ld: Int, width n: Int, weight: [Float]) {
+            for i in 0..<rows {
+                let scale = 1 / ((0..<n).reduce(Float(0)) { $0 + v[i * ld + $1] * v[i * ld + $1] } / Float(n) + eps).squareRoot()
+                for e in 0..<n { v[i * ld + e] = weight[e] * (v[i * ld + e] * scale) }
+            }
+        }
+        func rotate(_ v: inout [Float], at base: Int, token: Int) {
+            for j in 0..<angles.half {
+                let (i0, i1) = angles.interleaved ? (2 * j, 2 * j + 1) : (j, j + angles.half)
+                let x0 = v[base + i0], x1 = v[base + i1]
+                let cos = angles.cos[token * angles.half + j], sin = angles.sin[token * angles.half + j]
+                v[base + i0] = x0 * cos - x1 * sin
+                v[base + i1] = x1 * cos + x0 * sin
+            }
+        }
+        let input = Array(UnsafeBufferPointer(start: x, count: t * a.kvA.cols))
+        var query: [Float]
+        if let q = a.q {
+            query = product(q, input)
+        } else {
+            var qa = product(a.qA!, input)
+            if let bias = a.qABias { for i in qa.indices { qa[i] += bias[i % bias.count] } }
+            norm(&qa, rows: t, ld: a.qA!.rows, width: a.qA!.rows, weight: a.qANorm!)
+            query = product(a.qB!, qa)
+        }
+        var rows = product(a.kvA, input)
+        if let bias = a.kvABias { for i in rows.indices { rows[i] += bias[i % bias.count] } }
+        norm(&rows, rows: t, ld: width, width: r, weight: a.kvANorm)
+        for token in 0..<t { rotate(&rows, at: token * width + r, token: token) }
+        compare(row, count: t * width, counts: false) { $0.update(from: rows, count: rows.count) }
+        // kv_b_proj as Float32: per head W_UK (`nope` rows), then W_UV.
+        var kvB = [Float](repeating: 0, count: a.kvB.rows * r)
+        kvB.withUnsafeMutableBufferPointer { a.kvB.widenRows(0, count: a.kvB.rows, into: $0.baseAddress!) }
+        if cache != b.cache { keys = [:]; values = [:]; latentRows = [:]; cache = b.cache }
+        let bs = b.blockSize
+        func slot(_ s: Int, _ p: Int) -> Int { Int(b.tables[Int(b.tableStart[s]) + p / bs]) * bs + p % bs }
+        for token in 0..<t {
+            latentRows[layer, default: [:]][slot(Int(b.tokenSequence[token]), Int(b.tokenPosition[token]))] =
+                Array(UnsafeBufferPointer(start: row + token * width, count: width))
+        }
+        var valuesRows = [Float](repeating: 0, count: t * heads * dv)
+        for token in 0..<t {
+            let s = Int(b.tokenSequence[token]), p = Int(b.tokenPosition[token])
+            for h in 0..<heads {
+                var absorbed = [Float](repeating: 0, count: width)
+                for c in 0..<r {
+                    for n in 0..<nope { absorbed[c] += kvB[(h * perHead + n) * r + c] * bf16(query[token * heads * qhd + h * qhd + n]) }
+                }
+                for j in 0..<m.ropeDim { absorbed[r + j] = query[token * heads * qhd + h * qhd + nope + j] }
+                rotate(&absorbed, at: r, token: token)
+                var scores = (0...p).map { j -> Float in
+                    let kr = latentRows[layer]![slot(s, j)]!
+                    return (0..<width).reduce(Float(0)) { $0 + absorbed[$1] * kr[$1] } * b.scale
+                }
+                let top = scores.max()!
+                scores = scores.map { exp($0 - top) }
+                let sum = scores.reduce(0, +)
+                var latent = [Float](repeating: 0, count: r)
+                for (i, j) in (0...p).enumerated() {
+                    let kr = latentRows[layer]![slot(s, j)]!
+                    for c in 0..<r { latent[c] += scores[i] / sum * kr[c] }
+                }
+                for e in 0..<dv {
+                    valuesRows[(token * heads + h) * dv + e] = (0..<r).reduce(Float(0)) { $0 + kvB[(h * perHead + nope + e) * r + $1] * bf16(latent[$1]) }
+                }
+            }
+        }
+        var reference = product(a.o, valuesRows)
+        if let bias = a.oBias { for i in reference.indices { reference[i] += bias[i % bias.count] } }
+        compare(out, count: reference.count, counts: false) { $0.update(from: reference, count: reference.count) }
+        latentLayersChecked += 1
+        return true
+    }
+
     /// Checks keys and values, and `out` if given; returns the reference output.
     @discardableResult
     private func checkWholeAttention(layer: Int, _ b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafePointer<Float>,

@@ -576,32 +576,42 @@ import Testing
         }
     }
 
-    /// DeepSeek's latent attention: its projections on the device (q, or
-    /// q_a and q_b with the CPU's norm between; kv_a; o), each checked
-    /// against the CPU's; the absorbed per-head products and attention
-    /// over the latents stay on the CPU. Random BF16 checkpoints with and
-    /// without the q bottleneck.
-    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [nil, 16] as [Int?])
-    func latentAttentionProjectionsRunOnTheDevice(qLoraRank: Int?) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("latent-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
+    /// A random DeepSeek-V3 BF16 checkpoint with latent attention (with
+    /// the q bottleneck when `qLoraRank` is given), a dense first layer,
+    /// a shared expert and group-limited routing (4 groups of 2 experts,
+    /// the best 2 kept), nonzero selection biases and latent norm weights;
+    /// and the accelerator holding its dense weights.
+    func latentModel(qLoraRank: Int?, in dir: URL) throws -> (model: Transformer, gpu: CUDAAccelerator) {
         var preset = try ModelPreset.load(PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path)
         (preset.kvLoraRank, preset.qLoraRank, preset.qkNopeHeadDim, preset.qkRopeHeadDim, preset.vHeadDim) = (32, qLoraRank, 16, 8, 16)
         (preset.nSharedExperts, preset.firstKDenseReplace) = (1, 1)
-        // Group-limited routing: 4 groups of 2 experts, the best 2 kept.
         (preset.nGroup, preset.topkGroup) = (4, 2)
         try RandomCheckpoint.create(.init(architecture: .deepseekV3, preset: preset, seed: 4, dtype: .bf16), at: dir)
-        try setBiases(named: ["e_score_correction_bias"], in: dir)
+        try setBiases(named: ["e_score_correction_bias", "a_layernorm"], in: dir)
         let model = try Transformer(directory: dir.path)
         try model.configure(compute: Self.bf16!)
-        let prompt = (0..<11).map { Int32(($0 * 31 + 9) % model.config.vocabSize) }
         SoftwareCUDA.reset()
         let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[1][0], deviceIndex: 0,
                                       budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
                                       searchPath: [try SoftwareCUDA.directory.get()])
         try gpu.loadDense(model.weights)
         #expect(gpu.dense.bytes == CUDAAccelerator.denseBytes(model.weights))
+        return (model, gpu)
+    }
+
+    /// DeepSeek's latent attention by its projections, where the whole
+    /// layer is not offered: q (or q_a and q_b with the CPU's norm
+    /// between), kv_a and o on the device, each checked against the CPU's;
+    /// the absorbed per-head products and attention over the latents stay
+    /// on the CPU.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [nil, 16] as [Int?])
+    func latentAttentionProjectionsRunOnTheDevice(qLoraRank: Int?) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("latent-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (model, gpu) = try latentModel(qLoraRank: qLoraRank, in: dir)
+        let prompt = (0..<11).map { Int32(($0 * 31 + 9) % model.config.vocabSize) }
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        checked.offersWholeLayers = false
         model.install(dense: checked)
         defer { model.install(dense: nil) }
         _ = try Generator(model: model, blockSize: 4).allLogits(prompt)
@@ -616,6 +626,75 @@ import Testing
         #expect(checked.routesChecked == 1 && gpu.counters["hybrid_gpu_layers_routed"] == 1)
         #expect(gpu.dense.products == checked.productsChecked)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
+    }
+
+    /// DeepSeek's latent attention whole on the device, one round trip a
+    /// layer: an 11-token prefill, then decodes that read the rows it
+    /// stored in the device's Float32 copy of the cache. Each layer's
+    /// cached rows and output checked against the absorbed form written
+    /// out plainly (`CheckingDenseOffload.latentAttentionLayer`); softmax
+    /// and norm blocks of 4 threads, value sums in pieces of 3 keys, the
+    /// prefill's tokens in chunks, as long contexts take them. The per-head
+    /// products as one strided-batched call each, or (`refusingBatched`)
+    /// one product per head.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [nil, 16] as [Int?], [false, true])
+    func latentAttentionLayersRunWholeOnTheDevice(qLoraRank: Int?, refusingBatched: Bool) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("latent-whole-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (model, gpu) = try latentModel(qLoraRank: qLoraRank, in: dir)
+        SoftwareCUDA.refuseBatchedProducts(refusingBatched)
+        defer { SoftwareCUDA.refuseBatchedProducts(false) }
+        let c = model.config, prompt = (0..<11).map { Int32(($0 * 31 + 9) % c.vocabSize) }
+        let reference = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 4)
+        #expect(gpu.dense.latentParts.allSatisfy { $0.whole })
+        (gpu.attention.softmaxThreads, gpu.attention.valuePiece, gpu.attention.normThreads, gpu.attention.chunkBytes) = (4, 3, 4, 4096)
+        let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(dense: checked)
+        defer { model.install(dense: nil) }
+        let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 4)
+        #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+        // The prefill and three decodes (the fourth token needs no forward
+        // past its logits), every layer whole on the device.
+        #expect(checked.latentLayersChecked == 4 * c.numLayers, "\(checked.latentLayersChecked)")
+        #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == Double(4 * c.numLayers))
+        // No projection was asked apart: per forward layer 0's MLP, layer 1's
+        // router and shared expert, the LM head.
+        #expect(checked.productsChecked == 4 * 4, "\(checked.productsChecked)")
+        #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
+        // Two per-head products a layer: one call over the heads, or one per head.
+        let perHead = SoftwareCUDA.counter("strided_gemms")
+        #expect(perHead == (refusingBatched ? 0 : 2 * checked.latentLayersChecked))
+        // The CPU expands the prefill's attention where the device absorbs
+        // it: another order of products, the same tokens.
+        #expect(result.tokens == reference.tokens)
+    }
+
+    /// The same on the transformers-made DeepSeek-V3 checkpoint the CPU is
+    /// checked against (`ReferenceLogitsTests`): RoPE not interleaved,
+    /// two dense layers first, its own norm weights. The device's greedy
+    /// continuation of the reference prompt is the CPU's.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func latentAttentionOnTheDeviceFollowsTheCPUOnTheTransformersCheckpoint() throws {
+        let dir = PluginFixtures.model("deepseek_v3_noninterleaved_bf16_sharded")
+        let model = try Transformer(directory: dir)
+        try model.configure(compute: Self.bf16!)
+        #expect(model.config.rope.interleaved == false)
+        struct Reference: Decodable { var tokens: [Int32] }
+        let prompt = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/reference.json"))).tokens
+        let reference = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 6)
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!,
+                                      deviceIndex: 0, budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
+                                      searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+        model.install(dense: checked)
+        defer { model.install(dense: nil) }
+        let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 6)
+        #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+        #expect(checked.latentLayersChecked == 6 * model.config.numLayers, "\(checked.latentLayersChecked)")
+        #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
+        #expect(result.tokens == reference.tokens)
     }
 
     /// gpt-oss's experts (biased, clamped SwiGLU) are not ones the GPU

@@ -21,7 +21,7 @@
 //   may not touch, so a kernel running off its end stops the test at once.
 // - Every call that needs a context checks that one is current on the
 //   calling thread.
-// - cublasGemmEx and cublasGemmBatchedEx follow cuBLAS's column-major
+// - cublasGemmEx, cublasGemmBatchedEx and cublasGemmStridedBatchedEx follow cuBLAS's column-major
 //   definition, leading-dimension checks and data types (the batched one
 //   reads its device arrays of pointers when it runs); NVRTC "compiles" a kernel's CUDA C source with the
 //   host C compiler, and cuLaunchKernel runs it over the grid: threads one
@@ -44,6 +44,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+// The most parameters a kernel may take here (a kernel with more does not compile).
+#define KERNEL_ARGS 32
+
 typedef int CUresult;
 enum {
     CUDA_SUCCESS = 0, CUDA_ERROR_INVALID_VALUE = 1, CUDA_ERROR_OUT_OF_MEMORY = 2, CUDA_ERROR_NO_DEVICE = 100,
@@ -62,7 +65,7 @@ static __thread void *current_context;
 
 // Counters the tests read (softcuda_counter).
 static struct {
-    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches, event_waits, max_queued,
+    long long pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, strided_gemms, launches, event_waits, max_queued,
         host_waits;
 } counters;
 
@@ -88,8 +91,8 @@ static int pinned_count, pinned_capacity;
 static size_t memory_bytes = (size_t)1 << 30;
 static int devices = 1;
 static char compiler[1024] = "cc";
-// Set by tests: cublasGemmBatchedEx answers CUBLAS_STATUS_NOT_SUPPORTED, as
-// a cuBLAS without this type combination would.
+// Set by tests: cublasGemmBatchedEx and cublasGemmStridedBatchedEx answer
+// CUBLAS_STATUS_NOT_SUPPORTED, as a cuBLAS without this type combination would.
 static int refuse_batched;
 
 static size_t device_memory_bytes(void) { return memory_bytes; }
@@ -124,7 +127,7 @@ static int is_pinned(const void *p, size_t bytes) {
 
 // ---------------------------------------------------------------- streams
 typedef struct event { unsigned long long recorded, completed; struct stream *stream; } event;
-enum { OP_H2D, OP_D2H, OP_GEMM, OP_GEMM_BATCHED, OP_KERNEL, OP_RECORD, OP_WAIT };
+enum { OP_H2D, OP_D2H, OP_GEMM, OP_GEMM_BATCHED, OP_GEMM_STRIDED, OP_KERNEL, OP_RECORD, OP_WAIT };
 
 // A kernel's pointer arguments are device addresses; its runner turns them
 // into host addresses through this (NULL, and a sticky error, for one that
@@ -148,8 +151,10 @@ typedef struct op {
     unsigned long long seq;
     // For OP_GEMM_BATCHED, a, b and c are device arrays of `batch` device
     // pointers, read when the product runs.
-    struct { int ta, tb, m, n, k, atype, btype, ctype, lda, ldb, ldc, batch; float alpha, beta; uint64_t a, b, c; } gemm;
-    struct { kernel *f; unsigned grid[3], block[3]; void *args[16]; } launch;
+    // For OP_GEMM_STRIDED, product i's matrices start sa, sb, sc elements
+    // after product i - 1's.
+    struct { int ta, tb, m, n, k, atype, btype, ctype, lda, ldb, ldc, batch; float alpha, beta; uint64_t a, b, c; long long sa, sb, sc; } gemm;
+    struct { kernel *f; unsigned grid[3], block[3]; void *args[KERNEL_ARGS]; } launch;
 } op;
 
 typedef struct stream { op *head, *tail; int queued; struct stream *next_stream; } stream;
@@ -223,6 +228,15 @@ static void execute(op *o, stream *s, int depth) {
         }
         break;
     }
+    case OP_GEMM_STRIDED:
+        for (int i = 0; i < o->gemm.batch && sticky == CUDA_SUCCESS; i++) {
+            op one = *o;
+            one.gemm.a += (uint64_t)(i * o->gemm.sa) * type_size(o->gemm.atype);
+            one.gemm.b += (uint64_t)(i * o->gemm.sb) * type_size(o->gemm.btype);
+            one.gemm.c += (uint64_t)(i * o->gemm.sc) * type_size(o->gemm.ctype);
+            execute_gemm(&one);
+        }
+        break;
     case OP_KERNEL: o->launch.f->run(o->launch.args, o->launch.grid, o->launch.block, kernel_pointer); break;
     case OP_RECORD: if (o->ev->completed < o->seq) o->ev->completed = o->seq; break;
     case OP_WAIT:
@@ -620,6 +634,9 @@ int cublasSetStream_v2(blas_handle *h, stream *s) {
 
 static int gemm_ex(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype,
                    int lda, uint64_t b, int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute);
+static int gemm_strided(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a,
+                        int atype, int lda, long long sa, uint64_t b, int btype, int ldb, long long sb, const void *beta, uint64_t c,
+                        int ctype, int ldc, long long sc, int compute);
 
 int cublasGemmEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype, int lda, uint64_t b,
                  int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute, int algo) {
@@ -639,6 +656,24 @@ int cublasGemmBatchedEx(blas_handle *h, int ta, int tb, int m, int n, int k, con
 
 static int gemm_ex(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype,
                    int lda, uint64_t b, int btype, int ldb, const void *beta, uint64_t c, int ctype, int ldc, int compute) {
+    return gemm_strided(kind, batch, h, ta, tb, m, n, k, alpha, a, atype, lda, 0, b, btype, ldb, 0, beta, c, ctype, ldc, 0, compute);
+}
+
+// The same types and rules as cublasGemmEx, over `batch` products, the
+// matrices of each `stride` elements after the one before.
+int cublasGemmStridedBatchedEx(blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a, int atype, int lda,
+                               long long sa, uint64_t b, int btype, int ldb, long long sb, const void *beta, uint64_t c, int ctype,
+                               int ldc, long long sc, int batch, int compute, int algo) {
+    (void)algo;
+    if (batch < 0) return CUBLAS_INVALID_VALUE;
+    if (refuse_batched) return CUBLAS_NOT_SUPPORTED;
+    return gemm_strided(OP_GEMM_STRIDED, batch, h, ta, tb, m, n, k, alpha, a, atype, lda, sa, b, btype, ldb, sb, beta, c, ctype, ldc, sc,
+                        compute);
+}
+
+static int gemm_strided(int kind, int batch, blas_handle *h, int ta, int tb, int m, int n, int k, const void *alpha, uint64_t a,
+                        int atype, int lda, long long sa, uint64_t b, int btype, int ldb, long long sb, const void *beta, uint64_t c,
+                        int ctype, int ldc, long long sc, int compute) {
     ENTER();
     if (!h) RETURN(CUBLAS_NOT_INITIALIZED);
     if (current_context != &primary_context || sticky) RETURN(CUBLAS_EXECUTION_FAILED);
@@ -659,7 +694,10 @@ static int gemm_ex(int kind, int batch, blas_handle *h, int ta, int tb, int m, i
     o->gemm.alpha = *(const float *)alpha;
     o->gemm.beta = *(const float *)beta;
     o->gemm.a = a; o->gemm.b = b; o->gemm.c = c;
-    if (kind == OP_GEMM) counters.gemms++; else counters.batched_gemms++;
+    o->gemm.sa = sa; o->gemm.sb = sb; o->gemm.sc = sc;
+    if (kind == OP_GEMM) counters.gemms++;
+    else if (kind == OP_GEMM_STRIDED) counters.strided_gemms++;
+    else counters.batched_gemms++;
     enqueue(h->stream, o);
     RETURN(CUBLAS_OK);
 }
@@ -738,9 +776,10 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         // __device__ function it calls).
         const char *barrier = strstr(open, "__syncthreads"), *shared = strstr(open, "__shared__");
         int cooperative = (barrier && barrier < body_end) || (shared && shared < body_end);
-        char types[16][128];
+        char types[KERNEL_ARGS][128];
         int nargs = 0;
-        for (const char *param = p + 1; param < close && nargs < 16;) {
+        for (const char *param = p + 1; param < close;) {
+            if (nargs == KERNEL_ARGS) return -1;
             const char *end = param;
             while (end < close && *end != ',') end++;
             const char *last = end;  // the parameter's name is its last identifier
@@ -885,6 +924,7 @@ long long softcuda_counter(const char *name) {
         : !strcmp(name, "d2h_bytes") ? counters.d2h_bytes
         : !strcmp(name, "gemms") ? counters.gemms
         : !strcmp(name, "batched_gemms") ? counters.batched_gemms
+        : !strcmp(name, "strided_gemms") ? counters.strided_gemms
         : !strcmp(name, "launches") ? counters.launches
         : !strcmp(name, "event_waits") ? counters.event_waits
         : !strcmp(name, "max_queued") ? counters.max_queued

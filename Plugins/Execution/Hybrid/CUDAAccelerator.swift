@@ -50,6 +50,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                        DevicePointer, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32, Int32, Int32) -> Int32
     typealias GemmBatchedEx = @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32,
                                               DevicePointer, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32, Int32, Int32, Int32, Int32) -> Int32
+    typealias GemmStridedBatchedEx = @convention(c) (OpaquePointer?, Int32, Int32, Int32, Int32, Int32, UnsafeRawPointer, DevicePointer, Int32,
+                                                     Int32, Int64, DevicePointer, Int32, Int32, Int64, UnsafeRawPointer, DevicePointer, Int32,
+                                                     Int32, Int64, Int32, Int32, Int32) -> Int32
     typealias NvrtcCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UnsafePointer<CChar>, UnsafePointer<CChar>, Int32,
                                             UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
     typealias NvrtcCompile = @convention(c) (OpaquePointer?, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Int32
@@ -93,6 +96,11 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// or switched off after a call it refused, leaves one call per expert.
     let gemmBatchedEx: GemmBatchedEx?
     private var batchedWorks = true
+    /// cuBLAS's strided-batched product, for latent attention's per-head
+    /// products (one call over the heads); nil, or switched off after a
+    /// call it refused, leaves one `cublasGemmEx` per head.
+    let gemmStridedBatchedEx: GemmStridedBatchedEx?
+    var stridedWorks = true
     /// Device arrays of pointers for the batched calls, and their pinned
     /// host side.
     private var pointerArrays = DeviceScratch()
@@ -204,6 +212,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         blas = handle
         gemmEx = try symbol(blasLib, "cublasGemmEx", GemmEx.self)
         gemmBatchedEx = blasLib.symbol("cublasGemmBatchedEx").map { unsafeBitCast($0, to: GemmBatchedEx.self) }
+        gemmStridedBatchedEx = blasLib.symbol("cublasGemmStridedBatchedEx").map { unsafeBitCast($0, to: GemmStridedBatchedEx.self) }
         // The kernel: NVRTC to PTX, which the driver compiles for this GPU.
         let ptx = try Self.compileKernel(nvrtc: nvrtcLib)
         var module: OpaquePointer?, function: OpaquePointer?
@@ -481,7 +490,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
         let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource
-                                                                           + routingKernelSource, "switchyard.cu", 0, nil, nil)
+                                                                           + routingKernelSource + latentKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)
@@ -535,6 +544,28 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         var one: Float = 1, zero: Float = 0
         try check("cublasGemmEx", gemmEx(blas, Self.opT, Self.opN, Int32(rows), Int32(tokens), Int32(k), &one, weights, Self.realBF16, Int32(k),
                                          input, Self.realBF16, Int32(k), &zero, output, Self.realF32, Int32(rows), Self.compute32F, Self.gemmDefault))
+    }
+
+    /// `batch` column-major products `C_i = op(A_i)·B_i` (BF16 in, Float32
+    /// out), each matrix `stride` elements after the one before: one
+    /// strided-batched call, or one `cublasGemmEx` each where cuBLAS lacks
+    /// or refuses it.
+    func stridedGemm(transposingA: Bool, m: Int, n: Int, k: Int, a: DevicePointer, lda: Int, strideA: Int, b: DevicePointer, ldb: Int,
+                     strideB: Int, c: DevicePointer, ldc: Int, strideC: Int, batch: Int) throws {
+        var one: Float = 1, zero: Float = 0
+        let opA = transposingA ? Self.opT : Self.opN
+        if stridedWorks, let strided = gemmStridedBatchedEx {
+            let status = strided(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a, Self.realBF16, Int32(lda), Int64(strideA), b,
+                                 Self.realBF16, Int32(ldb), Int64(strideB), &zero, c, Self.realF32, Int32(ldc), Int64(strideC), Int32(batch),
+                                 Self.compute32F, Self.gemmDefault)
+            if status == 0 { return }
+            stridedWorks = false
+        }
+        for i in 0..<batch {
+            try check("cublasGemmEx", gemmEx(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a + DevicePointer(i * strideA * 2),
+                                             Self.realBF16, Int32(lda), b + DevicePointer(i * strideB * 2), Self.realBF16, Int32(ldb), &zero,
+                                             c + DevicePointer(i * strideC * 4), Self.realF32, Int32(ldc), Self.compute32F, Self.gemmDefault))
+        }
     }
 
     private func reserve(rows: Int) throws {

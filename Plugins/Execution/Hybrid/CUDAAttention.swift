@@ -39,6 +39,9 @@ struct DeviceAttention {
         case layerInput, angles, qkvRows, keyValueRows, outputBF16, projected
         /// `moeLayerFront`'s: the residual rows and the normed rows.
         case residual, normedRows
+        /// `latentAttentionLayer`'s: `q_a_proj`'s rows (Float32, BF16), the
+        /// absorbed queries, the values per head (Float32, BF16).
+        case latentQueryA, latentQueryA16, latentQueries, latentValues, latentValues16
     }
 }
 
@@ -60,14 +63,16 @@ extension CUDAAccelerator {
     /// The small kernels `launch` starts, in `kernels`' order:
     /// attention's here, `attentionLayer`'s steps before and after
     /// it (`CUDAAttentionLayer.swift`), the expert rows' gather and
-    /// combine (`CUDAExpertRoutes.swift`) and routing (`CUDARouting.swift`).
+    /// combine (`CUDAExpertRoutes.swift`), routing (`CUDARouting.swift`) and
+    /// latent attention's query (`CUDALatentAttention.swift`).
     enum DeviceKernel: Int, CaseIterable {
         case kvStore, scores, softmax, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
-             roundBF16, gatherRows, combineRows, routeTokens
+             roundBF16, gatherRows, combineRows, routeTokens, latentQueryRope
 
         var name: String {
             ["kv_store", "attn_scores", "attn_softmax_rows", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
-             "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens"][rawValue]
+             "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens",
+             "latent_query_rope"][rawValue]
         }
     }
 
@@ -76,6 +81,12 @@ extension CUDAAccelerator {
     static let attentionKernelSource = """
 
     __device__ float bf16_value(unsigned short x) { return __uint_as_float(((unsigned int)x) << 16); }
+
+    // A query, key or value element: BF16, or (f32: latent attention's
+    // rows, which the CPU keeps in Float32) a float stored as two halves.
+    __device__ float element(const unsigned short* p, long long i, int f32) {
+        return f32 ? ((const float*)p)[i] : bf16_value(p[i]);
+    }
 
     __device__ int first_key(int p, int window) { return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0; }
 
@@ -91,17 +102,16 @@ extension CUDAAccelerator {
 
     extern "C" __global__ void attn_scores(const unsigned short* q, const unsigned short* ck, const int* seq_of, const int* pos_of,
                                            const int* tables, const int* table_start, float* scores, int heads, int kv_heads,
-                                           int d, int bs, int max_ctx, float scale, int t0, int window, long long count) {
+                                           int d, int bs, int max_ctx, float scale, int t0, int window, int f32, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
         long long th = i / max_ctx;
         int j = (int)(i - th * max_ctx), h = (int)(th % heads), t = t0 + (int)(th / heads);
         if (j > pos_of[t] || j < first_key(pos_of[t], window)) return;
         long long slot = (long long)tables[table_start[seq_of[t]] + j / bs] * bs + j % bs;
-        const unsigned short* kr = ck + (slot * kv_heads + h / (heads / kv_heads)) * d;
-        const unsigned short* qr = q + ((long long)t * heads + h) * d;
+        long long kr = (slot * kv_heads + h / (heads / kv_heads)) * d, qr = ((long long)t * heads + h) * d;
         float s = 0.0f;
-        for (int e = 0; e < d; e++) s += bf16_value(qr[e]) * bf16_value(kr[e]);
+        for (int e = 0; e < d; e++) s += element(q, qr + e, f32) * element(ck, kr + e, f32);
         scores[i] = s * scale;
     }
 
@@ -156,14 +166,16 @@ extension CUDAAccelerator {
     // The weighted values in two kernels, so no thread walks a whole
     // context: per (token, head, piece of `chunk` keys, dimension) the
     // piece's sum, then per (token, head, dimension) the pieces' sum in order.
+    // A value is the first `vd` of a cached row's `d` elements (latent
+    // attention's values are its rows' latents).
     extern "C" __global__ void values_pieces(const float* scores, const unsigned short* cv, const int* seq_of, const int* pos_of,
                                              const int* tables, const int* table_start, float* pieces, int heads, int kv_heads, int d,
-                                             int bs, int max_ctx, int t0, int window, int chunk, long long count) {
+                                             int vd, int bs, int max_ctx, int t0, int window, int chunk, int f32, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
         int per = (max_ctx + chunk - 1) / chunk;
-        long long thc = i / d, th = thc / per;
-        int e = (int)(i - thc * d), c = (int)(thc - th * per), h = (int)(th % heads), t = t0 + (int)(th / heads);
+        long long thc = i / vd, th = thc / per;
+        int e = (int)(i - thc * vd), c = (int)(thc - th * per), h = (int)(th % heads), t = t0 + (int)(th / heads);
         int p = pos_of[t], a = first_key(p, window) + c * chunk;
         int b = a + chunk - 1 < p ? a + chunk - 1 : p;
         const float* w = scores + th * max_ctx;
@@ -172,7 +184,7 @@ extension CUDAAccelerator {
         float acc = 0.0f;
         for (int j = a; j <= b; j++) {
             long long slot = (long long)table[j / bs] * bs + j % bs;
-            acc += w[j] * bf16_value(cv[(slot * kv_heads + g) * d + e]);
+            acc += w[j] * element(cv, (slot * kv_heads + g) * d + e, f32);
         }
         pieces[i] = acc;
     }
@@ -215,23 +227,24 @@ extension CUDAAccelerator {
 
     /// The device's copy of `b`'s cache: kept while the batches come from
     /// the same cache, else allocated afresh for every layer at once (so
-    /// running out of room shows before any layer depends on it).
-    func mirror(_ b: AttentionBatch, layers: Int) throws {
+    /// running out of room shows before any layer depends on it). `latent`:
+    /// one Float32 row per token and layer, no values (`keys` only).
+    func mirror(_ b: AttentionBatch, layers: Int, latent: Bool = false) throws {
         guard attention.cache != b.cache || attention.numBlocks != b.numBlocks || attention.blockSize != b.blockSize else { return }
         try wait(compute)
         for p in attention.keys + attention.values { _ = memFree(p) }
         attention.keys = []
         attention.values = []
         attention.cache = nil
-        let bytes = b.numBlocks * b.blockSize * b.numKVHeads * b.headDim * 2
+        let bytes = b.numBlocks * b.blockSize * b.numKVHeads * b.headDim * (latent ? 4 : 2), tensors = latent ? 1 : 2
         for _ in 0..<layers {
             var kp: UInt64 = 0, vp: UInt64 = 0
-            let kc = memAlloc(&kp, bytes), vc = kc == 0 ? memAlloc(&vp, bytes) : kc
+            let kc = memAlloc(&kp, bytes), vc = kc == 0 && !latent ? memAlloc(&vp, bytes) : kc
             if kp != 0 { attention.keys.append(kp) }
             if vp != 0 { attention.values.append(vp) }
             guard kc == 0, vc == 0 else {
-                throw HybridSetupError("the KV cache copy (\(HybridExecution.size(2 * bytes * layers)) for \(layers) layers) does not fit the GPU "
-                                       + "beside the budget: lower --kv-cache-memory or gpu_memory")
+                throw HybridSetupError("the KV cache copy (\(HybridExecution.size(tensors * bytes * layers)) for \(layers) layers) does not fit "
+                                       + "the GPU beside the budget: lower --kv-cache-memory or gpu_memory")
             }
         }
         attention.cache = b.cache
@@ -292,16 +305,23 @@ extension CUDAAccelerator {
     /// device) into `layer`'s copy of the cache, then attention over it
     /// into `output` (Float32): over the last `window` positions (0: all),
     /// with one sink logit per head from `sinks` (0: none) in the softmax.
+    /// `latentValues`: latent attention's cache, one Float32 row per token
+    /// (`k16` and the queries Float32 too, `v16` unused), whose first
+    /// `latentValues` elements are the values.
     func queueAttention(layer: Int, _ b: AttentionBatch, index x: DeviceBatchIndex, q16: UInt64, k16: UInt64, v16: UInt64,
-                        output: UInt64, window: Int = 0, sinks: UInt64 = 0) throws {
+                        output: UInt64, window: Int = 0, sinks: UInt64 = 0, latentValues: Int? = nil) throws {
         let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
-        try launch(.kvStore, count: t * kvh * d, [.pointer(k16), .pointer(v16), .pointer(x.slots), .pointer(attention.keys[layer]),
-                                                  .pointer(attention.values[layer]), .int32(Int32(kvh * d))])
+        let vd = latentValues ?? d, f32: Int32 = latentValues == nil ? 0 : 1
+        let values = latentValues == nil ? attention.values[layer] : attention.keys[layer]
+        // The store copies 16-bit words: a Float32 row is twice as many.
+        let words = (latentValues == nil ? 1 : 2) * kvh * d
+        try launch(.kvStore, count: t * words, [.pointer(k16), .pointer(latentValues == nil ? v16 : k16), .pointer(x.slots),
+                                                .pointer(attention.keys[layer]), .pointer(values), .int32(Int32(words))])
         // Per (token, head): its scores, and the values' sums per piece.
         let per = (maxContext + attention.valuePiece - 1) / attention.valuePiece
-        let chunk = max(1, min(t, attention.chunkBytes / (4 * h * (maxContext + per * d))))
+        let chunk = max(1, min(t, attention.chunkBytes / (4 * h * (maxContext + per * vd))))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
-        let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * d * 4)
+        let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * vd * 4)
         var t0 = 0
         while t0 < t {
             let n = min(chunk, t - t0)
@@ -309,7 +329,7 @@ extension CUDAAccelerator {
                                                             .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart),
                                                             .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
                                                             .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0)),
-                                                            .int32(Int32(window))])
+                                                            .int32(Int32(window)), .int32(f32)])
             var threads = 1
             while threads < min(maxContext, attention.softmaxThreads) { threads *= 2 }
             // Without sinks any valid address stands in (not read).
@@ -317,13 +337,13 @@ extension CUDAAccelerator {
                        [.pointer(scores.device), .pointer(x.positionOf), .pointer(sinks != 0 ? sinks : scores.device), .int32(Int32(h)),
                         .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
                         .int32(sinks != 0 ? 1 : 0)])
-            try launch(.valuesPieces, count: n * h * per * d, [.pointer(scores.device), .pointer(attention.values[layer]),
-                                                               .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
-                                                               .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),
-                                                               .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(bs)),
-                                                               .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window)),
-                                                               .int32(Int32(attention.valuePiece))])
-            try launch(.valuesSum, count: n * h * d, [.pointer(valuePieces.device), .pointer(output), .int32(Int32(h)), .int32(Int32(d)),
+            try launch(.valuesPieces, count: n * h * per * vd, [.pointer(scores.device), .pointer(values),
+                                                                .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
+                                                                .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),
+                                                                .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(vd)), .int32(Int32(bs)),
+                                                                .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window)),
+                                                                .int32(Int32(attention.valuePiece)), .int32(f32)])
+            try launch(.valuesSum, count: n * h * vd, [.pointer(valuePieces.device), .pointer(output), .int32(Int32(h)), .int32(Int32(vd)),
                                                       .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(attention.valuePiece))])
             t0 += n
         }

@@ -284,16 +284,16 @@ extension CUDAAccelerator {
     /// RMSNorm over `groups` groups of `width` values from `offset` of each
     /// of `tokens` rows `ld` apart, one block per group (`rms_norm_rows`),
     /// after adding `adding`'s rows where given; in place, or into `into`'s
-    /// Float32 and BF16 rows.
+    /// Float32 and BF16 rows. `epsilon`: the model's RMSNorm epsilon unless given.
     func rmsNorm(_ x: UInt64, tokens: Int, ld: Int, offset: Int, width: Int, groups: Int, weights: UInt64, adding: UInt64? = nil,
-                 into: (rows: UInt64, rows16: UInt64)? = nil) throws {
+                 into: (rows: UInt64, rows16: UInt64)? = nil, epsilon: Float? = nil) throws {
         // A power of two, no wider than the group needs.
         var threads = 1
         while threads < min(width, attention.normThreads) { threads *= 2 }
         // Arguments not read stand in as valid addresses.
         try launch(.rmsNorm, blocks: tokens * groups, threads: threads,
                    [.pointer(x), .pointer(adding ?? x), .pointer(weights), .pointer(into?.rows ?? x), .pointer(into?.rows16 ?? x),
-                    .int32(Int32(ld)), .int32(Int32(offset)), .int32(Int32(width)), .int32(Int32(groups)), .float(dense.normEpsilon),
+                    .int32(Int32(ld)), .int32(Int32(offset)), .int32(Int32(width)), .int32(Int32(groups)), .float(epsilon ?? dense.normEpsilon),
                     .int32(adding == nil ? 0 : 1), .int32(into == nil ? 0 : 1)])
     }
 }

@@ -38,8 +38,12 @@ struct DenseDeviceWeights {
     var qkv: [DeviceMatrix] = []
     var qRows = 0, kvRows = 0
     var output: [DeviceMatrix] = [], router: [DeviceMatrix] = []
-    /// `[layer]`: latent attention's projections (q, or q_a and q_b; kv_a).
+    /// `[layer]`: latent attention's projections (q, or q_a and q_b; kv_a),
+    /// and what it needs besides to run whole (`CUDALatentAttention.swift`);
+    /// the model's latent attention shape (nil: it has none).
     var latent: [DeviceLatentProjections] = []
+    var latentParts: [DeviceLatentParts] = []
+    var latentShape: LatentAttentionConfig?
     var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
     var lmHead = DeviceMatrix()
     /// `[layer]`: what grouped-query attention needs besides its matrices
@@ -134,6 +138,7 @@ extension CUDAAccelerator: DenseOffload {
                 if qkv && fitsDevice(a.o) { bytes += 4 * (attentionVectors(a).reduce(0) { $0 + $1.count } + 2 * weights.config.hiddenSize) }
             } else if case .latent(let a) = layer.attention {
                 bytes += ([a.q, a.qA, a.qB, a.kvA, a.o] as [Matrix?]).reduce(0) { $0 + ($1.map { fitsDevice($0) ? $0.byteCount : 0 } ?? 0) }
+                if latentRunsWhole(a) { bytes += a.kvB.byteCount + 4 * latentVectors(a).reduce(0) { $0 + $1.count } }
             }
             switch layer.feedForward {
             case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
@@ -160,6 +165,19 @@ extension CUDAAccelerator: DenseOffload {
         return vectors + [a.qNorm, a.kNorm, a.oBias, a.sinks].compactMap { $0 }
     }
 
+    /// Whether every matrix of a latent attention layer fits the device, so
+    /// it can run there whole.
+    static func latentRunsWhole(_ a: LatentAttentionWeights) -> Bool {
+        let query = a.q.map(fitsDevice) ?? (a.qA.map(fitsDevice) == true && a.qB.map(fitsDevice) == true)
+        return query && fitsDevice(a.kvA) && fitsDevice(a.kvB) && fitsDevice(a.o)
+    }
+
+    /// The vectors a whole latent layer needs on the device: `q_a_proj`'s
+    /// bias and norm, `kv_a_proj_with_mqa`'s bias, the latent's norm, o's bias.
+    static func latentVectors(_ a: LatentAttentionWeights) -> [[Float]] {
+        [a.qABias, a.qANorm, a.kvABias, a.kvANorm, a.oBias].compactMap { $0 }
+    }
+
     /// Copies every dense matrix that fits the device (`fitsDevice`) into
     /// device memory, once, before serving.
     public func loadDense(_ weights: ModelWeights) throws {
@@ -172,6 +190,8 @@ extension CUDAAccelerator: DenseOffload {
         dense.denseMLP = dense.sharedMLP
         dense.attentionParts = .init(repeating: DeviceAttentionParts(), count: layers)
         dense.latent = .init(repeating: DeviceLatentProjections(), count: layers)
+        dense.latentParts = .init(repeating: DeviceLatentParts(), count: layers)
+        dense.latentShape = weights.config.latentAttention
         dense.qkNorm = weights.config.qkNorm
         dense.normEpsilon = weights.config.rmsNormEps
         dense.clip = weights.config.clipQKV ?? 0
@@ -231,6 +251,15 @@ extension CUDAAccelerator: DenseOffload {
                 dense.latent[l] = DeviceLatentProjections(query: try matrix(a.q), queryA: try matrix(a.qA), queryB: try matrix(a.qB),
                                                           kvA: try matrix(a.kvA))
                 dense.output[l] = try matrix(a.o)
+                if Self.latentRunsWhole(a) {
+                    var parts = DeviceLatentParts(kvB: try matrix(a.kvB), whole: true)
+                    if let v = a.qABias { parts.queryABias = try upload(v) }
+                    if let v = a.qANorm { parts.queryANorm = try upload(v) }
+                    if let v = a.kvABias { parts.kvABias = try upload(v) }
+                    parts.kvANorm = try upload(a.kvANorm)
+                    if let v = a.oBias { parts.oBias = try upload(v) }
+                    dense.latentParts[l] = parts
+                }
             }
             switch layer.feedForward {
             case .dense(let e): if Self.fitsDevice(e) { dense.denseMLP[l] = try mlp(e) }

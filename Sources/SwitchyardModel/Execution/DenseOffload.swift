@@ -8,8 +8,8 @@
 /// fails a request.
 ///
 /// Routing may stay on the CPU (`routes`), and so do the norms but for
-/// `moeLayerFront`; of latent attention only the projections are asked for (the per-head absorbed
-/// products and the attention over latents stay on the CPU). Attention itself may be offered
+/// `moeLayerFront`. Latent attention is offered whole
+/// (`latentAttentionLayer`), else by its projections. Attention itself may be offered
 /// too, as one step (`attention(layer:batch:q:k:v:out:)`) or as the whole
 /// grouped-query attention of a layer in one round trip
 /// (`attentionLayer(layer:batch:x:k:v:out:)`): the CPU still stores every
@@ -53,6 +53,20 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// `attention`'s.
     func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                         v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool
+
+    /// The whole latent attention (DeepSeek's MLA) of `layer`, asked before
+    /// its projections: from the normed rows `x`, the query (`q_proj`, or
+    /// `q_a_proj`, its bias and norm, `q_b_proj`), the cached row (`kv_a_proj_with_mqa`,
+    /// its bias, the latent's norm, RoPE on the shared key) into `row`
+    /// (`tokens × (kvLoraRank + rope)`, which the CPU stores in its own
+    /// cache) and the device's copy of the cache, then attention in the
+    /// absorbed form over the cached rows, each head's latent output
+    /// through `W_UV`, `o_proj` and its bias into `out`. `batch` has one
+    /// key head whose width is the cached row's, the softmax scale of the
+    /// model's config and its RoPE angles. The rule for answering true is
+    /// `attention`'s.
+    func latentAttentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
+                              out: UnsafeMutablePointer<Float>) -> Bool
 
     /// The router logits of MoE layer `layer` into `logits` (before any
     /// router bias). An offload that also holds the layer's shared expert
@@ -104,6 +118,9 @@ extension DenseOffload {
 
     public func attentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                                v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool { false }
+
+    public func latentAttentionLayer(layer: Int, batch: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
+                                     out: UnsafeMutablePointer<Float>) -> Bool { false }
 
     /// The logits as one product; the shared expert is asked for apart (`mlp`).
     public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {

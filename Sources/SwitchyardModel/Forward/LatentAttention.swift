@@ -67,7 +67,7 @@ public struct LatentAttentionWeights: Sendable {
 extension Transformer {
     /// transformers builds `q_a_layernorm` and `kv_a_layernorm` with the
     /// RMSNorm default epsilon, not `rms_norm_eps`.
-    static let latentNormEps: Float = 1e-6
+    public static let latentNormEps: Float = 1e-6
 
     func latentAttention(_ a: LatentAttentionWeights, layer l: Int, batch: ForwardBatch, cache: PagedKVCache,
                          normed: UnsafeMutablePointer<Float>, out projected: UnsafeMutablePointer<Float>)
@@ -75,6 +75,16 @@ extension Transformer {
         let c = config, m = c.latentAttention!, tokens = batch.tokenCount, heads = c.numHeads
         let qWidth = heads * m.queryHeadDim, width = m.cacheWidth, r = m.kvLoraRank
         let t0 = monotonicSeconds()
+        if let dense {
+            let row = ws.k.reserve(tokens * width)
+            var b = attentionBatch(batch, cache: cache, scale: m.softmaxScale, withRope: true)
+            (b.numKVHeads, b.headDim, b.roundsToBF16) = (1, width, false)
+            if dense.latentAttentionLayer(layer: l, batch: b, x: normed, row: row, out: projected) {
+                // The device did it all; the CPU's cache still gets every row.
+                PagedAttention.store(cache: cache, layer: l, batch: batch, k: row, v: row)
+                return (0, monotonicSeconds() - t0, 0)
+            }
+        }
         // Queries, per head [nope | rope].
         let qFull = ws.q.reserve(tokens * qWidth)
         if let q = a.q {
