@@ -16,6 +16,7 @@
 #    bfloat16) on a committed BF16 reference checkpoint and on a 3.2 GB
 #    random one, with GPU budgets that leave experts resident, uploaded and
 #    on the CPU; greedy continuations compared token for token.
+#    The same on a DeepSeek-V3 reference checkpoint (latent attention).
 #    Also dense products alone on the GPU (cpu_moe) and experts alone
 #    (dense: false), and gpt-oss's form (MXFP4 experts on the CPU with
 #    cpu_moe; attention with sinks and a sliding window on the GPU).
@@ -93,6 +94,12 @@ REF=Tests/SwitchyardModelTests/Fixtures/models/qwen3_moe_bf16_sharded
 TOKENS=$(python3 -c 'import json; print(",".join(map(str, json.load(open("'$REF'/reference.json"))["tokens"])))')
 compare_logits ref-small "$REF" "$TOKENS" 128KiB
 compare_greedy ref-small "$REF" "$TOKENS" 128KiB
+# DeepSeek-V3's latent attention whole on the GPU (transformers' checkpoint,
+# RoPE not interleaved, two dense layers first).
+REF=Tests/SwitchyardModelTests/Fixtures/models/deepseek_v3_noninterleaved_bf16_sharded
+TOKENS=$(python3 -c 'import json; print(",".join(map(str, json.load(open("'$REF'/reference.json"))["tokens"])))')
+compare_logits ref-deepseek "$REF" "$TOKENS" 64KiB
+compare_greedy ref-deepseek "$REF" "$TOKENS" 64KiB
 big
 LONG=$(python3 -c 'print(",".join(str((i * 53 + 7) % 4096) for i in range(300)))')
 compare_logits compare-1GiB "$BIG" "$LONG" 1GiB
