@@ -20,6 +20,10 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
     private(set) var expertsChecked = 0
     /// Of those, experts the device summed per token (`ExpertRoutes`).
     private(set) var summedExperts = 0
+    /// Experts whose sums the device kept for the layer output it holds
+    /// (zeros in `combined`): `CheckingDenseOffload.keepLayerOutput`
+    /// checks them with the whole layer.
+    private(set) var keptExperts = 0
 
     var name: String { inner.name }
     var detail: String { inner.detail }
@@ -60,6 +64,10 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
         for j in 0..<work.numExperts { flags[j] = experts.contains(j) }
         work.gatherRows(only: flags)
         let summed = experts.filter { work.routes?.combinedExperts[$0] == true }
+        if let r = work.routes, !summed.isEmpty, UnsafeBufferPointer(start: r.combined, count: r.tokens * h).allSatisfy({ $0 == 0 }) {
+            keptExperts += summed.count
+            return
+        }
         // The device summed these per token and left their rows alone.
         if let r = work.routes, !summed.isEmpty {
             for i in 0..<work.numExperts { counts[i] = summed.contains(i) ? work.tokenCount[i] : 0 }
@@ -101,10 +109,13 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     private(set) var worstRelativeDifference: Float = 0
     private(set) var productsChecked = 0
 
+    private let cpu: SharedPoolExecutor
+
     init(_ inner: any DenseOffload, weights: ModelWeights, compute: ComputeOptions) {
         self.inner = inner
         self.weights = weights
         ctx = GemmContext(options: compute)
+        cpu = SharedPoolExecutor(weights: weights)
     }
 
     /// `counts`: a product (`productsChecked`), not part of attention.
@@ -326,16 +337,39 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     /// input norm of the rows it was given, its output read off the new
     /// residual rows), its normed rows against the post-attention norm of
     /// its residual rows, its logits against the router on its normed rows.
-    func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
-                       v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
-        -> RouterOffload {
+    /// A front that keeps the residual rows must leave `hidden` as it was;
+    /// its rows after attention are read back from the offload
+    /// (`residualRows`) and checked as `hidden` would be, and kept for
+    /// checking the layer's output (`keepLayerOutput`).
+    private(set) var frontsKept = 0, sharedExpertsKept = 0
+    private var keptRows: (layer: Int, afterAttention: [Float], normed: [Float])?
+
+    func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                       k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                       logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         guard offersLayerFronts else { return .notHeld }
         let h = weights.config.hiddenSize, n = b.tokens * h
-        let before = Array(UnsafeBufferPointer(start: hidden, count: n))
-        let routed = inner.moeLayerFront(layer: layer, batch: b, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
+        let untouched = Array(UnsafeBufferPointer(start: hidden, count: n))
+        var before = untouched
+        // Held: the layer's input is the offload's rows, not `hidden`.
+        if residualHeld, !before.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
+            worstRelativeDifference = .infinity
+        }
+        let routed = inner.moeLayerFront(layer: layer, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
+                                         normed: normed, logits: logits)
+        let keeps = routed != .notHeld && inner.keepsResidual(layer: layer, tokens: b.tokens)
         guard routed != .notHeld else {
-            if !before.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
+            if !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
             return routed
+        }
+        if keeps {
+            if !mayKeep || !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
+            frontsKept += 1
+        }
+        // The rows after attention: `hidden`, or the offload's where it keeps them.
+        var after = Array(UnsafeBufferPointer(start: hidden, count: n))
+        if keeps, !after.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
+            worstRelativeDifference = .infinity
         }
         let w = weights.layers[layer]
         guard case .moe(let moe) = w.feedForward else {
@@ -357,8 +391,8 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         // residual streams hold outliers in the thousands whose rounding
         // would swamp it.
         let attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
-        compare(hidden, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
-        let post = rmsNorm(hidden, w.postAttentionNorm)
+        compare(after, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
+        let post = rmsNorm(after, w.postAttentionNorm)
         compare(normed, count: n, counts: false) { $0.update(from: post, count: n) }
         compare(logits, count: b.tokens * moe.router.rows) { Linear.apply(moe.router, x: normed, tokens: b.tokens, y: $0, ctx: ctx) }
         lastLogits = (layer, Array(UnsafeBufferPointer(start: logits, count: b.tokens * moe.router.rows)))
@@ -366,9 +400,48 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             sharedInput = (layer, Array(UnsafeBufferPointer(start: normed, count: n)))
             sharedExpertsStarted += 1
         }
+        if routed == .sharedExpertKept { sharedExpertsKept += 1 }
+        keptRows = keeps ? (layer, after, Array(UnsafeBufferPointer(start: normed, count: n))) : nil
         frontsChecked += 1
         return routed
     }
+
+    func keepsResidual(layer: Int, tokens: Int) -> Bool { inner.keepsResidual(layer: layer, tokens: tokens) }
+
+    /// The kept layer's output: the offload's rows after it against the
+    /// rows after attention plus the whole MoE layer computed here by the
+    /// CPU's own block from the front's normed rows (routing, every expert,
+    /// the shared expert), whatever share of it the device computed.
+    private(set) var layerOutputsChecked = 0
+
+    func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool {
+        guard inner.keepLayerOutput(layer: layer, tokens: tokens, out: out) else { return false }
+        let h = weights.config.hiddenSize, n = tokens * h
+        guard let kept = keptRows, kept.layer == layer, case .moe(let moe) = weights.layers[layer].feedForward else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        keptRows = nil
+        var rows = [Float](repeating: 0, count: n)
+        guard rows.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: tokens, into: $0.baseAddress!) }) else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        let ws = Workspace()
+        ws.gemm.options = ctx.options
+        var moeOut = [Float](repeating: 0, count: n)
+        kept.normed.withUnsafeBufferPointer { x in
+            moeOut.withUnsafeMutableBufferPointer { o in
+                MoEBlock.forward(layer: layer, weights: moe, config: weights.config, x: x.baseAddress!, tokens: tokens, out: o.baseAddress!,
+                                 ws: ws, counters: nil, executor: cpu, dense: nil)
+            }
+        }
+        compare(rows, count: n, counts: false) { y in for i in 0..<n { y[i] = kept.afterAttention[i] + moeOut[i] } }
+        layerOutputsChecked += 1
+        return true
+    }
+
+    func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool { inner.residualRows(tokens: tokens, into: hidden) }
 
     /// A whole latent attention layer: its cached rows against the row
     /// made here from the model's weights (kv_a, bias, the latent's norm,

@@ -79,6 +79,13 @@ enum SoftwareCUDA {
         function("softcuda_refuse_batched", Refuse.self)(refuse ? 1 : 0)
     }
 
+    /// Fails the launch `after` launches from now, for good (a sticky
+    /// CUDA_ERROR_LAUNCH_FAILED, as a faulting kernel leaves the context).
+    static func failLaunch(after: Int) {
+        typealias Fail = @convention(c) (Int64) -> Void
+        function("softcuda_fail_launch", Fail.self)(Int64(after))
+    }
+
     /// pinned_h2d_bytes, pageable_h2d_bytes, d2h_bytes, gemms, batched_gemms, launches,
     /// event_waits, max_queued, device_bytes_in_use, host_waits (the host
     /// waiting on the device: stream and event synchronizations).

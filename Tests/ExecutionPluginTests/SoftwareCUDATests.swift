@@ -182,8 +182,11 @@ import Testing
     /// GPU here (experts stay on the CPU): every one of them, with the
     /// CPU's bfloat16 logits. Attention whole per layer in one round trip,
     /// or (`wholeLayers` false) as three steps: projections, attention, o.
-    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [true, false])
-    func denseProductsOfDenseLayersAndSharedExpertsMatchTheCPU(wholeLayers: Bool) throws {
+    /// Whole, the MoE layers keep the residual stream and their shared
+    /// experts on the device (`keepsResidual`), or (`keepsResidual` false)
+    /// send both back each layer.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [(true, true), (true, false), (false, false)])
+    func denseProductsOfDenseLayersAndSharedExpertsMatchTheCPU(wholeLayers: Bool, keepsResidual: Bool) throws {
         let model = try Transformer(directory: PluginFixtures.model("glm4_moe_bf16_sharded"))
         try model.configure(compute: Self.bf16!)
         let prompt = (0..<20).map { Int32(($0 * 37 + 3) % model.config.vocabSize) }
@@ -197,6 +200,7 @@ import Testing
         #expect(gpu.dense.sharedMLP.map { $0.address != 0 } == [false, true, true])
         // q/k/v biases on every layer, as one fused row.
         #expect(gpu.dense.attentionParts.map { $0.whole && $0.bias != 0 } == [true, true, true])
+        gpu.residual.enabled = keepsResidual
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         checked.offersWholeLayers = wholeLayers
         checked.offersLayerFronts = wholeLayers
@@ -209,16 +213,20 @@ import Testing
             // norms and routers, in one round trip each); then the products:
             // layer 0's MLP, the routers and shared experts, the LM head.
             #expect(checked.wholeLayersChecked == 3 && checked.frontsChecked == 2 && checked.attentionChecked == 0)
-            #expect(checked.productsChecked == 6)
+            // Kept, the shared experts are checked with their layers' output.
+            #expect(checked.productsChecked == (keepsResidual ? 4 : 6))
+            #expect(checked.frontsKept == (keepsResidual ? 2 : 0) && checked.layerOutputsChecked == checked.frontsKept)
             #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == 3)
+            #expect(gpu.counters["hybrid_gpu_residual_layers_kept"] == (keepsResidual ? 2 : 0))
         } else {
             // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1; and each
             // layer's attention, over the device's copy of the KV cache.
             #expect(checked.productsChecked == 18 && checked.attentionChecked == 3 && checked.wholeLayersChecked == 0)
         }
         #expect(gpu.counters["hybrid_gpu_attention_layers"] == 3)
-        // Layers 1 and 2's shared experts, started with their routers.
-        #expect(checked.sharedExpertsStarted == 2)
+        // Layers 1 and 2's shared experts, started with their routers (and
+        // kept on the device with the residual rows).
+        #expect(checked.sharedExpertsStarted + checked.sharedExpertsKept == 2 && checked.sharedExpertsKept == checked.frontsKept)
         // And their routes chosen on the device (sigmoid, the fixture's
         // selection bias, scale), from the front or from the router alone.
         #expect(checked.routesChecked == 2 && gpu.counters["hybrid_gpu_layers_routed"] == 2)
@@ -227,13 +235,18 @@ import Testing
         // per product above, since routing can amplify a rounding.
         #expect(logits.map(argmax) == reference.map(argmax))
         // Per forward, layer 0: (q/k/v, o,) its MLP; layers 1 and 2:
-        // (q/k/v, o,) router, shared expert; the LM head.
-        let perForward = wholeLayers ? 6 : 12
+        // (q/k/v, o,) router, shared expert (not collected where kept); the
+        // LM head.
+        let perForward = wholeLayers ? (keepsResidual ? 4 : 6) : 12
         #expect(gpu.dense.products > 0 && gpu.dense.products % perForward == 0, "\(gpu.dense.products)")
-        // Round trips of a decode step on a warm cache, one host wait each:
-        // in steps, 12 products and 3 attention layers; whole, layer 0's
-        // attention and MLP, each MoE layer's front (attention, norms,
-        // router) and shared expert, the LM head.
+        // Round trips of a decode step on a warm cache, one host wait each
+        // (keeping, counted without the checking wrapper, whose own reads
+        // of the kept rows would add theirs): in steps, 12 products and 3
+        // attention layers; whole, layer 0's attention and MLP, each MoE
+        // layer's front (attention, norms, router) and shared expert, the
+        // LM head; keeping the residual stream, the shared experts stay and
+        // the rows come back once, after layer 2.
+        if keepsResidual { model.install(dense: gpu) }
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
         var prefill = ForwardBatch(), decode = ForwardBatch()
         prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1], logits: .last)
@@ -242,7 +255,7 @@ import Testing
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
-        let roundTrips = wholeLayers ? 7 : 15
+        let roundTrips = wholeLayers ? (keepsResidual ? 6 : 7) : 15
         #expect(SoftwareCUDA.counter("host_waits") - waits == roundTrips)
         // The accelerator's own count, which bench and /metrics report, agrees.
         #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(roundTrips))
@@ -379,7 +392,10 @@ import Testing
         // (the same experts, weights within 8e-8, so other inputs).
         #expect(dense.worstRelativeDifference < 4e-3, "dense and attention: \(dense.worstRelativeDifference)")
         #expect(dense.routesChecked > 0 && gpu.counters["hybrid_gpu_layers_routed"] == Double(dense.routesChecked))
-        #expect(experts.expertsChecked > 0 && experts.worstRelativeDifference < 2e-3, "experts: \(experts.worstRelativeDifference)")
+        // The MoE layers kept the residual stream on the device: their
+        // experts are checked with each layer's whole output.
+        #expect(dense.frontsKept > 0 && dense.layerOutputsChecked == dense.frontsKept && experts.keptExperts > 0)
+        #expect(experts.worstRelativeDifference < 2e-3, "experts: \(experts.worstRelativeDifference)")
     }
 
     /// Every expert resident and each MoE layer's front on the device: the
@@ -389,7 +405,9 @@ import Testing
     /// same prompt with that off (`device_combine: false`) is the baseline:
     /// the bytes saved are exactly the rows' bytes less the indices', by
     /// the accelerator's count and by the software device's own count of
-    /// what crossed; every sum checked against the CPU's experts.
+    /// what crossed; every sum checked against the CPU's experts. The
+    /// residual stream comes back each layer here (`device_residual: false`),
+    /// so the sums do too.
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
     func expertRowsGatheredAndSummedOnTheDeviceCrossOncePerToken() throws {
         let (model, prompt, reference, bytes) = try bf16Model()
@@ -403,6 +421,7 @@ import Testing
                                           denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
             try gpu.loadDense(model.weights)
             gpu.routes.enabled = onDevice
+            gpu.residual.enabled = false
             let experts = CheckingAccelerator(gpu, weights: model.weights)
             let hybrid = try HybridExecutor(weights: model.weights, accelerator: experts, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0)
             #expect(hybrid.resident.resident.count == model.weights.routedExperts.count)
@@ -451,6 +470,124 @@ import Testing
         #expect(logits[true]!.map(argmax) == logits[false]!.map(argmax))
         #expect(maxRelativeDifference(logits[true]!, logits[false]!) < 2e-2)
         #expect(abs(maxRelativeDifference(logits[true]!, reference) - maxRelativeDifference(logits[false]!, reference)) < 1e-2)
+    }
+
+    /// The residual stream kept on the device across MoE layers
+    /// (`keepsResidual`), four experts resident (the resident set fills
+    /// from the first layer) so the CPU's experts have a share that goes
+    /// over each layer and the device's rows are fewer than the batch's
+    /// tokens (summed all the same, since its sums stay on the device):
+    /// each front's rows after
+    /// attention and each layer's whole output (read back from the device)
+    /// checked against the CPU's own MoE block on the same rows. Against
+    /// the same prompt with it off, by count, every expert resident: a
+    /// decode step waits once per MoE layer (its front), once for the rows
+    /// at the end and once for the LM head, where it waited twice per layer
+    /// (front, experts) and for the LM head; and the residual rows cross
+    /// (layers + 2) times instead of twice per layer.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func residualStreamStaysOnTheDeviceAcrossMoELayers() throws {
+        let (model, prompt, reference, bytes) = try bf16Model()
+        let c = model.config, h = c.hiddenSize, layers = c.numLayers
+        var logits: [Bool: [[Float]]] = [:], waits: [Bool: Int] = [:], residualBytes: [Bool: Double] = [:]
+        for keep in [false, true] {
+            SoftwareCUDA.reset()
+            let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                          budgetBytes: 4 * bytes, uploadSlots: 1,
+                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
+            try gpu.loadDense(model.weights)
+            gpu.residual.enabled = keep
+            let experts = CheckingAccelerator(gpu, weights: model.weights)
+            let dense = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+            // Uploads never pay here: the device computes its resident experts only.
+            var cost = HybridExecutorTests.cost
+            cost.hostToDeviceBytesPerSecond = 1e3
+            let hybrid = try HybridExecutor(weights: model.weights, accelerator: experts, cost: cost, maxSwapsPerStep: 0)
+            model.install(experts: hybrid)
+            model.install(dense: dense)
+            defer { model.install(experts: nil); model.install(dense: nil) }
+            logits[keep] = try Generator(model: model, blockSize: 16).allLogits(prompt)
+            #expect(hybrid.siteCounters.uploadedTokens == 0)
+            #expect(hybrid.siteCounters.residentTokens < prompt.count)
+            #expect(SoftwareCUDA.error == "" && hybrid.lastAcceleratorError == nil && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+            #expect(dense.worstRelativeDifference < 4e-3 && experts.worstRelativeDifference < 2e-3,
+                    "dense \(dense.worstRelativeDifference), experts \(experts.worstRelativeDifference)")
+            #expect(hybrid.siteCounters.cpuTokens > 0 && hybrid.siteCounters.residentTokens > 0)
+            #expect(dense.frontsKept == (keep ? layers : 0) && dense.layerOutputsChecked == dense.frontsKept)
+            #expect((experts.keptExperts > 0) == keep && model.profile.layersRecomputed == 0)
+            // A decode step by count, without the checking wrappers (whose
+            // reads of the kept rows would add waits), every expert resident.
+            SoftwareCUDA.reset()
+            let all = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                          budgetBytes: model.weights.routedExperts.count * bytes, uploadSlots: 1,
+                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
+            try all.loadDense(model.weights)
+            all.residual.enabled = keep
+            model.install(experts: try HybridExecutor(weights: model.weights, accelerator: all, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
+            model.install(dense: all)
+            let cache = PagedKVCache(config: c, numBlocks: 4, blockSize: 16, compute: model.compute)
+            var prefill = ForwardBatch(), decode = ForwardBatch()
+            prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1, 2], logits: .last)
+            decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1, 2], logits: .last)
+            _ = try model.forward(prefill, cache: cache)
+            let (w0, b0) = (SoftwareCUDA.counter("host_waits"), all.counters["hybrid_gpu_residual_bytes"]!)
+            _ = try model.forward(decode, cache: cache)
+            #expect(SoftwareCUDA.error == "")
+            waits[keep] = SoftwareCUDA.counter("host_waits") - w0
+            residualBytes[keep] = all.counters["hybrid_gpu_residual_bytes"]! - b0
+        }
+        #expect(waits[true] == layers + 2, "\(waits)")
+        #expect(waits[false] == 2 * layers + 1, "\(waits)")
+        #expect(residualBytes[true] == Double((layers + 2) * h * 4) && residualBytes[false] == Double(2 * layers * h * 4))
+        // The sums in another order: the same tokens win, as in the test above.
+        #expect(logits[true]!.map(argmax) == logits[false]!.map(argmax))
+        #expect(maxRelativeDifference(logits[true]!, logits[false]!) < 2e-2)
+        #expect(abs(maxRelativeDifference(logits[true]!, reference) - maxRelativeDifference(logits[false]!, reference)) < 1e-2)
+    }
+
+    /// A device that fails (a launch faults, for good) while it holds the
+    /// residual stream: the rows it held cannot come back, so the forward
+    /// computes again from the host's rows, from the first layer it kept,
+    /// on the CPU, and the logits are the CPU's. Failures injected at
+    /// launches spread over the forward: in a front, among the experts,
+    /// in a kept layer's output.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func aDeviceFailingWhileItHoldsTheResidualStreamLosesNoRequest() throws {
+        let (model, prompt, reference, bytes) = try bf16Model()
+        let c = model.config
+        func run(failingAt launch: Int?) throws -> (logits: [[Float]], recomputed: Int, launches: Int) {
+            SoftwareCUDA.reset()
+            let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                          budgetBytes: model.weights.routedExperts.count / 2 * bytes, uploadSlots: 1,
+                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
+            try gpu.loadDense(model.weights)
+            model.install(experts: try HybridExecutor(weights: model.weights, accelerator: gpu, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
+            model.install(dense: gpu)
+            // The sticky error cleared before the accelerator goes, so it can
+            // free its device memory (which later tests count on).
+            defer { SoftwareCUDA.reset(); model.install(experts: nil); model.install(dense: nil) }
+            model.resetProfile()
+            let before = SoftwareCUDA.counter("launches")
+            if let launch { SoftwareCUDA.failLaunch(after: launch) }
+            let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+            if launch != nil { #expect(SoftwareCUDA.error != "" && gpu.denseFailure != nil) }
+            return (logits, model.profile.layersRecomputed, SoftwareCUDA.counter("launches") - before)
+        }
+        let clean = try run(failingAt: nil)
+        #expect(clean.recomputed == 0 && clean.launches > 4 * c.numLayers)
+        var recomputedRuns = 0
+        for launch in [clean.launches / 5, 2 * clean.launches / 5, 3 * clean.launches / 5, 4 * clean.launches / 5, clean.launches - 1] {
+            let failed = try run(failingAt: launch)
+            #expect(failed.logits.allSatisfy { $0.allSatisfy(\.isFinite) })
+            if failed.recomputed > 0 {
+                recomputedRuns += 1
+                // Again from the embedding's rows (the first layer kept), on the CPU.
+                #expect(failed.recomputed <= c.numLayers, "\(failed.recomputed) layers recomputed")
+                #expect(maxRelativeDifference(failed.logits, reference) < 1e-6, "failing at launch \(launch)")
+            }
+            #expect(failed.logits.map(argmax) == reference.map(argmax) || maxRelativeDifference(failed.logits, reference) < 5e-2)
+        }
+        #expect(recomputedRuns >= 3)
     }
 
     /// A KV cache whose copy does not fit the device leaves attention on

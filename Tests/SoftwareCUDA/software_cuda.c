@@ -94,6 +94,9 @@ static char compiler[1024] = "cc";
 // Set by tests: cublasGemmBatchedEx and cublasGemmStridedBatchedEx answer
 // CUBLAS_STATUS_NOT_SUPPORTED, as a cuBLAS without this type combination would.
 static int refuse_batched;
+// Set by tests: the launch this many launches from now fails, as a kernel
+// that faults does (a sticky CUDA_ERROR_LAUNCH_FAILED); 0: none.
+static long long fail_launch_countdown;
 
 static size_t device_memory_bytes(void) { return memory_bytes; }
 
@@ -571,6 +574,10 @@ CUresult cuLaunchKernel(kernel *f, unsigned gx, unsigned gy, unsigned gz, unsign
     if (!f) RETURN(CUDA_ERROR_INVALID_HANDLE);
     if (extra || shared || !gx || !gy || !gz || !bx || !by || !bz || (unsigned long long)bx * by * bz > 1024 || (f->nargs && !params))
         RETURN(CUDA_ERROR_INVALID_VALUE);
+    if (fail_launch_countdown > 0 && --fail_launch_countdown == 0) {
+        fail(CUDA_ERROR_LAUNCH_FAILED, "a launch failed (injected by the test)");
+        RETURN(CUDA_ERROR_LAUNCH_FAILED);
+    }
     op *o = new_op(OP_KERNEL);
     o->launch.f = f;
     unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
@@ -946,6 +953,7 @@ void softcuda_configure(int device_count_, long long memory, const char *c_compi
 }
 
 void softcuda_refuse_batched(int refuse) { refuse_batched = refuse; }
+void softcuda_fail_launch(long long after) { fail_launch_countdown = after; }
 
 const char *softcuda_error(void) { return sticky ? sticky_message : ""; }
 
@@ -954,6 +962,7 @@ void softcuda_reset(void) {
     pthread_mutex_lock(&lock);
     sticky = CUDA_SUCCESS;
     sticky_message[0] = 0;
+    fail_launch_countdown = 0;
     memset(&counters, 0, sizeof counters);
     pthread_mutex_unlock(&lock);
 }

@@ -126,11 +126,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// A layer share's rows: BF16 inputs and Float32 outputs (pinned on the
     /// host too), gate-up products and activations (device only).
     private var inputs = DeviceScratch(), outputs = DeviceScratch(), gateUp = DeviceScratch(), activations = DeviceScratch()
-    private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int], summed: Bool)?
+    /// `kept`: the sums stay on the device, for the kept layer output.
+    private var pending: (work: ExpertWork, experts: [Int], rowOfExpert: [Int], summed: Bool, kept: Bool)?
     /// Gathering and summing expert rows on the device (`CUDAExpertRoutes.swift`).
     var routes = DeviceExpertRoutes()
     /// Choosing each token's experts on the device (`CUDARouting.swift`).
     var routing = DeviceRouting()
+    /// The residual stream kept on the device (`CUDAResidual.swift`).
+    var residual = DeviceResidual()
     /// Times the host waited for the device (`wait`).
     var hostWaits = 0
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
@@ -255,7 +258,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         _ = streamSync(copy)
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
-        for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows]
+        for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows, residual.share]
             + dense.scratch + attention.buffers {
             release(s)
         }
@@ -334,19 +337,24 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                tokens: Int(work.tokenCount[j]), row: rowOfExpert[i])
             if let slot { try check("cuEventRecord", eventRecord(consumed[slot], compute)) }
         }
+        let kept = keepsExpertSums(work)
         if plan.combine {
-            try combineRows(plan, rows: rows, outputs: outputs.device)
+            try combineRows(plan, rows: rows, outputs: outputs.device, copyBack: !kept)
         } else {
             try check("cuMemcpyDtoHAsync (outputs)", copyDtoH(outputs.host!, outputs.device, rows * hidden * 4, compute))
             routes.bytesOut += rows * hidden * 4
         }
-        pending = (work, order, rowOfExpert, plan.combine)
+        if kept { residual.expertSums = true }
+        pending = (work, order, rowOfExpert, plan.combine, kept)
     }
 
     public func finish() throws {
         guard let p = pending else { return }
         let work = p.work, experts = p.experts, rowOfExpert = p.rowOfExpert
         pending = nil
+        // Kept on the device for the layer's output: nothing comes back,
+        // so the host does not wait; its combine adds none of these.
+        if p.kept { return deliverSums(work, experts: experts, kept: true) }
         try makeCurrent()
         try wait(compute)
         if p.summed { return deliverSums(work, experts: experts) }
@@ -490,7 +498,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
         let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource
-                                                                           + routingKernelSource + latentKernelSource, "switchyard.cu", 0, nil, nil)
+                                                                           + routingKernelSource + latentKernelSource + residualKernelSource, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)

@@ -67,12 +67,12 @@ extension CUDAAccelerator {
     /// latent attention's query (`CUDALatentAttention.swift`).
     enum DeviceKernel: Int, CaseIterable {
         case kvStore, scores, softmax, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
-             roundBF16, gatherRows, combineRows, routeTokens, latentQueryRope
+             roundBF16, gatherRows, combineRows, routeTokens, latentQueryRope, addLayerOutput
 
         var name: String {
             ["kv_store", "attn_scores", "attn_softmax_rows", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
              "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens",
-             "latent_query_rope"][rawValue]
+             "latent_query_rope", "add_layer_output"][rawValue]
         }
     }
 

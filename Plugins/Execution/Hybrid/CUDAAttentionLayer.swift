@@ -111,6 +111,7 @@ extension CUDAAccelerator {
     public func attentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
                                v: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) -> Bool {
         routes.frontRows = nil
+        residual.keeping = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole else { return false }
         do {
@@ -130,17 +131,27 @@ extension CUDAAccelerator {
     public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                               v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload {
+        moeLayerFront(layer: layer, batch: b, hidden: hidden, residualHeld: false, mayKeep: false, k: k, v: v, normed: normed, logits: logits)
+    }
+
+    public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                              k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                              logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         routes.frontRows = nil
         routing.ready = nil
+        let held = residual.held, keep = mayKeep && mayKeepResidual(layer: layer)
+        residual.keeping = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole,
-              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0 else { return .notHeld }
+              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0,
+              !residualHeld || held.map({ $0 == (layer - 1, b.tokens) }) == true else { return .notHeld }
         dense.pendingShared = nil
         do {
             try makeCurrent()
             try mirror(b, layers: residentLayers)
             guard layer < attention.keys.count else { return .notHeld }
-            let routed = try frontWhole(layer: layer, b, rope: rope, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
+            let routed = try frontWhole(layer: layer, b, rope: rope, hidden: hidden, held: residualHeld, keep: keep, k: k, v: v, normed: normed,
+                                        logits: logits)
             attention.layers += 1
             attention.wholeLayers += 1
             dense.products += 1
@@ -149,19 +160,21 @@ extension CUDAAccelerator {
             // The device's cache copy may hold part of this batch: attention
             // (and with it this path) goes back to the CPU for good.
             dense.pendingShared = nil
+            residual.keeping = nil
             stopAttention(error)
             return .notHeld
         }
     }
 
-    /// The residual rows go over as Float32 and stay there for the layer:
-    /// input norm, attention, residual add and post-attention norm in one
-    /// kernel, the router and the shared expert from the normed rows; back
-    /// come the new residual rows, the normed rows (the CPU's experts take
-    /// them), the logits, keys and values.
-    private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
-                            v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>) throws
-        -> RouterOffload {
+    /// The residual rows go over as Float32 (unless `held`: the device's
+    /// are the input) and stay there for the layer: input norm, attention,
+    /// residual add and post-attention norm in one kernel, the router and
+    /// the shared expert from the normed rows; back come the new residual
+    /// rows (unless `keep`: they stay, `CUDAResidual.swift`), the normed
+    /// rows (the CPU's experts take them), the logits, keys and values.
+    private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, held: Bool, keep: Bool,
+                            k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                            logits: UnsafeMutablePointer<Float>) throws -> RouterOffload {
         let t = b.tokens, h = self.hidden, parts = dense.attentionParts[layer], router = dense.router[layer], shared = dense.sharedMLP[layer]
         guard dense.output[layer].rows == h, router.cols == h else {
             throw HybridSetupError("layer \(layer)'s o_proj or router on the device does not match the hidden size \(h)")
@@ -169,8 +182,11 @@ extension CUDAAccelerator {
         try reserveRouterScratch(tokens: t, logits: router.rows, shared: shared)
         let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try buffer(.normedRows, bytes: t * h * 4)
         let input = try buffer(.layerInput, bytes: t * h * 2)
-        residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
-        try check("cuMemcpyHtoDAsync (residual rows)", copyHtoD(residual.device, residual.host, t * h * 4, compute))
+        if !held {
+            residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
+            try check("cuMemcpyHtoDAsync (residual rows)", copyHtoD(residual.device, residual.host, t * h * 4, compute))
+            self.residual.bytes += t * h * 4
+        }
         func norm(_ weights: UInt64, adding: UInt64?, into rows16: UInt64) throws {
             try rmsNorm(residual.device, tokens: t, ld: h, offset: 0, width: h, groups: 1, weights: weights, adding: adding,
                         into: (normedRows.device, rows16))
@@ -181,22 +197,31 @@ extension CUDAAccelerator {
         try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
         let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
         let kn = b.numKVHeads * b.headDim
-        for (host, device, bytes, what) in [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
-                                            (residual.host, residual.device, t * h * 4, "residual rows"),
-                                            (normedRows.host, normedRows.device, t * h * 4, "normed rows"),
-                                            (keyValues.host, keyValues.device, 2 * t * kn * 4, "keys and values")] {
+        var copies = [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
+                      (normedRows.host, normedRows.device, t * h * 4, "normed rows"),
+                      (keyValues.host, keyValues.device, 2 * t * kn * 4, "keys and values")]
+        if !keep { copies.append((residual.host, residual.device, t * h * 4, "residual rows")) }
+        for (host, device, bytes, what) in copies {
             try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
         }
         try check("cuEventRecord", eventRecord(routerDone, compute))
-        try startSharedExpert(shared, layer: layer, tokens: t)
+        try startSharedExpert(shared, layer: layer, tokens: t, keep: keep)
         try wait(event: routerDone, "layer front")
-        hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
+        if keep {
+            self.residual.keeping = (layer, t)
+            self.residual.expertSums = false
+            self.residual.sharedKept = shared.address != 0
+        } else {
+            hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
+            self.residual.bytes += t * h * 4
+        }
         normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
         logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
         unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
         // The normed rows stay in dense.inputRows as BF16 for the experts.
         routes.frontRows = (layer, t)
         if routed { routing.ready = (layer, t) }
+        if keep && shared.address != 0 { return .sharedExpertKept }
         return dense.pendingShared == nil ? .computed : .sharedExpertStarted
     }
 

@@ -91,7 +91,8 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
          "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined),
-         "hybrid_gpu_layers_routed": Double(routing.layersRouted)]
+         "hybrid_gpu_layers_routed": Double(routing.layersRouted),
+         "hybrid_gpu_residual_layers_kept": Double(residual.layersKept), "hybrid_gpu_residual_bytes": Double(residual.bytes)]
     }
 
     public func resetCounters() {
@@ -104,6 +105,8 @@ extension CUDAAccelerator: DenseOffload {
         routes.rowsGathered = 0
         routes.layersCombined = 0
         routing.layersRouted = 0
+        residual.layersKept = 0
+        residual.bytes = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -192,6 +195,10 @@ extension CUDAAccelerator: DenseOffload {
         dense.latent = .init(repeating: DeviceLatentProjections(), count: layers)
         dense.latentParts = .init(repeating: DeviceLatentParts(), count: layers)
         dense.latentShape = weights.config.latentAttention
+        residual.sharedGated = weights.layers.map { layer in
+            if case .moe(let moe) = layer.feedForward { return moe.sharedGate != nil }
+            return false
+        }
         dense.qkNorm = weights.config.qkNorm
         dense.normEpsilon = weights.config.rmsNormEps
         dense.clip = weights.config.clipQKV ?? 0
@@ -329,6 +336,7 @@ extension CUDAAccelerator: DenseOffload {
     /// while it does; `sharedExpert` waits for it.
     public func router(layer: Int, x: UnsafePointer<Float>, tokens: Int, logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         routes.frontRows = nil
+        residual.keeping = nil
         routing.ready = nil
         guard dense.failure == nil, layer < dense.router.count, dense.router[layer].address != 0 else { return .notHeld }
         guard tokens > 0 else { return .computed }
@@ -370,11 +378,13 @@ extension CUDAAccelerator: DenseOffload {
 
     /// Queues the layer's shared expert (if it has one on the device) on the
     /// router's BF16 input rows, after whatever is queued, with its copy
-    /// back and `sharedExpertDone`; `sharedExpert` collects it.
-    func startSharedExpert(_ shared: DeviceMLP, layer: Int, tokens: Int) throws {
+    /// back and `sharedExpertDone`; `sharedExpert` collects it. `keep`: its
+    /// output stays on the device for the kept layer output.
+    func startSharedExpert(_ shared: DeviceMLP, layer: Int, tokens: Int, keep: Bool = false) throws {
         guard shared.address != 0 else { return }
         try swiglu(weights: shared.address, intermediate: shared.intermediate, down: shared.downOffset, tokens: tokens,
                    x: dense.inputRows.device, gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.sharedRows.device)
+        guard !keep else { return }
         try check("cuMemcpyDtoHAsync (shared expert outputs)", copyDtoH(dense.sharedRows.host!, dense.sharedRows.device, tokens * hidden * 4, compute))
         try check("cuEventRecord", eventRecord(sharedExpertDone, compute))
         dense.pendingShared = (layer, tokens)

@@ -80,7 +80,8 @@ extension CUDAAccelerator {
         plan.tokens = r.tokens
         plan.perToken = r.perToken
         plan.gather = gathersRows(work)
-        plan.combine = rows > r.tokens
+        // A kept layer's output sums here whatever the row count.
+        plan.combine = rows > r.tokens || keepsExpertSums(work)
         routes.frontRows = nil
         guard plan.gather || plan.combine else { return plan }
         if routes.position.count != work.numExperts { routes.position = .init(repeating: -1, count: work.numExperts) }
@@ -119,23 +120,29 @@ extension CUDAAccelerator {
         routes.rowsGathered += rows
     }
 
-    /// Queues the per-token sums of the device's rows and their copy back.
-    func combineRows(_ plan: RowPlan, rows: Int, outputs: UInt64) throws {
+    /// Queues the per-token sums of the device's rows and (`copyBack`) their copy back.
+    func combineRows(_ plan: RowPlan, rows: Int, outputs: UInt64, copyBack: Bool = true) throws {
         let t = plan.tokens, h = hidden
         try grow(&routes.sums, to: t * h * 4, pinned: true, "expert sums")
         let slots = routes.index.device + UInt64(rows * 4)
         try launch(.combineRows, count: t * h, [.pointer(outputs), .pointer(slots), .pointer(slots + UInt64(t * plan.perToken * 4)),
                                                 .pointer(routes.sums.device), .int32(Int32(h)), .int32(Int32(plan.perToken))])
+        routes.layersCombined += 1
+        guard copyBack else { return }
         try check("cuMemcpyDtoHAsync (expert sums)", copyDtoH(routes.sums.host!, routes.sums.device, t * h * 4, compute))
         routes.bytesOut += t * h * 4
-        routes.layersCombined += 1
     }
 
     /// After the wait: the sums into the work's `combined` rows and its
-    /// experts flagged as summed.
-    func deliverSums(_ work: ExpertWork, experts: [Int]) {
+    /// experts flagged as summed; `kept`: zeros there instead, their sums
+    /// staying on the device for the kept layer output.
+    func deliverSums(_ work: ExpertWork, experts: [Int], kept: Bool = false) {
         guard let r = work.routes else { return }
-        r.combined.update(from: routes.sums.host!.assumingMemoryBound(to: Float.self), count: r.tokens * hidden)
+        if kept {
+            r.combined.initialize(repeating: 0, count: r.tokens * hidden)
+        } else {
+            r.combined.update(from: routes.sums.host!.assumingMemoryBound(to: Float.self), count: r.tokens * hidden)
+        }
         for j in experts { r.combinedExperts[j] = true }
     }
 }

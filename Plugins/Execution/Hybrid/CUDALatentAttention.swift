@@ -47,6 +47,7 @@ extension CUDAAccelerator {
     public func latentAttentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
                                      out: UnsafeMutablePointer<Float>) -> Bool {
         routes.frontRows = nil
+        residual.keeping = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0, b.numKVHeads == 1,
               let m = dense.latentShape, layer < dense.latentParts.count, dense.latentParts[layer].whole else { return false }
         do {

@@ -43,6 +43,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// Each token's experts chosen on the GPU where its logits are
         /// (off: the CPU routes from the logits).
         public var deviceRouting = true
+        /// The residual stream kept on the GPU across MoE layers whose
+        /// fronts run there (off: it crosses over and back each layer).
+        public var deviceResidual = true
         public init() {}
 
         var searchPath: [String] {
@@ -150,6 +153,7 @@ public struct HybridExecution: ExecutionStrategy {
             gpu.attention.enabled = options.dense && options.attention
             gpu.routes.enabled = options.deviceCombine
             gpu.routing.enabled = options.deviceRouting
+            gpu.residual.enabled = options.deviceResidual
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -227,6 +231,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
                                        StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
                                        StrategyOption("device_routing", type: "bool", default: "true", help: "each token's experts chosen on the GPU where the router's logits are (the CPU then skips its routing)"),
+                                       StrategyOption("device_residual", type: "bool", default: "true", help: "with attention: the residual stream kept on the GPU across MoE layers (the CPU's experts' share of each layer goes over; the rows come back once per batch)"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -242,6 +247,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.attention = try config.bool("attention", default: o.attention)
             o.deviceCombine = try config.bool("device_combine", default: o.deviceCombine)
             o.deviceRouting = try config.bool("device_routing", default: o.deviceRouting)
+            o.deviceResidual = try config.bool("device_residual", default: o.deviceResidual)
             return HybridExecution(o)
         }
     }

@@ -89,6 +89,39 @@ public protocol DenseOffload: AnyObject, Sendable {
                        v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload
 
+    /// `moeLayerFront`, asked instead of it, where the offload may hold the
+    /// residual stream across layers. `residualHeld`: the offload kept the
+    /// previous layer's output (`keepLayerOutput`), so its own residual
+    /// rows are this layer's input and `hidden` is stale: it neither reads
+    /// nor writes `hidden` (`.notHeld`: nothing was done; the forward then
+    /// takes the rows back with `residualRows`). `mayKeep`: the front may
+    /// keep the residual rows to itself (`keepsResidual`), leaving `hidden`
+    /// as it was; else it writes `hidden` as `moeLayerFront` does. The
+    /// default asks `moeLayerFront` where nothing is held.
+    func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                       k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                       logits: UnsafeMutablePointer<Float>) -> RouterOffload
+
+    /// Asked right after a front that did not answer `.notHeld`: whether
+    /// it kept the residual rows (after attention) to itself, leaving
+    /// `hidden` as it was. If so, the layer's output comes back through
+    /// `keepLayerOutput`, not the host's add.
+    func keepsResidual(layer: Int, tokens: Int) -> Bool
+
+    /// After a front that kept the residual rows: `out` is the share of
+    /// the layer's MoE output the CPU combined (its experts, and the
+    /// shared expert unless the front answered `.sharedExpertKept`); the
+    /// offload adds it and its own share (experts it summed where they
+    /// ran, a kept shared expert) into the residual rows it holds, which
+    /// are then the layer's output. False: it could not (a device error;
+    /// it then takes no more fronts), and the forward recomputes from the
+    /// last rows the host has.
+    func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool
+
+    /// The residual rows the offload holds, copied into `hidden` (it still
+    /// holds them); false if it cannot give them (a device error).
+    func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool
+
     /// The output of the shared expert `router` started for `layer`; false
     /// if it could not be had (the CPU computes it then).
     func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool
@@ -109,6 +142,10 @@ public enum RouterOffload: Sendable {
     case computed
     /// The logits, and the layer's shared expert is under way.
     case sharedExpertStarted
+    /// The logits, and the layer's shared expert is under way where the
+    /// offload keeps the residual rows (`keepsResidual`): it adds the
+    /// shared expert's output there, and the MoE block adds none.
+    case sharedExpertKept
 }
 
 extension DenseOffload {
@@ -133,6 +170,16 @@ extension DenseOffload {
     public func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                               v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload { .notHeld }
+
+    public func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                              k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                              logits: UnsafeMutablePointer<Float>) -> RouterOffload {
+        residualHeld ? .notHeld : moeLayerFront(layer: layer, batch: batch, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
+    }
+
+    public func keepsResidual(layer: Int, tokens: Int) -> Bool { false }
+    public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool { false }
+    public func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool { false }
 }
 
 /// RoPE's angles for a batch, as the CPU applies them: per token `half`

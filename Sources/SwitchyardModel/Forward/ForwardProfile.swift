@@ -8,6 +8,9 @@ public struct ForwardProfile: Sendable, Codable {
     public var lmHeadSeconds = 0.0
     public var otherSeconds = 0.0
     public var forwards = 0
+    /// Layers computed a second time because a dense offload lost the
+    /// residual rows it held (`Transformer.runLayers`).
+    public var layersRecomputed = 0
 
     public var totalSeconds: Double {
         qkvSeconds + attentionSeconds + outputProjectionSeconds + feedForwardSeconds + lmHeadSeconds + otherSeconds

@@ -75,14 +75,18 @@ extension Transformer {
     /// An MoE layer's attention, norms and router in one round trip
     /// (`DenseOffload.moeLayerFront`); nil where no offload took it, and
     /// the layer runs block by block.
-    func moeLayerFront(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) -> RouterOffload? {
+    /// `residualHeld`: the offload holds this layer's input rows (`hidden`
+    /// is stale); `mayKeep`: it may keep this layer's.
+    func moeLayerFront(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>,
+                       residualHeld: Bool, mayKeep: Bool) -> RouterOffload? {
         guard let dense, case .grouped = weights.layers[l].attention, case .moe = weights.layers[l].feedForward else { return nil }
         let c = config, tokens = batch.tokenCount
         let t0 = monotonicSeconds()
         let k = ws.k.reserve(tokens * c.kvSize), v = ws.v.reserve(tokens * c.kvSize)
         let routed = dense.moeLayerFront(layer: l, batch: attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(),
                                                                          withRope: true),
-                                         hidden: hidden, k: k, v: v, normed: ws.normed.reserve(tokens * c.hiddenSize),
+                                         hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
+                                         normed: ws.normed.reserve(tokens * c.hiddenSize),
                                          logits: ws.routerLogits.reserve(tokens * c.numExperts))
         guard routed != .notHeld else { return nil }
         PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: ws.gemm.options.dtype == .bfloat16)

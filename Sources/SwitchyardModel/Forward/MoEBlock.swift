@@ -98,8 +98,10 @@ enum MoEBlock {
                 }
             }
         }
-        addSharedExpert(layer: layer, weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws, dense: dense,
-                        started: routed == .sharedExpertStarted)
+        if routed != .sharedExpertKept {
+            addSharedExpert(layer: layer, weights: weights, x: x, tokens: tokens, h: h, out: out, ws: ws, dense: dense,
+                            started: routed == .sharedExpertStarted)
+        }
         if let shared = weights.shared, tokens > 0 {
             counters?.recordShared(bytes: shared.byteCount + (weights.sharedGate?.byteCount ?? 0))
         }

@@ -278,19 +278,52 @@ public final class Transformer: @unchecked Sendable {
     /// Runs decoder layers `layers` over the batch's hidden states in place.
     /// Layered prefill runs a prompt through a few layers per iteration, keeping
     /// its hidden states in between.
+    ///
+    /// A dense offload may hold the residual stream across MoE layers
+    /// (`DenseOffload.keepsResidual`): `hidden` then stays the input of the
+    /// first layer it kept until the rows come back (`residualRows`), at the
+    /// end or before a layer it does not front. If they cannot come back
+    /// (a device error), the layers from that one are computed again
+    /// without it keeping any, so a failing device never fails the batch;
+    /// those layers' expert loads are then counted twice.
     public func runLayers(_ layers: Range<Int>, batch: ForwardBatch, cache: PagedKVCache,
                           hidden: UnsafeMutablePointer<Float>) {
         let tokens = batch.tokenCount
         guard tokens > 0 else { return }
         prepareTokenIndex(batch)
-        for l in layers {
-            let front = moeLayerFront(layer: l, batch: batch, cache: cache, hidden: hidden)
+        var l = layers.lowerBound, mayKeep = true
+        // The first layer whose output only the offload holds.
+        var heldFrom: Int?
+        func takeBack() -> Bool {
+            defer { heldFrom = nil }
+            guard heldFrom != nil else { return true }
+            if dense?.residualRows(tokens: tokens, into: hidden) == true { return true }
+            profile.layersRecomputed += l - heldFrom!
+            l = heldFrom!
+            mayKeep = false
+            return false
+        }
+        while l < layers.upperBound || heldFrom != nil {
+            if l == layers.upperBound { _ = takeBack(); continue }
+            let front = moeLayerFront(layer: l, batch: batch, cache: cache, hidden: hidden, residualHeld: heldFrom != nil, mayKeep: mayKeep)
+            if front == nil, heldFrom != nil, !takeBack() { continue }
+            let keeps = mayKeep && front != nil && dense?.keepsResidual(layer: l, tokens: tokens) == true
             if front == nil { attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden) }
             let t = monotonicSeconds()
-            feedForwardBlock(layer: l, tokens: tokens, hidden: hidden, front: front)
+            let kept = feedForwardBlock(layer: l, tokens: tokens, hidden: hidden, front: front, keeps: keeps)
             let dt = monotonicSeconds() - t
             profile.feedForwardSeconds += dt
             layerSeconds += dt
+            if keeps && !kept {
+                // The offload lost the rows it kept: again from the host's.
+                profile.layersRecomputed += l + 1 - (heldFrom ?? l)
+                l = heldFrom ?? l
+                heldFrom = nil
+                mayKeep = false
+                continue
+            }
+            heldFrom = keeps ? heldFrom ?? l : nil
+            l += 1
         }
     }
 
@@ -374,8 +407,12 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// `front`: `moeLayerFront` has normed the rows into `ws.normed` and
-    /// put the router's logits in `ws.routerLogits`.
-    private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>, front: RouterOffload?) {
+    /// put the router's logits in `ws.routerLogits`. `keeps`: the offload
+    /// holds the residual rows, and the output goes to it
+    /// (`keepLayerOutput`); returns whether it took it.
+    @discardableResult
+    private func feedForwardBlock(layer l: Int, tokens: Int, hidden: UnsafeMutablePointer<Float>, front: RouterOffload?,
+                                  keeps: Bool = false) -> Bool {
         let h = config.hiddenSize
         let w = weights.layers[l]
         let normed = ws.normed.reserve(tokens * h)
@@ -399,7 +436,9 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
         }
+        if keeps { return dense?.keepLayerOutput(layer: l, tokens: tokens, out: out) == true }
         addInPlace(hidden, out, count: tokens * h)
+        return false
     }
 
     func rmsNormRows(_ x: UnsafeMutablePointer<Float>, weight: [Float], n: Int, rows: Int, out: UnsafeMutablePointer<Float>) {

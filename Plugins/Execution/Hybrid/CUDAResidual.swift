@@ -1,0 +1,125 @@
+import Foundation
+import SwitchyardModel
+
+/// The residual stream kept on the GPU across MoE layers
+/// (`DenseOffload.keepsResidual`). A layer front that keeps it leaves the
+/// residual rows (after attention) on the device and sends back only what
+/// the host needs: the normed rows for the CPU's experts, the logits, keys
+/// and values. The GPU's experts sum their outputs per token there, a
+/// shared expert stays there too, and the CPU's share of the layer output
+/// comes over once (`keepLayerOutput`), added on the device in the order
+/// the CPU adds (the summed experts, the CPU's share, the shared expert,
+/// then into the residual). So the host waits once per MoE layer, at its
+/// front, and the residual rows cross once per batch instead of twice per
+/// layer. `device_residual: false` is the A/B arm.
+struct DeviceResidual {
+    var enabled = true
+    /// `[layer]`: its shared expert is gated per token on the host
+    /// (Qwen2-MoE's `shared_expert_gate`), so its output cannot stay here.
+    var sharedGated: [Bool] = []
+    /// The layer and batch whose output the device holds (after
+    /// `keepLayerOutput`), and the one whose front kept its rows and awaits
+    /// its output; whether that layer's experts summed into
+    /// `routes.sums` and its shared expert ran into `dense.sharedRows`.
+    var held: (layer: Int, tokens: Int)?
+    var keeping: (layer: Int, tokens: Int)?
+    var expertSums = false, sharedKept = false
+    /// The CPU's share of a kept layer's output, pinned on the host too.
+    var share = DeviceScratch()
+    /// Layers kept, and residual bytes that crossed (rows over and back,
+    /// the CPU's shares over).
+    var layersKept = 0, bytes = 0
+}
+
+extension CUDAAccelerator {
+    static let residualKernelSource = """
+
+    // A kept MoE layer's output into the residual rows, in the CPU's order:
+    // the summed experts, then the CPU's share, then the shared expert.
+    extern "C" __global__ void add_layer_output(float* residual, const float* share, const float* sums, const float* shared, int has_sums,
+                                                int has_shared, long long count) {
+        long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+        if (i >= count) return;
+        float out = has_sums ? sums[i] + share[i] : share[i];
+        if (has_shared) out += shared[i];
+        residual[i] += out;
+    }
+    """
+
+    /// Whether a front for `layer` may keep its residual rows: on, the
+    /// experts' rows summed on the device (`device_combine`), and no
+    /// per-token gate on its shared expert.
+    func mayKeepResidual(layer: Int) -> Bool {
+        residual.enabled && routes.enabled && !(layer < residual.sharedGated.count && residual.sharedGated[layer])
+    }
+
+    /// Whether the layer's experts sum into the kept output rather than
+    /// sending rows or sums back.
+    func keepsExpertSums(_ work: ExpertWork) -> Bool {
+        guard let k = residual.keeping, let r = work.routes else { return false }
+        return k == (work.layer, r.tokens)
+    }
+
+    public func keepsResidual(layer: Int, tokens: Int) -> Bool {
+        residual.keeping.map { $0 == (layer, tokens) } ?? false
+    }
+
+    public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool {
+        guard let k = residual.keeping, k == (layer, tokens) else { return false }
+        residual.keeping = nil
+        residual.held = nil
+        guard dense.failure == nil else { return false }
+        let n = tokens * hidden
+        do {
+            try makeCurrent()
+            try grow(&residual.share, to: n * 4, pinned: true, "residual shares")
+            residual.share.host!.assumingMemoryBound(to: Float.self).update(from: out, count: n)
+            try check("cuMemcpyHtoDAsync (layer output share)", copyHtoD(residual.share.device, residual.share.host!, n * 4, compute))
+            let rows = attention.buffers[DeviceAttention.Buffer.residual.rawValue].device
+            // Arguments not read stand in as valid addresses.
+            try launch(.addLayerOutput, count: n, [.pointer(rows), .pointer(residual.share.device),
+                                                   .pointer(residual.expertSums ? routes.sums.device : residual.share.device),
+                                                   .pointer(residual.sharedKept ? dense.sharedRows.device : residual.share.device),
+                                                   .int32(residual.expertSums ? 1 : 0), .int32(residual.sharedKept ? 1 : 0)])
+            residual.bytes += n * 4
+            residual.layersKept += 1
+            residual.held = (layer, tokens)
+            return true
+        } catch {
+            stopResidual(error)
+            return false
+        }
+    }
+
+    /// After a front that kept them and before its output came: the rows
+    /// after attention.
+    public func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool {
+        guard let held = residual.keeping ?? residual.held, held.tokens == tokens else { return false }
+        let rows = attention.buffers[DeviceAttention.Buffer.residual.rawValue], n = tokens * self.hidden
+        do {
+            try makeCurrent()
+            try check("cuMemcpyDtoHAsync (residual rows)", copyDtoH(rows.host!, rows.device, n * 4, compute))
+            try wait(compute)
+            hidden.update(from: rows.host!.assumingMemoryBound(to: Float.self), count: n)
+            residual.bytes += n * 4
+            return true
+        } catch {
+            stopResidual(error)
+            return false
+        }
+    }
+
+    /// After a CUDA error while the device held the residual rows: it takes
+    /// no more dense work or attention (the forward computes again from the
+    /// host's rows).
+    func stopResidual(_ error: any Error) {
+        residual.held = nil
+        residual.keeping = nil
+        if attention.failure == nil { stopAttention(error) }
+        if dense.failure == nil {
+            dense.failure = "\(name): \(error)"
+            dense.pendingShared = nil
+            CUDAAccelerator.warn("dense products go back to the CPU for good: \(dense.failure!)")
+        }
+    }
+}
