@@ -390,7 +390,12 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         // output alone is not read back off them (hidden' − hidden), since
         // residual streams hold outliers in the thousands whose rounding
         // would swamp it.
-        let attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
+        let attended: [Float]
+        if case .latent = w.attention {
+            attended = checkLatentAttention(layer: layer, b, x: x, row: k, out: nil)
+        } else {
+            attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
+        }
         compare(after, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
         let post = rmsNorm(after, w.postAttentionNorm)
         compare(normed, count: n, counts: false) { $0.update(from: post, count: n) }
@@ -457,9 +462,17 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     func latentAttentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
                               out: UnsafeMutablePointer<Float>) -> Bool {
         guard offersWholeLayers, inner.latentAttentionLayer(layer: layer, batch: b, x: x, row: row, out: out) else { return false }
+        checkLatentAttention(layer: layer, b, x: x, row: row, out: out)
+        return true
+    }
+
+    /// Checks the cached rows, and `out` if given; returns the reference output.
+    @discardableResult
+    private func checkLatentAttention(layer: Int, _ b: AttentionBatch, x: UnsafePointer<Float>, row: UnsafePointer<Float>,
+                                      out: UnsafePointer<Float>?) -> [Float] {
         guard case .latent(let a) = weights.layers[layer].attention, let m = weights.config.latentAttention, let angles = b.rope else {
             worstRelativeDifference = .infinity
-            return true
+            return []
         }
         let t = b.tokens, heads = b.numHeads, width = m.cacheWidth, r = m.kvLoraRank, nope = m.nopeDim, dv = m.valueDim
         let qhd = m.queryHeadDim, perHead = nope + dv, eps = Transformer.latentNormEps
@@ -538,9 +551,9 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         }
         var reference = product(a.o, valuesRows)
         if let bias = a.oBias { for i in reference.indices { reference[i] += bias[i % bias.count] } }
-        compare(out, count: reference.count, counts: false) { $0.update(from: reference, count: reference.count) }
+        if let out { compare(out, count: reference.count, counts: false) { $0.update(from: reference, count: reference.count) } }
         latentLayersChecked += 1
-        return true
+        return reference
     }
 
     /// Checks keys and values, and `out` if given; returns the reference output.

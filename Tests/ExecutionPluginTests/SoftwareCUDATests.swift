@@ -748,7 +748,7 @@ import Testing
         let (model, gpu) = try latentModel(qLoraRank: qLoraRank, in: dir)
         let prompt = (0..<11).map { Int32(($0 * 31 + 9) % model.config.vocabSize) }
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
-        checked.offersWholeLayers = false
+        (checked.offersWholeLayers, checked.offersLayerFronts) = (false, false)
         model.install(dense: checked)
         defer { model.install(dense: nil) }
         _ = try Generator(model: model, blockSize: 4).allLogits(prompt)
@@ -791,12 +791,17 @@ import Testing
         let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 4)
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
         // The prefill and three decodes (the fourth token needs no forward
-        // past its logits), every layer whole on the device.
+        // past its logits), every layer whole on the device: the dense
+        // layer 0 alone, the MoE layer 1 as its front (norms, attention,
+        // router, shared expert) keeping the residual rows.
         #expect(checked.latentLayersChecked == 4 * c.numLayers, "\(checked.latentLayersChecked)")
         #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == Double(4 * c.numLayers))
+        #expect(checked.frontsChecked == 4 && checked.frontsKept == 4 && checked.layerOutputsChecked == 4)
+        #expect(checked.sharedExpertsKept == 4 && checked.routesChecked == 4)
         // No projection was asked apart: per forward layer 0's MLP, layer 1's
-        // router and shared expert, the LM head.
-        #expect(checked.productsChecked == 4 * 4, "\(checked.productsChecked)")
+        // router logits (its shared expert checked with the layer's output),
+        // the LM head.
+        #expect(checked.productsChecked == 4 * 3, "\(checked.productsChecked)")
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         // Two per-head products a layer: one call over the heads, or one per head.
         let perHead = SoftwareCUDA.counter("strided_gemms")
@@ -830,6 +835,8 @@ import Testing
         let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 6)
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
         #expect(checked.latentLayersChecked == 6 * model.config.numLayers, "\(checked.latentLayersChecked)")
+        // Its two MoE layers as fronts keeping the residual rows.
+        #expect(checked.frontsKept == 6 * 2 && checked.layerOutputsChecked == checked.frontsKept)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         #expect(result.tokens == reference.tokens)
     }

@@ -141,14 +141,15 @@ extension CUDAAccelerator {
         routing.ready = nil
         let held = residual.held, keep = mayKeep && mayKeepResidual(layer: layer)
         residual.keeping = nil
+        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
-              b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole,
-              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0,
+              b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole || latent,
+              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0, !latent || b.numKVHeads == 1,
               !residualHeld || held.map({ $0 == (layer - 1, b.tokens) }) == true else { return .notHeld }
         dense.pendingShared = nil
         do {
             try makeCurrent()
-            try mirror(b, layers: residentLayers)
+            try mirror(b, layers: residentLayers, latent: latent)
             guard layer < attention.keys.count else { return .notHeld }
             let routed = try frontWhole(layer: layer, b, rope: rope, hidden: hidden, held: residualHeld, keep: keep, k: k, v: v, normed: normed,
                                         logits: logits)
@@ -171,7 +172,9 @@ extension CUDAAccelerator {
     /// residual add and post-attention norm in one kernel, the router and
     /// the shared expert from the normed rows; back come the new residual
     /// rows (unless `keep`: they stay, `CUDAResidual.swift`), the normed
-    /// rows (the CPU's experts take them), the logits, keys and values.
+    /// rows (the CPU's experts take them), the logits, keys and values (a
+    /// latent attention layer's cached rows into `k`,
+    /// `CUDALatentAttention.swift`).
     private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, held: Bool, keep: Bool,
                             k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
                             logits: UnsafeMutablePointer<Float>) throws -> RouterOffload {
@@ -192,14 +195,20 @@ extension CUDAAccelerator {
                         into: (normedRows.device, rows16))
         }
         try norm(parts.inputNorm, adding: nil, into: input.device)
-        let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
+        let kn = b.numKVHeads * b.headDim
+        let cached: (host: UnsafeMutableRawPointer, device: UInt64), projected: (host: UnsafeMutableRawPointer, device: UInt64)
+        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole ? dense.latentShape : nil
+        if let latent {
+            (cached, projected) = try queueLatentAttention(layer: layer, b, latent, rope: rope, input: input.device)
+        } else {
+            (cached, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
+        }
         try norm(parts.postNorm, adding: projected.device, into: dense.inputRows.device)
         try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
         let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
-        let kn = b.numKVHeads * b.headDim
         var copies = [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
                       (normedRows.host, normedRows.device, t * h * 4, "normed rows"),
-                      (keyValues.host, keyValues.device, 2 * t * kn * 4, "keys and values")]
+                      (cached.host, cached.device, (latent == nil ? 2 : 1) * t * kn * 4, "keys and values")]
         if !keep { copies.append((residual.host, residual.device, t * h * 4, "residual rows")) }
         for (host, device, bytes, what) in copies {
             try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
@@ -217,7 +226,11 @@ extension CUDAAccelerator {
         }
         normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
         logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
-        unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
+        if latent == nil {
+            unpackKeyValues(cached.host, tokens: t, width: kn, k: k, v: v)
+        } else {
+            k.update(from: cached.host.assumingMemoryBound(to: Float.self), count: t * kn)
+        }
         // The normed rows stay in dense.inputRows as BF16 for the experts.
         routes.frontRows = (layer, t)
         if routed { routing.ready = (layer, t) }

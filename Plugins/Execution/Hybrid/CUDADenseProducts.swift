@@ -141,7 +141,9 @@ extension CUDAAccelerator: DenseOffload {
                 if qkv && fitsDevice(a.o) { bytes += 4 * (attentionVectors(a).reduce(0) { $0 + $1.count } + 2 * weights.config.hiddenSize) }
             } else if case .latent(let a) = layer.attention {
                 bytes += ([a.q, a.qA, a.qB, a.kvA, a.o] as [Matrix?]).reduce(0) { $0 + ($1.map { fitsDevice($0) ? $0.byteCount : 0 } ?? 0) }
-                if latentRunsWhole(a) { bytes += a.kvB.byteCount + 4 * latentVectors(a).reduce(0) { $0 + $1.count } }
+                if latentRunsWhole(a) {
+                    bytes += a.kvB.byteCount + 4 * (latentVectors(a).reduce(0) { $0 + $1.count } + 2 * weights.config.hiddenSize)
+                }
             }
             switch layer.feedForward {
             case .dense(let mlp): if fitsDevice(mlp) { bytes += mlp.byteCount }
@@ -259,6 +261,9 @@ extension CUDAAccelerator: DenseOffload {
                                                           kvA: try matrix(a.kvA))
                 dense.output[l] = try matrix(a.o)
                 if Self.latentRunsWhole(a) {
+                    // The layer's norms, for its MoE front (`moeLayerFront`).
+                    dense.attentionParts[l].inputNorm = try upload(layer.inputNorm)
+                    dense.attentionParts[l].postNorm = try upload(layer.postAttentionNorm)
                     var parts = DeviceLatentParts(kvB: try matrix(a.kvB), whole: true)
                     if let v = a.qABias { parts.queryABias = try upload(v) }
                     if let v = a.qANorm { parts.queryANorm = try upload(v) }

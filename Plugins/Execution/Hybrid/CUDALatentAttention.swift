@@ -66,6 +66,25 @@ extension CUDAAccelerator {
 
     private func attendLatent(layer: Int, _ b: AttentionBatch, _ m: LatentAttentionConfig, rope: RopeAngles, x: UnsafePointer<Float>,
                               row: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) throws {
+        let t = b.tokens, hidden = dense.latent[layer].kvA.cols, width = m.cacheWidth
+        let input = try buffer(.layerInput, bytes: t * hidden * 2)
+        narrowToBF16(x, count: t * hidden, into: input.host.assumingMemoryBound(to: UInt16.self))
+        try check("cuMemcpyHtoDAsync (latent attention inputs)", copyHtoD(input.device, input.host, t * hidden * 2, compute))
+        let (rows, projected) = try queueLatentAttention(layer: layer, b, m, rope: rope, input: input.device)
+        let outRows = dense.output[layer].rows
+        try check("cuMemcpyDtoHAsync (latent cache rows)", copyDtoH(rows.host, rows.device, t * width * 4, compute))
+        try check("cuMemcpyDtoHAsync (latent attention output)", copyDtoH(projected.host, projected.device, t * outRows * 4, compute))
+        try wait(compute)
+        row.update(from: rows.host.assumingMemoryBound(to: Float.self), count: t * width)
+        out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * outRows)
+    }
+
+    /// Queues a whole latent attention layer on BF16 input rows already on
+    /// the device (`input`): the angles and index go over, then everything
+    /// up to `o_proj`'s output with its bias. Returns where the cached rows
+    /// (Float32) and that output are, for the caller to copy back.
+    func queueLatentAttention(layer: Int, _ b: AttentionBatch, _ m: LatentAttentionConfig, rope: RopeAngles, input: UInt64) throws
+        -> (rows: (host: UnsafeMutableRawPointer, device: UInt64), projected: (host: UnsafeMutableRawPointer, device: UInt64)) {
         let projections = dense.latent[layer], parts = dense.latentParts[layer], o = dense.output[layer]
         let t = b.tokens, heads = b.numHeads, width = m.cacheWidth, r = m.kvLoraRank, hidden = projections.kvA.cols
         let qhd = m.queryHeadDim, nope = m.nopeDim, dv = m.valueDim, perHead = nope + dv, half = rope.half
@@ -75,9 +94,6 @@ extension CUDAAccelerator {
                                    + "cached rows \(b.headDim) wide (the model's \(width)), RoPE over \(2 * half) (\(m.ropeDim))")
         }
         let eps = Transformer.latentNormEps
-        let input = try buffer(.layerInput, bytes: t * hidden * 2)
-        narrowToBF16(x, count: t * hidden, into: input.host.assumingMemoryBound(to: UInt16.self))
-        try check("cuMemcpyHtoDAsync (latent attention inputs)", copyHtoD(input.device, input.host, t * hidden * 2, compute))
         let angles = try buffer(.angles, bytes: 2 * t * half * 4)
         let hostAngles = angles.host.assumingMemoryBound(to: Float.self)
         hostAngles.update(from: rope.cos, count: t * half)
@@ -88,11 +104,11 @@ extension CUDAAccelerator {
         // The query, per head [nope | rope], in Float32.
         let query = try buffer(.qkvRows, bytes: t * heads * qhd * 4).device
         if projections.query.address != 0 {
-            try gemm(rows: heads * qhd, tokens: t, k: hidden, weights: projections.query.address, input: input.device, output: query)
+            try gemm(rows: heads * qhd, tokens: t, k: hidden, weights: projections.query.address, input: input, output: query)
         } else {
             let rank = projections.queryA.rows
             let qa = try buffer(.latentQueryA, bytes: t * rank * 4).device, qa16 = try buffer(.latentQueryA16, bytes: t * rank * 2).device
-            try gemm(rows: rank, tokens: t, k: hidden, weights: projections.queryA.address, input: input.device, output: qa)
+            try gemm(rows: rank, tokens: t, k: hidden, weights: projections.queryA.address, input: input, output: qa)
             if parts.queryABias != 0 { try launch(.addBias, count: t * rank, [.pointer(qa), .pointer(parts.queryABias), .int32(Int32(rank))]) }
             try rmsNorm(qa, tokens: t, ld: rank, offset: 0, width: rank, groups: 1, weights: parts.queryANorm, epsilon: eps)
             try launch(.roundBF16, count: t * rank, [.pointer(qa), .pointer(qa16)])
@@ -100,12 +116,11 @@ extension CUDAAccelerator {
         }
         // The cached row: the normed latent, then the rotated shared key.
         let rows = try buffer(.keyValueRows, bytes: t * width * 4)
-        try gemm(rows: width, tokens: t, k: hidden, weights: projections.kvA.address, input: input.device, output: rows.device)
+        try gemm(rows: width, tokens: t, k: hidden, weights: projections.kvA.address, input: input, output: rows.device)
         if parts.kvABias != 0 { try launch(.addBias, count: t * width, [.pointer(rows.device), .pointer(parts.kvABias), .int32(Int32(width))]) }
         try rmsNorm(rows.device, tokens: t, ld: width, offset: 0, width: r, groups: 1, weights: parts.kvANorm, epsilon: eps)
         try rotate(rows.device + UInt64(r * 4), tokens: t, ld: width, heads: 1, headStride: width, half: half, cos: cos, sin: sin,
                    interleaved: rope.interleaved)
-        try check("cuMemcpyDtoHAsync (latent cache rows)", copyDtoH(rows.host, rows.device, t * width * 4, compute))
         // The absorbed query per head: W_UKᵀ·q_nope (kv_b_proj's first
         // `nope` rows of the head, read as the column-major r × nope
         // matrix their storage is), then the rotated rope part.
@@ -134,10 +149,7 @@ extension CUDAAccelerator {
         let projected = try buffer(.projected, bytes: t * o.rows * 4)
         try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: values16, output: projected.device)
         if parts.oBias != 0 { try launch(.addBias, count: t * o.rows, [.pointer(projected.device), .pointer(parts.oBias), .int32(Int32(o.rows))]) }
-        try check("cuMemcpyDtoHAsync (latent attention output)", copyDtoH(projected.host, projected.device, t * o.rows * 4, compute))
-        try wait(compute)
-        row.update(from: rows.host.assumingMemoryBound(to: Float.self), count: t * width)
-        out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * o.rows)
+        return (rows, projected)
     }
 
     /// RoPE on `heads` groups per token starting at `x`, `headStride`

@@ -85,6 +85,9 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// then run on the device too, and one round trip does what
     /// `attentionLayer` and `router` take two for. `.notHeld`: nothing was
     /// done, `hidden` is as it was, and the forward asks the calls above.
+    /// Also asked for a latent attention (MLA) layer, with `batch` as
+    /// `latentAttentionLayer` takes it: `k` then receives the cached rows
+    /// and `v` nothing.
     func moeLayerFront(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
                        v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>)
         -> RouterOffload

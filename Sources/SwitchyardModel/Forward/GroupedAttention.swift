@@ -79,17 +79,26 @@ extension Transformer {
     /// is stale); `mayKeep`: it may keep this layer's.
     func moeLayerFront(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>,
                        residualHeld: Bool, mayKeep: Bool) -> RouterOffload? {
-        guard let dense, case .grouped = weights.layers[l].attention, case .moe = weights.layers[l].feedForward else { return nil }
+        guard let dense, case .moe = weights.layers[l].feedForward else { return nil }
         let c = config, tokens = batch.tokenCount
         let t0 = monotonicSeconds()
-        let k = ws.k.reserve(tokens * c.kvSize), v = ws.v.reserve(tokens * c.kvSize)
-        let routed = dense.moeLayerFront(layer: l, batch: attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(),
-                                                                         withRope: true),
-                                         hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
+        var b = attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(), withRope: true)
+        var rows = c.kvSize, latent = false
+        // Latent attention: one key head, the cached row's width (k gets the rows, v nothing).
+        if case .latent = weights.layers[l].attention, let m = c.latentAttention {
+            (b.numKVHeads, b.headDim, b.scale, b.roundsToBF16) = (1, m.cacheWidth, m.softmaxScale, false)
+            (rows, latent) = (m.cacheWidth, true)
+        }
+        let k = ws.k.reserve(tokens * rows), v = ws.v.reserve(tokens * rows)
+        let routed = dense.moeLayerFront(layer: l, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
                                          normed: ws.normed.reserve(tokens * c.hiddenSize),
                                          logits: ws.routerLogits.reserve(tokens * c.numExperts))
         guard routed != .notHeld else { return nil }
-        PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: ws.gemm.options.dtype == .bfloat16)
+        if latent {
+            PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: k)
+        } else {
+            PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: v, roundingToBF16: ws.gemm.options.dtype == .bfloat16)
+        }
         let seconds = monotonicSeconds() - t0
         profile.attentionSeconds += seconds
         layerSeconds += seconds
