@@ -172,7 +172,7 @@ extension CUDAAccelerator {
     /// residual add and post-attention norm in one kernel, the router and
     /// the shared expert from the normed rows; back come the new residual
     /// rows (unless `keep`: they stay, `CUDAResidual.swift`), the normed
-    /// rows (the CPU's experts take them), the logits, keys and values (a
+    /// rows as BF16 (the CPU's experts take them), the logits, keys and values (a
     /// latent attention layer's cached rows into `k`,
     /// `CUDALatentAttention.swift`).
     private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, held: Bool, keep: Bool,
@@ -207,7 +207,7 @@ extension CUDAAccelerator {
         try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
         let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
         var copies = [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
-                      (normedRows.host, normedRows.device, t * h * 4, "normed rows"),
+                      (dense.inputRows.host!, dense.inputRows.device, t * h * 2, "normed rows"),
                       (cached.host, cached.device, (latent == nil ? 2 : 1) * t * kn * 4, "keys and values")]
         if !keep { copies.append((residual.host, residual.device, t * h * 4, "residual rows")) }
         for (host, device, bytes, what) in copies {
@@ -224,7 +224,9 @@ extension CUDAAccelerator {
             hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
             self.residual.bytes += t * h * 4
         }
-        normed.update(from: normedRows.host.assumingMemoryBound(to: Float.self), count: t * h)
+        // As BF16, half the bytes: every product the CPU feeds them to takes
+        // its inputs rounded to BF16, so nothing it computes changes.
+        convertToFloat(dense.inputRows.host!, dtype: .bf16, count: t * h, into: normed)
         logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
         if latent == nil {
             unpackKeyValues(cached.host, tokens: t, width: kn, k: k, v: v)
