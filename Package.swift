@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "ExecutionPluginTests",
             dependencies: ["SwitchyardModel", "SwitchyardCore", "CPUExecution", "ExpertParallelExecution", "WholeExpertsExecution",
-                           "HybridExecution", "ChunkedScheduler"],
+                           "HybridExecution", "ChunkedScheduler", "LayeredScheduler"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import ChunkedScheduler
+import LayeredScheduler
 @testable import HybridExecution
 import SwitchyardCore
 import SwitchyardModel
@@ -358,9 +359,11 @@ import Testing
     /// dense product and every attention layer on the device. Each is
     /// checked as it runs; attention against a reference that keeps its own
     /// copy of the cache across the forwards, so decodes read what earlier
-    /// forwards stored on the device.
-    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
-    func servingThroughTheEngineKeepsTheDeviceCacheRightAcrossForwards() async throws {
+    /// forwards stored on the device. Also with layered prefill (cohorts
+    /// a group of layers at a time beside the decodes, so the residual
+    /// stream is kept across each run of layers with the same sequences).
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [false, true])
+    func servingThroughTheEngineKeepsTheDeviceCacheRightAcrossForwards(layered: Bool) async throws {
         let (model, _, _, bytes) = try bf16Model()
         SoftwareCUDA.reset()
         let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
@@ -373,7 +376,10 @@ import Testing
         model.install(dense: dense)
         defer { model.install(experts: nil); model.install(dense: nil) }
         let engine = Engine(model: model, config: EngineConfig(maxModelLen: 128, blockSize: 4, numKVBlocks: 96),
-                            scheduler: ChunkedScheduler(.init(maxNumBatchedTokens: 24, maxNumSeqs: 6)))
+                            scheduler: layered
+                                ? LayeredScheduler(.init(maxCohortTokens: 48, tokensPerGroup: 16, maxGroups: 3, maxNumSeqs: 6),
+                                                   numLayers: model.config.numLayers)
+                                : ChunkedScheduler(.init(maxNumBatchedTokens: 24, maxNumSeqs: 6)))
         let requests = (0..<12).map { i in
             GenerationRequest(id: "r\(i)", promptTokens: (0..<(5 + 3 * i)).map { Int32(($0 * 37 + i * 11 + 3) % model.config.vocabSize) },
                               maxTokens: 6, ignoreEOS: true)
@@ -382,8 +388,9 @@ import Testing
         engine.shutdown()
         #expect(outputs.allSatisfy { $0.outputTokens.count == 6 })
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
-        // Every forward's six layers, whole: prefill chunks and decode steps.
-        #expect(dense.wholeLayersChecked >= 6 * 6 && dense.wholeLayersChecked % 6 == 0, "\(dense.wholeLayersChecked)")
+        // Every forward's six layers, whole: prefill chunks and decode steps
+        // (layered: a cohort's group of layers beside them, or alone).
+        #expect(dense.wholeLayersChecked >= 6 * 6 && (layered || dense.wholeLayersChecked % 6 == 0), "\(dense.wholeLayersChecked)")
         #expect(dense.attentionChecked == 0)
         // One BF16 ulp (2^-8, 3.9e-3): a product input that rounds to the
         // other BF16 neighbour (its Float32 value one summation order away)

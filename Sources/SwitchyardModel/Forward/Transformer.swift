@@ -192,15 +192,24 @@ public final class Transformer: @unchecked Sendable {
     /// Layered prefill: each layer runs over the rows of the sequences whose
     /// layer range contains it (decodes: every layer; a prompt cohort: its
     /// group), gathered into one sub-batch so they share each expert's GEMM.
+    /// Consecutive layers with the same sequences run as one `runLayers`
+    /// call (a cohort's whole group, the decodes' layers around it), so the
+    /// sub-batch is gathered once per run and a dense offload that holds the
+    /// residual stream keeps it across the run.
     private func runMixedLayers(batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
         let h = config.hiddenSize
         let all = 0..<config.numLayers
-        for l in all {
+        func runs(_ i: Int, _ l: Int) -> Bool { (batch.sequences[i].layers ?? all).contains(l) }
+        var l = 0
+        while l < config.numLayers {
             active.removeAll(keepingCapacity: true)
-            for i in batch.sequences.indices where (batch.sequences[i].layers ?? all).contains(l) { active.append(i) }
+            for i in batch.sequences.indices where runs(i, l) { active.append(i) }
+            var end = l + 1
+            while end < config.numLayers && batch.sequences.indices.allSatisfy({ runs($0, end) == active.contains($0) }) { end += 1 }
+            defer { l = end }
             if active.isEmpty { continue }
             if active.count == batch.sequences.count {
-                runLayers(l..<(l + 1), batch: batch, cache: cache, hidden: hidden)
+                runLayers(l..<end, batch: batch, cache: cache, hidden: hidden)
                 continue
             }
             sub.tokens.removeAll(keepingCapacity: true)
@@ -225,7 +234,7 @@ public final class Transformer: @unchecked Sendable {
                 ws.rowMapActive = true
             }
             routeBatchTokens = batch.tokenCount
-            runLayers(l..<(l + 1), batch: sub, cache: cache, hidden: rows)
+            runLayers(l..<end, batch: sub, cache: cache, hidden: rows)
             ws.rowMapActive = false
             for (j, i) in active.enumerated() {
                 let s = batch.sequences[i]
