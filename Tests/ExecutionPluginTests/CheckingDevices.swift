@@ -376,16 +376,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
             worstRelativeDifference = .infinity
             return routed
         }
-        func rmsNorm(_ rows: UnsafePointer<Float>, _ weight: [Float]) -> [Float] {
-            var out = [Float](repeating: 0, count: n)
-            for r in 0..<b.tokens {
-                let row = UnsafeBufferPointer(start: rows + r * h, count: h)
-                let scale = 1 / (row.reduce(0) { $0 + $1 * $1 } / Float(h) + weights.config.rmsNormEps).squareRoot()
-                for e in 0..<h { out[r * h + e] = weight[e] * (row[e] * scale) }
-            }
-            return out
-        }
-        let x = before.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.inputNorm) }
+        let x = before.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.inputNorm, tokens: b.tokens) }
         // The residual rows as the forward goes on with them; attention's
         // output alone is not read back off them (hidden' − hidden), since
         // residual streams hold outliers in the thousands whose rounding
@@ -400,7 +391,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         // The normed rows come back as BF16 (all the CPU's products take):
         // each must be a BF16 value within one BF16 step of the Float32
         // reference (the device's own sum may round it to either neighbour).
-        let post = rmsNorm(after, w.postAttentionNorm)
+        let post = rmsNorm(after, w.postAttentionNorm, tokens: b.tokens)
         for i in 0..<n {
             let d = normed[i], r = post[i]
             let step = Float(bitPattern: r.bitPattern & 0x7F80_0000) / 128
@@ -420,6 +411,69 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     }
 
     func keepsResidual(layer: Int, tokens: Int) -> Bool { inner.keepsResidual(layer: layer, tokens: tokens) }
+
+    /// A dense layer whole: its output rows (from `hidden`, or read back
+    /// from the offload where it keeps them) against the layer computed
+    /// here from its input rows: attention checked as a front's, the
+    /// residual add, the post-attention norm, the CPU's MLP, its add. The
+    /// MLP counts as a product.
+    private(set) var denseLayersChecked = 0
+
+    func denseLayer(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                    k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool {
+        guard offersLayerFronts else { return false }
+        let h = weights.config.hiddenSize, n = b.tokens * h
+        let untouched = Array(UnsafeBufferPointer(start: hidden, count: n))
+        var before = untouched
+        if residualHeld, !before.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
+            worstRelativeDifference = .infinity
+        }
+        guard inner.denseLayer(layer: layer, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v) else {
+            if !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
+            return false
+        }
+        let keeps = inner.keepsResidual(layer: layer, tokens: b.tokens)
+        var after = Array(UnsafeBufferPointer(start: hidden, count: n))
+        if keeps {
+            if !mayKeep || !untouched.elementsEqual(after) { worstRelativeDifference = .infinity }
+            if !after.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
+                worstRelativeDifference = .infinity
+            }
+        }
+        let w = weights.layers[layer]
+        guard case .dense(let mlp) = w.feedForward else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        let x = before.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.inputNorm, tokens: b.tokens) }
+        let attended: [Float]
+        if case .latent = w.attention {
+            attended = checkLatentAttention(layer: layer, b, x: x, row: k, out: nil)
+        } else {
+            attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
+        }
+        let mid = (0..<n).map { before[$0] + attended[$0] }
+        var post = mid.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.postAttentionNorm, tokens: b.tokens) }
+        var mlpOut = [Float](repeating: 0, count: n)
+        let ws = Workspace()
+        ws.gemm.options = ctx.options
+        DenseMLP.forward(mlp, x: &post, tokens: b.tokens, out: &mlpOut, ws: ws)
+        compare(after, count: n) { y in for i in 0..<n { y[i] = mid[i] + mlpOut[i] } }
+        denseLayersChecked += 1
+        return true
+    }
+
+    /// RMSNorm of `tokens` rows with the model's epsilon.
+    private func rmsNorm(_ rows: UnsafePointer<Float>, _ weight: [Float], tokens: Int) -> [Float] {
+        let h = weights.config.hiddenSize
+        var out = [Float](repeating: 0, count: tokens * h)
+        for r in 0..<tokens {
+            let row = UnsafeBufferPointer(start: rows + r * h, count: h)
+            let scale = 1 / (row.reduce(0) { $0 + $1 * $1 } / Float(h) + weights.config.rmsNormEps).squareRoot()
+            for e in 0..<h { out[r * h + e] = weight[e] * (row[e] * scale) }
+        }
+        return out
+    }
 
     /// The kept layer's output: the offload's rows after it against the
     /// rows after attention plus the whole MoE layer computed here by the

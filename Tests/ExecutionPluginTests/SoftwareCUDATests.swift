@@ -229,6 +229,8 @@ import Testing
             // Kept, the shared experts are checked with their layers' output.
             #expect(checked.productsChecked == (keepsResidual ? 4 : 6))
             #expect(checked.frontsKept == (keepsResidual ? 2 : 0) && checked.layerOutputsChecked == checked.frontsKept)
+            // Layer 0 whole: attention, its MLP and both adds in one round trip.
+            #expect(checked.denseLayersChecked == 1)
             #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == 3)
             #expect(gpu.counters["hybrid_gpu_residual_layers_kept"] == (keepsResidual ? 2 : 0))
         } else {
@@ -255,10 +257,10 @@ import Testing
         // Round trips of a decode step on a warm cache, one host wait each
         // (keeping, counted without the checking wrapper, whose own reads
         // of the kept rows would add theirs): in steps, 12 products and 3
-        // attention layers; whole, layer 0's attention and MLP, each MoE
-        // layer's front (attention, norms, router) and shared expert, the
-        // LM head; keeping the residual stream, the shared experts stay and
-        // the rows come back once, after layer 2.
+        // attention layers; whole, layer 0 (attention and MLP together),
+        // each MoE layer's front (attention, norms, router) and shared
+        // expert, the LM head; keeping the residual stream, the shared
+        // experts stay and the rows come back once, after layer 2.
         if keepsResidual { model.install(dense: gpu) }
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
         var prefill = ForwardBatch(), decode = ForwardBatch()
@@ -268,7 +270,7 @@ import Testing
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
-        let roundTrips = wholeLayers ? (keepsResidual ? 6 : 7) : 15
+        let roundTrips = wholeLayers ? (keepsResidual ? 5 : 6) : 15
         #expect(SoftwareCUDA.counter("host_waits") - waits == roundTrips)
         // The accelerator's own count, which bench and /metrics report, agrees.
         #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(roundTrips))
@@ -856,8 +858,9 @@ import Testing
         let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 6)
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
         #expect(checked.latentLayersChecked == 6 * model.config.numLayers, "\(checked.latentLayersChecked)")
-        // Its two MoE layers as fronts keeping the residual rows.
-        #expect(checked.frontsKept == 6 * 2 && checked.layerOutputsChecked == checked.frontsKept)
+        // Its two dense layers whole, then its two MoE layers as fronts,
+        // the residual rows kept on the device throughout.
+        #expect(checked.denseLayersChecked == 6 * 2 && checked.frontsKept == 6 * 2 && checked.layerOutputsChecked == checked.frontsKept)
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
         #expect(result.tokens == reference.tokens)
     }

@@ -134,18 +134,78 @@ extension CUDAAccelerator {
         moeLayerFront(layer: layer, batch: b, hidden: hidden, residualHeld: false, mayKeep: false, k: k, v: v, normed: normed, logits: logits)
     }
 
+    /// Whether `layer` can run whole here from its norms on (attention
+    /// grouped-query or latent, with its norms on the device) for batch
+    /// `b`, starting from the rows the device holds where `residualHeld`.
+    private func layerRunsWhole(_ layer: Int, _ b: AttentionBatch, residualHeld: Bool) -> Bool {
+        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
+        return attention.enabled && attention.failure == nil && dense.failure == nil && b.rope != nil && b.tokens > 0
+            && b.numHeads % b.numKVHeads == 0 && layer < dense.attentionParts.count && (dense.attentionParts[layer].whole || latent)
+            && dense.attentionParts[layer].inputNorm != 0 && (!latent || b.numKVHeads == 1)
+            && (!residualHeld || residual.held.map({ $0 == (layer - 1, b.tokens) }) == true)
+    }
+
+    /// A dense layer whole (`DenseOffload.denseLayer`): the layer top of
+    /// `moeLayerFront`, then the MLP from the normed rows and its add into
+    /// the residual rows, which stay here (`mayKeep`) or come back; keys
+    /// and values (latent: rows) come back for the CPU's cache. One host
+    /// wait where attention and the MLP took two.
+    public func denseLayer(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                           k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool {
+        routes.frontRows = nil
+        routing.ready = nil
+        residual.keeping = nil
+        let keep = mayKeep && residual.enabled
+        guard layerRunsWhole(layer, b, residualHeld: residualHeld), let rope = b.rope, layer < dense.denseMLP.count,
+              dense.denseMLP[layer].address != 0 else { return false }
+        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
+        do {
+            try makeCurrent()
+            try mirror(b, layers: residentLayers, latent: latent)
+            guard layer < attention.keys.count else { return false }
+            let t = b.tokens, h = self.hidden, mlp = dense.denseMLP[layer]
+            try grow(&dense.inputRows, to: t * h * 2, pinned: true, "dense inputs")
+            try grow(&dense.outputRows, to: t * h * 4, pinned: true, "dense outputs")
+            try grow(&dense.gateUpRows, to: t * 2 * mlp.intermediate * 4, pinned: false, "dense gate-up products")
+            try grow(&dense.activationRows, to: t * mlp.intermediate * 2, pinned: false, "dense activations")
+            let top = try queueLayerTop(layer: layer, b, rope: rope, hidden: hidden, held: residualHeld)
+            try swiglu(weights: mlp.address, intermediate: mlp.intermediate, down: mlp.downOffset, tokens: t, x: dense.inputRows.device,
+                       gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.outputRows.device)
+            // residual += the MLP's output (no sums, no shared expert).
+            try launch(.addLayerOutput, count: t * h, [.pointer(top.residual.device), .pointer(dense.outputRows.device),
+                                                       .pointer(dense.outputRows.device), .pointer(dense.outputRows.device), .int32(0), .int32(0)])
+            try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(top.cached.host, top.cached.device, top.cachedBytes, compute))
+            if !keep {
+                try check("cuMemcpyDtoHAsync (residual rows)", copyDtoH(top.residual.host, top.residual.device, t * h * 4, compute))
+            }
+            try wait(compute)
+            if keep {
+                residual.held = (layer, t)
+            } else {
+                hidden.update(from: top.residual.host.assumingMemoryBound(to: Float.self), count: t * h)
+                residual.bytes += t * h * 4
+                residual.held = nil
+            }
+            unpackLayerTop(top, tokens: t, k: k, v: v)
+            attention.layers += 1
+            attention.wholeLayers += 1
+            dense.products += 1
+            return true
+        } catch {
+            stopResidual(error)
+            return false
+        }
+    }
+
     public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
                               k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
                               logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         routes.frontRows = nil
         routing.ready = nil
-        let held = residual.held, keep = mayKeep && mayKeepResidual(layer: layer)
+        let keep = mayKeep && mayKeepResidual(layer: layer)
         residual.keeping = nil
         let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
-        guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
-              b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole || latent,
-              dense.attentionParts[layer].inputNorm != 0, dense.router[layer].address != 0, !latent || b.numKVHeads == 1,
-              !residualHeld || held.map({ $0 == (layer - 1, b.tokens) }) == true else { return .notHeld }
+        guard layerRunsWhole(layer, b, residualHeld: residualHeld), let rope = b.rope, dense.router[layer].address != 0 else { return .notHeld }
         dense.pendingShared = nil
         do {
             try makeCurrent()
@@ -178,11 +238,64 @@ extension CUDAAccelerator {
     private func frontWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, held: Bool, keep: Bool,
                             k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
                             logits: UnsafeMutablePointer<Float>) throws -> RouterOffload {
-        let t = b.tokens, h = self.hidden, parts = dense.attentionParts[layer], router = dense.router[layer], shared = dense.sharedMLP[layer]
+        let t = b.tokens, h = self.hidden, router = dense.router[layer], shared = dense.sharedMLP[layer]
         guard dense.output[layer].rows == h, router.cols == h else {
             throw HybridSetupError("layer \(layer)'s o_proj or router on the device does not match the hidden size \(h)")
         }
         try reserveRouterScratch(tokens: t, logits: router.rows, shared: shared)
+        let top = try queueLayerTop(layer: layer, b, rope: rope, hidden: hidden, held: held), residual = top.residual
+        try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
+        let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
+        var copies = [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
+                      (dense.inputRows.host!, dense.inputRows.device, t * h * 2, "normed rows"),
+                      (top.cached.host, top.cached.device, top.cachedBytes, "keys and values")]
+        if !keep { copies.append((residual.host, residual.device, t * h * 4, "residual rows")) }
+        for (host, device, bytes, what) in copies {
+            try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
+        }
+        try check("cuEventRecord", eventRecord(routerDone, compute))
+        try startSharedExpert(shared, layer: layer, tokens: t, keep: keep)
+        try wait(event: routerDone, "layer front")
+        if keep {
+            self.residual.keeping = (layer, t)
+            self.residual.expertSums = false
+            self.residual.sharedKept = shared.address != 0
+        } else {
+            hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
+            self.residual.bytes += t * h * 4
+        }
+        // As BF16, half the bytes: every product the CPU feeds them to takes
+        // its inputs rounded to BF16, so nothing it computes changes.
+        convertToFloat(dense.inputRows.host!, dtype: .bf16, count: t * h, into: normed)
+        logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
+        unpackLayerTop(top, tokens: t, k: k, v: v)
+        // The normed rows stay in dense.inputRows as BF16 for the experts.
+        routes.frontRows = (layer, t)
+        if routed { routing.ready = (layer, t) }
+        if keep && shared.address != 0 { return .sharedExpertKept }
+        return dense.pendingShared == nil ? .computed : .sharedExpertStarted
+    }
+
+    /// What a whole layer's top left queued: the residual rows (after
+    /// attention), the keys and values (latent: the cached rows) and their
+    /// bytes to copy back.
+    struct LayerTop {
+        var residual: (host: UnsafeMutableRawPointer, device: UInt64)
+        var cached: (host: UnsafeMutableRawPointer, device: UInt64)
+        var cachedBytes: Int, width: Int, latent: Bool
+    }
+
+    /// Queues a layer's top from its residual rows (copied over unless
+    /// `held`: the device's are the input): the input norm, the layer's
+    /// attention (grouped-query or latent), the residual add and the
+    /// post-attention norm into `dense.inputRows` (BF16) and the normed
+    /// rows (Float32).
+    private func queueLayerTop(layer: Int, _ b: AttentionBatch, rope: RopeAngles, hidden: UnsafeMutablePointer<Float>, held: Bool) throws
+        -> LayerTop {
+        let t = b.tokens, h = self.hidden, parts = dense.attentionParts[layer]
+        guard dense.output[layer].rows == h else {
+            throw HybridSetupError("layer \(layer)'s o_proj on the device does not match the hidden size \(h)")
+        }
         let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try buffer(.normedRows, bytes: t * h * 4)
         let input = try buffer(.layerInput, bytes: t * h * 2)
         if !held {
@@ -204,40 +317,17 @@ extension CUDAAccelerator {
             (cached, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
         }
         try norm(parts.postNorm, adding: projected.device, into: dense.inputRows.device)
-        try gemm(rows: router.rows, tokens: t, k: h, weights: router.address, input: dense.inputRows.device, output: dense.routerRows.device)
-        let routed = try queueRoutes(layer: layer, tokens: t, experts: router.rows)
-        var copies = [(dense.routerRows.host!, dense.routerRows.device, t * router.rows * 4, "router logits"),
-                      (dense.inputRows.host!, dense.inputRows.device, t * h * 2, "normed rows"),
-                      (cached.host, cached.device, (latent == nil ? 2 : 1) * t * kn * 4, "keys and values")]
-        if !keep { copies.append((residual.host, residual.device, t * h * 4, "residual rows")) }
-        for (host, device, bytes, what) in copies {
-            try check("cuMemcpyDtoHAsync (\(what))", copyDtoH(host, device, bytes, compute))
-        }
-        try check("cuEventRecord", eventRecord(routerDone, compute))
-        try startSharedExpert(shared, layer: layer, tokens: t, keep: keep)
-        try wait(event: routerDone, "layer front")
-        if keep {
-            self.residual.keeping = (layer, t)
-            self.residual.expertSums = false
-            self.residual.sharedKept = shared.address != 0
+        return LayerTop(residual: residual, cached: cached, cachedBytes: (latent == nil ? 2 : 1) * t * kn * 4, width: kn, latent: latent != nil)
+    }
+
+    /// The keys and values (latent: the cached rows, into `k`) a layer top
+    /// copied back, into the CPU's rows.
+    private func unpackLayerTop(_ top: LayerTop, tokens: Int, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) {
+        if top.latent {
+            k.update(from: top.cached.host.assumingMemoryBound(to: Float.self), count: tokens * top.width)
         } else {
-            hidden.update(from: residual.host.assumingMemoryBound(to: Float.self), count: t * h)
-            self.residual.bytes += t * h * 4
+            unpackKeyValues(top.cached.host, tokens: tokens, width: top.width, k: k, v: v)
         }
-        // As BF16, half the bytes: every product the CPU feeds them to takes
-        // its inputs rounded to BF16, so nothing it computes changes.
-        convertToFloat(dense.inputRows.host!, dtype: .bf16, count: t * h, into: normed)
-        logits.update(from: dense.routerRows.host!.assumingMemoryBound(to: Float.self), count: t * router.rows)
-        if latent == nil {
-            unpackKeyValues(cached.host, tokens: t, width: kn, k: k, v: v)
-        } else {
-            k.update(from: cached.host.assumingMemoryBound(to: Float.self), count: t * kn)
-        }
-        // The normed rows stay in dense.inputRows as BF16 for the experts.
-        routes.frontRows = (layer, t)
-        if routed { routing.ready = (layer, t) }
-        if keep && shared.address != 0 { return .sharedExpertKept }
-        return dense.pendingShared == nil ? .computed : .sharedExpertStarted
     }
 
     /// Keys then values, `tokens` rows of `width` each, as the device

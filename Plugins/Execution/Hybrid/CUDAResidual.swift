@@ -60,8 +60,10 @@ extension CUDAAccelerator {
         return k == (work.layer, r.tokens)
     }
 
+    /// After an MoE front: it kept the rows, awaiting the layer's output;
+    /// after a dense layer: it holds the layer's output.
     public func keepsResidual(layer: Int, tokens: Int) -> Bool {
-        residual.keeping.map { $0 == (layer, tokens) } ?? false
+        (residual.keeping ?? residual.held).map { $0 == (layer, tokens) } ?? false
     }
 
     public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool {

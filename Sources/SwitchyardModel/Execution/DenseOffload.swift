@@ -105,7 +105,18 @@ public protocol DenseOffload: AnyObject, Sendable {
                        k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
                        logits: UnsafeMutablePointer<Float>) -> RouterOffload
 
-    /// Asked right after a front that did not answer `.notHeld`: whether
+    /// A dense layer whole in one round trip (attention, then its dense
+    /// MLP), asked before its blocks: from the residual rows (`hidden`, or
+    /// the offload's own where `residualHeld`), the input norm, the layer's
+    /// attention (`batch` and `k`/`v` as `moeLayerFront` takes them), the
+    /// residual add, the post-attention norm, the MLP and its add. `mayKeep`:
+    /// it may keep the output rows to itself (`keepsResidual`), leaving
+    /// `hidden` as it was; else it writes them into `hidden`. False: nothing
+    /// was done.
+    func denseLayer(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                    k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool
+
+    /// Asked right after a front (or `denseLayer`) that did something: whether
     /// it kept the residual rows (after attention) to itself, leaving
     /// `hidden` as it was. If so, the layer's output comes back through
     /// `keepLayerOutput`, not the host's add.
@@ -179,6 +190,9 @@ extension DenseOffload {
                               logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         residualHeld ? .notHeld : moeLayerFront(layer: layer, batch: batch, hidden: hidden, k: k, v: v, normed: normed, logits: logits)
     }
+
+    public func denseLayer(layer: Int, batch: AttentionBatch, hidden: UnsafeMutablePointer<Float>, residualHeld: Bool, mayKeep: Bool,
+                           k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool { false }
 
     public func keepsResidual(layer: Int, tokens: Int) -> Bool { false }
     public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool { false }

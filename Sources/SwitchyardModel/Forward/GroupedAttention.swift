@@ -82,18 +82,48 @@ extension Transformer {
         guard let dense, case .moe = weights.layers[l].feedForward else { return nil }
         let c = config, tokens = batch.tokenCount
         let t0 = monotonicSeconds()
-        var b = attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(), withRope: true)
-        var rows = c.kvSize, latent = false
-        // Latent attention: one key head, the cached row's width (k gets the rows, v nothing).
-        if case .latent = weights.layers[l].attention, let m = c.latentAttention {
-            (b.numKVHeads, b.headDim, b.scale, b.roundsToBF16) = (1, m.cacheWidth, m.softmaxScale, false)
-            (rows, latent) = (m.cacheWidth, true)
-        }
-        let k = ws.k.reserve(tokens * rows), v = ws.v.reserve(tokens * rows)
+        let (b, k, v, latent) = wholeLayerBatch(layer: l, batch: batch, cache: cache)
         let routed = dense.moeLayerFront(layer: l, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
                                          normed: ws.normed.reserve(tokens * c.hiddenSize),
                                          logits: ws.routerLogits.reserve(tokens * c.numExperts))
         guard routed != .notHeld else { return nil }
+        storeWholeLayer(l, batch: batch, cache: cache, k: k, v: v, latent: latent, since: t0)
+        return routed
+    }
+
+    /// A dense layer whole on the offload (`DenseOffload.denseLayer`);
+    /// false where none took it.
+    func denseLayerWhole(layer l: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>,
+                         residualHeld: Bool, mayKeep: Bool) -> Bool {
+        guard let dense, case .dense = weights.layers[l].feedForward else { return false }
+        let t0 = monotonicSeconds()
+        let (b, k, v, latent) = wholeLayerBatch(layer: l, batch: batch, cache: cache)
+        guard dense.denseLayer(layer: l, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v) else {
+            return false
+        }
+        storeWholeLayer(l, batch: batch, cache: cache, k: k, v: v, latent: latent, since: t0)
+        return true
+    }
+
+    /// The batch a whole-layer offload call takes for layer `l` and where
+    /// its keys and values come back. Latent attention: one key head the
+    /// cached row's width (`k` gets the rows, `v` nothing).
+    private func wholeLayerBatch(layer l: Int, batch: ForwardBatch, cache: PagedKVCache)
+        -> (AttentionBatch, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Bool) {
+        let c = config, tokens = batch.tokenCount
+        var b = attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(), withRope: true)
+        var rows = c.kvSize, latent = false
+        if case .latent = weights.layers[l].attention, let m = c.latentAttention {
+            (b.numKVHeads, b.headDim, b.scale, b.roundsToBF16) = (1, m.cacheWidth, m.softmaxScale, false)
+            (rows, latent) = (m.cacheWidth, true)
+        }
+        return (b, ws.k.reserve(tokens * rows), ws.v.reserve(tokens * rows), latent)
+    }
+
+    /// The keys and values (latent: rows) a whole-layer call brought back,
+    /// into the CPU's cache; its time counted as attention.
+    private func storeWholeLayer(_ l: Int, batch: ForwardBatch, cache: PagedKVCache, k: UnsafeMutablePointer<Float>,
+                                 v: UnsafeMutablePointer<Float>, latent: Bool, since t0: Double) {
         if latent {
             PagedAttention.store(cache: cache, layer: l, batch: batch, k: k, v: k)
         } else {
@@ -102,7 +132,6 @@ extension Transformer {
         let seconds = monotonicSeconds() - t0
         profile.attentionSeconds += seconds
         layerSeconds += seconds
-        return routed
     }
 
     /// The batch as `DenseOffload.attention` (and, `withRope`, as

@@ -315,6 +315,13 @@ public final class Transformer: @unchecked Sendable {
         while l < layers.upperBound || heldFrom != nil {
             if l == layers.upperBound { _ = takeBack(); continue }
             let front = moeLayerFront(layer: l, batch: batch, cache: cache, hidden: hidden, residualHeld: heldFrom != nil, mayKeep: mayKeep)
+            if front == nil, denseLayerWhole(layer: l, batch: batch, cache: cache, hidden: hidden, residualHeld: heldFrom != nil,
+                                             mayKeep: mayKeep) {
+                // The whole layer ran on the offload, its output kept there or in `hidden`.
+                heldFrom = mayKeep && dense?.keepsResidual(layer: l, tokens: tokens) == true ? heldFrom ?? l : nil
+                l += 1
+                continue
+            }
             if front == nil, heldFrom != nil, !takeBack() { continue }
             let keeps = mayKeep && front != nil && dense?.keepsResidual(layer: l, tokens: tokens) == true
             if front == nil { attentionBlock(layer: l, batch: batch, cache: cache, hidden: hidden) }
