@@ -14,6 +14,11 @@ VERSION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 NAME=switchyard-$VERSION-linux-x86_64
 DIR=$OUT/$NAME
 # A scratch path of its own, so .build/release (dynamic Swift runtime) stays as it is.
+# Built from clean (about 7 minutes here): an incremental release build after a
+# public type changed has left plug-in modules compiled against the old layout,
+# and the binary crashed (the check below caught it). BUNDLE_INCREMENTAL=1
+# reuses the last build.
+[ "${BUNDLE_INCREMENTAL:-0}" = 1 ] || rm -rf .build/bundle
 swift build -c release --static-swift-stdlib --scratch-path .build/bundle --product switchyard >&2
 BIN=.build/bundle/release/switchyard
 rm -rf "$DIR" && mkdir -p "$DIR/bin" "$DIR/lib"

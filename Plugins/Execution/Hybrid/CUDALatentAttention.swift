@@ -27,8 +27,10 @@ struct DeviceLatentParts {
 ///
 /// Every token takes the absorbed form, where the CPU expands long
 /// prefills (`LatentAttentionConfig.prefersExpandedForm`): the same
-/// attention, another order of products, and on a GPU the absorbed form's
-/// extra flops are the cheap part of a round trip.
+/// attention, another order of products. What the absorbed form's extra
+/// flops cost a long prefill on a GPU is not measured.
+/// `queueLatentAttention` is also the attention of an MoE layer's front and
+/// of a dense layer whole (`CUDAAttentionLayer.swift`).
 extension CUDAAccelerator {
     static let latentKernelSource = """
 

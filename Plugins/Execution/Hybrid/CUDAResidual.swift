@@ -1,8 +1,9 @@
 import Foundation
 import SwitchyardModel
 
-/// The residual stream kept on the GPU across MoE layers
-/// (`DenseOffload.keepsResidual`). A layer front that keeps it leaves the
+/// The residual stream kept on the GPU across layers
+/// (`DenseOffload.keepsResidual`; a dense layer that runs whole keeps its
+/// output the same way, `CUDAAttentionLayer.swift`). A layer front that keeps it leaves the
 /// residual rows (after attention) on the device and sends back only what
 /// the host needs: the normed rows for the CPU's experts, the logits, keys
 /// and values. The GPU's experts sum their outputs per token there, a
@@ -10,8 +11,9 @@ import SwitchyardModel
 /// comes over once (`keepLayerOutput`), added on the device in the order
 /// the CPU adds (the summed experts, the CPU's share, the shared expert,
 /// then into the residual). So the host waits once per MoE layer, at its
-/// front, and the residual rows cross once per batch instead of twice per
-/// layer. `device_residual: false` is the A/B arm.
+/// front, and the residual rows cross twice per pass (over at its first
+/// layer, back after its last) instead of twice per layer.
+/// `device_residual: false` is the A/B arm.
 struct DeviceResidual {
     var enabled = true
     /// `[layer]`: its shared expert is gated per token on the host
