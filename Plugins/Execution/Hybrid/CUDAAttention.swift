@@ -97,7 +97,8 @@ extension CUDAAccelerator {
         long long t = i / row, e = i - t * row;
         long long dst = (long long)slots[t] * row + e;
         ck[dst] = k[i];
-        cv[dst] = v[i];
+        // Latent attention's cache is its keys alone (values: the same rows).
+        if (cv != ck) cv[dst] = v[i];
     }
 
     extern "C" __global__ void attn_scores(const unsigned short* q, const unsigned short* ck, const int* seq_of, const int* pos_of,
