@@ -349,28 +349,17 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
                        logits: UnsafeMutablePointer<Float>) -> RouterOffload {
         guard offersLayerFronts else { return .notHeld }
         let h = weights.config.hiddenSize, n = b.tokens * h
-        let untouched = Array(UnsafeBufferPointer(start: hidden, count: n))
-        var before = untouched
-        // Held: the layer's input is the offload's rows, not `hidden`.
-        if residualHeld, !before.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
-            worstRelativeDifference = .infinity
-        }
+        let (untouched, before) = layerInput(hidden: hidden, tokens: b.tokens, held: residualHeld)
         let routed = inner.moeLayerFront(layer: layer, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v,
                                          normed: normed, logits: logits)
-        let keeps = routed != .notHeld && inner.keepsResidual(layer: layer, tokens: b.tokens)
         guard routed != .notHeld else {
             if !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
             return routed
         }
-        if keeps {
-            if !mayKeep || !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
-            frontsKept += 1
-        }
-        // The rows after attention: `hidden`, or the offload's where it keeps them.
-        var after = Array(UnsafeBufferPointer(start: hidden, count: n))
-        if keeps, !after.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
-            worstRelativeDifference = .infinity
-        }
+        let keeps = inner.keepsResidual(layer: layer, tokens: b.tokens)
+        if keeps { frontsKept += 1 }
+        // The rows after attention.
+        let after = layerOutput(hidden: hidden, tokens: b.tokens, untouched: untouched, keeps: keeps, mayKeep: mayKeep)
         let w = weights.layers[layer]
         guard case .moe(let moe) = w.feedForward else {
             worstRelativeDifference = .infinity
@@ -381,12 +370,7 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         // output alone is not read back off them (hidden' − hidden), since
         // residual streams hold outliers in the thousands whose rounding
         // would swamp it.
-        let attended: [Float]
-        if case .latent = w.attention {
-            attended = checkLatentAttention(layer: layer, b, x: x, row: k, out: nil)
-        } else {
-            attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
-        }
+        let attended = checkAttention(layer: layer, b, x: x, k: k, v: v)
         compare(after, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
         // The normed rows come back as BF16 (all the CPU's products take):
         // each must be a BF16 value within one BF16 step of the Float32
@@ -423,35 +407,20 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
                     k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>) -> Bool {
         guard offersLayerFronts else { return false }
         let h = weights.config.hiddenSize, n = b.tokens * h
-        let untouched = Array(UnsafeBufferPointer(start: hidden, count: n))
-        var before = untouched
-        if residualHeld, !before.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
-            worstRelativeDifference = .infinity
-        }
+        let (untouched, before) = layerInput(hidden: hidden, tokens: b.tokens, held: residualHeld)
         guard inner.denseLayer(layer: layer, batch: b, hidden: hidden, residualHeld: residualHeld, mayKeep: mayKeep, k: k, v: v) else {
             if !untouched.elementsEqual(UnsafeBufferPointer(start: hidden, count: n)) { worstRelativeDifference = .infinity }
             return false
         }
-        let keeps = inner.keepsResidual(layer: layer, tokens: b.tokens)
-        var after = Array(UnsafeBufferPointer(start: hidden, count: n))
-        if keeps {
-            if !mayKeep || !untouched.elementsEqual(after) { worstRelativeDifference = .infinity }
-            if !after.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: b.tokens, into: $0.baseAddress!) }) {
-                worstRelativeDifference = .infinity
-            }
-        }
+        let after = layerOutput(hidden: hidden, tokens: b.tokens, untouched: untouched,
+                                keeps: inner.keepsResidual(layer: layer, tokens: b.tokens), mayKeep: mayKeep)
         let w = weights.layers[layer]
         guard case .dense(let mlp) = w.feedForward else {
             worstRelativeDifference = .infinity
             return true
         }
         let x = before.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.inputNorm, tokens: b.tokens) }
-        let attended: [Float]
-        if case .latent = w.attention {
-            attended = checkLatentAttention(layer: layer, b, x: x, row: k, out: nil)
-        } else {
-            attended = checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
-        }
+        let attended = checkAttention(layer: layer, b, x: x, k: k, v: v)
         let mid = (0..<n).map { before[$0] + attended[$0] }
         var post = mid.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, w.postAttentionNorm, tokens: b.tokens) }
         var mlpOut = [Float](repeating: 0, count: n)
@@ -461,6 +430,37 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         compare(after, count: n) { y in for i in 0..<n { y[i] = mid[i] + mlpOut[i] } }
         denseLayersChecked += 1
         return true
+    }
+
+    /// A whole-layer call's input rows (`hidden`, or where `held` the
+    /// offload's), and `hidden` as it was before the call.
+    private func layerInput(hidden: UnsafePointer<Float>, tokens: Int, held: Bool) -> (untouched: [Float], before: [Float]) {
+        let untouched = Array(UnsafeBufferPointer(start: hidden, count: tokens * weights.config.hiddenSize))
+        var before = untouched
+        if held, !before.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: tokens, into: $0.baseAddress!) }) {
+            worstRelativeDifference = .infinity
+        }
+        return (untouched, before)
+    }
+
+    /// A whole-layer call's output rows: `hidden`, or where it keeps them
+    /// the offload's (it may only if allowed, and must leave `hidden` as
+    /// it was).
+    private func layerOutput(hidden: UnsafePointer<Float>, tokens: Int, untouched: [Float], keeps: Bool, mayKeep: Bool) -> [Float] {
+        var after = Array(UnsafeBufferPointer(start: hidden, count: tokens * weights.config.hiddenSize))
+        guard keeps else { return after }
+        if !mayKeep || !untouched.elementsEqual(after) { worstRelativeDifference = .infinity }
+        if !after.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: tokens, into: $0.baseAddress!) }) {
+            worstRelativeDifference = .infinity
+        }
+        return after
+    }
+
+    /// A whole layer's attention checked in its form; the reference output.
+    private func checkAttention(layer: Int, _ b: AttentionBatch, x: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                v: UnsafePointer<Float>) -> [Float] {
+        if case .latent = weights.layers[layer].attention { return checkLatentAttention(layer: layer, b, x: x, row: k, out: nil) }
+        return checkWholeAttention(layer: layer, b, x: x, k: k, v: v, out: nil)
     }
 
     /// RMSNorm of `tokens` rows with the model's epsilon.

@@ -110,6 +110,17 @@ import Testing
 
     func argmax(_ row: [Float]) -> Int { row.indices.max { row[$0] < row[$1] }! }
 
+    /// A fresh software device and an accelerator on it holding `model`'s
+    /// dense weights, with `budgetBytes` for experts.
+    func denseAccelerator(_ model: Transformer, budgetBytes: Int, uploadSlots: Int = 1) throws -> CUDAAccelerator {
+        SoftwareCUDA.reset()
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!,
+                                      deviceIndex: 0, budgetBytes: budgetBytes, uploadSlots: uploadSlots,
+                                      denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
+        try gpu.loadDense(model.weights)
+        return gpu
+    }
+
     /// Transformers' DeepSeek-V3 checkpoint in bfloat16, its reference
     /// prompt and the CPU's logits for it.
     func deepseekModel() throws -> (model: Transformer, prompt: [Int32], reference: [[Float]], expertBytes: Int) {
@@ -204,11 +215,7 @@ import Testing
         try model.configure(compute: Self.bf16!)
         let prompt = (0..<20).map { Int32(($0 * 37 + 3) % model.config.vocabSize) }
         let reference = try Generator(model: model, blockSize: 16).allLogits(prompt)
-        SoftwareCUDA.reset()
-        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[1][0], deviceIndex: 0,
-                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
-                                      searchPath: [try SoftwareCUDA.directory.get()])
-        try gpu.loadDense(model.weights)
+        let gpu = try denseAccelerator(model, budgetBytes: 0)
         #expect(gpu.dense.denseMLP.map { $0.address != 0 } == [true, false, false])
         #expect(gpu.dense.sharedMLP.map { $0.address != 0 } == [false, true, true])
         // q/k/v biases on every layer, as one fused row.
@@ -312,11 +319,7 @@ import Testing
             return ((moe.routerBias ?? []) + (moe.selectionBias ?? [])).contains { $0 != 0 }
         }
         #expect(biased == (arch == .gptOss || arch == .glm4Moe))
-        SoftwareCUDA.reset()
-        let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[c.numLayers - 1][0], deviceIndex: 0,
-                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
-                                      searchPath: [try SoftwareCUDA.directory.get()])
-        try gpu.loadDense(model.weights)
+        let gpu = try denseAccelerator(model, budgetBytes: 0)
         // Softmax and norm rows with few threads each, every thread taking
         // several keys or values, as long contexts and wide rows make them;
         // the values' sums in many pieces, some partial or empty (the
@@ -379,11 +382,7 @@ import Testing
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [false, true])
     func servingThroughTheEngineKeepsTheDeviceCacheRightAcrossForwards(layered: Bool) async throws {
         let (model, _, _, bytes) = try bf16Model()
-        SoftwareCUDA.reset()
-        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
-                                      budgetBytes: 24 * bytes, uploadSlots: 2, denseBytes: CUDAAccelerator.denseBytes(model.weights),
-                                      searchPath: [try SoftwareCUDA.directory.get()])
-        try gpu.loadDense(model.weights)
+        let gpu = try denseAccelerator(model, budgetBytes: 24 * bytes, uploadSlots: 2)
         let experts = CheckingAccelerator(gpu, weights: model.weights)
         let dense = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(experts: try HybridExecutor(weights: model.weights, accelerator: experts, cost: HybridExecutorTests.cost))
@@ -436,11 +435,7 @@ import Testing
         var crossed: [Bool: (in: Int, out: Int)] = [:], counted: [Bool: [String: Double]] = [:]
         var logits: [Bool: [[Float]]] = [:]
         for onDevice in [false, true] {
-            SoftwareCUDA.reset()
-            let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
-                                          budgetBytes: model.weights.routedExperts.count * bytes, uploadSlots: 1,
-                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
-            try gpu.loadDense(model.weights)
+            let gpu = try denseAccelerator(model, budgetBytes: model.weights.routedExperts.count * bytes)
             gpu.routes.enabled = onDevice
             gpu.residual.enabled = false
             let experts = CheckingAccelerator(gpu, weights: model.weights)
@@ -512,11 +507,7 @@ import Testing
         let c = model.config, h = c.hiddenSize, layers = c.numLayers
         var logits: [Bool: [[Float]]] = [:], waits: [Bool: Int] = [:], residualBytes: [Bool: Double] = [:]
         for keep in [false, true] {
-            SoftwareCUDA.reset()
-            let gpu = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
-                                          budgetBytes: 4 * bytes, uploadSlots: 1,
-                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
-            try gpu.loadDense(model.weights)
+            let gpu = try denseAccelerator(model, budgetBytes: 4 * bytes)
             gpu.residual.enabled = keep
             let experts = CheckingAccelerator(gpu, weights: model.weights)
             let dense = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
@@ -538,11 +529,7 @@ import Testing
             #expect((experts.keptExperts > 0) == keep && model.profile.layersRecomputed == 0)
             // A decode step by count, without the checking wrappers (whose
             // reads of the kept rows would add waits), every expert resident.
-            SoftwareCUDA.reset()
-            let all = try CUDAAccelerator(config: c, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
-                                          budgetBytes: model.weights.routedExperts.count * bytes, uploadSlots: 1,
-                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
-            try all.loadDense(model.weights)
+            let all = try denseAccelerator(model, budgetBytes: model.weights.routedExperts.count * bytes)
             all.residual.enabled = keep
             model.install(experts: try HybridExecutor(weights: model.weights, accelerator: all, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
             model.install(dense: all)
@@ -579,13 +566,8 @@ import Testing
     func aDeviceFailingWhileItHoldsTheResidualStreamLosesNoRequest(deepseek: Bool) throws {
         let (model, prompt, reference, bytes) = deepseek ? try deepseekModel() : try bf16Model()
         let c = model.config
-        let sample = model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!
         func run(failingAt launch: Int?) throws -> (logits: [[Float]], recomputed: Int, launches: Int) {
-            SoftwareCUDA.reset()
-            let gpu = try CUDAAccelerator(config: c, sampleExpert: sample, deviceIndex: 0,
-                                          budgetBytes: model.weights.routedExperts.count / 2 * bytes, uploadSlots: 1,
-                                          denseBytes: CUDAAccelerator.denseBytes(model.weights), searchPath: [try SoftwareCUDA.directory.get()])
-            try gpu.loadDense(model.weights)
+            let gpu = try denseAccelerator(model, budgetBytes: model.weights.routedExperts.count / 2 * bytes)
             model.install(experts: try HybridExecutor(weights: model.weights, accelerator: gpu, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
             model.install(dense: gpu)
             // The sticky error cleared before the accelerator goes, so it can
@@ -754,11 +736,7 @@ import Testing
         try setBiases(named: ["e_score_correction_bias", "a_layernorm"], in: dir)
         let model = try Transformer(directory: dir.path)
         try model.configure(compute: Self.bf16!)
-        SoftwareCUDA.reset()
-        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[1][0], deviceIndex: 0,
-                                      budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
-                                      searchPath: [try SoftwareCUDA.directory.get()])
-        try gpu.loadDense(model.weights)
+        let gpu = try denseAccelerator(model, budgetBytes: 0)
         #expect(gpu.dense.bytes == CUDAAccelerator.denseBytes(model.weights))
         return (model, gpu)
     }
@@ -847,11 +825,7 @@ import Testing
         let (model, prompt, _, _) = try deepseekModel()
         #expect(model.config.rope.interleaved == false)
         let reference = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 6)
-        SoftwareCUDA.reset()
-        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!,
-                                      deviceIndex: 0, budgetBytes: 0, uploadSlots: 1, denseBytes: CUDAAccelerator.denseBytes(model.weights),
-                                      searchPath: [try SoftwareCUDA.directory.get()])
-        try gpu.loadDense(model.weights)
+        let gpu = try denseAccelerator(model, budgetBytes: 0)
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(dense: checked)
         defer { model.install(dense: nil) }

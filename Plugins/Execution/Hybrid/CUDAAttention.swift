@@ -206,12 +206,21 @@ extension CUDAAccelerator {
     public func attention(layer: Int, batch b: AttentionBatch, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>) -> Bool {
         guard attention.enabled, attention.failure == nil, b.tokens > 0, b.numHeads % b.numKVHeads == 0 else { return false }
+        return attending(layer: layer, b, whole: false) { try attend(layer: layer, b, q: q, k: k, v: v, out: out) }
+    }
+
+    /// What every attention call shares: the device's copy of `b`'s cache
+    /// (`latent`: keys-only Float32 rows), `body`, the layer counted
+    /// (`whole`: with its projections); after an error, attention on the
+    /// CPU for good.
+    func attending(layer: Int, _ b: AttentionBatch, whole: Bool, latent: Bool = false, _ body: () throws -> Void) -> Bool {
         do {
             try makeCurrent()
-            try mirror(b, layers: residentLayers)
+            try mirror(b, layers: residentLayers, latent: latent)
             guard layer < attention.keys.count else { return false }
-            try attend(layer: layer, b, q: q, k: k, v: v, out: out)
+            try body()
             attention.layers += 1
+            if whole { attention.wholeLayers += 1 }
             return true
         } catch {
             stopAttention(error)

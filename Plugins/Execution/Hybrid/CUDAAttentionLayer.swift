@@ -114,18 +114,7 @@ extension CUDAAccelerator {
         residual.keeping = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0,
               b.numHeads % b.numKVHeads == 0, layer < dense.attentionParts.count, dense.attentionParts[layer].whole else { return false }
-        do {
-            try makeCurrent()
-            try mirror(b, layers: residentLayers)
-            guard layer < attention.keys.count else { return false }
-            try attendWhole(layer: layer, b, rope: rope, x: x, k: k, v: v, out: out)
-            attention.layers += 1
-            attention.wholeLayers += 1
-            return true
-        } catch {
-            stopAttention(error)
-            return false
-        }
+        return attending(layer: layer, b, whole: true) { try attendWhole(layer: layer, b, rope: rope, x: x, k: k, v: v, out: out) }
     }
 
     public func moeLayerFront(layer: Int, batch b: AttentionBatch, hidden: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>,
@@ -138,7 +127,7 @@ extension CUDAAccelerator {
     /// grouped-query or latent, with its norms on the device) for batch
     /// `b`, starting from the rows the device holds where `residualHeld`.
     private func layerRunsWhole(_ layer: Int, _ b: AttentionBatch, residualHeld: Bool) -> Bool {
-        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
+        let latent = runsLatentWhole(layer)
         return attention.enabled && attention.failure == nil && dense.failure == nil && b.rope != nil && b.tokens > 0
             && b.numHeads % b.numKVHeads == 0 && layer < dense.attentionParts.count && (dense.attentionParts[layer].whole || latent)
             && dense.attentionParts[layer].inputNorm != 0 && (!latent || b.numKVHeads == 1)
@@ -158,7 +147,7 @@ extension CUDAAccelerator {
         let keep = mayKeep && residual.enabled
         guard layerRunsWhole(layer, b, residualHeld: residualHeld), let rope = b.rope, layer < dense.denseMLP.count,
               dense.denseMLP[layer].address != 0 else { return false }
-        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
+        let latent = runsLatentWhole(layer)
         do {
             try makeCurrent()
             try mirror(b, layers: residentLayers, latent: latent)
@@ -204,7 +193,7 @@ extension CUDAAccelerator {
         routing.ready = nil
         let keep = mayKeep && mayKeepResidual(layer: layer)
         residual.keeping = nil
-        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole
+        let latent = runsLatentWhole(layer)
         guard layerRunsWhole(layer, b, residualHeld: residualHeld), let rope = b.rope, dense.router[layer].address != 0 else { return .notHeld }
         dense.pendingShared = nil
         do {
@@ -310,7 +299,7 @@ extension CUDAAccelerator {
         try norm(parts.inputNorm, adding: nil, into: input.device)
         let kn = b.numKVHeads * b.headDim
         let cached: (host: UnsafeMutableRawPointer, device: UInt64), projected: (host: UnsafeMutableRawPointer, device: UInt64)
-        let latent = layer < dense.latentParts.count && dense.latentParts[layer].whole ? dense.latentShape : nil
+        let latent = runsLatentWhole(layer) ? dense.latentShape : nil
         if let latent {
             (cached, projected) = try queueLatentAttention(layer: layer, b, latent, rope: rope, input: input.device)
         } else {

@@ -46,23 +46,17 @@ extension CUDAAccelerator {
     }
     """
 
+    /// Whether `layer` has latent attention with every matrix on the device.
+    func runsLatentWhole(_ layer: Int) -> Bool { layer < dense.latentParts.count && dense.latentParts[layer].whole }
+
     public func latentAttentionLayer(layer: Int, batch b: AttentionBatch, x: UnsafePointer<Float>, row: UnsafeMutablePointer<Float>,
                                      out: UnsafeMutablePointer<Float>) -> Bool {
         routes.frontRows = nil
         residual.keeping = nil
         guard attention.enabled, attention.failure == nil, dense.failure == nil, let rope = b.rope, b.tokens > 0, b.numKVHeads == 1,
-              let m = dense.latentShape, layer < dense.latentParts.count, dense.latentParts[layer].whole else { return false }
-        do {
-            try makeCurrent()
-            try mirror(b, layers: residentLayers, latent: true)
-            guard layer < attention.keys.count else { return false }
+              let m = dense.latentShape, runsLatentWhole(layer) else { return false }
+        return attending(layer: layer, b, whole: true, latent: true) {
             try attendLatent(layer: layer, b, m, rope: rope, x: x, row: row, out: out)
-            attention.layers += 1
-            attention.wholeLayers += 1
-            return true
-        } catch {
-            stopAttention(error)
-            return false
         }
     }
 

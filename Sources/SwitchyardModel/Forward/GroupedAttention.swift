@@ -108,7 +108,7 @@ extension Transformer {
     /// The batch a whole-layer offload call takes for layer `l` and where
     /// its keys and values come back. Latent attention: one key head the
     /// cached row's width (`k` gets the rows, `v` nothing).
-    private func wholeLayerBatch(layer l: Int, batch: ForwardBatch, cache: PagedKVCache)
+    func wholeLayerBatch(layer l: Int, batch: ForwardBatch, cache: PagedKVCache)
         -> (AttentionBatch, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Bool) {
         let c = config, tokens = batch.tokenCount
         var b = attentionBatch(batch, cache: cache, scale: 1 / Float(c.headDim).squareRoot(), withRope: true)

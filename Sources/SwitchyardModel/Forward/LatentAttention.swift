@@ -76,9 +76,7 @@ extension Transformer {
         let qWidth = heads * m.queryHeadDim, width = m.cacheWidth, r = m.kvLoraRank
         let t0 = monotonicSeconds()
         if let dense {
-            let row = ws.k.reserve(tokens * width)
-            var b = attentionBatch(batch, cache: cache, scale: m.softmaxScale, withRope: true)
-            (b.numKVHeads, b.headDim, b.roundsToBF16) = (1, width, false)
+            let (b, row, _, _) = wholeLayerBatch(layer: l, batch: batch, cache: cache)
             if dense.latentAttentionLayer(layer: l, batch: b, x: normed, row: row, out: projected) {
                 // The device did it all; the CPU's cache still gets every row.
                 PagedAttention.store(cache: cache, layer: l, batch: batch, k: row, v: row)
