@@ -510,6 +510,28 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
 
     func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool { inner.residualRows(tokens: tokens, into: hidden) }
 
+    /// Logits from the rows the offload held after the last layer: against
+    /// the final norm and the LM head computed here from those rows, read
+    /// back from the offload (it still holds them), for the rows selected.
+    private(set) var logitsFromHeldRowsChecked = 0
+
+    func residualLogits(tokens: Int, rows: UnsafeBufferPointer<Int32>, logits: UnsafeMutablePointer<Float>) -> Bool {
+        guard inner.residualLogits(tokens: tokens, rows: rows, logits: logits) else { return false }
+        let h = weights.config.hiddenSize
+        var held = [Float](repeating: 0, count: tokens * h)
+        guard held.withUnsafeMutableBufferPointer({ inner.residualRows(tokens: tokens, into: $0.baseAddress!) }) else {
+            worstRelativeDifference = .infinity
+            return true
+        }
+        let selected = rows.flatMap { held[Int($0) * h..<(Int($0) + 1) * h] }
+        let normed = selected.withUnsafeBufferPointer { rmsNorm($0.baseAddress!, weights.finalNorm, tokens: rows.count) }
+        compare(logits, count: rows.count * weights.lmHead.rows) { y in
+            normed.withUnsafeBufferPointer { Linear.apply(weights.lmHead, x: $0.baseAddress!, tokens: rows.count, y: y, ctx: ctx) }
+        }
+        logitsFromHeldRowsChecked += 1
+        return true
+    }
+
     /// A whole latent attention layer: its cached rows against the row
     /// made here from the model's weights (kv_a, bias, the latent's norm,
     /// RoPE on the shared key from the batch's angles), its output against

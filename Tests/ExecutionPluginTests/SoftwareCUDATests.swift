@@ -240,6 +240,8 @@ import Testing
             #expect(checked.denseLayersChecked == 1)
             #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == 3)
             #expect(gpu.counters["hybrid_gpu_residual_layers_kept"] == (keepsResidual ? 2 : 0))
+            // The logits of its one forward from the rows held after layer 2.
+            #expect(checked.logitsFromHeldRowsChecked == (keepsResidual ? 1 : 0))
         } else {
             // 12 products, q, k and v compared apart: 5 + 6 + 6 + 1; and each
             // layer's attention, over the device's copy of the KV cache.
@@ -267,7 +269,8 @@ import Testing
         // attention layers; whole, layer 0 (attention and MLP together),
         // each MoE layer's front (attention, norms, router) and shared
         // expert, the LM head; keeping the residual stream, the shared
-        // experts stay and the rows come back once, after layer 2.
+        // experts stay and the rows never come back: the final norm and
+        // the LM head run from them after layer 2.
         if keepsResidual { model.install(dense: gpu) }
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
         var prefill = ForwardBatch(), decode = ForwardBatch()
@@ -277,7 +280,7 @@ import Testing
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
-        let roundTrips = wholeLayers ? (keepsResidual ? 5 : 6) : 15
+        let roundTrips = wholeLayers ? (keepsResidual ? 4 : 6) : 15
         #expect(SoftwareCUDA.counter("host_waits") - waits == roundTrips)
         // The accelerator's own count, which bench and /metrics report, agrees.
         #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(roundTrips))
@@ -527,6 +530,8 @@ import Testing
             #expect(hybrid.siteCounters.cpuTokens > 0 && hybrid.siteCounters.residentTokens > 0)
             #expect(dense.frontsKept == (keep ? layers : 0) && dense.layerOutputsChecked == dense.frontsKept)
             #expect((experts.keptExperts > 0) == keep && model.profile.layersRecomputed == 0)
+            #expect((dense.logitsFromHeldRowsChecked > 0) == keep && model.lastHidden == nil || !keep)
+            #expect(gpu.counters["hybrid_gpu_logits_from_held_rows"] == Double(dense.logitsFromHeldRowsChecked))
             // A decode step by count, without the checking wrappers (whose
             // reads of the kept rows would add waits), every expert resident.
             let all = try denseAccelerator(model, budgetBytes: model.weights.routedExperts.count * bytes)
@@ -544,9 +549,13 @@ import Testing
             waits[keep] = SoftwareCUDA.counter("host_waits") - w0
             residualBytes[keep] = all.counters["hybrid_gpu_residual_bytes"]! - b0
         }
-        #expect(waits[true] == layers + 2, "\(waits)")
+        // Kept: a wait per front and one for the logits, computed from the
+        // rows the device holds (which never come back); the rows cross
+        // once over, and each layer's CPU share. Not kept: each front, each
+        // layer's expert sums, the LM head.
+        #expect(waits[true] == layers + 1, "\(waits)")
         #expect(waits[false] == 2 * layers + 1, "\(waits)")
-        #expect(residualBytes[true] == Double((layers + 2) * h * 4) && residualBytes[false] == Double(2 * layers * h * 4))
+        #expect(residualBytes[true] == Double((layers + 1) * h * 4) && residualBytes[false] == Double(2 * layers * h * 4))
         // The sums in another order: the same tokens win, as in the test above.
         #expect(logits[true]!.map(argmax) == logits[false]!.map(argmax))
         #expect(maxRelativeDifference(logits[true]!, logits[false]!) < 2e-2)
@@ -669,8 +678,9 @@ import Testing
         let gpu = try #require(model.dense as? CUDAAccelerator)
         // Per layer q, k, v, o (256+128+128+256 rows of 256) and the router
         // (16 rows), all BF16, and the q and k norms (64 Float32 each) and
-        // the layer's two norms (256 each); the tied LM head (4096 rows).
-        let denseBytes = 6 * ((512 * 256 + 256 * 256 + 16 * 256) * 2 + (2 * 64 + 2 * 256) * 4) + 4096 * 256 * 2
+        // the layer's two norms (256 each); the tied LM head (4096 rows)
+        // with the final norm (256).
+        let denseBytes = 6 * ((512 * 256 + 256 * 256 + 16 * 256) * 2 + (2 * 64 + 2 * 256) * 4) + 4096 * 256 * 2 + 256 * 4
         #expect(CUDAAccelerator.denseBytes(model.weights) == denseBytes && gpu.dense.bytes == denseBytes)
         // The 5 MiB budget less the dense weights, in 96 KiB experts.
         #expect(hybrid.resident.resident.count == ((5 << 20) - denseBytes) / 98_304)

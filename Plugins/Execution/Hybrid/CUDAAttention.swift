@@ -42,6 +42,8 @@ struct DeviceAttention {
         /// `latentAttentionLayer`'s: `q_a_proj`'s rows (Float32, BF16), the
         /// absorbed queries, the values per head (Float32, BF16).
         case latentQueryA, latentQueryA16, latentQueries, latentValues, latentValues16
+        /// `residualLogits`': the rows that get logits.
+        case logitsRows
     }
 }
 

@@ -45,7 +45,9 @@ struct DenseDeviceWeights {
     var latentParts: [DeviceLatentParts] = []
     var latentShape: LatentAttentionConfig?
     var sharedMLP: [DeviceMLP] = [], denseMLP: [DeviceMLP] = []
-    var lmHead = DeviceMatrix()
+    /// The LM head, and the final norm's weights after it (`finalNorm`:
+    /// its address; 0 without the head).
+    var lmHead = DeviceMatrix(), finalNorm: UInt64 = 0
     /// `[layer]`: what grouped-query attention needs besides its matrices
     /// to run whole on the device (`attentionLayer`); the model's q/k norm
     /// form, RMSNorm epsilon and `clip_qkv` (0: none).
@@ -92,7 +94,8 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
          "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined),
          "hybrid_gpu_layers_routed": Double(routing.layersRouted),
-         "hybrid_gpu_residual_layers_kept": Double(residual.layersKept), "hybrid_gpu_residual_bytes": Double(residual.bytes)]
+         "hybrid_gpu_residual_layers_kept": Double(residual.layersKept), "hybrid_gpu_residual_bytes": Double(residual.bytes),
+         "hybrid_gpu_logits_from_held_rows": Double(residual.logitsFromHeldRows)]
     }
 
     public func resetCounters() {
@@ -107,6 +110,7 @@ extension CUDAAccelerator: DenseOffload {
         routing.layersRouted = 0
         residual.layersKept = 0
         residual.bytes = 0
+        residual.logitsFromHeldRows = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).
@@ -132,7 +136,7 @@ extension CUDAAccelerator: DenseOffload {
 
     /// What `loadDense` would put on the device for `weights`, in bytes.
     public static func denseBytes(_ weights: ModelWeights) -> Int {
-        var bytes = fitsDevice(weights.lmHead) ? weights.lmHead.byteCount : 0
+        var bytes = fitsDevice(weights.lmHead) ? weights.lmHead.byteCount + 4 * weights.finalNorm.count : 0
         for layer in weights.layers {
             if case .grouped(let a) = layer.attention {
                 let qkv = [a.q, a.k, a.v].allSatisfy(fitsDevice) && a.k.cols == a.q.cols && a.v.cols == a.q.cols
@@ -284,7 +288,11 @@ extension CUDAAccelerator: DenseOffload {
         }
         try loadRouting(weights, upload: upload)
         let head = weights.lmHead
-        if Self.fitsDevice(head) { dense.lmHead = DeviceMatrix(address: try upload([head]), rows: head.rows, cols: head.cols) }
+        if Self.fitsDevice(head) {
+            let address = try weights.finalNorm.withUnsafeBytes { try upload([(head.data, head.byteCount), ($0.baseAddress!, $0.count)]) }
+            dense.lmHead = DeviceMatrix(address: address, rows: head.rows, cols: head.cols)
+            dense.finalNorm = address + UInt64(head.byteCount)
+        }
     }
 
     public func attentionProjections(layer: Int, x: UnsafePointer<Float>, tokens: Int, q: UnsafeMutablePointer<Float>,

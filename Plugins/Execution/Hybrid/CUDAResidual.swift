@@ -31,6 +31,9 @@ struct DeviceResidual {
     /// Layers kept, and residual bytes that crossed (rows over and back,
     /// the CPU's shares over).
     var layersKept = 0, bytes = 0
+    /// Forwards whose logits came from the rows held after the last layer
+    /// (`residualLogits`).
+    var logitsFromHeldRows = 0
 }
 
 extension CUDAAccelerator {
@@ -106,6 +109,42 @@ extension CUDAAccelerator {
             try wait(compute)
             hidden.update(from: rows.host!.assumingMemoryBound(to: Float.self), count: n)
             residual.bytes += n * 4
+            return true
+        } catch {
+            stopResidual(error)
+            return false
+        }
+    }
+
+    /// After the last layer: the final norm and the LM head of the held
+    /// rows `rows` (Float32 rows gathered as pairs of halves by the BF16
+    /// gather, then normed in place and narrowed to BF16 as the host
+    /// narrows the LM head's input), the logits back. One host wait, where
+    /// taking the rows back and the LM head as a product take two.
+    public func residualLogits(tokens: Int, rows: UnsafeBufferPointer<Int32>, logits: UnsafeMutablePointer<Float>) -> Bool {
+        guard let held = residual.held, held == (dense.attentionParts.count - 1, tokens), dense.lmHead.address != 0, dense.failure == nil
+        else { return false }
+        let n = rows.count, h = hidden, vocab = dense.lmHead.rows
+        guard n > 0 else { return true }
+        do {
+            try makeCurrent()
+            let index = try buffer(.logitsRows, bytes: n * 4), gathered = try buffer(.normedRows, bytes: n * h * 4)
+            try grow(&dense.inputRows, to: n * h * 2, pinned: true, "dense inputs")
+            try grow(&dense.outputRows, to: n * vocab * 4, pinned: true, "dense outputs")
+            index.host.assumingMemoryBound(to: Int32.self).update(from: rows.baseAddress!, count: n)
+            try check("cuMemcpyHtoDAsync (logits rows)", copyHtoD(index.device, index.host, n * 4, compute))
+            let residualRows = attention.buffers[DeviceAttention.Buffer.residual.rawValue].device
+            try launch(.gatherRows, count: n * 2 * h, [.pointer(residualRows), .pointer(index.device), .pointer(gathered.device),
+                                                       .int32(Int32(2 * h))])
+            try rmsNorm(gathered.device, tokens: n, ld: h, offset: 0, width: h, groups: 1, weights: dense.finalNorm,
+                        into: (gathered.device, dense.inputRows.device))
+            try gemm(rows: vocab, tokens: n, k: h, weights: dense.lmHead.address, input: dense.inputRows.device,
+                     output: dense.outputRows.device)
+            try check("cuMemcpyDtoHAsync (logits)", copyDtoH(dense.outputRows.host!, dense.outputRows.device, n * vocab * 4, compute))
+            try wait(compute)
+            logits.update(from: dense.outputRows.host!.assumingMemoryBound(to: Float.self), count: n * vocab)
+            dense.products += 1
+            residual.logitsFromHeldRows += 1
             return true
         } catch {
             stopResidual(error)

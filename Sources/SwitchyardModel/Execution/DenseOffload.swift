@@ -136,6 +136,14 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// holds them); false if it cannot give them (a device error).
     func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool
 
+    /// After the last layer, where the offload still holds the residual
+    /// rows of all `tokens`: the final RMSNorm and the LM head of the rows
+    /// `rows` (indices into those, in order) into `logits`
+    /// (`rows.count × vocabSize`). One round trip where taking the rows
+    /// back (`residualRows`) and the LM head take two, and the rows do not
+    /// cross. False: nothing was done (the forward takes the rows back).
+    func residualLogits(tokens: Int, rows: UnsafeBufferPointer<Int32>, logits: UnsafeMutablePointer<Float>) -> Bool
+
     /// The output of the shared expert `router` started for `layer`; false
     /// if it could not be had (the CPU computes it then).
     func sharedExpert(layer: Int, tokens: Int, out: UnsafeMutablePointer<Float>) -> Bool
@@ -197,6 +205,7 @@ extension DenseOffload {
     public func keepsResidual(layer: Int, tokens: Int) -> Bool { false }
     public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool { false }
     public func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool { false }
+    public func residualLogits(tokens: Int, rows: UnsafeBufferPointer<Int32>, logits: UnsafeMutablePointer<Float>) -> Bool { false }
 }
 
 /// RoPE's angles for a batch, as the CPU applies them: per token `half`

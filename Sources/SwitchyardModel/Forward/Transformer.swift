@@ -137,15 +137,25 @@ public final class Transformer: @unchecked Sendable {
         if counters.recordsPairs {
             _ = ws.routeLog.reserve(config.numLayers * batch.tokenCount * config.numExpertsPerToken)
         }
+        // The first layer whose output only the dense offload holds, if it
+        // kept the residual stream to the end.
+        var heldFrom: Int?
         if batch.sequences.allSatisfy({ $0.layers == nil || $0.layers == 0..<config.numLayers }) {
-            runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden)
+            heldFrom = runLayers(0..<config.numLayers, batch: batch, cache: cache, hidden: hidden, leavingHeld: true)
         } else {
             runMixedLayers(batch: batch, cache: cache, hidden: hidden)
         }
-        lastHidden = UnsafePointer(hidden)
         if counters.recordsPairs { recordRoutePairs(batch) }
         let t1 = monotonicSeconds()
-        let out = logits(batch, hidden: hidden)
+        let out: LogitsView
+        if heldFrom != nil, let view = logitsFromHeldRows(batch) {
+            lastHidden = nil
+            out = view
+        } else {
+            if let from = heldFrom { takeBackHeldRows(from: from, batch: batch, cache: cache, hidden: hidden) }
+            lastHidden = UnsafePointer(hidden)
+            out = logits(batch, hidden: hidden)
+        }
         let t2 = monotonicSeconds()
         profile.lmHeadSeconds += t2 - t1
         profile.otherSeconds += (t1 - t0) - layerSeconds
@@ -156,7 +166,10 @@ public final class Transformer: @unchecked Sendable {
 
     /// Hidden states after the last forward, `[tokens, hiddenSize]` in batch
     /// order: where a sequence's rows stand after its last layer this forward
-    /// (what layered prefill keeps for the next group). Valid until the next forward.
+    /// (what layered prefill keeps for the next group). Valid until the next
+    /// forward; nil after a forward whose rows stayed on a dense offload,
+    /// which computed the logits from them (`DenseOffload.residualLogits`:
+    /// only batches whose every sequence ran every layer).
     public private(set) var lastHidden: UnsafePointer<Float>?
 
     /// The top-k experts of batch row `row` at layer `l` in the last forward
@@ -295,12 +308,18 @@ public final class Transformer: @unchecked Sendable {
     /// (a device error), the layers from that one are computed again
     /// without it keeping any, so a failing device never fails the batch;
     /// those layers' expert loads are then counted twice.
+    ///
+    /// `leavingHeld`: rows the offload still holds after the last layer stay
+    /// there, and the first layer it kept is returned (the caller then takes
+    /// them back with `takeBackHeldRows`, or has the offload compute the
+    /// logits from them). `keeping`: whether the offload may keep any.
+    @discardableResult
     public func runLayers(_ layers: Range<Int>, batch: ForwardBatch, cache: PagedKVCache,
-                          hidden: UnsafeMutablePointer<Float>) {
+                          hidden: UnsafeMutablePointer<Float>, leavingHeld: Bool = false, keeping: Bool = true) -> Int? {
         let tokens = batch.tokenCount
-        guard tokens > 0 else { return }
+        guard tokens > 0 else { return nil }
         prepareTokenIndex(batch)
-        var l = layers.lowerBound, mayKeep = true
+        var l = layers.lowerBound, mayKeep = keeping
         // The first layer whose output only the offload holds.
         var heldFrom: Int?
         func takeBack() -> Bool {
@@ -312,7 +331,7 @@ public final class Transformer: @unchecked Sendable {
             mayKeep = false
             return false
         }
-        while l < layers.upperBound || heldFrom != nil {
+        while l < layers.upperBound || (heldFrom != nil && !leavingHeld) {
             if l == layers.upperBound { _ = takeBack(); continue }
             let front = moeLayerFront(layer: l, batch: batch, cache: cache, hidden: hidden, residualHeld: heldFrom != nil, mayKeep: mayKeep)
             if front == nil, denseLayerWhole(layer: l, batch: batch, cache: cache, hidden: hidden, residualHeld: heldFrom != nil,
@@ -341,13 +360,21 @@ public final class Transformer: @unchecked Sendable {
             heldFrom = keeps ? heldFrom ?? l : nil
             l += 1
         }
+        return heldFrom
     }
 
-    /// Final norm and LM head for the rows the batch selected.
-    public func logits(_ batch: ForwardBatch, hidden: UnsafePointer<Float>) -> LogitsView {
-        let h = config.hiddenSize, v = config.vocabSize
-        let rows = batch.logitsRowCount
-        let input = ws.logitsInput.reserve(max(rows, 1) * h)
+    /// The rows a dense offload kept from layer `from` to the last, back
+    /// into `hidden`; if they cannot come back (a device error), those
+    /// layers computed again without it keeping any.
+    private func takeBackHeldRows(from: Int, batch: ForwardBatch, cache: PagedKVCache, hidden: UnsafeMutablePointer<Float>) {
+        if dense?.residualRows(tokens: batch.tokenCount, into: hidden) == true { return }
+        profile.layersRecomputed += config.numLayers - from
+        runLayers(from..<config.numLayers, batch: batch, cache: cache, hidden: hidden, keeping: false)
+    }
+
+    /// Which batch rows get logits, in order, into `ws.logitsRows`; their count.
+    private func selectLogitsRows(_ batch: ForwardBatch) -> Int {
+        let rows = ws.logitsRows.reserve(max(batch.logitsRowCount, 1))
         var r = 0
         for s in batch.sequences {
             let range: Range<Int>
@@ -357,9 +384,31 @@ public final class Transformer: @unchecked Sendable {
             case .all: range = s.tokenStart..<(s.tokenStart + s.tokenCount)
             }
             for t in range {
-                Elementwise.rmsNorm(hidden + t * h, weight: weights.finalNorm, eps: config.rmsNormEps, n: h, out: input + r * h)
+                rows[r] = Int32(t)
                 r += 1
             }
+        }
+        return r
+    }
+
+    /// The logits from the rows the dense offload kept after the last layer
+    /// (final norm and LM head there: one round trip instead of the rows'
+    /// and the LM head's); nil if it could not.
+    private func logitsFromHeldRows(_ batch: ForwardBatch) -> LogitsView? {
+        let rows = selectLogitsRows(batch), v = config.vocabSize
+        let out = ws.logits.reserve(max(rows, 1) * v)
+        let selected = UnsafeBufferPointer(start: UnsafePointer(ws.logitsRows.pointer), count: rows)
+        guard dense?.residualLogits(tokens: batch.tokenCount, rows: selected, logits: out) == true else { return nil }
+        return LogitsView(base: out, rows: rows, vocabSize: v)
+    }
+
+    /// Final norm and LM head for the rows the batch selected.
+    public func logits(_ batch: ForwardBatch, hidden: UnsafePointer<Float>) -> LogitsView {
+        let h = config.hiddenSize, v = config.vocabSize
+        let rows = selectLogitsRows(batch), selected = ws.logitsRows.pointer
+        let input = ws.logitsInput.reserve(max(rows, 1) * h)
+        for r in 0..<rows {
+            Elementwise.rmsNorm(hidden + Int(selected[r]) * h, weight: weights.finalNorm, eps: config.rmsNormEps, n: h, out: input + r * h)
         }
         let out = ws.logits.reserve(max(rows, 1) * v)
         if dense?.product(.lmHead, layer: config.numLayers, x: input, tokens: rows, y: out) != true {

@@ -38,6 +38,8 @@ final class Workspace: @unchecked Sendable {
     let activatedBF16 = ByteBuffer()
     let logits = ScratchBuffer()
     let logitsInput = ScratchBuffer()
+    /// The batch rows that get logits.
+    let logitsRows = IndexBuffer()
     // MoE dispatch.
     let routerLogits = ScratchBuffer()
     let routerChoice = ScratchBuffer()
