@@ -85,7 +85,7 @@ import Testing
 
     @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
     func kernelsCompileToPTXWithTheirEntryPointsAndParameters() throws {
-        let ptx = String(cString: try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!))
+        let ptx = CUDAAccelerator.text(try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!))
         #expect(ptx.contains(".visible .entry silu_mul_bf16("))
         // Four parameters: gate-up, output, width, count.
         #expect(ptx.contains("silu_mul_bf16_param_3") && !ptx.contains("silu_mul_bf16_param_4"))

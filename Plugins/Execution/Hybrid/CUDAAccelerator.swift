@@ -145,6 +145,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// (`CUDAAttention.swift`), and its kernels: store, scores, softmax, values.
     var attention = DeviceAttention()
     let kernels: [OpaquePointer?]
+    /// `launch`'s arguments, made once: a launch allocates nothing.
+    let kernelArguments = KernelArgumentSlots()
 
     /// Opens the driver, cuBLAS and NVRTC, takes device `index`'s primary
     /// context, compiles the kernel and reserves `budgetBytes` of experts
@@ -445,20 +447,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
 
     /// `a = SiLU(G)·U` in BF16 for `tokens` rows of `[G U]` (the kernel).
     private func launchSiLU(gu: DevicePointer, a: DevicePointer, intermediate m: Int, tokens: Int) throws {
-        var guArg = gu, aArg = a
-        var width = Int32(m), count = Int64(tokens) * Int64(m)
-        let blocks = UInt32((count + 255) / 256)
-        try withUnsafeMutablePointer(to: &guArg) { gp in
-            try withUnsafeMutablePointer(to: &aArg) { ap in
-                try withUnsafeMutablePointer(to: &width) { wp in
-                    try withUnsafeMutablePointer(to: &count) { cp in
-                        var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(gp), UnsafeMutableRawPointer(ap),
-                                                                  UnsafeMutableRawPointer(wp), UnsafeMutableRawPointer(cp)]
-                        try check("cuLaunchKernel (SiLU)", launch(siluMul, blocks, 1, 1, 256, 1, 1, 0, compute, &params, nil))
-                    }
-                }
-            }
-        }
+        let count = tokens * m
+        try launch(function: siluMul, name: "SiLU", blocks: (count + 255) / 256, threads: 256, [.pointer(gu), .pointer(a), .int32(Int32(m))],
+                   count: count)
     }
 
     /// The ring's next slot. A layer may upload more experts than there are
@@ -493,6 +484,11 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         try check("cuEventRecord", eventRecord(staged[slot], copy))
     }
 
+    /// A NUL-terminated C string NVRTC wrote into `chars`.
+    static func text(_ chars: [CChar]) -> String {
+        String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// `kernelSource` compiled to PTX by NVRTC (no GPU needed for this step).
     static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
@@ -507,7 +503,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             _ = try symbol("nvrtcGetProgramLogSize", NvrtcSize.self)(program, &size)
             var log = [CChar](repeating: 0, count: size + 1)
             _ = try symbol("nvrtcGetProgramLog", NvrtcGet.self)(program, &log)
-            throw HybridSetupError("NVRTC could not compile the kernels (\(compiled)): \(String(cString: log))")
+            throw HybridSetupError("NVRTC could not compile the kernels (\(compiled)): \(text(log))")
         }
         var size = 0
         guard try symbol("nvrtcGetPTXSize", NvrtcSize.self)(program, &size) == 0 else { throw HybridSetupError("nvrtcGetPTXSize failed") }
@@ -616,10 +612,11 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         try check("cuEventSynchronize\(what.isEmpty ? "" : " (\(what))")", eventSync(event))
     }
 
-    func check(_ call: String, _ code: Int32) throws { try Self.check(call, code) }
+    // The call's name is made only on failure: most names are interpolated.
+    func check(_ call: @autoclosure () -> String, _ code: Int32) throws { try Self.check(call(), code) }
 
-    static func check(_ call: String, _ code: Int32) throws {
-        if code != 0 { throw HybridSetupError("\(call) failed with CUDA/cuBLAS error \(code)") }
+    static func check(_ call: @autoclosure () -> String, _ code: Int32) throws {
+        if code != 0 { throw HybridSetupError("\(call()) failed with CUDA/cuBLAS error \(code)") }
     }
 
     /// A function of a library opened at run time, or the error naming it.

@@ -380,23 +380,25 @@ extension CUDAAccelerator {
     }
 
     private func launch(_ kernel: DeviceKernel, blocks: Int, threads: Int, _ arguments: [KernelArgument], count: Int) throws {
+        try launch(function: kernels[kernel.rawValue], name: kernel.name, blocks: blocks, threads: threads, arguments, count: count)
+    }
+
+    /// A compiled kernel with its arguments and then `count`.
+    func launch(function: OpaquePointer?, name: @autoclosure () -> String, blocks: Int, threads: Int, _ arguments: [KernelArgument],
+                count: Int) throws {
         guard count > 0 else { return }
-        var storage = [UInt64](repeating: 0, count: arguments.count + 1)
+        let slots = kernelArguments
+        precondition(arguments.count < KernelArgumentSlots.capacity, "\(name()): too many kernel arguments")
         for (i, a) in arguments.enumerated() {
             switch a {
-            case .pointer(let p): storage[i] = p
-            case .int32(let v): storage[i] = UInt64(UInt32(bitPattern: v))
-            case .float(let f): storage[i] = UInt64(f.bitPattern)
+            case .pointer(let p): slots.values[i] = p
+            case .int32(let v): slots.values[i] = UInt64(UInt32(bitPattern: v))
+            case .float(let f): slots.values[i] = UInt64(f.bitPattern)
             }
         }
-        storage[arguments.count] = UInt64(count)
-        try storage.withUnsafeMutableBufferPointer { s in
-            // Each argument at the start of its own 8 bytes: little-endian, so
-            // 4-byte arguments read their value there too.
-            var params: [UnsafeMutableRawPointer?] = (0..<s.count).map { UnsafeMutableRawPointer(s.baseAddress! + $0) }
-            try check("cuLaunchKernel (\(kernel.name))",
-                      launch(kernels[kernel.rawValue], UInt32(blocks), 1, 1, UInt32(threads), 1, 1, 0, compute, &params, nil))
-        }
+        slots.values[arguments.count] = UInt64(count)
+        try check("cuLaunchKernel (\(name()))",
+                  launch(function, UInt32(blocks), 1, 1, UInt32(threads), 1, 1, 0, compute, slots.addresses, nil))
     }
 
     /// One pair of pinned host and device buffers of at least `bytes`.
@@ -404,5 +406,25 @@ extension CUDAAccelerator {
         try grow(&attention.buffers[which.rawValue], to: bytes, pinned: true, "attention \(which)")
         let b = attention.buffers[which.rawValue]
         return (b.host!, b.device)
+    }
+}
+
+/// cuLaunchKernel's argument list: each argument in its own 8 bytes
+/// (little-endian, so a 4-byte argument reads its value there too) and
+/// the addresses of those slots, which the driver reads during the call.
+final class KernelArgumentSlots: @unchecked Sendable {
+    /// More than the longest list a kernel here takes (17 and the count).
+    static let capacity = 32
+    let values = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
+    let addresses = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
+
+    init() {
+        values.initialize(repeating: 0, count: Self.capacity)
+        for i in 0..<Self.capacity { (addresses + i).initialize(to: UnsafeMutableRawPointer(values + i)) }
+    }
+
+    deinit {
+        values.deallocate()
+        addresses.deallocate()
     }
 }
