@@ -142,6 +142,17 @@ struct ExecutionFlags: ParsableArguments {
     @Flag(help: "Shorthand for the execution option numa (one pool per NUMA node for cpu-ep).")
     var numa = false
 
+    @Option(name: .customLong("gpu-memory"),
+            help: "Shorthand for the hybrid execution option gpu_memory: GPU memory for dense weights and resident experts, a size (8GiB) or a fraction of free memory (0.8).")
+    var gpuMemory: String?
+
+    @Flag(name: .customLong("cpu-moe"), help: "Shorthand for the hybrid execution option cpu_moe (llama.cpp's --cpu-moe): every routed expert on the CPU.")
+    var cpuMoE = false
+
+    @Option(name: .customLong("n-cpu-moe"),
+            help: "Shorthand for the hybrid execution option n_cpu_moe (llama.cpp's --n-cpu-moe N): the experts of the first N layers on the CPU.")
+    var nCPUMoE: Int?
+
     @Option(help: "Expert placement over the execution's devices (see `switchyard strategies`).")
     var placement: String = "linear"
 
@@ -153,23 +164,24 @@ struct ExecutionFlags: ParsableArguments {
 
     func validate() throws {
         if let d = devices, d < 1 { throw ValidationError("--devices must be positive") }
+        if let n = nCPUMoE, n < 0 { throw ValidationError("--n-cpu-moe must be 0 or more") }
     }
 
-    /// The execution options: `--execution-config` JSON plus `--devices` / `--numa`.
+    /// The execution options: `--execution-config` JSON plus the shorthand
+    /// flags, each refused by name where the strategy does not take it.
     func executionOptions() throws -> String {
-        var values: [String: Any] = [:]
-        if let json = executionConfig {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else {
-                throw ValidationError("--execution-config must be a JSON object, e.g. '{\"devices\": 2}'")
+        let shorthands: [(flag: String, key: String, value: Any?)] = [
+            ("--devices", "devices", devices), ("--numa", "numa", numa ? true : nil), ("--gpu-memory", "gpu_memory", gpuMemory),
+            ("--cpu-moe", "cpu_moe", cpuMoE ? true : nil), ("--n-cpu-moe", "n_cpu_moe", nCPUMoE),
+        ]
+        let executions = strategies.all.filter { $0.kind == .execution }
+        if let chosen = executions.first(where: { $0.name == execution }) {
+            for (flag, key, value) in shorthands where value != nil && !chosen.options.contains(where: { $0.name == key }) {
+                let takers = executions.filter { $0.options.contains { $0.name == key } }.map { "--execution \($0.name)" }
+                throw CLIError("error: \(flag) is an option of \(takers.joined(separator: " or ")); --execution \(execution) does not take it")
             }
-            values = object
         }
-        for (key, value) in [("devices", devices.map { $0 as Any }), ("numa", numa ? true as Any : nil)] {
-            guard let value else { continue }
-            if values[key] != nil { throw ValidationError("\(key) is given both in --execution-config and as a flag") }
-            values[key] = value
-        }
-        return String(decoding: try JSONSerialization.data(withJSONObject: values), as: UTF8.self)
+        return try StrategyConfig.merging(json: executionConfig, shorthands: shorthands, strategy: execution)
     }
 
     /// Applies the execution strategy (and through it the placement) to a loaded model.

@@ -42,6 +42,23 @@ import Testing
         }
         #expect(throws: StrategyError.self) { try registry().makeScheduler("chunked", config: "[1, 2]", environment: env) }
     }
+
+    /// `--gpu-memory 8GiB --n-cpu-moe 4` and the like join the options JSON
+    /// as its keys; a flag left out adds nothing, and a key given both ways
+    /// is refused, naming the flag.
+    @Test func shorthandFlagsMergeIntoTheOptionsAndMayNotRepeatAKey() throws {
+        let merged = try StrategyConfig.merging(json: #"{"max_swaps": 1}"#, shorthands: [
+            ("--gpu-memory", "gpu_memory", "8GiB"), ("--cpu-moe", "cpu_moe", nil), ("--n-cpu-moe", "n_cpu_moe", 4),
+        ], strategy: "hybrid")
+        #expect(merged == #"{"gpu_memory":"8GiB","max_swaps":1,"n_cpu_moe":4}"#)
+        #expect(try StrategyConfig.merging(json: nil, shorthands: [("--numa", "numa", true)], strategy: "cpu-ep") == #"{"numa":true}"#)
+        #expect(try StrategyConfig.merging(json: " ", shorthands: [], strategy: "cpu") == "{}")
+        #expect(throws: StrategyError.invalidConfig(strategy: "hybrid",
+                                                    reason: "gpu_memory is given both in the options JSON and as --gpu-memory; give it once")) {
+            try StrategyConfig.merging(json: #"{"gpu_memory": "0.5"}"#, shorthands: [("--gpu-memory", "gpu_memory", "8GiB")], strategy: "hybrid")
+        }
+        #expect(throws: StrategyError.self) { try StrategyConfig.merging(json: "[1]", shorthands: [], strategy: "hybrid") }
+    }
 }
 
 /// Scheduling policy, checked on plans and on whole runs.

@@ -231,7 +231,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
                                        StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
                                        StrategyOption("device_routing", type: "bool", default: "true", help: "each token's experts chosen on the GPU where the router's logits are (the CPU then skips its routing)"),
-                                       StrategyOption("device_residual", type: "bool", default: "true", help: "with attention: the residual stream kept on the GPU across MoE layers (the CPU's experts' share of each layer goes over; the rows come back once per batch)"),
+                                       StrategyOption("device_residual", type: "bool", default: "true", help: "with attention: the residual stream kept on the GPU across MoE layers (the CPU's experts' share of each layer goes over; the final norm and LM head run there, so only the logits come back)"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()

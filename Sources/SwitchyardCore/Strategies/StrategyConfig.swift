@@ -88,6 +88,28 @@ public final class StrategyConfig: @unchecked Sendable {
         return "\(raw)"
     }
 
+    /// Options JSON (`--execution-config`) with command-line shorthands
+    /// merged in (`--devices 2`, `--gpu-memory 8GiB`; nil: not given), for
+    /// `strategy`. A key given both ways is an error naming the flag; the
+    /// strategy itself then rejects keys it does not take.
+    public static func merging(json: String?, shorthands: [(flag: String, key: String, value: Any?)], strategy: String) throws -> String {
+        var values: [String: Any] = [:]
+        if let json, !json.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else {
+                throw StrategyError.invalidConfig(strategy: strategy, reason: "options must be a JSON object, e.g. '{\"devices\": 2}'; got \(json)")
+            }
+            values = object
+        }
+        for (flag, key, value) in shorthands {
+            guard let value else { continue }
+            if values[key] != nil {
+                throw StrategyError.invalidConfig(strategy: strategy, reason: "\(key) is given both in the options JSON and as \(flag); give it once")
+            }
+            values[key] = value
+        }
+        return String(decoding: try JSONSerialization.data(withJSONObject: values, options: .sortedKeys), as: UTF8.self)
+    }
+
     /// Fails on keys the strategy did not ask for (typos must not pass silently).
     public func finish() throws {
         let unknown = Set(values.keys).subtracting(read).sorted()
