@@ -100,6 +100,55 @@ import Testing
         #expect(SoftwareCUDA.error.contains("past its allocation of 12"))
     }
 
+    /// Threads a barrier does not order run in either order, from one
+    /// launch of a kernel to the next (a GPU promises neither): the last
+    /// thread to write a value is the block's last one, then its first.
+    /// Also between a block's barriers: the value all threads wrote before
+    /// one is the last's, then the first's. A kernel here whose result
+    /// depended on that order would differ between launches.
+    @Test func threadsNoBarrierOrdersRunInEitherOrderFromOneLaunchToTheNext() throws {
+        SoftwareCUDA.reset()
+        defer { SoftwareCUDA.reset() }
+        let d = try Driver()
+        let s = try d.stream()
+        let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+        let ptx = try A.compileKernel(nvrtc: nvrtc, source: """
+            extern "C" __global__ void last_writer(int* out, long long count) { out[0] = blockIdx.x * blockDim.x + threadIdx.x; }
+            extern "C" __global__ void last_before_barrier(int* out, long long count) {
+                __shared__ int seen[1];
+                seen[0] = threadIdx.x;
+                __syncthreads();
+                if (threadIdx.x == 0) out[1 + blockIdx.x] = seen[0];
+            }
+            """)
+        var module: OpaquePointer?
+        #expect(try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) } == 0)
+        func kernel(_ name: String) throws -> OpaquePointer? {
+            var f: OpaquePointer?
+            #expect(try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, name) == 0)
+            return f
+        }
+        let out = try d.alloc(12)
+        func run(_ f: OpaquePointer?, blocks: UInt32, threads: UInt32) throws -> [Int32] {
+            var pointer = out, count = Int64(blocks) * Int64(threads)
+            let code = try withUnsafeMutablePointer(to: &pointer) { p in
+                try withUnsafeMutablePointer(to: &count) { c in
+                    var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(p), UnsafeMutableRawPointer(c)]
+                    return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, blocks, 1, 1, threads, 1, 1, 0, s, &params, nil)
+                }
+            }
+            #expect(code == 0)
+            return try d.read(out, count: 3, stream: s).map { Int32(bitPattern: $0.bitPattern) }
+        }
+        let writer = try kernel("last_writer"), barrier = try kernel("last_before_barrier")
+        #expect(try run(writer, blocks: 2, threads: 4)[0] == 7)
+        #expect(try run(writer, blocks: 2, threads: 4)[0] == 0)
+        #expect(try run(writer, blocks: 2, threads: 4)[0] == 7)
+        #expect(try run(barrier, blocks: 2, threads: 4)[1...] == [3, 3])
+        #expect(try run(barrier, blocks: 2, threads: 4)[1...] == [0, 0])
+        #expect(SoftwareCUDA.error == "")
+    }
+
     // MARK: the accelerator
 
     static let bf16 = ComputeOptions.available.first { $0.dtype == .bfloat16 }

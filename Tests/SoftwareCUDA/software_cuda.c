@@ -27,10 +27,15 @@
 //   host C compiler, and cuLaunchKernel runs it over the grid: threads one
 //   after another, or, for a kernel with __syncthreads, each block's threads
 //   as contexts that switch at every barrier (__shared__ arrays are statics).
+//   Every other launch of a kernel runs its blocks and threads in reverse order (the
+//   last block first; within a block the last thread first, and at
+//   barriers the next lower thread), so a kernel whose result depends on
+//   which of two unordered threads runs first gives different numbers
+//   from one launch to the next, as it may on a GPU.
 //
 // What it cannot show: speed, the GPU's own rounding order, and races
-// between threads that a barrier does not order (threads switch only at
-// barriers), or warp-level operations.
+// between threads that a barrier does not order other than by those two
+// orders (threads switch only at barriers), or warp-level operations.
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <dlfcn.h>
@@ -821,12 +826,16 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         append(out, length, "  gridDim = (softcuda_dim3){g[0], g[1], g[2]}; blockDim = (softcuda_dim3){b[0], b[1], b[2]};\n");
         if (cooperative) {
             for (int i = 0; i < nargs; i++) append(out, length, "  softcuda_arg_%.*s_%d = p%d;\n", name_length, name, i, i);
-            append(out, length, "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++) {\n"
-                                "    blockIdx = (softcuda_dim3){bx, by, bz};\n    softcuda_block(softcuda_body_%.*s);\n  }\n}\n", name_length, name);
+            append(out, length, "  static int launches; int r = softcuda_reverse = launches++ & 1;\n"
+                                "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++) {\n"
+                                "    blockIdx = (softcuda_dim3){SOFTCUDA_AT(bx, g[0]), SOFTCUDA_AT(by, g[1]), SOFTCUDA_AT(bz, g[2])};\n"
+                                "    softcuda_block(softcuda_body_%.*s);\n  }\n}\n", name_length, name);
         } else {
-            append(out, length, "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++)\n"
+            append(out, length, "  static int launches; int r = launches++ & 1;\n"
+                                "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++)\n"
                                 "  for (unsigned tz = 0; tz < b[2]; tz++) for (unsigned ty = 0; ty < b[1]; ty++) for (unsigned tx = 0; tx < b[0]; tx++) {\n"
-                                "    blockIdx = (softcuda_dim3){bx, by, bz}; threadIdx = (softcuda_dim3){tx, ty, tz};\n    %.*s(",
+                                "    blockIdx = (softcuda_dim3){SOFTCUDA_AT(bx, g[0]), SOFTCUDA_AT(by, g[1]), SOFTCUDA_AT(bz, g[2])};\n"
+                                "    threadIdx = (softcuda_dim3){SOFTCUDA_AT(tx, b[0]), SOFTCUDA_AT(ty, b[1]), SOFTCUDA_AT(tz, b[2])};\n    %.*s(",
                    name_length, name);
             for (int i = 0; i < nargs; i++) append(out, length, "%sp%d", i ? ", " : "", i);
             append(out, length, ");\n  }\n}\n");
@@ -841,6 +850,9 @@ static const char *prelude =
     "#include <math.h>\n#include <stddef.h>\n#include <string.h>\n"
     "typedef struct { unsigned int x, y, z; } softcuda_dim3;\n"
     "static softcuda_dim3 blockIdx, blockDim, threadIdx, gridDim;\n"
+    // Every other launch of a kernel in reverse order (`r`: this launch's).
+    "static int softcuda_reverse;\n"
+    "#define SOFTCUDA_AT(i, n) (r ? (n) - 1 - (i) : (i))\n"
     // Kernels with barriers: a block's threads are contexts that run in
     // turn and switch at each __syncthreads, so every thread reaches a
     // barrier before any passes it, as on a GPU; __shared__ arrays are
@@ -849,7 +861,9 @@ static const char *prelude =
     "static ucontext_t softcuda_back, *softcuda_ctx;\nstatic softcuda_dim3 *softcuda_tid;\n"
     "static int *softcuda_done, softcuda_n, softcuda_now;\nstatic void (*softcuda_body)(void);\n"
     "static int softcuda_next(int me) {\n"
-    "  for (int step = 1; step <= softcuda_n; step++) { int n = (me + step) % softcuda_n; if (!softcuda_done[n]) return n; }\n"
+    "  for (int step = 1; step <= softcuda_n; step++) {\n"
+    "    int n = softcuda_reverse ? (me - step + softcuda_n) % softcuda_n : (me + step) % softcuda_n;\n"
+    "    if (!softcuda_done[n]) return n;\n  }\n"
     "  return -1;\n}\n"
     "static void __syncthreads(void) {\n"
     "  if (!softcuda_ctx) { fputs(\"software CUDA: __syncthreads in a kernel whose threads run one after another; \"\n"
@@ -873,7 +887,8 @@ static const char *prelude =
     "    softcuda_tid[i] = (softcuda_dim3){(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y, (unsigned)i / (blockDim.x * blockDim.y)};\n"
     "    getcontext(&softcuda_ctx[i]); softcuda_ctx[i].uc_stack.ss_sp = stacks + (size_t)i * stack;\n"
     "    softcuda_ctx[i].uc_stack.ss_size = stack; softcuda_ctx[i].uc_link = NULL; makecontext(&softcuda_ctx[i], softcuda_entry, 0);\n  }\n"
-    "  softcuda_now = 0; threadIdx = softcuda_tid[0];\n  swapcontext(&softcuda_back, &softcuda_ctx[0]);\n"
+    "  int first = softcuda_reverse ? n - 1 : 0;\n"
+    "  softcuda_now = first; threadIdx = softcuda_tid[first];\n  swapcontext(&softcuda_back, &softcuda_ctx[first]);\n"
     "  free(stacks); free(softcuda_ctx); free(softcuda_tid); free(softcuda_done); softcuda_ctx = NULL;\n}\n"
     "#define __global__\n#define __device__ static\n#define __forceinline__ inline\n"
     "static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }\n"

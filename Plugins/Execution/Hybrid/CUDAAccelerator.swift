@@ -489,12 +489,15 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// `kernelSource` compiled to PTX by NVRTC (no GPU needed for this step).
-    static func compileKernel(nvrtc: OpenedLibrary) throws -> [CChar] {
+    static let allKernelSources = kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource + routingKernelSource
+        + latentKernelSource + residualKernelSource
+
+    /// `source` (every kernel here unless given) compiled to PTX by NVRTC
+    /// (no GPU needed for this step).
+    static func compileKernel(nvrtc: OpenedLibrary, source: String = allKernelSources) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
-        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource
-                                                                           + routingKernelSource + latentKernelSource + residualKernelSource, "switchyard.cu", 0, nil, nil)
+        let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, source, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
         let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)
