@@ -25,6 +25,10 @@ struct TopologyCommand: ParsableCommand {
     @Option(help: "With --model and --devices/--numa: the static placement (linear or round-robin) of experts on the pools.")
     var placement: String = "linear"
 
+    @Option(name: .customLong("gpu-memory"),
+            help: "With --model: the hybrid budget to size, a size (8GiB; sized even without a GPU) or a fraction of GPU 0's free memory (default 0.8).")
+    var gpuMemory: String?
+
     func run() throws {
         let t: CPUTopology
         do { t = try CPUTopology.load(synthetic: synthetic) } catch let e as CPUTopology.TopologyError { throw CLIError("error: \(e.description)") }
@@ -52,8 +56,10 @@ struct TopologyCommand: ParsableCommand {
         }
         if let model {
             let w = try loadModel(model).weights
-            // What --execution hybrid (default options, GPU 0) would hold.
-            for line in HybridExecution.sizing(w, freeBytes: gpuFree) { print(line) }
+            // What --execution hybrid (default options but the budget, GPU 0) would hold.
+            var hybrid = HybridExecution.Options()
+            if let gpuMemory { hybrid.gpuMemory = gpuMemory }
+            for line in HybridExecution.sizing(w, freeBytes: gpuFree, options: hybrid) { print(line) }
             func describe(_ s: PageLocation.Summary) -> String {
                 let nodes = s.byNode.keys.sorted().map { "node \($0): \(s.byNode[$0]!) pages" }.joined(separator: ", ")
                 return "\(nodes.isEmpty ? "none resident" : nodes); not yet resident: \(s.notResident)\(s.failed > 0 ? "; query failed: \(s.failed)" : "")"

@@ -210,16 +210,23 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// model's sizes (dense weights first, the ring, then experts).
     @Test func sizingSaysWhatABudgetHoldsDenseWeightsFirst() throws {
         let weights = try Transformer(directory: PluginFixtures.defaultModel).weights
-        // 4,505,600 bytes of BF16 dense weights; 96 experts of 96 KiB.
+        // 4,506,624 bytes of BF16 dense weights (the final norm's Float32
+        // with the LM head); 96 experts of 96 KiB.
         let noGPU = HybridExecution.sizing(weights, freeBytes: nil)
         #expect(noGPU == ["hybrid sizing: dense weights on the GPU 4.3 MiB; 96 routed experts of 96 KiB (9.0 MiB); upload ring 4 x 96 KiB pinned on the host and on the GPU"])
         // 5 MiB free: 4.625 MiB after the ring, 0.8 of it 3.7 MiB, under the dense weights.
         #expect(HybridExecution.sizing(weights, freeBytes: 5 << 20)[1].hasSuffix("= 3.7 MiB: the dense weights alone exceed it"))
         var o = HybridExecution.Options()
         o.gpuMemory = "6MiB"
-        // (6 MiB - 4,505,600) / 98,304 = 18 experts.
+        // (6 MiB - 4,506,624) / 98,304 = 18 experts.
         #expect(HybridExecution.sizing(weights, freeBytes: 8 << 20, options: o)[1]
             == "  gpu_memory 6MiB of 7.6 MiB (free less the ring) = 6.0 MiB: 18 experts resident (18.8% of routed)")
+        // A size says what it holds with no GPU to check it against; a fraction cannot.
+        #expect(HybridExecution.sizing(weights, freeBytes: nil, options: o)[1]
+            == "  gpu_memory 6MiB = 6.0 MiB (no GPU here to check it against): 18 experts resident (18.8% of routed)")
+        o.gpuMemory = "0.5"
+        #expect(HybridExecution.sizing(weights, freeBytes: nil, options: o).count == 1)
+        o.gpuMemory = "6MiB"
         o.dense = false
         #expect(HybridExecution.sizing(weights, freeBytes: 8 << 20, options: o)[1].hasSuffix("64 experts resident (66.7% of routed)"))
     }

@@ -59,7 +59,8 @@ public struct HybridExecution: ExecutionStrategy {
     /// What `--execution hybrid` would hold on a GPU for `weights`: dense
     /// weights first (with `dense`), then as many experts as the budget
     /// leaves after the upload ring. Without `freeBytes` (no GPU found) the
-    /// sizes alone; for `switchyard topology --model`.
+    /// sizes, and what a `gpu_memory` given as a size would hold; for
+    /// `switchyard topology --model [--gpu-memory]`.
     public static func sizing(_ weights: ModelWeights, freeBytes: Int?, options: Options = Options()) -> [String] {
         let experts = weights.routedExperts
         guard let sample = weights.routedExpertsByLayer.lazy.compactMap(\.first).first else {
@@ -69,18 +70,35 @@ public struct HybridExecution: ExecutionStrategy {
         var lines = ["hybrid sizing: dense weights on the GPU \(size(denseBytes))\(options.dense ? "" : " (dense: false)"); "
                      + "\(experts.count) routed experts of \(size(sample.byteCount)) (\(size(experts.bytes))); "
                      + "upload ring \(options.uploadSlots) x \(size(sample.byteCount)) pinned on the host and on the GPU"]
-        guard let free = freeBytes else { return lines }
+        guard let free = freeBytes else {
+            // A size needs no GPU to say what it holds (a fraction does).
+            if !isFraction(options.gpuMemory), let budget = try? budget(options.gpuMemory, freeBytes: 0) {
+                lines.append("  gpu_memory \(options.gpuMemory) = \(size(budget)) (no GPU here to check it against): "
+                             + holding(budget: budget, denseBytes: denseBytes, expertBytes: sample.byteCount, experts: experts.count))
+            }
+            return lines
+        }
         let split = try? MemorySplit(freeBytes: free, expertBytes: sample.byteCount, denseBytes: denseBytes, options: options)
         guard let split, split.usable > 0 else {
             lines.append("  gpu_memory \(options.gpuMemory): the upload ring alone does not fit \(size(free)) free")
             return lines
         }
-        let usable = split.usable, budget = split.budget
-        let resident = max(0, min(experts.count, split.expertBudget / sample.byteCount))
-        lines.append("  gpu_memory \(options.gpuMemory) of \(size(usable)) (free less the ring) = \(size(budget)): "
-                     + (denseBytes >= budget ? "the dense weights alone exceed it"
-                        : "\(resident) experts resident (\(String(format: "%.1f", 100 * Double(resident) / Double(experts.count)))% of routed)"))
+        lines.append("  gpu_memory \(options.gpuMemory) of \(size(split.usable)) (free less the ring) = \(size(split.budget)): "
+                     + holding(budget: split.budget, denseBytes: denseBytes, expertBytes: sample.byteCount, experts: experts.count))
         return lines
+    }
+
+    private static func holding(budget: Int, denseBytes: Int, expertBytes: Int, experts: Int) -> String {
+        guard denseBytes < budget else { return "the dense weights alone exceed it" }
+        let resident = min(experts, (budget - denseBytes) / expertBytes)
+        return "\(resident) experts resident (\(String(format: "%.1f", 100 * Double(resident) / Double(experts)))% of routed)"
+    }
+
+    /// Whether `gpu_memory` is a fraction of free memory (0.8, 1) rather than a size.
+    static func isFraction(_ text: String) -> Bool {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        guard let f = Double(t) else { return false }
+        return f > 0 && f <= 1 && (t.contains(".") || f == 1)
     }
 
     /// How a GPU's free memory is shared: the upload ring first, then
@@ -106,7 +124,7 @@ public struct HybridExecution: ExecutionStrategy {
     /// "8GiB" / "512MiB" / "1.5GB" / plain bytes, or a fraction in (0, 1] of `free`.
     public static func budget(_ text: String, freeBytes: Int) throws -> Int {
         let t = text.trimmingCharacters(in: .whitespaces)
-        if let f = Double(t), f > 0, f <= 1, t.contains(".") || f == 1 { return Int(f * Double(freeBytes)) }
+        if isFraction(t) { return Int(Double(t)! * Double(freeBytes)) }
         let units: [(String, Double)] = [("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
         for (suffix, scale) in units where t.hasSuffix(suffix) {
             if let v = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), v > 0 { return Int(v * scale) }
