@@ -388,7 +388,9 @@ extension CUDAAccelerator {
                 count: Int) throws {
         guard count > 0 else { return }
         let slots = kernelArguments
-        precondition(arguments.count < KernelArgumentSlots.capacity, "\(name()): too many kernel arguments")
+        guard arguments.count < KernelArgumentSlots.capacity else {
+            throw HybridSetupError("\(name()): \(arguments.count) kernel arguments, more than the \(KernelArgumentSlots.capacity - 1) a launch holds")
+        }
         for (i, a) in arguments.enumerated() {
             switch a {
             case .pointer(let p): slots.values[i] = p
