@@ -145,7 +145,6 @@ public final class Transformer: @unchecked Sendable {
         } else {
             runMixedLayers(batch: batch, cache: cache, hidden: hidden)
         }
-        if counters.recordsPairs { recordRoutePairs(batch) }
         let t1 = monotonicSeconds()
         let out: LogitsView
         if heldFrom != nil, let view = logitsFromHeldRows(batch) {
@@ -157,6 +156,8 @@ public final class Transformer: @unchecked Sendable {
             out = logits(batch, hidden: hidden)
         }
         let t2 = monotonicSeconds()
+        // After the logits: a device failure there recomputes the held layers, routes too.
+        if counters.recordsPairs { recordRoutePairs(batch) }
         profile.lmHeadSeconds += t2 - t1
         profile.otherSeconds += (t1 - t0) - layerSeconds
         layerSeconds = 0
