@@ -327,12 +327,17 @@ import Testing
         decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1], logits: .last)
         _ = try model.forward(prefill, cache: cache)
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
+        let waited = gpu.counters["hybrid_gpu_host_wait_seconds"]!
         _ = try model.forward(decode, cache: cache)
         #expect(gpu.dense.products - products == perForward)
         let roundTrips = wholeLayers ? (keepsResidual ? 4 : 6) : 15
         #expect(SoftwareCUDA.counter("host_waits") - waits == roundTrips)
         // The accelerator's own count, which bench and /metrics report, agrees.
         #expect(gpu.counters["hybrid_gpu_host_waits"]! - counted == Double(roundTrips))
+        // And timed: the software device computes inside the waits, so they take time.
+        #expect(gpu.counters["hybrid_gpu_host_wait_seconds"]! > waited)
+        gpu.resetCounters()
+        #expect(gpu.counters["hybrid_gpu_host_wait_seconds"] == 0 && gpu.counters["hybrid_gpu_host_waits"] == 0)
     }
 
     /// Attention whole on the device for each form it takes in the

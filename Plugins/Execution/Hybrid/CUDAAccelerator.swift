@@ -135,7 +135,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// The residual stream kept on the device (`CUDAResidual.swift`).
     var residual = DeviceResidual()
     /// Times the host waited for the device (`wait`).
-    var hostWaits = 0
+    var hostWaits = 0, hostWaitSeconds = 0.0
     /// Dense weights on the device and their scratch (`CUDADenseProducts.swift`).
     var dense = DenseDeviceWeights()
     /// Recorded on the compute stream after a layer's router logits and
@@ -604,14 +604,20 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     func makeCurrent() throws { try check("cuCtxSetCurrent", setCurrent(context)) }
 
     /// The host waiting for the device: every such wait is a round trip's
-    /// latency on the serving path, so each is counted (`hostWaits`).
+    /// latency on the serving path, so each is counted (`hostWaits`) and
+    /// timed (`hostWaitSeconds`: the host idle while the device works, the
+    /// first thing to read on a GPU).
     func wait(_ stream: OpaquePointer?) throws {
         hostWaits += 1
+        let start = monotonicSeconds()
+        defer { hostWaitSeconds += monotonicSeconds() - start }
         try check("cuStreamSynchronize", streamSync(stream))
     }
 
     func wait(event: OpaquePointer?, _ what: String = "") throws {
         hostWaits += 1
+        let start = monotonicSeconds()
+        defer { hostWaitSeconds += monotonicSeconds() - start }
         try check("cuEventSynchronize\(what.isEmpty ? "" : " (\(what))")", eventSync(event))
     }
 

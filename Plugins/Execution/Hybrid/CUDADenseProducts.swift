@@ -90,6 +90,7 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
          "hybrid_gpu_attention_layers": Double(attention.layers),
          "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_host_waits": Double(hostWaits),
+         "hybrid_gpu_host_wait_seconds": hostWaitSeconds,
          "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
          "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined),
@@ -103,6 +104,7 @@ extension CUDAAccelerator: DenseOffload {
         attention.layers = 0
         attention.wholeLayers = 0
         hostWaits = 0
+        hostWaitSeconds = 0
         routes.bytesIn = 0
         routes.bytesOut = 0
         routes.rowsGathered = 0
