@@ -90,11 +90,10 @@ import Testing
         // Four parameters: gate-up, output, width, count.
         #expect(ptx.contains("silu_mul_bf16_param_3") && !ptx.contains("silu_mul_bf16_param_4"))
         // Attention's kernels, those of a whole attention layer and the
-        // expert rows' gather and combine, with the parameter counts the
-        // launches pass.
-        let parameterCounts = [7, 17, 10, 18, 8, 4, 13, 3, 11, 8, 3, 5, 7, 13, 9, 7]
-        #expect(CUDAAccelerator.kernelNames.count == parameterCounts.count)
-        for (name, parameters) in zip(CUDAAccelerator.kernelNames, parameterCounts) {
+        // expert rows' gather and combine, each with the parameter count
+        // `DeviceKernel.parameters` holds for it (which launches must pass).
+        for kernel in CUDAAccelerator.DeviceKernel.allCases {
+            let (name, parameters) = (kernel.name, kernel.parameters)
             #expect(ptx.contains(".visible .entry \(name)("), "\(name)")
             #expect(ptx.contains("\(name)_param_\(parameters - 1)") && !ptx.contains("\(name)_param_\(parameters)"), "\(name)")
         }

@@ -481,9 +481,16 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
     /// the shared expert), whatever share of it the device computed.
     private(set) var layerOutputsChecked = 0
 
-    func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool {
-        guard inner.keepLayerOutput(layer: layer, tokens: tokens, out: out) else { return false }
+    /// Layers whose CPU share was said to be all zeros (and checked to be).
+    private(set) var emptySharesChecked = 0
+
+    func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>, outIsZero: Bool) -> Bool {
         let h = weights.config.hiddenSize, n = tokens * h
+        if outIsZero {
+            if UnsafeBufferPointer(start: out, count: n).contains(where: { $0 != 0 }) { worstRelativeDifference = .infinity }
+            emptySharesChecked += 1
+        }
+        guard inner.keepLayerOutput(layer: layer, tokens: tokens, out: out, outIsZero: outIsZero) else { return false }
         guard let kept = keptRows, kept.layer == layer, case .moe(let moe) = weights.layers[layer].feedForward else {
             worstRelativeDifference = .infinity
             return true

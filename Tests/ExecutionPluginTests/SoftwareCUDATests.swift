@@ -554,10 +554,12 @@ import Testing
     /// attention and each layer's whole output (read back from the device)
     /// checked against the CPU's own MoE block on the same rows. Against
     /// the same prompt with it off, by count, every expert resident: a
-    /// decode step waits once per MoE layer (its front), once for the rows
-    /// at the end and once for the LM head, where it waited twice per layer
-    /// (front, experts) and for the LM head; and the residual rows cross
-    /// (layers + 2) times instead of twice per layer.
+    /// decode step waits once per MoE layer (its front) and once for the
+    /// logits (the final norm and the LM head from the rows the device
+    /// holds), where it waited twice per layer (front, experts) and for the
+    /// LM head; and the residual rows cross once (the CPU's shares, all
+    /// zeros, do not cross) instead of twice per layer. Also with every
+    /// expert resident, checked: each empty share and each kept output.
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
     func residualStreamStaysOnTheDeviceAcrossMoELayers() throws {
         let (model, prompt, reference, bytes) = try bf16Model()
@@ -598,22 +600,61 @@ import Testing
             decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1, 2], logits: .last)
             _ = try model.forward(prefill, cache: cache)
             let (w0, b0) = (SoftwareCUDA.counter("host_waits"), all.counters["hybrid_gpu_residual_bytes"]!)
+            let e0 = all.counters["hybrid_gpu_residual_empty_shares"]!
             _ = try model.forward(decode, cache: cache)
             #expect(SoftwareCUDA.error == "")
             waits[keep] = SoftwareCUDA.counter("host_waits") - w0
             residualBytes[keep] = all.counters["hybrid_gpu_residual_bytes"]! - b0
+            // Every expert ran on the device: no layer had a CPU share to send.
+            #expect(all.counters["hybrid_gpu_residual_empty_shares"]! - e0 == (keep ? Double(layers) : 0))
+            if keep {
+                // The same, checked: each empty share is zeros, each kept
+                // layer's output the CPU's whole MoE block.
+                let checkedAll = CheckingDenseOffload(all, weights: model.weights, compute: Self.bf16!)
+                model.install(dense: checkedAll)
+                let allResident = try Generator(model: model, blockSize: 16).allLogits(prompt)
+                #expect(checkedAll.emptySharesChecked == layers && checkedAll.layerOutputsChecked == layers)
+                #expect(checkedAll.worstRelativeDifference < 4e-3, "\(checkedAll.worstRelativeDifference)")
+                #expect(allResident.map(argmax) == logits[true]!.map(argmax))
+            }
         }
         // Kept: a wait per front and one for the logits, computed from the
         // rows the device holds (which never come back); the rows cross
-        // once over, and each layer's CPU share. Not kept: each front, each
-        // layer's expert sums, the LM head.
+        // once, over (the CPU's shares are empty). Not kept: each front,
+        // each layer's expert sums, the LM head.
         #expect(waits[true] == layers + 1, "\(waits)")
         #expect(waits[false] == 2 * layers + 1, "\(waits)")
-        #expect(residualBytes[true] == Double((layers + 1) * h * 4) && residualBytes[false] == Double(2 * layers * h * 4))
+        #expect(residualBytes[true] == Double(h * 4) && residualBytes[false] == Double(2 * layers * h * 4))
         // The sums in another order: the same tokens win, as in the test above.
         #expect(logits[true]!.map(argmax) == logits[false]!.map(argmax))
         #expect(maxRelativeDifference(logits[true]!, logits[false]!) < 2e-2)
         #expect(abs(maxRelativeDifference(logits[true]!, reference) - maxRelativeDifference(logits[false]!, reference)) < 1e-2)
+    }
+
+    /// A kept layer's CPU share crosses whenever it holds anything: on
+    /// DeepSeek-V3's checkpoint with every routed expert resident, the
+    /// shares are empty while the shared experts run on the device too,
+    /// and cross once their weights are taken off it (the CPU then computes
+    /// them into the share); each kept layer's output checked either way.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func aKeptLayerSendsItsShareWheneverTheCPUComputedPartOfIt() throws {
+        let (model, prompt, reference, bytes) = try deepseekModel()
+        let moeLayers = model.weights.layers.filter { if case .moe = $0.feedForward { true } else { false } }.count
+        for sharedOnDevice in [true, false] {
+            let gpu = try denseAccelerator(model, budgetBytes: model.weights.routedExperts.count * bytes)
+            if !sharedOnDevice { gpu.dense.sharedMLP = gpu.dense.sharedMLP.map { _ in DeviceMLP() } }
+            let dense = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
+            model.install(experts: try HybridExecutor(weights: model.weights, accelerator: gpu, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
+            model.install(dense: dense)
+            defer { model.install(experts: nil); model.install(dense: nil) }
+            let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)
+            #expect(SoftwareCUDA.error == "" && gpu.denseFailure == nil)
+            #expect(moeLayers > 0 && dense.layerOutputsChecked == moeLayers)
+            #expect(dense.emptySharesChecked == (sharedOnDevice ? moeLayers : 0))
+            #expect(gpu.counters["hybrid_gpu_residual_empty_shares"] == Double(dense.emptySharesChecked))
+            #expect(dense.worstRelativeDifference < 4e-3, "\(dense.worstRelativeDifference)")
+            #expect(logits.map(argmax) == reference.map(argmax))
+        }
     }
 
     /// A device that fails (a launch faults, for good) while it holds the

@@ -76,6 +76,11 @@ extension CUDAAccelerator {
              "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens",
              "latent_query_rope", "add_layer_output"][rawValue]
         }
+
+        /// The parameters its source declares, the count last (checked
+        /// against the PTX in the tests): a launch passing another number is
+        /// refused, since a kernel would read a missing one as garbage.
+        var parameters: Int { [7, 17, 10, 18, 8, 4, 13, 3, 11, 8, 3, 5, 7, 13, 9, 8][rawValue] }
     }
 
     static let kernelNames = DeviceKernel.allCases.map(\.name)
@@ -380,6 +385,9 @@ extension CUDAAccelerator {
     }
 
     private func launch(_ kernel: DeviceKernel, blocks: Int, threads: Int, _ arguments: [KernelArgument], count: Int) throws {
+        guard arguments.count + 1 == kernel.parameters else {
+            throw HybridSetupError("\(kernel.name) takes \(kernel.parameters) parameters; a launch passed \(arguments.count + 1)")
+        }
         try launch(function: kernels[kernel.rawValue], name: kernel.name, blocks: blocks, threads: threads, arguments, count: count)
     }
 

@@ -160,9 +160,10 @@ extension CUDAAccelerator {
             let top = try queueLayerTop(layer: layer, b, rope: rope, hidden: hidden, held: residualHeld)
             try swiglu(weights: mlp.address, intermediate: mlp.intermediate, down: mlp.downOffset, tokens: t, x: dense.inputRows.device,
                        gu: dense.gateUpRows.device, a: dense.activationRows.device, y: dense.outputRows.device)
-            // residual += the MLP's output (no sums, no shared expert).
+            // residual += the MLP's output (as the share; no sums, no shared expert).
             try launch(.addLayerOutput, count: t * h, [.pointer(top.residual.device), .pointer(dense.outputRows.device),
-                                                       .pointer(dense.outputRows.device), .pointer(dense.outputRows.device), .int32(0), .int32(0)])
+                                                       .pointer(dense.outputRows.device), .pointer(dense.outputRows.device), .int32(1), .int32(0),
+                                                       .int32(0)])
             try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(top.cached.host, top.cached.device, top.cachedBytes, compute))
             if !keep {
                 try check("cuMemcpyDtoHAsync (residual rows)", copyDtoH(top.residual.host, top.residual.device, t * h * 4, compute))

@@ -96,7 +96,8 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_expert_rows_gathered": Double(routes.rowsGathered), "hybrid_gpu_expert_layers_summed": Double(routes.layersCombined),
          "hybrid_gpu_layers_routed": Double(routing.layersRouted),
          "hybrid_gpu_residual_layers_kept": Double(residual.layersKept), "hybrid_gpu_residual_bytes": Double(residual.bytes),
-         "hybrid_gpu_logits_from_held_rows": Double(residual.logitsFromHeldRows)]
+         "hybrid_gpu_logits_from_held_rows": Double(residual.logitsFromHeldRows),
+         "hybrid_gpu_residual_empty_shares": Double(residual.emptyShares)]
     }
 
     public func resetCounters() {
@@ -113,6 +114,7 @@ extension CUDAAccelerator: DenseOffload {
         residual.layersKept = 0
         residual.bytes = 0
         residual.logitsFromHeldRows = 0
+        residual.emptyShares = 0
     }
 
     /// Why attention went back to the CPU for good (nil: it has not).

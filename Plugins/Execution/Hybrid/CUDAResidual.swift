@@ -31,6 +31,8 @@ struct DeviceResidual {
     /// Layers kept, and residual bytes that crossed (rows over and back,
     /// the CPU's shares over).
     var layersKept = 0, bytes = 0
+    /// Kept layers whose CPU share was all zeros and did not cross.
+    var emptyShares = 0
     /// Forwards whose logits came from the rows held after the last layer
     /// (`residualLogits`).
     var logitsFromHeldRows = 0
@@ -41,11 +43,13 @@ extension CUDAAccelerator {
 
     // A kept MoE layer's output into the residual rows, in the CPU's order:
     // the summed experts, then the CPU's share, then the shared expert.
-    extern "C" __global__ void add_layer_output(float* residual, const float* share, const float* sums, const float* shared, int has_sums,
-                                                int has_shared, long long count) {
+    // A share the host did not send (has_share 0) is zeros: adding it
+    // would change no sum.
+    extern "C" __global__ void add_layer_output(float* residual, const float* share, const float* sums, const float* shared, int has_share,
+                                                int has_sums, int has_shared, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
-        float out = has_sums ? sums[i] + share[i] : share[i];
+        float out = has_sums ? (has_share ? sums[i] + share[i] : sums[i]) : (has_share ? share[i] : 0.0f);
         if (has_shared) out += shared[i];
         residual[i] += out;
     }
@@ -71,7 +75,7 @@ extension CUDAAccelerator {
         (residual.keeping ?? residual.held).map { $0 == (layer, tokens) } ?? false
     }
 
-    public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool {
+    public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>, outIsZero: Bool) -> Bool {
         guard let k = residual.keeping, k == (layer, tokens) else { return false }
         residual.keeping = nil
         residual.held = nil
@@ -79,16 +83,21 @@ extension CUDAAccelerator {
         let n = tokens * hidden
         do {
             try makeCurrent()
-            try grow(&residual.share, to: n * 4, pinned: true, "residual shares")
-            residual.share.host!.assumingMemoryBound(to: Float.self).update(from: out, count: n)
-            try check("cuMemcpyHtoDAsync (layer output share)", copyHtoD(residual.share.device, residual.share.host!, n * 4, compute))
             let rows = attention.buffers[DeviceAttention.Buffer.residual.rawValue].device
+            if outIsZero {
+                residual.emptyShares += 1
+            } else {
+                try grow(&residual.share, to: n * 4, pinned: true, "residual shares")
+                residual.share.host!.assumingMemoryBound(to: Float.self).update(from: out, count: n)
+                try check("cuMemcpyHtoDAsync (layer output share)", copyHtoD(residual.share.device, residual.share.host!, n * 4, compute))
+                residual.bytes += n * 4
+            }
             // Arguments not read stand in as valid addresses.
-            try launch(.addLayerOutput, count: n, [.pointer(rows), .pointer(residual.share.device),
-                                                   .pointer(residual.expertSums ? routes.sums.device : residual.share.device),
-                                                   .pointer(residual.sharedKept ? dense.sharedRows.device : residual.share.device),
-                                                   .int32(residual.expertSums ? 1 : 0), .int32(residual.sharedKept ? 1 : 0)])
-            residual.bytes += n * 4
+            try launch(.addLayerOutput, count: n, [.pointer(rows), .pointer(outIsZero ? rows : residual.share.device),
+                                                   .pointer(residual.expertSums ? routes.sums.device : rows),
+                                                   .pointer(residual.sharedKept ? dense.sharedRows.device : rows),
+                                                   .int32(outIsZero ? 0 : 1), .int32(residual.expertSums ? 1 : 0),
+                                                   .int32(residual.sharedKept ? 1 : 0)])
             residual.layersKept += 1
             residual.held = (layer, tokens)
             return true

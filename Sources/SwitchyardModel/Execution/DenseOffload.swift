@@ -132,6 +132,12 @@ public protocol DenseOffload: AnyObject, Sendable {
     /// last rows the host has.
     func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool
 
+    /// `keepLayerOutput`, asked instead of it: `outIsZero` says the CPU's
+    /// share is all zeros (every picked expert summed on the device, the
+    /// shared expert kept or absent, no down biases), so it need not cross.
+    /// The default asks `keepLayerOutput`.
+    func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>, outIsZero: Bool) -> Bool
+
     /// The residual rows the offload holds, copied into `hidden` (it still
     /// holds them); false if it cannot give them (a device error).
     func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool
@@ -204,6 +210,9 @@ extension DenseOffload {
 
     public func keepsResidual(layer: Int, tokens: Int) -> Bool { false }
     public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>) -> Bool { false }
+    public func keepLayerOutput(layer: Int, tokens: Int, out: UnsafePointer<Float>, outIsZero: Bool) -> Bool {
+        keepLayerOutput(layer: layer, tokens: tokens, out: out)
+    }
     public func residualRows(tokens: Int, into hidden: UnsafeMutablePointer<Float>) -> Bool { false }
     public func residualLogits(tokens: Int, rows: UnsafeBufferPointer<Int32>, logits: UnsafeMutablePointer<Float>) -> Bool { false }
 }

@@ -9,10 +9,14 @@ import Foundation
 /// (`SharedPoolExecutor` by default); this block only routes, groups and
 /// combines.
 enum MoEBlock {
+    /// Returns whether `out` holds nothing but zeros because every part of
+    /// the layer ran elsewhere: each picked expert summed on the executor's
+    /// device, no down biases, the shared expert kept (or none).
+    @discardableResult
     static func forward(layer: Int, weights: MoEWeights, config c: ModelConfig,
                         x: UnsafePointer<Float>, tokens: Int, out: UnsafeMutablePointer<Float>,
                         ws: Workspace, counters: ExpertLoadCounters?, executor: any ExpertExecutor,
-                        dense: (any DenseOffload)?, routed front: RouterOffload? = nil) {
+                        dense: (any DenseOffload)?, routed front: RouterOffload? = nil) -> Bool {
         let h = c.hiddenSize, e = c.numExperts, k = c.numExpertsPerToken, inter = c.moeIntermediateSize
         let assignments = tokens * k
 
@@ -105,6 +109,8 @@ enum MoEBlock {
         if let shared = weights.shared, tokens > 0 {
             counters?.recordShared(bytes: shared.byteCount + (weights.sharedGate?.byteCount ?? 0))
         }
+        return (0..<e).allSatisfy { count[$0] == 0 || marked[$0] } && weights.experts.first?.downBias == nil
+            && (routed == .sharedExpertKept || weights.shared == nil)
     }
 
     /// 5. Combine in slot order, so the sum is the same however the batch was

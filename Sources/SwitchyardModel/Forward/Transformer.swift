@@ -484,14 +484,15 @@ public final class Transformer: @unchecked Sendable {
         let normed = ws.normed.reserve(tokens * h)
         if front == nil { rmsNormRows(hidden, weight: w.postAttentionNorm, n: h, rows: tokens, out: normed) }
         let out = ws.projected.reserve(tokens * h)
+        var outIsZero = false
         switch w.feedForward {
         case .dense(let mlp):
             if dense?.mlp(layer: l, shared: false, x: normed, tokens: tokens, out: out) != true {
                 DenseMLP.forward(mlp, x: normed, tokens: tokens, out: out, ws: ws)
             }
         case .moe(let moe):
-            MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
-                             ws: ws, counters: counters, executor: experts, dense: dense, routed: front)
+            outIsZero = MoEBlock.forward(layer: l, weights: moe, config: config, x: normed, tokens: tokens, out: out,
+                                         ws: ws, counters: counters, executor: experts, dense: dense, routed: front)
             if counters.recordsPairs {
                 // MoEBlock left this layer's top-k in ws.topExperts, by (sub-)batch row.
                 let k = config.numExpertsPerToken
@@ -502,7 +503,7 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
         }
-        if keeps { return dense?.keepLayerOutput(layer: l, tokens: tokens, out: out) == true }
+        if keeps { return dense?.keepLayerOutput(layer: l, tokens: tokens, out: out, outIsZero: outIsZero) == true }
         addInPlace(hidden, out, count: tokens * h)
         return false
     }
