@@ -20,12 +20,13 @@
 #    Also dense products alone on the GPU (cpu_moe) and experts alone
 #    (dense: false), and gpt-oss's form (MXFP4 experts on the CPU with
 #    cpu_moe; attention with sinks and a sliding window on the GPU).
-# 3-8. Speed: the same serving workload on the 3.2 GB model with a 1 GiB
+# 3-9. Speed: the same serving workload on the 3.2 GB model with a 1 GiB
 #    budget, one `switchyard ab` run each (ratios B/A, B hybrid): against
 #    cpu (3), llama.cpp's all-experts-on-CPU form with dense products on
 #    the GPU (4), uploading every cold expert (5), experts alone on the GPU
 #    (6), expert rows crossing per assignment, device_combine off (7), the
-#    residual stream sent back every MoE layer, device_residual off (8).
+#    residual stream sent back every MoE layer, device_residual off (8),
+#    prompts' attention through the kernels instead of cuBLAS's products (9).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
@@ -42,9 +43,9 @@ log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 : > "$OUT/summary.txt"
 
 # STEPS picks steps, so a device with a per-call time limit can take them
-# over several calls ("1 2", then "3 4 5", then "6 7 8"); the 3.2 GB model is
+# over several calls ("1 2", then "3 4 5", then "6 7 8 9"); the 3.2 GB model is
 # made once under WORKDIR and reused by later calls on the same machine.
-STEPS=${STEPS:-1 2 3 4 5 6 7 8}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 WORKDIR=${WORKDIR:-/tmp/switchyard-gpu-check}
 mkdir -p "$WORKDIR"
@@ -117,7 +118,7 @@ compare_logits gpt-oss-cpu-moe "$GOSS" "$(python3 -c 'print(",".join(str((i * 53
 
 fi
 
-# 3-8. Speed: each one `switchyard ab` run on the same workload, B/A ratios.
+# 3-9. Speed: each one `switchyard ab` run on the same workload, B/A ratios.
 WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed 1 --max-num-seqs 64 --max-num-batched-tokens 2048"
 HYBRID="--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'"
 ab() {  # step name what A
@@ -138,4 +139,7 @@ ab 7 rows-vs-summed "expert rows per assignment (device_combine off)" "$(hybrid_
 # The residual stream over and back every MoE layer against kept on the GPU
 # (hybrid_gpu_host_waits and hybrid_gpu_residual_bytes in both results).
 ab 8 residual-each-layer "the residual stream sent back each layer (device_residual off)" "$(hybrid_with '"device_residual":false')"
+# Prompts' attention through the kernels against through cuBLAS's products
+# (hybrid_gpu_attention_gemm_sequences in both results; TTFT is the figure).
+ab 9 attention-kernels "prompts' attention through the kernels (attention_gemm_min_tokens 0)" "$(hybrid_with '"attention_gemm_min_tokens":0')"
 log "done (steps: $STEPS) $(date -u +%FT%TZ)"

@@ -322,10 +322,14 @@ import Testing
         // the LM head run from them after layer 2.
         if keepsResidual { model.install(dense: gpu) }
         let cache = PagedKVCache(config: model.config, numBlocks: 2, blockSize: 16, compute: model.compute)
-        var prefill = ForwardBatch(), decode = ForwardBatch()
+        var prefill = ForwardBatch(), warm = ForwardBatch(), decode = ForwardBatch()
         prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1], logits: .last)
-        decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1], logits: .last)
+        // A first decode grows the kernels' scratch (the prefill's attention
+        // took the products); the second is counted.
+        warm.append(tokens: [prompt[2]], startPosition: prompt.count, blockTable: [0, 1], logits: .last)
+        decode.append(tokens: [prompt[3]], startPosition: prompt.count + 1, blockTable: [0, 1], logits: .last)
         _ = try model.forward(prefill, cache: cache)
+        _ = try model.forward(warm, cache: cache)
         let (waits, products, counted) = (SoftwareCUDA.counter("host_waits"), gpu.dense.products, gpu.counters["hybrid_gpu_host_waits"]!)
         let waited = gpu.counters["hybrid_gpu_host_wait_seconds"]!
         _ = try model.forward(decode, cache: cache)
@@ -350,9 +354,12 @@ import Testing
     /// norm weights one: the bias and norm values themselves are checked
     /// on GLM's fixture and the default model (tests above and below). Each
     /// layer's keys, values and output checked against the model's weights.
+    /// The prefill's attention through the kernels, or (`products`) through
+    /// cuBLAS's products (`CUDAAttentionGEMM.swift`), in chunks of a few
+    /// tokens; decodes take the kernels either way.
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"),
-          arguments: [Architecture.mixtral, .qwen2Moe, .olmoe, .qwen3Moe, .glm4Moe, .gptOss])
-    func wholeAttentionLayersMatchTheCPUInEveryGroupedForm(_ arch: Architecture) throws {
+          arguments: [Architecture.mixtral, .qwen2Moe, .olmoe, .qwen3Moe, .glm4Moe, .gptOss], [false, true])
+    func wholeAttentionLayersMatchTheCPUInEveryGroupedForm(_ arch: Architecture, products: Bool) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("whole-attention-\(arch.rawValue)-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let presets = PluginFixtures.tests.deletingLastPathComponent().appendingPathComponent("models/presets/tiny.json").path
@@ -385,7 +392,8 @@ import Testing
         gpu.attention.softmaxThreads = 4
         gpu.attention.valuePiece = 3
         gpu.attention.normThreads = 4
-        gpu.attention.chunkBytes = 4096
+        gpu.attention.chunkBytes = products ? 1024 : 4096
+        gpu.attention.gemmMinTokens = products ? 4 : 0
         #expect(gpu.dense.attentionParts.allSatisfy { $0.whole })
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(dense: checked)
@@ -395,6 +403,8 @@ import Testing
                                                                         maxTokens: 4)
         #expect(result.tokens.count == 4)
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
+        // The prefill's sequence, once per layer.
+        #expect(gpu.counters["hybrid_gpu_attention_gemm_sequences"] == (products ? Double(c.numLayers) : 0))
         #expect(checked.wholeLayersChecked >= 3 * c.numLayers && checked.wholeLayersChecked % c.numLayers == 0, "\(checked.wholeLayersChecked)")
         #expect(checked.attentionChecked == 0)
         // Every MoE layer's routes chosen on the device, in each routing
@@ -595,10 +605,13 @@ import Testing
             model.install(experts: try HybridExecutor(weights: model.weights, accelerator: all, cost: HybridExecutorTests.cost, maxSwapsPerStep: 0))
             model.install(dense: all)
             let cache = PagedKVCache(config: c, numBlocks: 4, blockSize: 16, compute: model.compute)
-            var prefill = ForwardBatch(), decode = ForwardBatch()
+            var prefill = ForwardBatch(), warm = ForwardBatch(), decode = ForwardBatch()
             prefill.append(tokens: prompt, startPosition: 0, blockTable: [0, 1, 2], logits: .last)
-            decode.append(tokens: [prompt[3]], startPosition: prompt.count, blockTable: [0, 1, 2], logits: .last)
+            // Counted on the second decode: the first grows the kernels' scratch.
+            warm.append(tokens: [prompt[2]], startPosition: prompt.count, blockTable: [0, 1, 2], logits: .last)
+            decode.append(tokens: [prompt[3]], startPosition: prompt.count + 1, blockTable: [0, 1, 2], logits: .last)
             _ = try model.forward(prefill, cache: cache)
+            _ = try model.forward(warm, cache: cache)
             let (w0, b0) = (SoftwareCUDA.counter("host_waits"), all.counters["hybrid_gpu_residual_bytes"]!)
             let e0 = all.counters["hybrid_gpu_residual_empty_shares"]!
             _ = try model.forward(decode, cache: cache)

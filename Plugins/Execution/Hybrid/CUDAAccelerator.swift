@@ -261,7 +261,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
         for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows, residual.share]
-            + dense.scratch + attention.buffers {
+            + dense.scratch + attention.buffers + [attention.sequenceKeys, attention.sequenceValues, attention.weights16] {
             release(s)
         }
         _ = hostFree(hostSlots)
@@ -553,13 +553,13 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                          input, Self.realBF16, Int32(k), &zero, output, Self.realF32, Int32(rows), Self.compute32F, Self.gemmDefault))
     }
 
-    /// `batch` column-major products `C_i = op(A_i)·B_i` (BF16 in, Float32
-    /// out), each matrix `stride` elements after the one before: one
+    /// `batch` column-major products `C_i = alpha·op(A_i)·B_i` (BF16 in, Float32
+    /// out), each matrix `stride` elements after the one before (0: the same one): one
     /// strided-batched call, or one `cublasGemmEx` each where cuBLAS lacks
     /// or refuses it.
     func stridedGemm(transposingA: Bool, m: Int, n: Int, k: Int, a: DevicePointer, lda: Int, strideA: Int, b: DevicePointer, ldb: Int,
-                     strideB: Int, c: DevicePointer, ldc: Int, strideC: Int, batch: Int) throws {
-        var one: Float = 1, zero: Float = 0
+                     strideB: Int, c: DevicePointer, ldc: Int, strideC: Int, batch: Int, alpha: Float = 1) throws {
+        var one = alpha, zero: Float = 0
         let opA = transposingA ? Self.opT : Self.opN
         if stridedWorks, let strided = gemmStridedBatchedEx {
             let status = strided(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a, Self.realBF16, Int32(lda), Int64(strideA), b,

@@ -30,6 +30,11 @@ struct DeviceAttention {
     var chunkBytes = 64 << 20
     var layers = 0, wholeLayers = 0
     var failure: String?
+    /// A sequence with at least this many tokens in a batch takes the
+    /// products of `CUDAAttentionGEMM.swift` (0: none does), and how many
+    /// have; its keys and values gathered contiguous, and the BF16 weights.
+    var gemmMinTokens = 16, gemmSequences = 0
+    var sequenceKeys = DeviceScratch(), sequenceValues = DeviceScratch(), weights16 = DeviceScratch()
 
     enum Buffer: Int, CaseIterable {
         case queries, keys, values, index, output, scores, valuePieces
@@ -42,6 +47,8 @@ struct DeviceAttention {
         /// `latentAttentionLayer`'s: `q_a_proj`'s rows (Float32, BF16), the
         /// absorbed queries, the values per head (Float32, BF16).
         case latentQueryA, latentQueryA16, latentQueries, latentValues, latentValues16
+        /// The products' cache slots, position by position, per sequence.
+        case sequenceSlots
         /// `residualLogits`': the rows that get logits.
         case logitsRows
     }
@@ -80,7 +87,7 @@ extension CUDAAccelerator {
         /// The parameters its source declares, the count last (checked
         /// against the PTX in the tests): a launch passing another number is
         /// refused, since a kernel would read a missing one as garbage.
-        var parameters: Int { [7, 17, 10, 18, 8, 4, 13, 3, 11, 8, 3, 5, 7, 13, 9, 8][rawValue] }
+        var parameters: Int { [7, 17, 11, 18, 8, 4, 13, 3, 11, 8, 3, 5, 7, 13, 9, 8][rawValue] }
     }
 
     static let kernelNames = DeviceKernel.allCases.map(\.name)
@@ -143,9 +150,10 @@ extension CUDAAccelerator {
 
     // One block per (token, head): the row's max and sum of exponentials
     // by block reductions (with the head's sink), then each weight, rounded
-    // to BF16 as the CPU rounds.
+    // to BF16 as the CPU rounds; with `clear`, zeros outside the token's
+    // keys (the row then feeds a product over the whole row).
     extern "C" __global__ void attn_softmax_rows(float* scores, const int* pos_of, const float* sinks, int heads, int max_ctx, int t0,
-                                                 int round_bf16, int window, int has_sinks, long long count) {
+                                                 int round_bf16, int window, int has_sinks, int clear, long long count) {
         long long th = blockIdx.x;
         if (th >= count) return;
         __shared__ float red[256];
@@ -168,6 +176,10 @@ extension CUDAAccelerator {
                 w = __uint_as_float(bits & 0xFFFF0000u);
             }
             s[j] = w;
+        }
+        if (clear) {
+            for (int j = threadIdx.x; j < lo; j += blockDim.x) s[j] = 0.0f;
+            for (int j = p + 1 + threadIdx.x; j < max_ctx; j += blockDim.x) s[j] = 0.0f;
         }
     }
 
@@ -327,21 +339,42 @@ extension CUDAAccelerator {
     /// `latentValues` elements are the values.
     func queueAttention(layer: Int, _ b: AttentionBatch, index x: DeviceBatchIndex, q16: UInt64, k16: UInt64, v16: UInt64,
                         output: UInt64, window: Int = 0, sinks: UInt64 = 0, latentValues: Int? = nil) throws {
-        let t = b.tokens, h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
+        let t = b.tokens, kvh = b.numKVHeads, d = b.headDim
         let vd = latentValues ?? d, f32: Int32 = latentValues == nil ? 0 : 1
         let values = latentValues == nil ? attention.values[layer] : attention.keys[layer]
         // The store copies 16-bit words: a Float32 row is twice as many.
         let words = (latentValues == nil ? 1 : 2) * kvh * d
         try launch(.kvStore, count: t * words, [.pointer(k16), .pointer(latentValues == nil ? v16 : k16), .pointer(x.slots),
                                                 .pointer(attention.keys[layer]), .pointer(values), .int32(Int32(words))])
+        // Long prompts' tokens through cuBLAS (`CUDAAttentionGEMM.swift`),
+        // the rest through the kernels below.
+        let gemm = latentValues == nil && b.roundsToBF16 ? gemmSequences(b) : []
+        if !gemm.isEmpty { try uploadSequenceSlots(gemm, b) }
+        var start = 0
+        for s in gemm + [GemmSequence(tokens: t..<t, context: 0, slotsOffset: 0)] {
+            if start < s.tokens.lowerBound {
+                try queueKernelAttention(layer: layer, b, index: x, tokens: start..<s.tokens.lowerBound, q16: q16, values: values,
+                                         output: output, window: window, sinks: sinks, vd: vd, f32: f32)
+            }
+            if !s.tokens.isEmpty {
+                try queueGemmAttention(layer: layer, b, s, positionOf: x.positionOf, q16: q16, output: output, window: window, sinks: sinks)
+            }
+            start = s.tokens.upperBound
+        }
+    }
+
+    /// Attention's kernels for the batch's tokens `range`.
+    private func queueKernelAttention(layer: Int, _ b: AttentionBatch, index x: DeviceBatchIndex, tokens range: Range<Int>, q16: UInt64,
+                                      values: UInt64, output: UInt64, window: Int, sinks: UInt64, vd: Int, f32: Int32) throws {
+        let h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, bs = b.blockSize, maxContext = x.maxContext
         // Per (token, head): its scores, and the values' sums per piece.
         let per = (maxContext + attention.valuePiece - 1) / attention.valuePiece
-        let chunk = max(1, min(t, attention.chunkBytes / (4 * h * (maxContext + per * vd))))
+        let chunk = max(1, min(range.count, attention.chunkBytes / (4 * h * (maxContext + per * vd))))
         let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
         let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * vd * 4)
-        var t0 = 0
-        while t0 < t {
-            let n = min(chunk, t - t0)
+        var t0 = range.lowerBound
+        while t0 < range.upperBound {
+            let n = min(chunk, range.upperBound - t0)
             try launch(.scores, count: n * h * maxContext, [.pointer(q16), .pointer(attention.keys[layer]), .pointer(x.sequenceOf),
                                                             .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart),
                                                             .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
@@ -353,7 +386,7 @@ extension CUDAAccelerator {
             try launch(.softmax, blocks: n * h, threads: threads,
                        [.pointer(scores.device), .pointer(x.positionOf), .pointer(sinks != 0 ? sinks : scores.device), .int32(Int32(h)),
                         .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
-                        .int32(sinks != 0 ? 1 : 0)])
+                        .int32(sinks != 0 ? 1 : 0), .int32(0)])
             try launch(.valuesPieces, count: n * h * per * vd, [.pointer(scores.device), .pointer(values),
                                                                 .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
                                                                 .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),

@@ -89,7 +89,8 @@ extension CUDAAccelerator: DenseOffload {
         ["hybrid_gpu_dense_products": Double(dense.products), "hybrid_gpu_dense_weight_bytes": Double(dense.bytes),
          "hybrid_gpu_dense_failed": dense.failure == nil ? 0 : 1,
          "hybrid_gpu_attention_layers": Double(attention.layers),
-         "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers), "hybrid_gpu_host_waits": Double(hostWaits),
+         "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers),
+         "hybrid_gpu_attention_gemm_sequences": Double(attention.gemmSequences), "hybrid_gpu_host_waits": Double(hostWaits),
          "hybrid_gpu_host_wait_seconds": hostWaitSeconds,
          "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
@@ -104,6 +105,7 @@ extension CUDAAccelerator: DenseOffload {
         dense.products = 0
         attention.layers = 0
         attention.wholeLayers = 0
+        attention.gemmSequences = 0
         hostWaits = 0
         hostWaitSeconds = 0
         routes.bytesIn = 0

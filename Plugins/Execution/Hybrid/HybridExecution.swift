@@ -46,6 +46,9 @@ public struct HybridExecution: ExecutionStrategy {
         /// The residual stream kept on the GPU across MoE layers whose
         /// fronts run there (off: it crosses over and back each layer).
         public var deviceResidual = true
+        /// A sequence with at least this many tokens in a batch has its
+        /// attention through cuBLAS's products (0: the kernels always).
+        public var attentionGemmMinTokens = 16
         public init() {}
 
         var searchPath: [String] {
@@ -172,6 +175,7 @@ public struct HybridExecution: ExecutionStrategy {
             gpu.routes.enabled = options.deviceCombine
             gpu.routing.enabled = options.deviceRouting
             gpu.residual.enabled = options.deviceResidual
+            gpu.attention.gemmMinTokens = options.attentionGemmMinTokens
         } catch let e as CUDAError {
             throw ExecutionError.setup("hybrid: \(e.description)")
         } catch let e as HybridSetupError {
@@ -250,6 +254,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
                                        StrategyOption("device_routing", type: "bool", default: "true", help: "each token's experts chosen on the GPU where the router's logits are (the CPU then skips its routing)"),
                                        StrategyOption("device_residual", type: "bool", default: "true", help: "with attention: the residual stream kept on the GPU across MoE layers (the CPU's experts' share of each layer goes over; the final norm and LM head run there, so only the logits come back)"),
+                                       StrategyOption("attention_gemm_min_tokens", type: "int", default: "16", help: "with attention: a sequence with at least this many tokens in a batch (a prompt) has its attention through cuBLAS's products, the rest through kernels (0: kernels always)"),
                                        StrategyOption("cuda_library_path", type: "string", default: "", help: "directories (colon-separated) searched first for libcuda, cuBLAS and NVRTC"),
                                    ]) { config in
             var o = Options()
@@ -266,6 +271,7 @@ public struct HybridExecution: ExecutionStrategy {
             o.deviceCombine = try config.bool("device_combine", default: o.deviceCombine)
             o.deviceRouting = try config.bool("device_routing", default: o.deviceRouting)
             o.deviceResidual = try config.bool("device_residual", default: o.deviceResidual)
+            o.attentionGemmMinTokens = try config.int("attention_gemm_min_tokens", default: o.attentionGemmMinTokens, in: 0...Int.max)
             return HybridExecution(o)
         }
     }

@@ -1,0 +1,102 @@
+import Foundation
+import SwitchyardModel
+
+/// Prefill attention through cuBLAS. Where a sequence brings at least
+/// `attention.gemmMinTokens` tokens to a batch (a prompt, or a chunk of
+/// one), its keys and values are gathered from the paged copy of the
+/// cache into contiguous rows; then, per key-value head, one strided-batched
+/// product over that head's query heads (the keys shared: stride 0) gives
+/// the scores, the softmax kernel makes the weights (rounded to BF16 as
+/// the CPU rounds, and zeros outside each token's keys), and a second
+/// product gives the output. The two products the kernels do one thread
+/// per score or value then run on the tensor cores; decode tokens (one per
+/// sequence) keep the kernels. Grouped-query attention in bfloat16 only:
+/// latent attention's cache is Float32 and keeps the kernels. Where the
+/// threshold should sit has not been measured on a GPU
+/// (`attention_gemm_min_tokens`).
+extension CUDAAccelerator {
+    /// A sequence whose attention runs through the products: its tokens in
+    /// the batch, its keys (positions `0..<context`), and where its cache
+    /// slots start in the uploaded list.
+    struct GemmSequence {
+        var tokens: Range<Int>
+        var context: Int
+        var slotsOffset: Int
+    }
+
+    /// The batch's sequences with enough tokens, in batch order.
+    func gemmSequences(_ b: AttentionBatch) -> [GemmSequence] {
+        let minimum = attention.gemmMinTokens
+        guard minimum > 0, b.tokens >= minimum, b.numHeads % b.numKVHeads == 0 else { return [] }
+        var sequences: [GemmSequence] = [], start = 0, slots = 0
+        while start < b.tokens {
+            var end = start + 1, context = Int(b.tokenPosition[start]) + 1
+            while end < b.tokens && b.tokenSequence[end] == b.tokenSequence[start] {
+                context = max(context, Int(b.tokenPosition[end]) + 1)
+                end += 1
+            }
+            if end - start >= minimum {
+                sequences.append(GemmSequence(tokens: start..<end, context: context, slotsOffset: slots))
+                slots += context
+            }
+            start = end
+        }
+        return sequences
+    }
+
+    /// Queues the copy of each sequence's cache slots, position by position.
+    func uploadSequenceSlots(_ sequences: [GemmSequence], _ b: AttentionBatch) throws {
+        let total = sequences.reduce(0) { $0 + $1.context }, bs = b.blockSize
+        let slots = try buffer(.sequenceSlots, bytes: total * 4)
+        let ints = slots.host.assumingMemoryBound(to: Int32.self)
+        for s in sequences {
+            let table = b.tables + Int(b.tableStart[Int(b.tokenSequence[s.tokens.lowerBound])])
+            for j in 0..<s.context { ints[s.slotsOffset + j] = table[j / bs] * Int32(bs) + Int32(j % bs) }
+        }
+        try check("cuMemcpyHtoDAsync (sequence slots)", copyHtoD(slots.device, slots.host, total * 4, compute))
+    }
+
+    /// Queues attention for sequence `s` through the products, into its
+    /// tokens' rows of `output` (`[token][head][headDim]`, Float32).
+    func queueGemmAttention(layer: Int, _ b: AttentionBatch, _ s: GemmSequence, positionOf: UInt64, q16: UInt64, output: UInt64,
+                            window: Int, sinks: UInt64) throws {
+        let h = b.numHeads, kvh = b.numKVHeads, d = b.headDim, group = h / kvh, ctx = s.context, row = kvh * d
+        try grow(&attention.sequenceKeys, to: ctx * row * 2, pinned: false, "a sequence's keys")
+        try grow(&attention.sequenceValues, to: ctx * row * 2, pinned: false, "a sequence's values")
+        let keys = attention.sequenceKeys.device, values = attention.sequenceValues.device
+        let slots = attention.buffers[DeviceAttention.Buffer.sequenceSlots.rawValue].device + UInt64(s.slotsOffset * 4)
+        for (cache, rows) in [(attention.keys[layer], keys), (attention.values[layer], values)] {
+            try launch(.gatherRows, count: ctx * row, [.pointer(cache), .pointer(slots), .pointer(rows), .int32(Int32(row))])
+        }
+        // Scores and their BF16 weights, `[token][head][ctx]`, a chunk of tokens at a time.
+        let chunk = max(1, min(s.tokens.count, attention.chunkBytes / (6 * h * ctx)))
+        let scores = try buffer(.scores, bytes: chunk * h * ctx * 4)
+        try grow(&attention.weights16, to: chunk * h * ctx * 2, pinned: false, "attention weights")
+        let weights = attention.weights16.device
+        var threads = 1
+        while threads < min(ctx, attention.softmaxThreads) { threads *= 2 }
+        var t0 = s.tokens.lowerBound
+        while t0 < s.tokens.upperBound {
+            let n = min(chunk, s.tokens.upperBound - t0)
+            for g in 0..<kvh {
+                // scores[t][head][j] = scale · q[t][head] · k[j][g], for the group's heads.
+                try stridedGemm(transposingA: true, m: ctx, n: n, k: d, a: keys + UInt64(g * d * 2), lda: row, strideA: 0,
+                                b: q16 + UInt64((t0 * h + g * group) * d * 2), ldb: h * d, strideB: d,
+                                c: scores.device + UInt64(g * group * ctx * 4), ldc: h * ctx, strideC: ctx, batch: group, alpha: b.scale)
+            }
+            // Without sinks any valid address stands in (not read).
+            try launch(.softmax, blocks: n * h, threads: threads,
+                       [.pointer(scores.device), .pointer(positionOf), .pointer(sinks != 0 ? sinks : scores.device), .int32(Int32(h)),
+                        .int32(Int32(ctx)), .int32(Int32(t0)), .int32(1), .int32(Int32(window)), .int32(sinks != 0 ? 1 : 0), .int32(1)])
+            try launch(.roundBF16, count: n * h * ctx, [.pointer(scores.device), .pointer(weights)])
+            for g in 0..<kvh {
+                // out[t][head] = Σ_j w[t][head][j] · v[j][g], for the group's heads.
+                try stridedGemm(transposingA: false, m: d, n: n, k: ctx, a: values + UInt64(g * d * 2), lda: row, strideA: 0,
+                                b: weights + UInt64(g * group * ctx * 2), ldb: h * ctx, strideB: ctx,
+                                c: output + UInt64((t0 * h + g * group) * d * 4), ldc: h * d, strideC: d, batch: group)
+            }
+            t0 += n
+        }
+        attention.gemmSequences += 1
+    }
+}
