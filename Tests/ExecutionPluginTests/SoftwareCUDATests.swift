@@ -896,9 +896,15 @@ import Testing
     /// and norm blocks of 4 threads, value sums in pieces of 3 keys, the
     /// prefill's tokens in chunks, as long contexts take them. The per-head
     /// products as one strided-batched call each, or (`refusingBatched`)
-    /// one product per head.
+    /// one product per head. The prefill's attention through the kernels,
+    /// or (`products`) through cuBLAS's Float32 products
+    /// (`CUDAAttentionGEMM.swift`).
     @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"), arguments: [nil, 16] as [Int?], [false, true])
     func latentAttentionLayersRunWholeOnTheDevice(qLoraRank: Int?, refusingBatched: Bool) throws {
+        for products in [false, true] { try latentAttentionWhole(qLoraRank: qLoraRank, refusingBatched: refusingBatched, products: products) }
+    }
+
+    private func latentAttentionWhole(qLoraRank: Int?, refusingBatched: Bool, products: Bool) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("latent-whole-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let (model, gpu) = try latentModel(qLoraRank: qLoraRank, in: dir)
@@ -908,10 +914,15 @@ import Testing
         let reference = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 4)
         #expect(gpu.dense.latentParts.allSatisfy { $0.whole })
         (gpu.attention.softmaxThreads, gpu.attention.valuePiece, gpu.attention.normThreads, gpu.attention.chunkBytes) = (4, 3, 4, 4096)
+        // The products over the prompt in chunks of a few tokens.
+        gpu.attention.gemmMinTokens = products ? 4 : 0
+        if products { gpu.attention.chunkBytes = 1024 }
+        let chunks = products ? (prompt.count + max(1, 1024 / (4 * c.numHeads * prompt.count)) - 1) / max(1, 1024 / (4 * c.numHeads * prompt.count)) : 0
         let checked = CheckingDenseOffload(gpu, weights: model.weights, compute: Self.bf16!)
         model.install(dense: checked)
         defer { model.install(dense: nil) }
         let result = try Generator(model: model, blockSize: 4).generate(prompt: prompt, maxTokens: 4)
+        #expect(gpu.counters["hybrid_gpu_attention_gemm_sequences"] == (products ? Double(c.numLayers) : 0))
         #expect(SoftwareCUDA.error == "" && gpu.attentionFailure == nil && gpu.denseFailure == nil)
         // The prefill and three decodes (the fourth token needs no forward
         // past its logits), every layer whole on the device: the dense
@@ -926,9 +937,12 @@ import Testing
         // the LM head.
         #expect(checked.productsChecked == 4 * 3, "\(checked.productsChecked)")
         #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
-        // Two per-head products a layer: one call over the heads, or one per head.
+        // Two per-head products a layer: one call over the heads, or one per
+        // head; with the prefill's attention through products, two more per
+        // layer and chunk.
         let perHead = SoftwareCUDA.counter("strided_gemms")
-        #expect(perHead == (refusingBatched ? 0 : 2 * checked.latentLayersChecked))
+        #expect(perHead == (refusingBatched ? 0 : 2 * checked.latentLayersChecked + 2 * c.numLayers * chunks), "\(perHead), \(chunks) chunks")
+        #expect(!products || chunks > 1)
         // The CPU expands the prefill's attention where the device absorbs
         // it: another order of products, the same tokens.
         #expect(result.tokens == reference.tokens)

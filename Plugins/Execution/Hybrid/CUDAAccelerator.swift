@@ -553,24 +553,25 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
                                          input, Self.realBF16, Int32(k), &zero, output, Self.realF32, Int32(rows), Self.compute32F, Self.gemmDefault))
     }
 
-    /// `batch` column-major products `C_i = alpha·op(A_i)·B_i` (BF16 in, Float32
-    /// out), each matrix `stride` elements after the one before (0: the same one): one
-    /// strided-batched call, or one `cublasGemmEx` each where cuBLAS lacks
-    /// or refuses it.
+    /// `batch` column-major products `C_i = alpha·op(A_i)·B_i` (BF16 in, or
+    /// Float32 with `float32Inputs`; Float32 out), each matrix `stride`
+    /// elements after the one before (0: the same one): one strided-batched
+    /// call, or one `cublasGemmEx` each where cuBLAS lacks or refuses it.
     func stridedGemm(transposingA: Bool, m: Int, n: Int, k: Int, a: DevicePointer, lda: Int, strideA: Int, b: DevicePointer, ldb: Int,
-                     strideB: Int, c: DevicePointer, ldc: Int, strideC: Int, batch: Int, alpha: Float = 1) throws {
+                     strideB: Int, c: DevicePointer, ldc: Int, strideC: Int, batch: Int, alpha: Float = 1, float32Inputs: Bool = false) throws {
         var one = alpha, zero: Float = 0
         let opA = transposingA ? Self.opT : Self.opN
+        let type = float32Inputs ? Self.realF32 : Self.realBF16, size = float32Inputs ? 4 : 2
         if stridedWorks, let strided = gemmStridedBatchedEx {
-            let status = strided(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a, Self.realBF16, Int32(lda), Int64(strideA), b,
-                                 Self.realBF16, Int32(ldb), Int64(strideB), &zero, c, Self.realF32, Int32(ldc), Int64(strideC), Int32(batch),
+            let status = strided(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a, type, Int32(lda), Int64(strideA), b,
+                                 type, Int32(ldb), Int64(strideB), &zero, c, Self.realF32, Int32(ldc), Int64(strideC), Int32(batch),
                                  Self.compute32F, Self.gemmDefault)
             if status == 0 { return }
             stridedWorks = false
         }
         for i in 0..<batch {
-            try check("cublasGemmEx", gemmEx(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a + DevicePointer(i * strideA * 2),
-                                             Self.realBF16, Int32(lda), b + DevicePointer(i * strideB * 2), Self.realBF16, Int32(ldb), &zero,
+            try check("cublasGemmEx", gemmEx(blas, opA, Self.opN, Int32(m), Int32(n), Int32(k), &one, a + DevicePointer(i * strideA * size),
+                                             type, Int32(lda), b + DevicePointer(i * strideB * size), type, Int32(ldb), &zero,
                                              c + DevicePointer(i * strideC * 4), Self.realF32, Int32(ldc), Self.compute32F, Self.gemmDefault))
         }
     }

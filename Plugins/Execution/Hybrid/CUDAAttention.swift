@@ -348,7 +348,7 @@ extension CUDAAccelerator {
                                                 .pointer(attention.keys[layer]), .pointer(values), .int32(Int32(words))])
         // Long prompts' tokens through cuBLAS (`CUDAAttentionGEMM.swift`),
         // the rest through the kernels below.
-        let gemm = latentValues == nil && b.roundsToBF16 ? gemmSequences(b) : []
+        let gemm = latentValues != nil || b.roundsToBF16 ? gemmSequences(b) : []
         if !gemm.isEmpty { try uploadSequenceSlots(gemm, b) }
         var start = 0
         for s in gemm + [GemmSequence(tokens: t..<t, context: 0, slotsOffset: 0)] {
@@ -357,7 +357,8 @@ extension CUDAAccelerator {
                                          output: output, window: window, sinks: sinks, vd: vd, f32: f32)
             }
             if !s.tokens.isEmpty {
-                try queueGemmAttention(layer: layer, b, s, positionOf: x.positionOf, q16: q16, output: output, window: window, sinks: sinks)
+                try queueGemmAttention(layer: layer, b, s, positionOf: x.positionOf, q16: q16, output: output, window: window, sinks: sinks,
+                                       latentValues: latentValues)
             }
             start = s.tokens.upperBound
         }
