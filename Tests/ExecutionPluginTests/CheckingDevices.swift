@@ -118,6 +118,18 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         cpu = SharedPoolExecutor(weights: weights)
     }
 
+    /// Rows the device sent back as BF16 (widened): each must be a BF16 value
+    /// within one BF16 step of the Float32 reference (the device's own sums
+    /// may round it to either neighbour).
+    private func compareBF16(_ device: UnsafePointer<Float>, _ reference: [Float], count: Int) {
+        for i in 0..<count {
+            let d = device[i], r = reference[i]
+            let step = Float(bitPattern: r.bitPattern & 0x7F80_0000) / 128
+            let bf16 = d.bitPattern & 0xFFFF == 0
+            if !(bf16 && abs(d - r) <= step) { worstRelativeDifference = max(worstRelativeDifference, bf16 ? abs(d - r) / (1 + abs(r)) : .infinity) }
+        }
+    }
+
     /// `counts`: a product (`productsChecked`), not part of attention.
     private func compare(_ device: UnsafePointer<Float>, count: Int, counts: Bool = true, _ cpu: (UnsafeMutablePointer<Float>) -> Void) {
         let mine = UnsafeMutablePointer<Float>.allocate(capacity: count)
@@ -372,16 +384,8 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
         // would swamp it.
         let attended = checkAttention(layer: layer, b, x: x, k: k, v: v)
         compare(after, count: n, counts: false) { y in for i in 0..<n { y[i] = before[i] + attended[i] } }
-        // The normed rows come back as BF16 (all the CPU's products take):
-        // each must be a BF16 value within one BF16 step of the Float32
-        // reference (the device's own sum may round it to either neighbour).
-        let post = rmsNorm(after, w.postAttentionNorm, tokens: b.tokens)
-        for i in 0..<n {
-            let d = normed[i], r = post[i]
-            let step = Float(bitPattern: r.bitPattern & 0x7F80_0000) / 128
-            let bf16 = d.bitPattern & 0xFFFF == 0
-            if !(bf16 && abs(d - r) <= step) { worstRelativeDifference = max(worstRelativeDifference, bf16 ? abs(d - r) / (1 + abs(r)) : .infinity) }
-        }
+        // The normed rows come back as BF16 (all the CPU's products take).
+        compareBF16(normed, rmsNorm(after, w.postAttentionNorm, tokens: b.tokens), count: n)
         compare(logits, count: b.tokens * moe.router.rows) { Linear.apply(moe.router, x: normed, tokens: b.tokens, y: $0, ctx: ctx) }
         lastLogits = (layer, Array(UnsafeBufferPointer(start: logits, count: b.tokens * moe.router.rows)))
         if routed == .sharedExpertStarted {
@@ -690,8 +694,14 @@ final class CheckingDenseOffload: DenseOffload, @unchecked Sendable {
                 }
             }
         }
-        compare(k, count: parts[1].count, counts: false) { $0.update(from: parts[1], count: parts[1].count) }
-        compare(v, count: parts[2].count, counts: false) { $0.update(from: parts[2], count: parts[2].count) }
+        // Back as BF16 where the CPU's cache keeps BF16 (it would round them so).
+        if b.roundsToBF16 {
+            compareBF16(k, parts[1], count: parts[1].count)
+            compareBF16(v, parts[2], count: parts[2].count)
+        } else {
+            compare(k, count: parts[1].count, counts: false) { $0.update(from: parts[1], count: parts[1].count) }
+            compare(v, count: parts[2].count, counts: false) { $0.update(from: parts[2], count: parts[2].count) }
+        }
         var attended = referenceAttention(layer: layer, b, q: parts[0], k: k, v: v)
         var reference = [Float](repeating: 0, count: t * a.o.rows)
         Linear.apply(a.o, x: &attended, tokens: t, y: &reference, ctx: ctx)

@@ -87,7 +87,7 @@ extension CUDAAccelerator {
         /// The parameters its source declares, the count last (checked
         /// against the PTX in the tests): a launch passing another number is
         /// refused, since a kernel would read a missing one as garbage.
-        var parameters: Int { [7, 17, 11, 18, 8, 4, 13, 3, 11, 8, 3, 5, 7, 13, 9, 8][rawValue] }
+        var parameters: Int { [7, 17, 11, 18, 8, 4, 13, 3, 11, 9, 3, 5, 7, 13, 9, 8][rawValue] }
     }
 
     static let kernelNames = DeviceKernel.allCases.map(\.name)

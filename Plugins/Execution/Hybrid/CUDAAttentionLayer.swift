@@ -81,8 +81,10 @@ extension CUDAAccelerator {
         v[b] = x1 * c + x0 * s;
     }
 
+    // `kv`: the keys and values in Float32 too, for a CPU whose cache keeps
+    // Float32 (where it keeps BF16, the BF16 rows go back instead).
     extern "C" __global__ void split_qkv(const float* qkv, unsigned short* q16, unsigned short* k16, unsigned short* v16, float* kv,
-                                         int qn, int kn, long long count) {
+                                         int qn, int kn, int has_kv, long long count) {
         long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
         if (i >= count) return;
         int row = qn + 2 * kn;
@@ -94,10 +96,10 @@ extension CUDAAccelerator {
             q16[t * qn + c] = b;
         } else if (c < qn + kn) {
             k16[t * kn + c - qn] = b;
-            kv[t * kn + c - qn] = x;
+            if (has_kv) kv[t * kn + c - qn] = x;
         } else {
             v16[t * kn + c - qn - kn] = b;
-            kv[tokens * kn + t * kn + c - qn - kn] = x;
+            if (has_kv) kv[tokens * kn + t * kn + c - qn - kn] = x;
         }
     }
 
@@ -273,6 +275,8 @@ extension CUDAAccelerator {
         var residual: (host: UnsafeMutableRawPointer, device: UInt64)
         var cached: (host: UnsafeMutableRawPointer, device: UInt64)
         var cachedBytes: Int, width: Int, latent: Bool
+        /// Keys and values came back as BF16.
+        var narrow: Bool
     }
 
     /// Queues a layer's top from its residual rows (copied over unless
@@ -307,7 +311,9 @@ extension CUDAAccelerator {
             (cached, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
         }
         try norm(parts.postNorm, adding: projected.device, into: dense.inputRows.device)
-        return LayerTop(residual: residual, cached: cached, cachedBytes: (latent == nil ? 2 : 1) * t * kn * 4, width: kn, latent: latent != nil)
+        let narrow = latent == nil && b.roundsToBF16
+        return LayerTop(residual: residual, cached: cached, cachedBytes: latent == nil ? 2 * t * kn * (narrow ? 2 : 4) : t * kn * 4, width: kn,
+                        latent: latent != nil, narrow: narrow)
     }
 
     /// The keys and values (latent: the cached rows, into `k`) a layer top
@@ -316,17 +322,26 @@ extension CUDAAccelerator {
         if top.latent {
             k.update(from: top.cached.host.assumingMemoryBound(to: Float.self), count: tokens * top.width)
         } else {
-            unpackKeyValues(top.cached.host, tokens: tokens, width: top.width, k: k, v: v)
+            unpackKeyValues(top.cached.host, tokens: tokens, width: top.width, narrow: top.narrow, k: k, v: v)
         }
     }
 
     /// Keys then values, `tokens` rows of `width` each, as the device
-    /// copies them back, into the CPU's rows.
-    private func unpackKeyValues(_ host: UnsafeMutableRawPointer, tokens: Int, width: Int, k: UnsafeMutablePointer<Float>,
+    /// copies them back (`narrow`: BF16, widened exactly), into the CPU's rows.
+    private func unpackKeyValues(_ host: UnsafeMutableRawPointer, tokens: Int, width: Int, narrow: Bool, k: UnsafeMutablePointer<Float>,
                                  v: UnsafeMutablePointer<Float>) {
-        let rows = host.assumingMemoryBound(to: Float.self)
-        k.update(from: rows, count: tokens * width)
-        v.update(from: rows + tokens * width, count: tokens * width)
+        let n = tokens * width
+        if narrow {
+            let rows = host.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<n {
+                k[i] = Float(bitPattern: UInt32(rows[i]) << 16)
+                v[i] = Float(bitPattern: UInt32(rows[n + i]) << 16)
+            }
+        } else {
+            let rows = host.assumingMemoryBound(to: Float.self)
+            k.update(from: rows, count: n)
+            v.update(from: rows + n, count: n)
+        }
     }
 
     private func attendWhole(layer: Int, _ b: AttentionBatch, rope: RopeAngles, x: UnsafePointer<Float>, k: UnsafeMutablePointer<Float>,
@@ -337,11 +352,11 @@ extension CUDAAccelerator {
         narrowToBF16(x, count: t * cols, into: input.host.assumingMemoryBound(to: UInt16.self))
         try check("cuMemcpyHtoDAsync (attention layer inputs)", copyHtoD(input.device, input.host, t * cols * 2, compute))
         let (keyValues, projected) = try queueWholeAttention(layer: layer, b, rope: rope, input: input.device)
-        let kn = b.numKVHeads * b.headDim, rows = dense.output[layer].rows
-        try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * 4, compute))
+        let kn = b.numKVHeads * b.headDim, rows = dense.output[layer].rows, narrow = b.roundsToBF16
+        try check("cuMemcpyDtoHAsync (keys and values)", copyDtoH(keyValues.host, keyValues.device, 2 * t * kn * (narrow ? 2 : 4), compute))
         try check("cuMemcpyDtoHAsync (attention layer output)", copyDtoH(projected.host, projected.device, t * rows * 4, compute))
         try wait(compute)
-        unpackKeyValues(keyValues.host, tokens: t, width: kn, k: k, v: v)
+        unpackKeyValues(keyValues.host, tokens: t, width: kn, narrow: narrow, k: k, v: v)
         out.update(from: projected.host.assumingMemoryBound(to: Float.self), count: t * rows)
     }
 
@@ -384,11 +399,16 @@ extension CUDAAccelerator {
         try launch(.rope, count: t * (h + kvh) * half, [.pointer(qkv), .pointer(angles.device), .pointer(angles.device + UInt64(t * half * 4)),
                                                         .int32(Int32(row)), .int32(Int32(qn)), .int32(Int32(h)), .int32(Int32(kvh)),
                                                         .int32(Int32(d)), .int32(Int32(half)), .int32(rope.interleaved ? 1 : 0)])
-        let q16 = try buffer(.queries, bytes: t * qn * 2).device, k16 = try buffer(.keys, bytes: t * kn * 2).device
-        let v16 = try buffer(.values, bytes: t * kn * 2).device
-        let keyValues = try buffer(.keyValueRows, bytes: 2 * t * kn * 4)
+        // Keys and values go back for the CPU's cache: as BF16 where it keeps
+        // BF16 (bfloat16 mode), half the bytes and the same cache; the
+        // attention below reads those same rows.
+        let narrow = b.roundsToBF16
+        let q16 = try buffer(.queries, bytes: t * qn * 2).device
+        let keyValues = try buffer(.keyValueRows, bytes: 2 * t * kn * (narrow ? 2 : 4))
+        let k16 = narrow ? keyValues.device : try buffer(.keys, bytes: t * kn * 2).device
+        let v16 = narrow ? keyValues.device + UInt64(t * kn * 2) : try buffer(.values, bytes: t * kn * 2).device
         try launch(.splitQKV, count: t * row, [.pointer(qkv), .pointer(q16), .pointer(k16), .pointer(v16), .pointer(keyValues.device),
-                                               .int32(Int32(qn)), .int32(Int32(kn))])
+                                               .int32(Int32(qn)), .int32(Int32(kn)), .int32(narrow ? 0 : 1)])
         // Attention, then o_proj from its output rounded as the CPU rounds it.
         let attended = try buffer(.output, bytes: t * qn * 4).device
         try queueAttention(layer: layer, b, index: index, q16: q16, k16: k16, v16: v16, output: attended, window: parts.window,
