@@ -261,7 +261,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
         for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
         for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows, residual.share]
-            + dense.scratch + attention.buffers + [attention.sequenceKeys, attention.sequenceValues, attention.weights16] {
+            + dense.scratch + attention.buffers + [attention.sequenceKeys, attention.sequenceValues, attention.gemmScores, attention.weights16] {
             release(s)
         }
         _ = hostFree(hostSlots)

@@ -32,9 +32,10 @@ struct DeviceAttention {
     var failure: String?
     /// A sequence with at least this many tokens in a batch takes the
     /// products of `CUDAAttentionGEMM.swift` (0: none does), and how many
-    /// have; its keys and values gathered contiguous, and the BF16 weights.
+    /// have; its keys and values gathered contiguous, the scores and their
+    /// BF16 weights.
     var gemmMinTokens = 16, gemmSequences = 0
-    var sequenceKeys = DeviceScratch(), sequenceValues = DeviceScratch(), weights16 = DeviceScratch()
+    var sequenceKeys = DeviceScratch(), sequenceValues = DeviceScratch(), gemmScores = DeviceScratch(), weights16 = DeviceScratch()
 
     enum Buffer: Int, CaseIterable {
         case queries, keys, values, index, output, scores, valuePieces

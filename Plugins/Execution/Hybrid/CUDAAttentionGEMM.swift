@@ -81,9 +81,10 @@ extension CUDAAccelerator {
         }
         // Scores (and BF16 weights), `[token][head][ctx]`, a chunk of tokens at a time.
         let chunk = max(1, min(s.tokens.count, attention.chunkBytes / ((f32 ? 4 : 6) * h * ctx)))
-        let scores = try buffer(.scores, bytes: chunk * h * ctx * 4)
+        // On the device alone: the host never reads them.
+        try grow(&attention.gemmScores, to: chunk * h * ctx * 4, pinned: false, "attention scores")
         if !f32 { try grow(&attention.weights16, to: chunk * h * ctx * 2, pinned: false, "attention weights") }
-        let weights = f32 ? scores.device : attention.weights16.device
+        let scores = attention.gemmScores, weights = f32 ? scores.device : attention.weights16.device
         var threads = 1
         while threads < min(ctx, attention.softmaxThreads) { threads *= 2 }
         var t0 = s.tokens.lowerBound
