@@ -26,7 +26,8 @@
 #    the GPU (4), uploading every cold expert (5), experts alone on the GPU
 #    (6), expert rows crossing per assignment, device_combine off (7), the
 #    residual stream sent back every MoE layer, device_residual off (8),
-#    prompts' attention through the kernels instead of cuBLAS's products (9).
+#    prompts' attention through the kernels instead of cuBLAS's products, on
+#    4000-token prompts (9).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: scripts/gpu-check.sh BUNDLE [OUT_DIR]}
@@ -121,11 +122,11 @@ fi
 # 3-9. Speed: each one `switchyard ab` run on the same workload, B/A ratios.
 WORK="--num-prompts 64 --input-len 256 --output-len 32 --request-rate inf --seed 1 --max-num-seqs 64 --max-num-batched-tokens 2048"
 HYBRID="--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\"}'"
-ab() {  # step name what A
+ab() {  # step name what A [workload, described]
   want "$1" || return 0
   big
-  log "$1. speed, $3 against hybrid (64 requests x 256 prompt / 32 output tokens, all at t=0)"
-  "$SY" ab --model "$BIG" $WORK --a "$4" --b "$HYBRID" --save-result "$OUT/ab-$2.json" > "$OUT/ab-$2.txt" 2>&1
+  log "$1. speed, $3 against hybrid (${6:-64 requests x 256 prompt / 32 output tokens}, all at t=0)"
+  "$SY" ab --model "$BIG" ${5:-$WORK} --a "$4" --b "$HYBRID" --save-result "$OUT/ab-$2.json" > "$OUT/ab-$2.txt" 2>&1
   tail -15 "$OUT/ab-$2.txt" | tee -a "$OUT/summary.txt"
 }
 hybrid_with() { echo "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",$1}'"; }
@@ -139,7 +140,10 @@ ab 7 rows-vs-summed "expert rows per assignment (device_combine off)" "$(hybrid_
 # The residual stream over and back every MoE layer against kept on the GPU
 # (hybrid_gpu_host_waits and hybrid_gpu_residual_bytes in both results).
 ab 8 residual-each-layer "the residual stream sent back each layer (device_residual off)" "$(hybrid_with '"device_residual":false')"
-# Prompts' attention through the kernels against through cuBLAS's products
-# (hybrid_gpu_attention_gemm_sequences in both results; TTFT is the figure).
-ab 9 attention-kernels "prompts' attention through the kernels (attention_gemm_min_tokens 0)" "$(hybrid_with '"attention_gemm_min_tokens":0')"
+# Prompts' attention through the kernels against through cuBLAS's products,
+# on long prompts, where attention weighs (hybrid_gpu_attention_gemm_sequences
+# in both results; TTFT is the figure).
+ab 9 attention-kernels "prompts' attention through the kernels (attention_gemm_min_tokens 0)" "$(hybrid_with '"attention_gemm_min_tokens":0')" \
+  "--num-prompts 8 --input-len 4000 --output-len 8 --request-rate inf --seed 1 --max-num-seqs 8 --max-num-batched-tokens 4096" \
+  "8 requests x 4000 prompt / 8 output tokens"
 log "done (steps: $STEPS) $(date -u +%FT%TZ)"
