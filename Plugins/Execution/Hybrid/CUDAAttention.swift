@@ -348,7 +348,9 @@ extension CUDAAccelerator {
         try launch(.kvStore, count: t * words, [.pointer(k16), .pointer(latentValues == nil ? v16 : k16), .pointer(x.slots),
                                                 .pointer(attention.keys[layer]), .pointer(values), .int32(Int32(words))])
         // Long prompts' tokens through cuBLAS (`CUDAAttentionGEMM.swift`),
-        // the rest through the kernels below.
+        // the rest through the kernels below; grouped-query prompts only
+        // where the CPU rounds attention weights to BF16, as the second
+        // product takes them.
         let gemm = latentValues != nil || b.roundsToBF16 ? gemmSequences(b) : []
         if !gemm.isEmpty { try uploadSequenceSlots(gemm, b) }
         var start = 0
