@@ -584,12 +584,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     }
 
     /// `scratch` holding at least `bytes`, with a pinned host twin if
-    /// `pinned`; it doubles when it grows, and what it replaces is freed
-    /// once the compute stream is done with it.
+    /// `pinned`; it doubles when it grows (from 256 KiB at least, so the
+    /// small buffers decode steps need, a context one longer each step,
+    /// do not grow every few steps), and what it replaces is freed once
+    /// the compute stream is done with it (a host wait).
     func grow(_ scratch: inout DeviceScratch, to bytes: Int, pinned: Bool, _ what: String) throws {
         guard bytes > scratch.bytes else { return }
         try wait(compute)
-        let size = max(bytes, 2 * scratch.bytes)
+        let size = max(bytes, 2 * scratch.bytes, 256 << 10)
         release(scratch)
         scratch = DeviceScratch()
         try check("cuMemAlloc (\(what))", memAlloc(&scratch.device, size))

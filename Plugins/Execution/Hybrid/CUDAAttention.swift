@@ -52,6 +52,15 @@ struct DeviceAttention {
         case sequenceSlots
         /// `residualLogits`': the rows that get logits.
         case logitsRows
+
+        /// Buffers the host never touches (`deviceBuffer`).
+        var deviceOnly: Bool {
+            switch self {
+            case .scores, .valuePieces, .qkvRows, .outputBF16, .normedRows, .latentQueryA, .latentQueryA16, .latentQueries, .latentValues,
+                 .latentValues16: true
+            default: false
+            }
+        }
     }
 }
 
@@ -374,30 +383,30 @@ extension CUDAAccelerator {
         // Per (token, head): its scores, and the values' sums per piece.
         let per = (maxContext + attention.valuePiece - 1) / attention.valuePiece
         let chunk = max(1, min(range.count, attention.chunkBytes / (4 * h * (maxContext + per * vd))))
-        let scores = try buffer(.scores, bytes: chunk * h * maxContext * 4)
-        let valuePieces = try buffer(.valuePieces, bytes: chunk * h * per * vd * 4)
+        let scores = try deviceBuffer(.scores, bytes: chunk * h * maxContext * 4)
+        let valuePieces = try deviceBuffer(.valuePieces, bytes: chunk * h * per * vd * 4)
         var t0 = range.lowerBound
         while t0 < range.upperBound {
             let n = min(chunk, range.upperBound - t0)
             try launch(.scores, count: n * h * maxContext, [.pointer(q16), .pointer(attention.keys[layer]), .pointer(x.sequenceOf),
                                                             .pointer(x.positionOf), .pointer(x.tables), .pointer(x.tableStart),
-                                                            .pointer(scores.device), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
+                                                            .pointer(scores), .int32(Int32(h)), .int32(Int32(kvh)), .int32(Int32(d)),
                                                             .int32(Int32(bs)), .int32(Int32(maxContext)), .float(b.scale), .int32(Int32(t0)),
                                                             .int32(Int32(window)), .int32(f32)])
             var threads = 1
             while threads < min(maxContext, attention.softmaxThreads) { threads *= 2 }
             // Without sinks any valid address stands in (not read).
             try launch(.softmax, blocks: n * h, threads: threads,
-                       [.pointer(scores.device), .pointer(x.positionOf), .pointer(sinks != 0 ? sinks : scores.device), .int32(Int32(h)),
+                       [.pointer(scores), .pointer(x.positionOf), .pointer(sinks != 0 ? sinks : scores), .int32(Int32(h)),
                         .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(b.roundsToBF16 ? 1 : 0), .int32(Int32(window)),
                         .int32(sinks != 0 ? 1 : 0), .int32(0)])
-            try launch(.valuesPieces, count: n * h * per * vd, [.pointer(scores.device), .pointer(values),
+            try launch(.valuesPieces, count: n * h * per * vd, [.pointer(scores), .pointer(values),
                                                                 .pointer(x.sequenceOf), .pointer(x.positionOf), .pointer(x.tables),
-                                                                .pointer(x.tableStart), .pointer(valuePieces.device), .int32(Int32(h)),
+                                                                .pointer(x.tableStart), .pointer(valuePieces), .int32(Int32(h)),
                                                                 .int32(Int32(kvh)), .int32(Int32(d)), .int32(Int32(vd)), .int32(Int32(bs)),
                                                                 .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(window)),
                                                                 .int32(Int32(attention.valuePiece)), .int32(f32)])
-            try launch(.valuesSum, count: n * h * vd, [.pointer(valuePieces.device), .pointer(output), .int32(Int32(h)), .int32(Int32(vd)),
+            try launch(.valuesSum, count: n * h * vd, [.pointer(valuePieces), .pointer(output), .int32(Int32(h)), .int32(Int32(vd)),
                                                       .int32(Int32(maxContext)), .int32(Int32(t0)), .int32(Int32(attention.valuePiece))])
             t0 += n
         }
@@ -450,9 +459,18 @@ extension CUDAAccelerator {
 
     /// One pair of pinned host and device buffers of at least `bytes`.
     func buffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> (host: UnsafeMutableRawPointer, device: UInt64) {
+        precondition(!which.deviceOnly, "attention \(which) has no host buffer")
         try grow(&attention.buffers[which.rawValue], to: bytes, pinned: true, "attention \(which)")
         let b = attention.buffers[which.rawValue]
         return (b.host!, b.device)
+    }
+
+    /// A device buffer of at least `bytes` the host never reads or writes
+    /// (no pinned twin: pinned memory is the host's to lose).
+    func deviceBuffer(_ which: DeviceAttention.Buffer, bytes: Int) throws -> UInt64 {
+        precondition(which.deviceOnly, "attention \(which) has a host buffer")
+        try grow(&attention.buffers[which.rawValue], to: bytes, pinned: false, "attention \(which)")
+        return attention.buffers[which.rawValue].device
     }
 }
 

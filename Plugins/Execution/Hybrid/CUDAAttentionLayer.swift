@@ -290,7 +290,7 @@ extension CUDAAccelerator {
         guard dense.output[layer].rows == h else {
             throw HybridSetupError("layer \(layer)'s o_proj on the device does not match the hidden size \(h)")
         }
-        let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try buffer(.normedRows, bytes: t * h * 4)
+        let residual = try buffer(.residual, bytes: t * h * 4), normedRows = try deviceBuffer(.normedRows, bytes: t * h * 4)
         let input = try buffer(.layerInput, bytes: t * h * 2)
         if !held {
             residual.host.assumingMemoryBound(to: Float.self).update(from: hidden, count: t * h)
@@ -299,7 +299,7 @@ extension CUDAAccelerator {
         }
         func norm(_ weights: UInt64, adding: UInt64?, into rows16: UInt64) throws {
             try rmsNorm(residual.device, tokens: t, ld: h, offset: 0, width: h, groups: 1, weights: weights, adding: adding,
-                        into: (normedRows.device, rows16))
+                        into: (normedRows, rows16))
         }
         try norm(parts.inputNorm, adding: nil, into: input.device)
         let kn = b.numKVHeads * b.headDim
@@ -380,7 +380,7 @@ extension CUDAAccelerator {
         try check("cuMemcpyHtoDAsync (RoPE angles)", copyHtoD(angles.device, angles.host, 2 * t * half * 4, compute))
         let index = try uploadIndex(b)
         // q/k/v in Float32, then what the CPU does to them, in its order.
-        let qkv = try buffer(.qkvRows, bytes: t * row * 4).device
+        let qkv = try deviceBuffer(.qkvRows, bytes: t * row * 4)
         try gemm(rows: row, tokens: t, k: w.cols, weights: w.address, input: input, output: qkv)
         if parts.bias != 0 { try launch(.addBias, count: t * row, [.pointer(qkv), .pointer(parts.bias), .int32(Int32(row))]) }
         func norm(_ weights: UInt64, offset: Int, width: Int, groups: Int) throws {
@@ -413,7 +413,7 @@ extension CUDAAccelerator {
         let attended = try buffer(.output, bytes: t * qn * 4).device
         try queueAttention(layer: layer, b, index: index, q16: q16, k16: k16, v16: v16, output: attended, window: parts.window,
                            sinks: parts.sinks)
-        let attended16 = try buffer(.outputBF16, bytes: t * qn * 2).device
+        let attended16 = try deviceBuffer(.outputBF16, bytes: t * qn * 2)
         try launch(.roundBF16, count: t * qn, [.pointer(attended), .pointer(attended16)])
         let projected = try buffer(.projected, bytes: t * o.rows * 4)
         try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: attended16, output: projected.device)

@@ -98,12 +98,12 @@ extension CUDAAccelerator {
         let cos = angles.device, sin = angles.device + UInt64(t * half * 4)
         let index = try uploadIndex(b)
         // The query, per head [nope | rope], in Float32.
-        let query = try buffer(.qkvRows, bytes: t * heads * qhd * 4).device
+        let query = try deviceBuffer(.qkvRows, bytes: t * heads * qhd * 4)
         if projections.query.address != 0 {
             try gemm(rows: heads * qhd, tokens: t, k: hidden, weights: projections.query.address, input: input, output: query)
         } else {
             let rank = projections.queryA.rows
-            let qa = try buffer(.latentQueryA, bytes: t * rank * 4).device, qa16 = try buffer(.latentQueryA16, bytes: t * rank * 2).device
+            let qa = try deviceBuffer(.latentQueryA, bytes: t * rank * 4), qa16 = try deviceBuffer(.latentQueryA16, bytes: t * rank * 2)
             try gemm(rows: rank, tokens: t, k: hidden, weights: projections.queryA.address, input: input, output: qa)
             if parts.queryABias != 0 { try launch(.addBias, count: t * rank, [.pointer(qa), .pointer(parts.queryABias), .int32(Int32(rank))]) }
             try rmsNorm(qa, tokens: t, ld: rank, offset: 0, width: rank, groups: 1, weights: parts.queryANorm, epsilon: eps)
@@ -122,7 +122,7 @@ extension CUDAAccelerator {
         // matrix their storage is), then the rotated rope part.
         let query16 = try buffer(.queries, bytes: t * heads * qhd * 2).device
         try launch(.roundBF16, count: t * heads * qhd, [.pointer(query), .pointer(query16)])
-        let absorbed = try buffer(.latentQueries, bytes: t * heads * width * 4).device
+        let absorbed = try deviceBuffer(.latentQueries, bytes: t * heads * width * 4)
         try stridedGemm(transposingA: false, m: r, n: t, k: nope, a: parts.kvB.address, lda: r, strideA: perHead * r,
                         b: query16, ldb: heads * qhd, strideB: qhd, c: absorbed, ldc: heads * width, strideC: width, batch: heads)
         try launch(.latentQueryRope, count: t * heads * m.ropeDim, [.pointer(query), .pointer(absorbed), .int32(Int32(heads)),
@@ -135,12 +135,12 @@ extension CUDAAccelerator {
         try queueAttention(layer: layer, b, index: index, q16: absorbed, k16: rows.device, v16: 0, output: latentOut, latentValues: r)
         // Each head's latent output up through W_UV (the head's last
         // `valueDim` rows of kv_b_proj), then o_proj.
-        let latentOut16 = try buffer(.outputBF16, bytes: t * heads * r * 2).device
+        let latentOut16 = try deviceBuffer(.outputBF16, bytes: t * heads * r * 2)
         try launch(.roundBF16, count: t * heads * r, [.pointer(latentOut), .pointer(latentOut16)])
-        let values = try buffer(.latentValues, bytes: t * heads * dv * 4).device
+        let values = try deviceBuffer(.latentValues, bytes: t * heads * dv * 4)
         try stridedGemm(transposingA: true, m: dv, n: t, k: r, a: parts.kvB.address + UInt64(nope * r * 2), lda: r, strideA: perHead * r,
                         b: latentOut16, ldb: heads * r, strideB: r, c: values, ldc: heads * dv, strideC: dv, batch: heads)
-        let values16 = try buffer(.latentValues16, bytes: t * heads * dv * 2).device
+        let values16 = try deviceBuffer(.latentValues16, bytes: t * heads * dv * 2)
         try launch(.roundBF16, count: t * heads * dv, [.pointer(values), .pointer(values16)])
         let projected = try buffer(.projected, bytes: t * o.rows * 4)
         try gemm(rows: o.rows, tokens: t, k: o.cols, weights: o.address, input: values16, output: projected.device)

@@ -137,16 +137,16 @@ extension CUDAAccelerator {
         guard n > 0 else { return true }
         do {
             try makeCurrent()
-            let index = try buffer(.logitsRows, bytes: n * 4), gathered = try buffer(.normedRows, bytes: n * h * 4)
+            let index = try buffer(.logitsRows, bytes: n * 4), gathered = try deviceBuffer(.normedRows, bytes: n * h * 4)
             try grow(&dense.inputRows, to: n * h * 2, pinned: true, "dense inputs")
             try grow(&dense.outputRows, to: n * vocab * 4, pinned: true, "dense outputs")
             index.host.assumingMemoryBound(to: Int32.self).update(from: rows.baseAddress!, count: n)
             try check("cuMemcpyHtoDAsync (logits rows)", copyHtoD(index.device, index.host, n * 4, compute))
             let residualRows = attention.buffers[DeviceAttention.Buffer.residual.rawValue].device
-            try launch(.gatherRows, count: n * 2 * h, [.pointer(residualRows), .pointer(index.device), .pointer(gathered.device),
+            try launch(.gatherRows, count: n * 2 * h, [.pointer(residualRows), .pointer(index.device), .pointer(gathered),
                                                        .int32(Int32(2 * h))])
-            try rmsNorm(gathered.device, tokens: n, ld: h, offset: 0, width: h, groups: 1, weights: dense.finalNorm,
-                        into: (gathered.device, dense.inputRows.device))
+            try rmsNorm(gathered, tokens: n, ld: h, offset: 0, width: h, groups: 1, weights: dense.finalNorm,
+                        into: (gathered, dense.inputRows.device))
             try gemm(rows: vocab, tokens: n, k: h, weights: dense.lmHead.address, input: dense.inputRows.device,
                      output: dense.outputRows.device)
             try check("cuMemcpyDtoHAsync (logits)", copyDtoH(dense.outputRows.host!, dense.outputRows.device, n * vocab * 4, compute))
