@@ -88,16 +88,18 @@ extension CUDAAccelerator {
         case kvStore, scores, softmax, valuesPieces, valuesSum, addBias, rmsNorm, clamp, rope, splitQKV,
              roundBF16, gatherRows, combineRows, routeTokens, latentQueryRope, addLayerOutput
 
-        var name: String {
-            ["kv_store", "attn_scores", "attn_softmax_rows", "values_pieces", "values_sum", "add_bias", "rms_norm_rows",
-             "clamp_values", "rope_rotate", "split_qkv", "round_bf16", "gather_rows_bf16", "combine_rows", "route_tokens",
-             "latent_query_rope", "add_layer_output"][rawValue]
-        }
+        /// Each kernel's name in the source and the parameters it declares,
+        /// the count last (checked against the PTX in the tests): a launch
+        /// passing another number is refused, since a kernel would read a
+        /// missing one as garbage. Made once: launches read it.
+        private static let table: [(name: String, parameters: Int)] = [
+            ("kv_store", 7), ("attn_scores", 17), ("attn_softmax_rows", 11), ("values_pieces", 18), ("values_sum", 8), ("add_bias", 4),
+            ("rms_norm_rows", 13), ("clamp_values", 3), ("rope_rotate", 11), ("split_qkv", 9), ("round_bf16", 3), ("gather_rows_bf16", 5),
+            ("combine_rows", 7), ("route_tokens", 13), ("latent_query_rope", 9), ("add_layer_output", 8),
+        ]
 
-        /// The parameters its source declares, the count last (checked
-        /// against the PTX in the tests): a launch passing another number is
-        /// refused, since a kernel would read a missing one as garbage.
-        var parameters: Int { [7, 17, 11, 18, 8, 4, 13, 3, 11, 9, 3, 5, 7, 13, 9, 8][rawValue] }
+        var name: String { Self.table[rawValue].name }
+        var parameters: Int { Self.table[rawValue].parameters }
     }
 
     static let kernelNames = DeviceKernel.allCases.map(\.name)
