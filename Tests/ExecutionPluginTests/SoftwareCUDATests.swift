@@ -100,6 +100,60 @@ import Testing
         #expect(SoftwareCUDA.error.contains("past its allocation of 12"))
     }
 
+    /// A matrix that starts inside an element of its type: cuBLAS on a GPU
+    /// fails it as a misaligned address, and so does this device.
+    @Test func aProductStartingInsideAnElementIsAMisalignedAddress() throws {
+        SoftwareCUDA.reset()
+        defer { SoftwareCUDA.reset() }
+        let d = try Driver()
+        let s = try d.stream()
+        let blasLibrary = try CUDALibraries.open(["libcublas.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+        let gemm = try A.symbol(blasLibrary, "cublasGemmEx", A.GemmEx.self)
+        var handle: OpaquePointer?
+        #expect(try A.symbol(blasLibrary, "cublasCreate_v2", A.BlasCreate.self)(&handle) == 0)
+        #expect(try A.symbol(blasLibrary, "cublasSetStream_v2", A.BlasSetStream.self)(handle, s) == 0)
+        let dW = try d.alloc(64), dX = try d.alloc(64), dY = try d.alloc(64)
+        var one: Float = 1, zero: Float = 0
+        // BF16 inputs may start on any even byte; a Float32 output may not start 2 bytes in.
+        #expect(gemm(handle, A.opT, A.opN, 2, 2, 3, &one, dW + 2, A.realBF16, 3, dX + 6, A.realBF16, 3, &zero, dY + 4, A.realF32, 2, A.compute32F, -1) == 0)
+        #expect(try d.f("cuStreamSynchronize", A.StreamSync.self)(s) == 0)
+        #expect(gemm(handle, A.opT, A.opN, 2, 2, 3, &one, dW, A.realBF16, 3, dX, A.realBF16, 3, &zero, dY + 2, A.realF32, 2, A.compute32F, -1) == 0)
+        #expect(try d.f("cuStreamSynchronize", A.StreamSync.self)(s) == 716)
+        #expect(SoftwareCUDA.error.contains("does not start on a whole element"))
+    }
+
+    /// A kernel that reads a float from an address 2 bytes into one: an x86
+    /// host reads it, a GPU stops the kernel. Kernels here are built with
+    /// the alignment sanitizer trapping, so the test process stops, naming
+    /// the kernel.
+    @Test func aKernelsMisalignedAccessStopsTheProcess() async {
+        await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+            let d = try Driver()
+            let s = try d.stream()
+            let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+            let ptx = try A.compileKernel(nvrtc: nvrtc, source: """
+                extern "C" __global__ void read_inside(const unsigned short* in, float* out, long long count) {
+                    out[0] = *(const float*)(in + 1);
+                }
+                """)
+            var module: OpaquePointer?, f: OpaquePointer?
+            _ = try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) }
+            _ = try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, "read_inside")
+            var input = try d.alloc(16), output = try d.alloc(16), count: Int64 = 1
+            _ = try withUnsafeMutablePointer(to: &input) { i in
+                try withUnsafeMutablePointer(to: &output) { o in
+                    try withUnsafeMutablePointer(to: &count) { c in
+                        var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(i), UnsafeMutableRawPointer(o), UnsafeMutableRawPointer(c)]
+                        return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, 1, 1, 1, 1, 1, 1, 0, s, &params, nil)
+                    }
+                }
+            }
+            _ = try d.f("cuStreamSynchronize", A.StreamSync.self)(s)
+        }.map { result in
+            #expect(String(decoding: result.standardErrorContent, as: UTF8.self).contains("kernel read_inside made a misaligned access"))
+        }
+    }
+
     /// Threads a barrier does not order run in either order, from one
     /// launch of a kernel to the next (a GPU promises neither): the last
     /// thread to write a value is the block's last one, then its first.

@@ -32,6 +32,12 @@
 //   barriers the next lower thread), so a kernel whose result depends on
 //   which of two unordered threads runs first gives different numbers
 //   from one launch to the next, as it may on a GPU.
+// - Alignment: kernels are built with the alignment sanitizer, trapping, so
+//   a load or store of a type at an address not a multiple of its size (say
+//   a float read two bytes into one, which an x86 host does quietly) stops
+//   the process naming the kernel, as a GPU stops the kernel with
+//   CUDA_ERROR_MISALIGNED_ADDRESS; a product whose matrix starts inside an
+//   element of its type is that sticky error.
 //
 // What it cannot show: speed, the GPU's own rounding order, and races
 // between threads that a barrier does not order other than by those two
@@ -41,6 +47,7 @@
 #include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,7 +63,7 @@ typedef int CUresult;
 enum {
     CUDA_SUCCESS = 0, CUDA_ERROR_INVALID_VALUE = 1, CUDA_ERROR_OUT_OF_MEMORY = 2, CUDA_ERROR_NO_DEVICE = 100,
     CUDA_ERROR_INVALID_DEVICE = 101, CUDA_ERROR_INVALID_IMAGE = 200, CUDA_ERROR_INVALID_CONTEXT = 201,
-    CUDA_ERROR_INVALID_HANDLE = 400, CUDA_ERROR_NOT_FOUND = 500, CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+    CUDA_ERROR_INVALID_HANDLE = 400, CUDA_ERROR_NOT_FOUND = 500, CUDA_ERROR_ILLEGAL_ADDRESS = 700, CUDA_ERROR_MISALIGNED_ADDRESS = 716,
     CUDA_ERROR_LAUNCH_FAILED = 719,
 };
 enum { CUBLAS_OK = 0, CUBLAS_NOT_INITIALIZED = 1, CUBLAS_INVALID_VALUE = 7, CUBLAS_EXECUTION_FAILED = 13, CUBLAS_NOT_SUPPORTED = 15 };
@@ -126,6 +133,18 @@ static unsigned char *device_bytes(uint64_t dev, size_t bytes, const char *what)
 
 static void *kernel_pointer(unsigned long long dev) { return device_bytes(dev, 1, "a kernel's pointer argument"); }
 
+static const char *running_kernel;
+
+static void misaligned_access(int signal) {
+    (void)signal;
+    static const char head[] = "software CUDA: kernel ";
+    static const char tail[] = " made a misaligned access (a GPU fails it with CUDA_ERROR_MISALIGNED_ADDRESS)\n";
+    write(2, head, sizeof head - 1);
+    if (running_kernel) write(2, running_kernel, strlen(running_kernel));
+    write(2, tail, sizeof tail - 1);
+    abort();
+}
+
 static int is_pinned(const void *p, size_t bytes) {
     const unsigned char *c = p;
     for (int i = 0; i < pinned_count; i++)
@@ -146,6 +165,7 @@ typedef struct kernel {
     void (*run)(void **args, const unsigned *grid, const unsigned *block, void *(*translate)(unsigned long long));
     const size_t *sizes;
     int nargs;
+    char name[128];
 } kernel;
 
 typedef struct op {
@@ -194,6 +214,12 @@ static void execute_gemm(op *o) {
     const unsigned char *b = k ? device_bytes(o->gemm.b, ((b_cols - 1) * o->gemm.ldb + b_rows) * type_size(o->gemm.btype), "cublasGemmEx B") : NULL;
     unsigned char *c = device_bytes(o->gemm.c, ((size_t)(n - 1) * o->gemm.ldc + m) * type_size(o->gemm.ctype), "cublasGemmEx C");
     if ((k && (!a || !b)) || !c) return;
+    // cuBLAS reads and writes whole elements: a matrix that starts inside
+    // one is a misaligned address on a GPU.
+    if ((k && (o->gemm.a % type_size(o->gemm.atype) || o->gemm.b % type_size(o->gemm.btype))) || o->gemm.c % type_size(o->gemm.ctype)) {
+        fail(CUDA_ERROR_MISALIGNED_ADDRESS, "cublasGemmEx: a matrix does not start on a whole element of its type");
+        return;
+    }
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {
             float sum = 0;
@@ -245,7 +271,21 @@ static void execute(op *o, stream *s, int depth) {
             execute_gemm(&one);
         }
         break;
-    case OP_KERNEL: o->launch.f->run(o->launch.args, o->launch.grid, o->launch.block, kernel_pointer); break;
+    case OP_KERNEL: {
+        // Kernels are built with the alignment sanitizer trapping (SIGILL):
+        // a load or store of a type at an address not a multiple of its
+        // size, which a GPU stops with CUDA_ERROR_MISALIGNED_ADDRESS and an
+        // x86 host would do quietly. The handler names it; it is only
+        // installed while a kernel runs, so Swift's own traps stay Swift's.
+        struct sigaction trap = {0}, previous;
+        trap.sa_handler = misaligned_access;
+        sigaction(SIGILL, &trap, &previous);
+        running_kernel = o->launch.f->name;
+        o->launch.f->run(o->launch.args, o->launch.grid, o->launch.block, kernel_pointer);
+        running_kernel = NULL;
+        sigaction(SIGILL, &previous, NULL);
+        break;
+    }
     case OP_RECORD: if (o->ev->completed < o->seq) o->ev->completed = o->seq; break;
     case OP_WAIT:
         if (o->ev->completed < o->seq) {
@@ -569,6 +609,7 @@ CUresult cuModuleGetFunction(kernel **out, module *m, const char *name) {
     k->run = (void (*)(void **, const unsigned *, const unsigned *, void *(*)(unsigned long long)))run;
     k->sizes = sizes;
     k->nargs = *nargs;
+    snprintf(k->name, sizeof k->name, "%s", name);
     *out = k;
     RETURN(CUDA_SUCCESS);
 }
@@ -920,7 +961,7 @@ int nvrtcCompileProgram(program *p, int n, const char *const *options) {
     fputs(text, f);
     fclose(f);
     free(text);
-    snprintf(command, sizeof command, "'%s' -x c -std=gnu11 -O1 -shared -fPIC -o %s %s -lm > %s 2>&1", compiler, so_path, c_path, log_path);
+    snprintf(command, sizeof command, "'%s' -x c -std=gnu11 -O1 -fsanitize=alignment -fsanitize-undefined-trap-on-error -shared -fPIC -o %s %s -lm > %s 2>&1", compiler, so_path, c_path, log_path);
     int status = system(command);
     free(p->log);
     p->log = read_file(log_path);

@@ -517,7 +517,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
 
     /// The cuBLAS entry points this accelerator calls, for checking a
     /// library before relying on it.
-    static let cublasSymbols = ["cublasCreate_v2", "cublasSetStream_v2", "cublasGemmEx", "cublasGemmBatchedEx"]
+    static let cublasSymbols = ["cublasCreate_v2", "cublasSetStream_v2", "cublasGemmEx", "cublasGemmBatchedEx", "cublasGemmStridedBatchedEx"]
 
     /// Host-to-device bytes/s for one expert's weights through the upload
     /// ring (pinned staging and the copy), the GPU's FLOP/s on a 256-token
