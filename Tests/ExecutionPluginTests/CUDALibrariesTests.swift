@@ -61,6 +61,28 @@ import Testing
         #expect(dirs.contains("/usr/local/cuda/lib64") && dirs.last == "/usr/lib/wsl/lib")
     }
 
+    /// A CUDA 13 cuBLAS or NVRTC needs a CUDA 13 driver; a CUDA 12 one
+    /// runs on both, so a CUDA 12 driver looks for CUDA 12 libraries only.
+    @Test func librariesAreLookedForByTheDriversMajorVersion() {
+        #expect(CUDALibraries.sonames("libcublas", driverVersion: 13000) == ["libcublas.so.13", "libcublas.so.12", "libcublas.so"])
+        #expect(CUDALibraries.sonames("libnvrtc", driverVersion: 12080) == ["libnvrtc.so.12", "libnvrtc.so"])
+        #expect(CUDALibraries.sonames("libnvrtc", driverVersion: 14010) == ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"])
+        #expect(CUDALibraries.sonames("libnvrtc", driverVersion: nil) == ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"])
+    }
+
+    /// Only a CUDA 13 cuBLAS beside a CUDA 12.8 driver: the error says the
+    /// library is too new for the driver and how to fix it, not "not found".
+    @Test func aLibraryNewerThanTheDriverIsNamedAsTheMismatch() throws {
+        let dir = try SoftwareCUDA.directory.get()
+        let result = CUDALibraries.open("libcublas", driverVersion: 12080, searchPath: [dir], systemSearch: false)
+        guard case .failure(let error) = result else { Issue.record("a CUDA 13 library was taken for a CUDA 12 driver"); return }
+        #expect(error == .libraryNeedsNewerDriver(path: dir + "/libcublas.so.13", driverVersion: 12080))
+        #expect(error.description.contains("is a CUDA 13 library, but the driver is CUDA 12.8, which cannot run it"))
+        #expect(error.description.contains("pip install nvidia-cublas-cu12 nvidia-cuda-nvrtc-cu12"))
+        // A CUDA 13 driver takes it.
+        #expect((try? CUDALibraries.open("libcublas", driverVersion: 13000, searchPath: [dir], systemSearch: false).get().path) == dir + "/libcublas.so.13")
+    }
+
     @Test func probeWithoutLibrariesReportsEachMissingPiece() throws {
         let dir = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -97,6 +119,21 @@ import Testing
             #expect(ptx.contains(".visible .entry \(name)("), "\(name)")
             #expect(ptx.contains("\(name)_param_\(parameters - 1)") && !ptx.contains("\(name)_param_\(parameters)"), "\(name)")
         }
+    }
+
+    /// The cubin the accelerator loads on an H100 or H200 (sm_90): the
+    /// real NVRTC runs ptxas on every kernel, so this is the GPU's own
+    /// assembler accepting them; an architecture NVRTC does not know is
+    /// the error the accelerator falls back to PTX on.
+    @Test(.enabled(if: nvrtc != nil, "NVRTC is not installed"))
+    func kernelsAssembleToACubinForSM90AndAnUnknownArchitectureIsRefused() throws {
+        let cubin = try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!, architecture: 90)
+        #expect(cubin.count > 10_000)
+        #expect(cubin.prefix(4).map { UInt8(bitPattern: $0) } == [0x7F, 0x45, 0x4C, 0x46])  // an ELF image
+        #expect(throws: NVRTCUnknownArchitecture.self) { try CUDAAccelerator.compileKernel(nvrtc: Self.nvrtc!, architecture: 990) }
+        let image = try CUDAAccelerator.compileModule(nvrtc: Self.nvrtc!, computeCapability: 990)
+        #expect(image.target == "PTX" && CUDAAccelerator.text(image.bytes).contains(".visible .entry silu_mul_bf16("))
+        #expect(CUDAAccelerator.version(of: Self.nvrtc!).hasPrefix("1"))
     }
 
     @Test(.enabled(if: cublas != nil, "cuBLAS is not installed"))

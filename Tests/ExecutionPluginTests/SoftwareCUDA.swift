@@ -79,6 +79,15 @@ enum SoftwareCUDA {
         function("softcuda_refuse_batched", Refuse.self)(refuse ? 1 : 0)
     }
 
+    /// The device's compute capability (major * 10 + minor), the newest
+    /// `sm_` NVRTC compiles for, and whether the driver compiles NVRTC's
+    /// PTX (one older than the NVRTC does not); `reset` restores 90, 120,
+    /// true.
+    static func configureToolkit(computeCapability: Int, nvrtcNewestArchitecture: Int, driverTakesPTX: Bool) {
+        typealias Configure = @convention(c) (Int32, Int32, Int32) -> Void
+        function("softcuda_configure_toolkit", Configure.self)(Int32(computeCapability), Int32(nvrtcNewestArchitecture), driverTakesPTX ? 1 : 0)
+    }
+
     /// Fails the launch `after` launches from now, for good (a sticky
     /// CUDA_ERROR_LAUNCH_FAILED, as a faulting kernel leaves the context).
     static func failLaunch(after: Int) {
@@ -100,7 +109,7 @@ enum SoftwareCUDA {
         return String(cString: function("softcuda_error", ErrorText.self)())
     }
 
-    /// Clears the sticky error and the counters.
+    /// Clears the sticky error and the counters, and restores the toolkit's defaults.
     static func reset() {
         typealias Reset = @convention(c) () -> Void
         function("softcuda_reset", Reset.self)()

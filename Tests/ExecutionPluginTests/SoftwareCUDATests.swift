@@ -154,6 +154,58 @@ import Testing
         }
     }
 
+    /// A cubin runs on its own architecture (at its minor version or
+    /// above), PTX only on a driver at least as new as the NVRTC that wrote
+    /// it: the device refuses the rest with the GPU's codes.
+    @Test func aCubinLoadsOnlyOnItsArchitectureAndPTXOnlyOnANewEnoughDriver() throws {
+        SoftwareCUDA.reset()
+        defer { SoftwareCUDA.reset() }
+        let d = try Driver()
+        let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+        let source = #"extern "C" __global__ void one(float* out, long long count) { out[0] = 1; }"#
+        func load(_ image: [CChar]) throws -> Int32 {
+            var module: OpaquePointer?
+            return try image.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) }
+        }
+        let sm90 = try A.compileKernel(nvrtc: nvrtc, source: source, architecture: 90)
+        let sm80 = try A.compileKernel(nvrtc: nvrtc, source: source, architecture: 80)
+        let ptx = try A.compileKernel(nvrtc: nvrtc, source: source)
+        #expect(try load(sm90) == 0 && load(ptx) == 0)
+        #expect(try load(sm80) == 209)  // CUDA_ERROR_NO_BINARY_FOR_GPU
+        SoftwareCUDA.configureToolkit(computeCapability: 90, nvrtcNewestArchitecture: 120, driverTakesPTX: false)
+        #expect(try load(sm90) == 0)
+        #expect(try load(ptx) == 222)  // CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+        SoftwareCUDA.configureToolkit(computeCapability: 90, nvrtcNewestArchitecture: 89, driverTakesPTX: true)
+        #expect(throws: NVRTCUnknownArchitecture.self) { try A.compileKernel(nvrtc: nvrtc, source: source, architecture: 90) }
+    }
+
+    /// The accelerator compiles its kernels for the GPU it runs on (a
+    /// cubin for compute 9.0), so they load on a driver that could not
+    /// compile NVRTC's PTX; with an NVRTC older than the GPU it falls back
+    /// to PTX; where neither loads, the error names both versions and the
+    /// fix.
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"),
+          arguments: [(120, true, "sm_90"), (120, false, "sm_90"), (89, true, "PTX"), (89, false, nil)] as [(Int, Bool, String?)])
+    func kernelsAreACubinForTheGPUWhereNVRTCKnowsIt(nvrtcNewest: Int, driverTakesPTX: Bool, target: String?) throws {
+        let model = try Transformer(directory: PluginFixtures.defaultModel)
+        SoftwareCUDA.reset()
+        defer { SoftwareCUDA.reset() }
+        SoftwareCUDA.configureToolkit(computeCapability: 90, nvrtcNewestArchitecture: nvrtcNewest, driverTakesPTX: driverTakesPTX)
+        let make = {
+            try CUDAAccelerator(config: model.config, sampleExpert: model.weights.routedExpertsByLayer[0][0], deviceIndex: 0,
+                                budgetBytes: 0, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
+        }
+        if let target {
+            let gpu = try make()
+            #expect(gpu.kernelTarget == target)
+            #expect(gpu.detail.contains("kernels \(target)"))
+        } else {
+            let error = try #require(throws: HybridSetupError.self) { try make() }
+            #expect(error.description.contains("CUDA error 222: the CUDA 13.0 driver cannot compile the kernels, compiled by NVRTC 13.0"))
+            #expect(error.description.contains("as PTX") && error.description.contains("pip install 'nvidia-cuda-nvrtc==13.0.*'"))
+        }
+    }
+
     /// Threads a barrier does not order run in either order, from one
     /// launch of a kernel to the next (a GPU promises neither): the last
     /// thread to write a value is the block's last one, then its first.

@@ -62,7 +62,7 @@
 typedef int CUresult;
 enum {
     CUDA_SUCCESS = 0, CUDA_ERROR_INVALID_VALUE = 1, CUDA_ERROR_OUT_OF_MEMORY = 2, CUDA_ERROR_NO_DEVICE = 100,
-    CUDA_ERROR_INVALID_DEVICE = 101, CUDA_ERROR_INVALID_IMAGE = 200, CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_INVALID_DEVICE = 101, CUDA_ERROR_INVALID_IMAGE = 200, CUDA_ERROR_NO_BINARY_FOR_GPU = 209, CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222, CUDA_ERROR_INVALID_CONTEXT = 201,
     CUDA_ERROR_INVALID_HANDLE = 400, CUDA_ERROR_NOT_FOUND = 500, CUDA_ERROR_ILLEGAL_ADDRESS = 700, CUDA_ERROR_MISALIGNED_ADDRESS = 716,
     CUDA_ERROR_LAUNCH_FAILED = 719,
 };
@@ -109,6 +109,10 @@ static int refuse_batched;
 // Set by tests: the launch this many launches from now fails, as a kernel
 // that faults does (a sticky CUDA_ERROR_LAUNCH_FAILED); 0: none.
 static long long fail_launch_countdown;
+// Set by tests (softcuda_configure_toolkit): the device's compute capability
+// (major * 10 + minor), the newest sm_ NVRTC here compiles for, and whether
+// the driver can compile NVRTC's PTX (a driver older than the NVRTC cannot).
+static int compute_capability = 90, nvrtc_newest_arch = 120, driver_takes_ptx = 1;
 
 static size_t device_memory_bytes(void) { return memory_bytes; }
 
@@ -358,6 +362,13 @@ CUresult cuDeviceGetName(char *name, int len, int d) {
     snprintf(name, (size_t)len, "Software CUDA device %d (host memory)", d);
     return CUDA_SUCCESS;
 }
+CUresult cuDeviceGetAttribute(int *value, int attribute, int d) {
+    if (d < 0 || d >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+    if (attribute == 75) *value = compute_capability / 10;       // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    else if (attribute == 76) *value = compute_capability % 10;  // ..._MINOR
+    else return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
 CUresult cuDeviceTotalMem(size_t *bytes, int d) {
     if (d < 0 || d >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     *bytes = device_memory_bytes();
@@ -586,6 +597,16 @@ CUresult cuModuleLoadData(module **out, const void *image) {
     if (!at) RETURN(CUDA_ERROR_INVALID_IMAGE);  // real PTX: this device runs only its own NVRTC's output
     char path[4096];
     if (sscanf(at + 19, "%4095s", path) != 1) RETURN(CUDA_ERROR_INVALID_IMAGE);
+    // A cubin runs on its own major version at its minor or above; PTX
+    // needs a driver at least as new as the NVRTC that wrote it.
+    const char *target = strstr(text, "\n.softcuda_target ");
+    int arch = 0;
+    if (!target) RETURN(CUDA_ERROR_INVALID_IMAGE);
+    if (sscanf(target + 18, "sm_%d", &arch) == 1) {
+        if (arch / 10 != compute_capability / 10 || arch % 10 > compute_capability % 10) RETURN(CUDA_ERROR_NO_BINARY_FOR_GPU);
+    } else if (!driver_takes_ptx) {
+        RETURN(CUDA_ERROR_UNSUPPORTED_PTX_VERSION);
+    }
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!lib) RETURN(CUDA_ERROR_INVALID_IMAGE);
     module *m = calloc(1, sizeof *m);
@@ -643,6 +664,7 @@ typedef struct { const char *name; void *fn; } entry;
 static const entry entries[] = {
     {"cuInit", (void *)cuInit}, {"cuDriverGetVersion", (void *)cuDriverGetVersion}, {"cuDeviceGetCount", (void *)cuDeviceGetCount},
     {"cuDeviceGet", (void *)cuDeviceGet}, {"cuDeviceGetName", (void *)cuDeviceGetName}, {"cuDeviceTotalMem", (void *)cuDeviceTotalMem},
+    {"cuDeviceGetAttribute", (void *)cuDeviceGetAttribute},
     {"cuDevicePrimaryCtxRetain", (void *)cuDevicePrimaryCtxRetain}, {"cuDevicePrimaryCtxRelease", (void *)cuDevicePrimaryCtxRelease},
     {"cuCtxSetCurrent", (void *)cuCtxSetCurrent}, {"cuCtxSynchronize", (void *)cuCtxSynchronize}, {"cuMemGetInfo", (void *)cuMemGetInfo},
     {"cuGetErrorString", (void *)cuGetErrorString}, {"cuMemAlloc", (void *)cuMemAlloc}, {"cuMemFree", (void *)cuMemFree},
@@ -756,7 +778,7 @@ static int gemm_strided(int kind, int batch, blas_handle *h, int ta, int tb, int
 }
 
 // ---------------------------------------------------------------- NVRTC
-typedef struct { char *source, *name, *image, *log; } program;
+typedef struct { char *source, *name, *image, *log; int arch; } program;
 
 int nvrtcCreateProgram(program **out, const char *source, const char *name, int headers, const char *const *h, const char *const *hn) {
     (void)headers; (void)h; (void)hn;
@@ -935,8 +957,24 @@ static const char *prelude =
     "static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }\n"
     "static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }\n";
 
+int nvrtcVersion(int *major, int *minor) { *major = 13; *minor = 0; return 0; }
+
 int nvrtcCompileProgram(program *p, int n, const char *const *options) {
-    (void)n; (void)options;
+    // The one option taken: a real architecture (a cubin) or a virtual one
+    // (PTX); one newer than this NVRTC knows, or anything else, is
+    // NVRTC_ERROR_INVALID_OPTION, as NVRTC answers.
+    p->arch = 0;
+    for (int i = 0; i < n; i++) {
+        const char *value = !strncmp(options[i], "--gpu-architecture=", 19) ? options[i] + 19
+            : !strncmp(options[i], "-arch=", 6) ? options[i] + 6 : NULL;
+        int arch = 0, real = value && sscanf(value, "sm_%d", &arch) == 1;
+        if (!value || !(real || sscanf(value, "compute_%d", &arch) == 1) || arch > nvrtc_newest_arch) {
+            free(p->log);
+            p->log = strdup(value ? "nvrtc: error: invalid value for --gpu-architecture (-arch)\n" : "nvrtc: error: unrecognized option\n");
+            return 5;
+        }
+        p->arch = real ? arch : 0;
+    }
     char dir[] = "/tmp/softcuda-nvrtc-XXXXXX";
     if (!mkdtemp(dir)) return 1;
     // CUDA C's `extern "C"` is C++; the host compiler reads the kernel as C.
@@ -969,7 +1007,10 @@ int nvrtcCompileProgram(program *p, int n, const char *const *options) {
     free(p->image);
     size_t image_length = 0;
     p->image = NULL;
-    append(&p->image, &image_length, "// software CUDA module\n.softcuda_library %s\n%s", so_path, entries_text);
+    char target[32];
+    if (p->arch) snprintf(target, sizeof target, "sm_%d", p->arch);
+    else snprintf(target, sizeof target, "ptx");
+    append(&p->image, &image_length, "// software CUDA module\n.softcuda_library %s\n.softcuda_target %s\n%s", so_path, target, entries_text);
     free(entries_text);
     return 0;
 }
@@ -978,6 +1019,10 @@ int nvrtcGetProgramLogSize(program *p, size_t *n) { *n = p->log ? strlen(p->log)
 int nvrtcGetProgramLog(program *p, char *log) { strcpy(log, p->log ? p->log : ""); return 0; }
 int nvrtcGetPTXSize(program *p, size_t *n) { if (!p->image) return 6; *n = strlen(p->image) + 1; return 0; }
 int nvrtcGetPTX(program *p, char *ptx) { if (!p->image) return 6; strcpy(ptx, p->image); return 0; }
+// Only a program compiled for a real architecture has a cubin
+// (NVRTC_ERROR_INVALID_INPUT otherwise).
+int nvrtcGetCUBINSize(program *p, size_t *n) { if (!p->image || !p->arch) return 3; *n = strlen(p->image) + 1; return 0; }
+int nvrtcGetCUBIN(program *p, char *cubin) { if (!p->image || !p->arch) return 3; strcpy(cubin, p->image); return 0; }
 
 // ---------------------------------------------------------------- for tests
 long long softcuda_counter(const char *name) {
@@ -1009,6 +1054,11 @@ void softcuda_configure(int device_count_, long long memory, const char *c_compi
 }
 
 void softcuda_refuse_batched(int refuse) { refuse_batched = refuse; }
+void softcuda_configure_toolkit(int capability, int newest_arch, int takes_ptx) {
+    compute_capability = capability;
+    nvrtc_newest_arch = newest_arch;
+    driver_takes_ptx = takes_ptx;
+}
 void softcuda_fail_launch(long long after) { fail_launch_countdown = after; }
 
 const char *softcuda_error(void) { return sticky ? sticky_message : ""; }
@@ -1019,6 +1069,7 @@ void softcuda_reset(void) {
     sticky = CUDA_SUCCESS;
     sticky_message[0] = 0;
     fail_launch_countdown = 0;
+    compute_capability = 90, nvrtc_newest_arch = 120, driver_takes_ptx = 1;
     memset(&counters, 0, sizeof counters);
     pthread_mutex_unlock(&lock);
 }

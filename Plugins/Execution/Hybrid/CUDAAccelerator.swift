@@ -59,6 +59,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     typealias NvrtcSize = @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int>) -> Int32
     typealias NvrtcGet = @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>) -> Int32
     typealias NvrtcDestroy = @convention(c) (UnsafeMutablePointer<OpaquePointer?>) -> Int32
+    typealias NvrtcVersion = @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
 
     // cuBLAS and CUDA enum values (cublas_api.h, library_types.h, cuda.h).
     static let opN: Int32 = 0, opT: Int32 = 1, realF32: Int32 = 0, realBF16: Int32 = 14, compute32F: Int32 = 68, gemmDefault: Int32 = -1
@@ -145,6 +146,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// (`CUDAAttention.swift`), and its kernels: store, scores, softmax, values.
     var attention = DeviceAttention()
     let kernels: [OpaquePointer?]
+    /// What the loaded kernels were compiled for: "sm_90", or "PTX".
+    let kernelTarget: String
     /// `launch`'s arguments, made once: a launch allocates nothing.
     let kernelArguments = KernelArgumentSlots()
 
@@ -170,8 +173,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard deviceIndex < devices.list.count else {
             throw HybridSetupError("GPU \(deviceIndex) requested but the driver reports \(devices.list.count) device(s)")
         }
-        let blasLib = try CUDALibraries.open(["libcublas.so.13", "libcublas.so.12", "libcublas.so"], searchPath: searchPath, systemSearch: true).get()
-        let nvrtcLib = try CUDALibraries.open(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"], searchPath: searchPath, systemSearch: true).get()
+        let blasLib = try CUDALibraries.open("libcublas", driverVersion: devices.driverVersion, searchPath: searchPath, systemSearch: true).get()
+        let nvrtcLib = try CUDALibraries.open("libnvrtc", driverVersion: devices.driverVersion, searchPath: searchPath, systemSearch: true).get()
         let check = Self.check
         func symbol<F>(_ lib: OpenedLibrary, _ name: String, _ type: F.Type) throws -> F { try Self.symbol(lib, name, type) }
         func driverFunction<F>(_ name: String, _ type: F.Type) throws -> F { try driver.function(name, as: type).get() }
@@ -218,10 +221,14 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         gemmEx = try symbol(blasLib, "cublasGemmEx", GemmEx.self)
         gemmBatchedEx = blasLib.symbol("cublasGemmBatchedEx").map { unsafeBitCast($0, to: GemmBatchedEx.self) }
         gemmStridedBatchedEx = blasLib.symbol("cublasGemmStridedBatchedEx").map { unsafeBitCast($0, to: GemmStridedBatchedEx.self) }
-        // The kernel: NVRTC to PTX, which the driver compiles for this GPU.
-        let ptx = try Self.compileKernel(nvrtc: nvrtcLib)
+        let image = try Self.compileModule(nvrtc: nvrtcLib, computeCapability: devices.list[deviceIndex].computeCapability)
         var module: OpaquePointer?, function: OpaquePointer?
-        try ptx.withUnsafeBytes { try check("cuModuleLoadData", try driverFunction("cuModuleLoadData", ModuleLoadData.self)(&module, $0.baseAddress!)) }
+        let loaded = try image.bytes.withUnsafeBytes { try driverFunction("cuModuleLoadData", ModuleLoadData.self)(&module, $0.baseAddress!) }
+        guard loaded == 0 else {
+            throw HybridSetupError(Self.moduleLoadFailure(code: loaded, image: image, nvrtc: nvrtcLib, driverVersion: devices.driverVersion,
+                                                          gpu: devices.list[deviceIndex]))
+        }
+        kernelTarget = image.target
         let getFunction = try driverFunction("cuModuleGetFunction", ModuleGetFunction.self)
         try check("cuModuleGetFunction", getFunction(&function, module, "silu_mul_bf16"))
         siluMul = function
@@ -251,7 +258,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         hostSlots = host!
         self.uploadSlots = uploadSlots
         name = "gpu\(deviceIndex)"
-        detail = "\(gpu.name), \(gpu.totalBytes >> 20) MiB, CUDA driver \(devices.driverVersion) (GPU path checked on a software device only)"
+        detail = "\(gpu.name), \(gpu.totalBytes >> 20) MiB, CUDA driver \(devices.driverVersion), kernels \(image.target) "
+            + "(GPU path checked on a software device only)"
     }
 
     deinit {
@@ -489,18 +497,79 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The kernels as the driver loads them, and what they were built for.
+    struct KernelImage {
+        var bytes: [CChar]
+        /// "sm_90" for a cubin, "PTX" for PTX the driver compiles.
+        var target: String
+    }
+
+    /// Every kernel for a GPU of `computeCapability`: a cubin for that
+    /// architecture where this NVRTC knows it, so nothing is compiled at
+    /// load and the image loads on a driver older than the NVRTC (the CUDA
+    /// pip wheels are often newer than a host's driver, and a driver cannot
+    /// compile PTX newer than itself); else PTX, which the driver compiles.
+    static func compileModule(nvrtc: OpenedLibrary, computeCapability: Int?, source: String = allKernelSources) throws -> KernelImage {
+        if let capability = computeCapability {
+            do {
+                return KernelImage(bytes: try compileKernel(nvrtc: nvrtc, source: source, architecture: capability), target: "sm_\(capability)")
+            } catch let error as NVRTCUnknownArchitecture {
+                _ = error  // an NVRTC older than the GPU: PTX for its newest architecture
+            }
+        }
+        return KernelImage(bytes: try compileKernel(nvrtc: nvrtc, source: source), target: "PTX")
+    }
+
+    /// NVRTC's version as "13.0", or "unknown".
+    static func version(of nvrtc: OpenedLibrary) -> String {
+        var major: Int32 = 0, minor: Int32 = 0
+        guard let get = try? symbol(nvrtc, "nvrtcVersion", NvrtcVersion.self), get(&major, &minor) == 0 else { return "unknown" }
+        return "\(major).\(minor)"
+    }
+
+    /// Why the driver refused the kernels, and the fix.
+    static func moduleLoadFailure(code: Int32, image: KernelImage, nvrtc: OpenedLibrary, driverVersion: Int32, gpu: GPUDevice) -> String {
+        let driver = "\(driverVersion / 1000).\(driverVersion % 1000 / 10)"
+        let built = "the kernels, compiled by NVRTC \(version(of: nvrtc)) (\(nvrtc.path)) as \(image.target)"
+        let capability = gpu.computeCapability.map { "compute \($0 / 10).\($0 % 10)" } ?? "compute capability unknown"
+        switch code {
+        case 218, 222:  // CUDA_ERROR_INVALID_PTX, CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+            return "cuModuleLoadData failed with CUDA error \(code): the CUDA \(driver) driver cannot compile \(built); "
+                + "PTX from an NVRTC newer than the driver does not load. Install an NVRTC no newer than the driver "
+                + "(pip install 'nvidia-cuda-nvrtc==\(driver).*', then point SWITCHYARD_CUDA_LIBRARY_PATH at it) or update the driver"
+        case 209:  // CUDA_ERROR_NO_BINARY_FOR_GPU
+            return "cuModuleLoadData failed with CUDA error 209: \(built) hold no code for \(gpu.name) (\(capability)); "
+                + "this is a bug in choosing the architecture, please report it with `switchyard topology`'s output"
+        default:
+            return "cuModuleLoadData failed with CUDA error \(code) loading \(built) on \(gpu.name) (\(capability), driver \(driver))"
+        }
+    }
+
     static let allKernelSources = kernelSource + attentionKernelSource + layerKernelSource + routeKernelSource + routingKernelSource
         + latentKernelSource + residualKernelSource
 
-    /// `source` (every kernel here unless given) compiled to PTX by NVRTC
-    /// (no GPU needed for this step).
-    static func compileKernel(nvrtc: OpenedLibrary, source: String = allKernelSources) throws -> [CChar] {
+    /// `source` (every kernel here unless given) compiled by NVRTC (no GPU
+    /// needed for this step): to PTX, or with `architecture` (90 for
+    /// sm_90) to a cubin for that GPU; `NVRTCUnknownArchitecture` where
+    /// this NVRTC does not know it.
+    static func compileKernel(nvrtc: OpenedLibrary, source: String = allKernelSources, architecture: Int? = nil) throws -> [CChar] {
         func symbol<F>(_ name: String, _ type: F.Type) throws -> F { try Self.symbol(nvrtc, name, type) }
         var program: OpaquePointer?
         let created = try symbol("nvrtcCreateProgram", NvrtcCreate.self)(&program, source, "switchyard.cu", 0, nil, nil)
         guard created == 0 else { throw HybridSetupError("nvrtcCreateProgram failed with error \(created)") }
         defer { _ = try? symbol("nvrtcDestroyProgram", NvrtcDestroy.self)(&program) }
-        let compiled = try symbol("nvrtcCompileProgram", NvrtcCompile.self)(program, 0, nil)
+        let compile = try symbol("nvrtcCompileProgram", NvrtcCompile.self)
+        let compiled: Int32
+        if let architecture {
+            let option = strdup("--gpu-architecture=sm_\(architecture)")
+            defer { free(option) }
+            var options: [UnsafePointer<CChar>?] = [UnsafePointer(option)]
+            compiled = compile(program, 1, &options)
+            // NVRTC_ERROR_INVALID_OPTION: an architecture newer than this NVRTC.
+            if compiled == 5 { throw NVRTCUnknownArchitecture(architecture: architecture) }
+        } else {
+            compiled = compile(program, 0, nil)
+        }
         if compiled != 0 {
             var size = 0
             _ = try symbol("nvrtcGetProgramLogSize", NvrtcSize.self)(program, &size)
@@ -508,11 +577,12 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
             _ = try symbol("nvrtcGetProgramLog", NvrtcGet.self)(program, &log)
             throw HybridSetupError("NVRTC could not compile the kernels (\(compiled)): \(text(log))")
         }
+        let (sizeName, getName) = architecture == nil ? ("nvrtcGetPTXSize", "nvrtcGetPTX") : ("nvrtcGetCUBINSize", "nvrtcGetCUBIN")
         var size = 0
-        guard try symbol("nvrtcGetPTXSize", NvrtcSize.self)(program, &size) == 0 else { throw HybridSetupError("nvrtcGetPTXSize failed") }
-        var ptx = [CChar](repeating: 0, count: size + 1)
-        guard try symbol("nvrtcGetPTX", NvrtcGet.self)(program, &ptx) == 0 else { throw HybridSetupError("nvrtcGetPTX failed") }
-        return ptx
+        guard try symbol(sizeName, NvrtcSize.self)(program, &size) == 0 else { throw HybridSetupError("\(sizeName) failed") }
+        var output = [CChar](repeating: 0, count: size + 1)
+        guard try symbol(getName, NvrtcGet.self)(program, &output) == 0 else { throw HybridSetupError("\(getName) failed") }
+        return output
     }
 
     /// The cuBLAS entry points this accelerator calls, for checking a
@@ -636,6 +706,11 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard let p = lib.symbol(name) else { throw CUDAError.missingSymbol(name, library: lib.path) }
         return unsafeBitCast(p, to: type)
     }
+}
+
+/// NVRTC refused `--gpu-architecture=sm_N`: it predates that GPU.
+struct NVRTCUnknownArchitecture: Error {
+    var architecture: Int
 }
 
 public struct HybridSetupError: Error, Sendable, CustomStringConvertible {

@@ -13,6 +13,7 @@ public struct CUDADriver: @unchecked Sendable {
     typealias DeviceGet = @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
     typealias DeviceGetName = @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Int32
     typealias DeviceTotalMem = @convention(c) (UnsafeMutablePointer<Int>, Int32) -> Int32
+    typealias DeviceGetAttribute = @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Int32
     typealias PrimaryCtxRetain = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Int32
     typealias CtxSetCurrent = @convention(c) (OpaquePointer?) -> Int32
     typealias MemGetInfo = @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
@@ -79,6 +80,7 @@ public struct CUDADriver: @unchecked Sendable {
             let setCurrent = try function("cuCtxSetCurrent", as: CtxSetCurrent.self).get()
             let memInfo = try function("cuMemGetInfo", as: MemGetInfo.self).get()
             let release = try function("cuDevicePrimaryCtxRelease", as: PrimaryCtxRelease.self).get()
+            let attribute = try? function("cuDeviceGetAttribute", as: DeviceGetAttribute.self).get()
             var list: [GPUDevice] = []
             for i in 0..<count {
                 var device: Int32 = 0
@@ -87,6 +89,12 @@ public struct CUDADriver: @unchecked Sendable {
                 try check("cuDeviceGetName", name(&buffer, 256, device))
                 var bytes = 0
                 try check("cuDeviceTotalMem", total(&bytes, device))
+                // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR and _MINOR:
+                // what NVRTC compiles the kernels for.
+                var major: Int32 = 0, minor: Int32 = 0
+                let capability = attribute.flatMap { get in
+                    get(&major, 75, device) == 0 && get(&minor, 76, device) == 0 ? Int(major) * 10 + Int(minor) : nil
+                }
                 var context: OpaquePointer?
                 try check("cuDevicePrimaryCtxRetain", retain(&context, device))
                 var free = 0, all = 0
@@ -95,7 +103,7 @@ public struct CUDADriver: @unchecked Sendable {
                 _ = release(device)
                 try check("cuMemGetInfo", infoCode)
                 list.append(GPUDevice(index: Int(i), name: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
-                                      totalBytes: bytes, freeBytes: free))
+                                      totalBytes: bytes, freeBytes: free, computeCapability: capability))
             }
             return .success(Devices(path: library.path, driverVersion: version, list: list))
         } catch let e as CUDAError {

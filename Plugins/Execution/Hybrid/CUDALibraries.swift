@@ -89,14 +89,35 @@ public enum CUDALibraries {
         return .failure(.libraryNotFound(names: names, searched: searchPath, systemSearch: systemSearch, failedToLoad: tried))
     }
 
+    /// The sonames of `base` ("libcublas", "libnvrtc") a driver of
+    /// `driverVersion` (1000 × major + 10 × minor) can use, newest first:
+    /// a CUDA 13 cuBLAS or NVRTC's output needs a CUDA 13 driver, while a
+    /// CUDA 12 one runs on either. Without a driver version, every one.
+    public static func sonames(_ base: String, driverVersion: Int32?) -> [String] {
+        let newest = driverVersion.map { max(12, min(13, Int($0) / 1000)) } ?? 13
+        return (12...newest).reversed().map { "\(base).so.\($0)" } + ["\(base).so"]
+    }
+
+    /// `base` for a driver of `driverVersion`; where only a newer one than
+    /// the driver can use is found, the error says that, not "not found".
+    public static func open(_ base: String, driverVersion: Int32?, searchPath: [String], systemSearch: Bool) -> Result<OpenedLibrary, CUDAError> {
+        let usable = sonames(base, driverVersion: driverVersion)
+        let found = open(usable, searchPath: searchPath, systemSearch: systemSearch)
+        guard case .failure = found, let driverVersion else { return found }
+        let newer = sonames(base, driverVersion: nil).filter { !usable.contains($0) }
+        guard !newer.isEmpty, case .success(let library) = open(newer, searchPath: searchPath, systemSearch: systemSearch) else { return found }
+        return .failure(.libraryNeedsNewerDriver(path: library.path, driverVersion: driverVersion))
+    }
+
     /// The driver, the devices it reports and whether cuBLAS and NVRTC can
     /// be loaded: what `switchyard topology` prints and what the hybrid
     /// executor checks at start-up.
     public static func probe(searchPath: [String] = defaultSearchPath(), systemSearch: Bool = true) -> CUDAProbe {
-        let blas = open(["libcublas.so.13", "libcublas.so.12", "libcublas.so"], searchPath: searchPath, systemSearch: systemSearch)
-        let nvrtc = open(["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"], searchPath: searchPath, systemSearch: systemSearch)
-        return CUDAProbe(driver: CUDADriver.load(searchPath: searchPath, systemSearch: systemSearch).flatMap { $0.devices() },
-                         cublas: blas.map(\.path), nvrtc: nvrtc.map(\.path))
+        let driver = CUDADriver.load(searchPath: searchPath, systemSearch: systemSearch).flatMap { $0.devices() }
+        let version = try? driver.get().driverVersion
+        let blas = open("libcublas", driverVersion: version, searchPath: searchPath, systemSearch: systemSearch)
+        let nvrtc = open("libnvrtc", driverVersion: version, searchPath: searchPath, systemSearch: systemSearch)
+        return CUDAProbe(driver: driver, cublas: blas.map(\.path), nvrtc: nvrtc.map(\.path))
     }
 }
 
@@ -115,6 +136,13 @@ public struct GPUDevice: Sendable, Equatable, Codable {
     public var name: String
     public var totalBytes: Int
     public var freeBytes: Int
+    /// Major * 10 + minor (90 for an H100 or H200); nil where the driver
+    /// did not say.
+    public var computeCapability: Int?
+
+    public init(index: Int, name: String, totalBytes: Int, freeBytes: Int, computeCapability: Int? = nil) {
+        (self.index, self.name, self.totalBytes, self.freeBytes, self.computeCapability) = (index, name, totalBytes, freeBytes, computeCapability)
+    }
 }
 
 /// What `CUDALibraries.probe` found.
@@ -131,8 +159,9 @@ public struct CUDAProbe: Sendable {
         case .success(let d):
             lines.append("CUDA driver \(d.driverVersion / 1000).\(d.driverVersion % 1000 / 10) (\(d.path)): \(d.list.count) device(s)")
             for g in d.list {
+                let capability = g.computeCapability.map { " (compute \($0 / 10).\($0 % 10))" } ?? ""
                 lines.append(String(format: "  gpu %d: %@, %.1f GiB, %.1f GiB free; --execution hybrid's default budget (gpu_memory 0.8) %.1f GiB of dense weights and experts",
-                                    g.index, g.name, Double(g.totalBytes) / 1073741824, Double(g.freeBytes) / 1073741824,
+                                    g.index, g.name + capability, Double(g.totalBytes) / 1073741824, Double(g.freeBytes) / 1073741824,
                                     0.8 * Double(g.freeBytes) / 1073741824))
             }
         case .failure(let e): lines.append("no usable GPU: \(e.description)")
@@ -155,6 +184,7 @@ public enum CUDAError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingSymbol(String, library: String)
     case driverCall(String, code: Int32, message: String)
     case noDevice(driverPath: String)
+    case libraryNeedsNewerDriver(path: String, driverVersion: Int32)
 
     public var description: String {
         switch self {
@@ -167,6 +197,12 @@ public enum CUDAError: Error, Sendable, Equatable, CustomStringConvertible {
             return "\(library) has no \(name): it is not a CUDA 12 or newer driver library; install a current NVIDIA driver or point SWITCHYARD_CUDA_LIBRARY_PATH elsewhere"
         case .driverCall(let call, let code, let message):
             return "\(call) failed with CUDA error \(code) (\(message)); check that the NVIDIA driver is loaded (nvidia-smi) and the device is visible to this process (CUDA_VISIBLE_DEVICES)"
+        case .libraryNeedsNewerDriver(let path, let version):
+            let major = path.split(separator: ".").last.flatMap { Int($0) } ?? 13
+            let driverMajor = Int(version) / 1000
+            return "\(path) is a CUDA \(major) library, but the driver is CUDA \(driverMajor).\(Int(version) % 1000 / 10), which cannot run it: "
+                + "install the CUDA \(driverMajor) libraries (pip install nvidia-cublas-cu\(driverMajor) nvidia-cuda-nvrtc-cu\(driverMajor)) "
+                + "or a driver for CUDA \(major), or point SWITCHYARD_CUDA_LIBRARY_PATH at CUDA \(driverMajor) libraries"
         case .noDevice(let path):
             return "the CUDA driver (\(path)) reports no devices; check nvidia-smi and CUDA_VISIBLE_DEVICES"
         }
