@@ -512,6 +512,11 @@ import Testing
         // The prefill's sequence, once per layer.
         #expect(gpu.counters["hybrid_gpu_attention_gemm_sequences"] == (products ? Double(c.numLayers) : 0))
         #expect(checked.wholeLayersChecked >= 3 * c.numLayers && checked.wholeLayersChecked % c.numLayers == 0, "\(checked.wholeLayersChecked)")
+        // The batch's index (and the prefill's sequence slots) copied over
+        // by each forward's first layer only: every layer has the same.
+        let forwards = checked.wholeLayersChecked / c.numLayers
+        #expect(gpu.counters["hybrid_gpu_attention_index_uploads"] == Double(forwards))
+        #expect(gpu.counters["hybrid_gpu_attention_slot_uploads"] == (products ? 1 : 0))
         #expect(checked.attentionChecked == 0)
         // Every MoE layer's routes chosen on the device, in each routing
         // form (softmax; GLM's sigmoid with groups, selection bias and
@@ -1038,6 +1043,8 @@ import Testing
         // layer 0 alone, the MoE layer 1 as its front (norms, attention,
         // router, shared expert) keeping the residual rows.
         #expect(checked.latentLayersChecked == 4 * c.numLayers, "\(checked.latentLayersChecked)")
+        #expect(gpu.counters["hybrid_gpu_attention_index_uploads"] == 4)
+        #expect(gpu.counters["hybrid_gpu_attention_slot_uploads"] == (products ? 1 : 0))
         #expect(gpu.counters["hybrid_gpu_attention_whole_layers"] == Double(4 * c.numLayers))
         #expect(checked.frontsChecked == 4 && checked.frontsKept == 4 && checked.layerOutputsChecked == 4)
         #expect(checked.sharedExpertsKept == 4 && checked.routesChecked == 4)

@@ -35,6 +35,15 @@ struct DeviceAttention {
     /// have; its keys and values gathered contiguous, the scores and their
     /// BF16 weights.
     var gemmMinTokens = 16, gemmSequences = 0
+    /// The batch index and sequence slots last copied to the device, and
+    /// into which buffer (its address and size: a buffer only grows, so a
+    /// new one at a freed one's address still differs): every layer of a
+    /// forward has the same, so only a forward's first layer copies them
+    /// (`indexUploads`, `slotUploads` count the copies). The scratch arrays
+    /// are where the next is built for comparing.
+    var uploadedIndex: [Int32] = [], indexScratch: [Int32] = [], uploadedIndexIn = (device: UInt64(0), bytes: 0)
+    var uploadedSlots: [Int32] = [], slotsScratch: [Int32] = [], uploadedSlotsIn = (device: UInt64(0), bytes: 0)
+    var indexUploads = 0, slotUploads = 0
     var sequenceKeys = DeviceScratch(), sequenceValues = DeviceScratch(), gemmScores = DeviceScratch(), weights16 = DeviceScratch()
 
     enum Buffer: Int, CaseIterable {
@@ -326,17 +335,29 @@ extension CUDAAccelerator {
         var maxContext = 1
         for i in 0..<t { maxContext = max(maxContext, Int(b.tokenPosition[i]) + 1) }
         let indexCount = 3 * t + b.tableEntries + b.sequences
-        let index = try buffer(.index, bytes: indexCount * 4)
-        let ints = index.host.assumingMemoryBound(to: Int32.self)
+        var ints = attention.indexScratch
+        attention.indexScratch = []
+        ints.removeAll(keepingCapacity: true)
+        ints.reserveCapacity(indexCount)
         for i in 0..<t {
             let s = Int(b.tokenSequence[i]), p = Int(b.tokenPosition[i])
-            ints[i] = b.tables[Int(b.tableStart[s]) + p / bs] * Int32(bs) + Int32(p % bs)
-            ints[t + i] = Int32(s)
-            ints[2 * t + i] = Int32(p)
+            ints.append(b.tables[Int(b.tableStart[s]) + p / bs] * Int32(bs) + Int32(p % bs))
         }
-        (ints + 3 * t).update(from: b.tables, count: b.tableEntries)
-        (ints + 3 * t + b.tableEntries).update(from: b.tableStart, count: b.sequences)
-        try check("cuMemcpyHtoDAsync (attention index)", copyHtoD(index.device, index.host, indexCount * 4, compute))
+        for i in 0..<t { ints.append(b.tokenSequence[i]) }
+        for i in 0..<t { ints.append(b.tokenPosition[i]) }
+        ints.append(contentsOf: UnsafeBufferPointer(start: b.tables, count: b.tableEntries))
+        ints.append(contentsOf: UnsafeBufferPointer(start: b.tableStart, count: b.sequences))
+        let index = try buffer(.index, bytes: indexCount * 4)
+        // The same index at the same place: a later layer of this forward.
+        let into = (device: index.device, bytes: attention.buffers[DeviceAttention.Buffer.index.rawValue].bytes)
+        if ints != attention.uploadedIndex || into != attention.uploadedIndexIn {
+            ints.withUnsafeBytes { index.host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            try check("cuMemcpyHtoDAsync (attention index)", copyHtoD(index.device, index.host, indexCount * 4, compute))
+            swap(&ints, &attention.uploadedIndex)
+            attention.uploadedIndexIn = into
+            attention.indexUploads += 1
+        }
+        attention.indexScratch = ints
         let slots = index.device, tables = slots + UInt64(12 * t)
         return DeviceBatchIndex(slots: slots, sequenceOf: slots + UInt64(4 * t), positionOf: slots + UInt64(8 * t), tables: tables,
                                 tableStart: tables + UInt64(4 * b.tableEntries), maxContext: maxContext)

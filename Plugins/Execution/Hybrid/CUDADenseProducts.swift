@@ -91,6 +91,8 @@ extension CUDAAccelerator: DenseOffload {
          "hybrid_gpu_attention_layers": Double(attention.layers),
          "hybrid_gpu_attention_whole_layers": Double(attention.wholeLayers),
          "hybrid_gpu_attention_gemm_sequences": Double(attention.gemmSequences), "hybrid_gpu_host_waits": Double(hostWaits),
+         "hybrid_gpu_attention_index_uploads": Double(attention.indexUploads),
+         "hybrid_gpu_attention_slot_uploads": Double(attention.slotUploads),
          "hybrid_gpu_host_wait_seconds": hostWaitSeconds,
          "hybrid_gpu_attention_failed": attention.failure == nil ? 0 : 1,
          "hybrid_gpu_expert_row_bytes_in": Double(routes.bytesIn), "hybrid_gpu_expert_row_bytes_out": Double(routes.bytesOut),
