@@ -154,6 +154,46 @@ import Testing
         }
     }
 
+    /// A barrier inside a branch: threads 0 and 1 wait at one
+    /// `__syncthreads` while 2 and 3 are at the next. A GPU hangs or breaks the barrier there; this
+    /// device stops the process naming the kernel. The same kernel with
+    /// every thread at one barrier runs.
+    @Test(arguments: [false, true])
+    func threadsWaitingAtDifferentBarriersStopTheProcess(divergent: Bool) async {
+        let body = divergent
+            ? "if (threadIdx.x < 2) { seen[0] = 1; __syncthreads(); } __syncthreads();"
+            : "if (threadIdx.x < 2) seen[0] = 1; __syncthreads(); __syncthreads();"
+        let source = """
+            extern "C" __global__ void branchy(int* out, long long count) {
+                __shared__ int seen[1];
+                \(body)
+                out[threadIdx.x] = seen[0];
+            }
+            """
+        let expected: ExitTest.Condition = divergent ? .signal(SIGABRT) : .exitCode(0)
+        await #expect(processExitsWith: expected, observing: [\.standardErrorContent]) { [source = source as String] in
+            let d = try Driver()
+            let s = try d.stream()
+            let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+            let ptx = try A.compileKernel(nvrtc: nvrtc, source: source)
+            var module: OpaquePointer?, f: OpaquePointer?
+            _ = try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) }
+            _ = try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, "branchy")
+            var output = try d.alloc(16), count: Int64 = 4
+            _ = try withUnsafeMutablePointer(to: &output) { o in
+                try withUnsafeMutablePointer(to: &count) { c in
+                    var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(o), UnsafeMutableRawPointer(c)]
+                    return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, 1, 1, 1, 4, 1, 1, 0, s, &params, nil)
+                }
+            }
+            guard try d.f("cuStreamSynchronize", A.StreamSync.self)(s) == 0,
+                  try d.read(output, count: 4, stream: s).map({ Int32(bitPattern: $0.bitPattern) }) == [1, 1, 1, 1] else { exit(3) }
+        }.map { result in
+            let stderr = String(decoding: result.standardErrorContent, as: UTF8.self)
+            #expect(stderr.contains("kernel branchy: threads of block 0 wait at different __syncthreads") == divergent, "\(stderr)")
+        }
+    }
+
     /// A cubin runs on its own architecture (at its minor version or
     /// above), PTX only on a driver at least as new as the NVRTC that wrote
     /// it: the device refuses the rest with the GPU's codes.

@@ -31,7 +31,10 @@
 //   last block first; within a block the last thread first, and at
 //   barriers the next lower thread), so a kernel whose result depends on
 //   which of two unordered threads runs first gives different numbers
-//   from one launch to the next, as it may on a GPU.
+//   from one launch to the next, as it may on a GPU. The threads of a block
+//   passing their n-th barrier must all be at the same __syncthreads: one
+//   that waits at another (a barrier inside a branch some threads skip)
+//   stops the process naming the kernel, where a GPU would hang.
 // - Alignment: kernels are built with the alignment sanitizer, trapping, so
 //   a load or store of a type at an address not a multiple of its size (say
 //   a float read two bytes into one, which an x86 host does quietly) stops
@@ -889,6 +892,7 @@ static int write_runners(const char *source, char **out, size_t *length, char **
         append(out, length, "  gridDim = (softcuda_dim3){g[0], g[1], g[2]}; blockDim = (softcuda_dim3){b[0], b[1], b[2]};\n");
         if (cooperative) {
             for (int i = 0; i < nargs; i++) append(out, length, "  softcuda_arg_%.*s_%d = p%d;\n", name_length, name, i, i);
+            append(out, length, "  softcuda_kernel = \"%.*s\";\n", name_length, name);
             append(out, length, "  static int launches; int r = softcuda_reverse = launches++ & 1;\n"
                                 "  for (unsigned bz = 0; bz < g[2]; bz++) for (unsigned by = 0; by < g[1]; by++) for (unsigned bx = 0; bx < g[0]; bx++) {\n"
                                 "    blockIdx = (softcuda_dim3){SOFTCUDA_AT(bx, g[0]), SOFTCUDA_AT(by, g[1]), SOFTCUDA_AT(bz, g[2])};\n"
@@ -923,15 +927,27 @@ static const char *prelude =
     "#include <ucontext.h>\n#include <stdlib.h>\n#include <stdio.h>\n#define __shared__ static\n"
     "static ucontext_t softcuda_back, *softcuda_ctx;\nstatic softcuda_dim3 *softcuda_tid;\n"
     "static int *softcuda_done, softcuda_n, softcuda_now;\nstatic void (*softcuda_body)(void);\n"
+    // Barrier divergence: the threads of a block passing their g-th
+    // barrier must all be at the same __syncthreads (the return address
+    // of this never-inlined function); rounds g and g + 1 overlap at most,
+    // as threads run in turn from one barrier to the next.
+    "static const char *softcuda_kernel;\nstatic int *softcuda_generation;\n"
+    "static struct { int generation; void *site; } softcuda_round[2];\n"
     "static int softcuda_next(int me) {\n"
     "  for (int step = 1; step <= softcuda_n; step++) {\n"
     "    int n = softcuda_reverse ? (me - step + softcuda_n) % softcuda_n : (me + step) % softcuda_n;\n"
     "    if (!softcuda_done[n]) return n;\n  }\n"
     "  return -1;\n}\n"
-    "static void __syncthreads(void) {\n"
+    "static __attribute__((noinline)) void __syncthreads(void) {\n"
     "  if (!softcuda_ctx) { fputs(\"software CUDA: __syncthreads in a kernel whose threads run one after another; \"\n"
     "                             \"declare its __shared__ arrays in the kernel\\n\", stderr); abort(); }\n"
-    "  int me = softcuda_now, n = softcuda_next(me);\n"
+    "  int me = softcuda_now, g = softcuda_generation[me]++;\n  void *site = __builtin_return_address(0);\n"
+    "  if (softcuda_round[g & 1].generation != g) { softcuda_round[g & 1].generation = g; softcuda_round[g & 1].site = site; }\n"
+    "  else if (softcuda_round[g & 1].site != site) {\n"
+    "    fprintf(stderr, \"software CUDA: kernel %s: threads of block %u wait at different __syncthreads \"\n"
+    "            \"(thread %u at another barrier than the block's first to arrive; on a GPU that hangs or breaks the barrier)\\n\",\n"
+    "            softcuda_kernel, blockIdx.x, threadIdx.x);\n    abort();\n  }\n"
+    "  int n = softcuda_next(me);\n"
     "  if (n < 0 || n == me) return;\n"
     "  softcuda_now = n; threadIdx = softcuda_tid[n];\n"
     "  swapcontext(&softcuda_ctx[me], &softcuda_ctx[n]);\n"
@@ -945,6 +961,8 @@ static const char *prelude =
     "  int n = (int)(blockDim.x * blockDim.y * blockDim.z);\n  size_t stack = 32 * 1024;\n"
     "  softcuda_ctx = calloc((size_t)n, sizeof *softcuda_ctx); softcuda_tid = calloc((size_t)n, sizeof *softcuda_tid);\n"
     "  softcuda_done = calloc((size_t)n, sizeof *softcuda_done); char *stacks = malloc((size_t)n * stack);\n"
+    "  softcuda_generation = calloc((size_t)n, sizeof *softcuda_generation);\n"
+    "  softcuda_round[0].generation = softcuda_round[1].generation = -1;\n"
     "  softcuda_n = n; softcuda_body = body;\n"
     "  for (int i = 0; i < n; i++) {\n"
     "    softcuda_tid[i] = (softcuda_dim3){(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y, (unsigned)i / (blockDim.x * blockDim.y)};\n"
@@ -952,7 +970,7 @@ static const char *prelude =
     "    softcuda_ctx[i].uc_stack.ss_size = stack; softcuda_ctx[i].uc_link = NULL; makecontext(&softcuda_ctx[i], softcuda_entry, 0);\n  }\n"
     "  int first = softcuda_reverse ? n - 1 : 0;\n"
     "  softcuda_now = first; threadIdx = softcuda_tid[first];\n  swapcontext(&softcuda_back, &softcuda_ctx[first]);\n"
-    "  free(stacks); free(softcuda_ctx); free(softcuda_tid); free(softcuda_done); softcuda_ctx = NULL;\n}\n"
+    "  free(stacks); free(softcuda_ctx); free(softcuda_tid); free(softcuda_done); free(softcuda_generation); softcuda_ctx = NULL;\n}\n"
     "#define __global__\n#define __device__ static\n#define __forceinline__ inline\n"
     "static inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }\n"
     "static inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }\n";
