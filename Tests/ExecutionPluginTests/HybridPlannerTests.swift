@@ -7,6 +7,7 @@ import Testing
 /// 30 GB/s and computes up to 250 GFLOP/s, PCIe 4 at 25 GB/s, a GPU at 400
 /// TFLOP/s. No GPU is needed: these are the rules the GPU side will follow.
 @Suite struct HybridPlannerTests {
+    typealias Site = HybridPlanner.Site
     static let bytes = 3 * 4096 * 14336 * 2
     /// Two FLOPs per weight per token.
     static let flops = Double(3 * 4096 * 14336 * 2)
@@ -54,11 +55,39 @@ import Testing
         #expect(abs(plan.cpuSeconds - 0.03926) < 1e-4)
     }
 
-    @Test func stagingBudgetBoundsUploadsPerLayer() {
+    @Test func aCapBoundsUploadsPerLayer() {
         let plan = HybridPlanner(cost: Self.cost, maxUploadBytesPerLayer: Self.bytes)
             .plan(layer: 0, tokenCount: tokens, resident: resident, expertBytes: Self.bytes, flopsPerToken: Self.flops)
         #expect(plan.sites == [.uploaded, .cpu, .resident, .cpu, nil, nil, .cpu, .cpu])
         #expect(plan.uploadedBytes == Self.bytes)
+    }
+
+    /// A ring of 2 slots. Eight experts of 200 tokens (a long prompt): the
+    /// CPU would need 282 ms each, an upload 14.1 ms, so all eight go up
+    /// though six of them wait for a slot (the host stages those before the
+    /// CPU's share starts). Eight of 10 tokens (17.5 ms each on the CPU):
+    /// six go up, 91.3 ms for the layer; the next would make the GPU the
+    /// slower side. Counting the staging waits is what takes the sixth: the
+    /// CPU side is the slower one while it waits. Uploads capped at the
+    /// ring's size, as before, gave 1691 and 105 ms.
+    @Test func uploadsPastTheRingsSizeCountTheHostsWaitsForASlot() {
+        let planner = HybridPlanner(cost: Self.cost, uploadSlots: 2)
+        let none = [Bool](repeating: false, count: 8), upload = Self.cost.uploadSeconds(bytes: Self.bytes)
+        let long = planner.plan(layer: 0, tokenCount: [Int](repeating: 200, count: 8), resident: none, expertBytes: Self.bytes,
+                                flopsPerToken: Self.flops)
+        #expect(long.sites == [Site?](repeating: .uploaded, count: 8))
+        #expect(abs(long.stagingSeconds - 6 * upload) < 1e-9 && long.cpuSeconds == 0)
+        #expect(abs(long.seconds - 0.11455) < 1e-4)
+        let short = planner.plan(layer: 0, tokenCount: [Int](repeating: 10, count: 8), resident: none, expertBytes: Self.bytes,
+                                 flopsPerToken: Self.flops)
+        #expect(short.sites == [Site?](repeating: .uploaded, count: 6) + [.cpu, .cpu])
+        #expect(abs(short.stagingSeconds - 4 * upload) < 1e-9)
+        #expect(abs(short.seconds - 0.09129) < 1e-4)
+        let capped = HybridPlanner(cost: Self.cost, uploadSlots: 2, maxUploadBytesPerLayer: 2 * Self.bytes)
+        #expect(abs(capped.plan(layer: 0, tokenCount: [Int](repeating: 200, count: 8), resident: none, expertBytes: Self.bytes,
+                                flopsPerToken: Self.flops).seconds - 1.69114) < 1e-4)
+        #expect(abs(capped.plan(layer: 0, tokenCount: [Int](repeating: 10, count: 8), resident: none, expertBytes: Self.bytes,
+                                flopsPerToken: Self.flops).seconds - 0.10476) < 1e-4)
     }
 
     @Test func llamaCppStaticFormsKeepExpertsOnTheCPU() {
@@ -74,12 +103,14 @@ import Testing
     }
 
     /// The comparison arm: every cold expert with tokens is uploaded, even
-    /// the 1-token one the CPU would finish first, up to the staging limit.
-    @Test func uploadEveryExpertModeUploadsWhatTheStagingHolds() {
-        let all = HybridPlanner(cost: Self.cost, mode: .uploadEveryExpert, maxUploadBytesPerLayer: 8 * Self.bytes)
+    /// the 1-token one the CPU would finish first, past the ring's size
+    /// (the host waits for slots), up to a cap where one is set.
+    @Test func uploadEveryExpertModeUploadsEveryColdExpertUpToACap() {
+        let all = HybridPlanner(cost: Self.cost, mode: .uploadEveryExpert, uploadSlots: 1)
             .plan(layer: 0, tokenCount: tokens, resident: resident, expertBytes: Self.bytes, flopsPerToken: Self.flops)
         #expect(all.sites == [.uploaded, .uploaded, .resident, .uploaded, nil, nil, .uploaded, .uploaded])
         #expect(all.cpuSeconds == 0 && all.uploadedBytes == 5 * Self.bytes)
+        #expect(abs(all.stagingSeconds - 4 * Self.cost.uploadSeconds(bytes: Self.bytes)) < 1e-9)
         let bounded = HybridPlanner(cost: Self.cost, mode: .uploadEveryExpert, maxUploadBytesPerLayer: 2 * Self.bytes)
             .plan(layer: 0, tokenCount: tokens, resident: resident, expertBytes: Self.bytes, flopsPerToken: Self.flops)
         #expect(bounded.sites == [.uploaded, .cpu, .resident, .cpu, nil, nil, .uploaded, .cpu])

@@ -358,7 +358,7 @@ import Testing
                                       budgetBytes: routed / 4 * bytes, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
         let checked = CheckingAccelerator(gpu, weights: model.weights)
         let hybrid = try HybridExecutor(weights: model.weights, accelerator: checked, cost: HybridExecutorTests.cost,
-                                        maxUploadBytesPerLayer: 8 * bytes)
+                                        uploadSlots: 1, maxUploadBytesPerLayer: 8 * bytes)
         model.install(experts: hybrid)
         defer { model.install(experts: nil) }
         let logits = try Generator(model: model, blockSize: 16).allLogits(prompt)

@@ -191,8 +191,7 @@ public struct HybridExecution: ExecutionStrategy {
         let executor: HybridExecutor
         do {
             executor = try HybridExecutor(weights: weights, accelerator: gpu, cost: cost, mode: mode, profile: heat,
-                                          maxSwapsPerStep: options.maxSwapsPerStep,
-                                          maxUploadBytesPerLayer: options.uploadSlots * sample.byteCount)
+                                          maxSwapsPerStep: options.maxSwapsPerStep, uploadSlots: options.uploadSlots)
         } catch {
             throw ExecutionError.setup("hybrid: \(error)")
         }

@@ -39,7 +39,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
     /// are skipped.
     public init(weights: ModelWeights, accelerator: any ExpertAccelerator, cost: HybridCostModel,
                 mode: HybridPlanner.Mode = .measured, profile: [[Double]]? = nil, maxSwapsPerStep: Int = 2,
-                maxUploadBytesPerLayer: Int = 256 << 20) throws {
+                uploadSlots: Int = 4, maxUploadBytesPerLayer: Int = .max) throws {
         let c = weights.config
         experts = weights.routedExpertsByLayer
         guard let sample = experts.lazy.compactMap(\.first).first else { throw HybridError.noRoutedExperts }
@@ -47,7 +47,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
         self.maxSwapsPerStep = maxSwapsPerStep
         expertBytes = sample.byteCount
         flopsPerToken = sample.flopsPerToken
-        planner = HybridPlanner(cost: cost, mode: mode, maxUploadBytesPerLayer: maxUploadBytesPerLayer)
+        planner = HybridPlanner(cost: cost, mode: mode, uploadSlots: uploadSlots, maxUploadBytesPerLayer: maxUploadBytesPerLayer)
         let heat = profile ?? experts.map { [Double](repeating: 0, count: $0.count) }
         resident = ResidentExperts(heat: heat, expertBytes: expertBytes, budgetBytes: accelerator.expertBudgetBytes)
         if case .allExpertsOnCPU = mode { resident = ResidentExperts(heat: heat, expertBytes: expertBytes, budgetBytes: 0) }

@@ -11,6 +11,14 @@ import Foundation
 ///    compute) while that shortens the layer, i.e. while the GPU's time
 ///    with it stays below the CPU's time without it.
 ///
+/// The upload ring has `uploadSlots` slots: the first uploads of a layer
+/// are staged at once, each later one only when an earlier copy has left
+/// its slot, and the host stages them all before the CPU's share starts,
+/// so every upload past the ring's size delays the CPU by one upload's
+/// time. The plan counts that, so a layer takes more uploads than slots
+/// only where the CPU's share left is worth the wait (a long prompt, whose
+/// experts all have many tokens), not a fixed number per layer.
+///
 /// With a single expert on an idle GPU this is the crossover rule
 /// (`HybridCostModel.crossoverTokens`); with many it also uses the GPU's
 /// idle time at small batches, and never uploads when the GPU is the
@@ -34,7 +42,7 @@ public struct HybridPlanner: Sendable {
         /// CPU, the others as `measured`.
         case firstLayersOnCPU(Int)
         /// Every expert with tokens on the GPU, the non-resident ones
-        /// uploaded (as far as the staging allows; the rest on the CPU):
+        /// uploaded through the ring, however long the host waits for it:
         /// llama.cpp's op offload of host weights at large batches, and the
         /// baseline the measured plan is compared with.
         case uploadEveryExpert
@@ -42,13 +50,16 @@ public struct HybridPlanner: Sendable {
 
     public var cost: HybridCostModel
     public var mode: Mode
-    /// Bytes the staging buffers can carry in one layer: uploads beyond it
-    /// wait for the next layer, so pinned memory stays bounded.
+    /// Slots of the upload ring (pinned staging, one expert each).
+    public var uploadSlots: Int
+    /// A cap on a layer's uploads (the experts past it stay on the CPU);
+    /// none by default, the costs decide.
     public var maxUploadBytesPerLayer: Int
 
-    public init(cost: HybridCostModel, mode: Mode = .measured, maxUploadBytesPerLayer: Int = 1 << 30) {
+    public init(cost: HybridCostModel, mode: Mode = .measured, uploadSlots: Int = 4, maxUploadBytesPerLayer: Int = .max) {
         self.cost = cost
         self.mode = mode
+        self.uploadSlots = uploadSlots
         self.maxUploadBytesPerLayer = maxUploadBytesPerLayer
     }
 
@@ -58,8 +69,11 @@ public struct HybridPlanner: Sendable {
         public var sites: [Site?]
         public var gpuSeconds: Double
         public var cpuSeconds: Double
+        /// The host staging uploads past the ring's size before the CPU's
+        /// share starts.
+        public var stagingSeconds: Double
         public var uploadedBytes: Int
-        public var seconds: Double { max(gpuSeconds, cpuSeconds) }
+        public var seconds: Double { max(gpuSeconds, stagingSeconds + cpuSeconds) }
 
         /// Token-expert assignments computed at each site.
         public func tokens(at site: Site, _ tokenCount: [Int]) -> Int {
@@ -91,7 +105,8 @@ public struct HybridPlanner: Sendable {
                 candidates.append(e)
             }
         }
-        var uploaded = 0
+        var uploaded = 0, uploads = 0, staging = 0.0
+        let uploadTime = cost.uploadSeconds(bytes: expertBytes)
         if !cpuOnly {
             // Most tokens first (ties: lower expert id), so the experts that
             // gain most from the GPU's arithmetic move first.
@@ -99,14 +114,17 @@ public struct HybridPlanner: Sendable {
             for e in candidates where uploaded + expertBytes <= maxUploadBytesPerLayer {
                 let n = tokenCount[e]
                 let onCPU = cost.cpuSeconds(tokens: n, bytes: expertBytes, flopsPerToken: flopsPerToken)
-                let onGPU = cost.uploadSeconds(bytes: expertBytes) + cost.gpuSeconds(tokens: n, flopsPerToken: flopsPerToken)
-                guard mode == .uploadEveryExpert || max(gpu + onGPU, cpu - onCPU) < max(gpu, cpu) else { continue }
+                let onGPU = uploadTime + cost.gpuSeconds(tokens: n, flopsPerToken: flopsPerToken)
+                let waits = uploads + 1 > uploadSlots ? uploadTime : 0
+                guard mode == .uploadEveryExpert || max(gpu + onGPU, staging + waits + cpu - onCPU) < max(gpu, staging + cpu) else { continue }
                 sites[e] = .uploaded
                 gpu += onGPU
                 cpu -= onCPU
+                staging += waits
                 uploaded += expertBytes
+                uploads += 1
             }
         }
-        return LayerPlan(sites: sites, gpuSeconds: gpu, cpuSeconds: max(0, cpu), uploadedBytes: uploaded)
+        return LayerPlan(sites: sites, gpuSeconds: gpu, cpuSeconds: max(0, cpu), stagingSeconds: staging, uploadedBytes: uploaded)
     }
 }
