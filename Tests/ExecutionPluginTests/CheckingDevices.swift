@@ -40,9 +40,14 @@ final class CheckingAccelerator: ExpertAccelerator, @unchecked Sendable {
     func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws { try inner.load(expert, weights: weights) }
     func evict(_ expert: ResidentExperts.Expert) { inner.evict(expert) }
 
+    /// Called after each `begin`, while the layer's products may still be
+    /// queued on the device (tests swap experts there).
+    var afterBegin: ((ExpertWork, _ experts: [Int], _ uploads: [Int]) throws -> Void)?
+
     func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
         try inner.begin(work, experts: experts, uploads: uploads)
         pending = (work, experts)
+        try afterBegin?(work, experts, uploads)
     }
 
     func gathersRows(_ work: ExpertWork) -> Bool { inner.gathersRows(work) }

@@ -339,6 +339,55 @@ import Testing
         return (model, prompt, reference, sample.byteCount)
     }
 
+    /// Residency swaps move no memory and wait for nothing on the host
+    /// (the resident experts' slots are one allocation made at start-up).
+    /// Each layer, right after its products are queued and before anything
+    /// waited for them, one resident expert the layer reads is evicted and
+    /// another expert loaded into its slot, then evicted for the first to
+    /// come back, through a ring of one slot whose reuse makes the host
+    /// wait for the copy stream: the copies into the slot wait on the
+    /// device for the products queued before, so every expert the GPU
+    /// computed still matches the CPU. (Without that wait the copy ran
+    /// first and the products read the other expert's weights.)
+    @Test(.enabled(if: bf16 != nil, "no bfloat16 compute on this CPU"))
+    func swappingAnExpertOutWhileItsProductsAreQueuedLeavesThemItsWeights() throws {
+        let (model, prompt, _, bytes) = try bf16Model()
+        SoftwareCUDA.reset()
+        let routed = model.weights.routedExpertsByLayer
+        let gpu = try CUDAAccelerator(config: model.config, sampleExpert: routed[0][0], deviceIndex: 0,
+                                      budgetBytes: 6 * bytes, uploadSlots: 1, searchPath: [try SoftwareCUDA.directory.get()])
+        let checked = CheckingAccelerator(gpu, weights: model.weights)
+        var swapped = 0
+        checked.afterBegin = { work, experts, uploads in
+            #expect(uploads.isEmpty)
+            guard let e = experts.first else { return }
+            let kept = ResidentExperts.Expert(layer: work.layer, expert: e)
+            let other = (0..<routed.count).lazy.flatMap { l in routed[l].indices.map { ResidentExperts.Expert(layer: l, expert: $0) } }
+                .first { !gpu.isResident($0) }!
+            let waits = SoftwareCUDA.counter("host_waits")
+            gpu.evict(kept)
+            try gpu.load(other, weights: routed[other.layer][other.expert])
+            gpu.evict(other)
+            try gpu.load(kept, weights: routed[kept.layer][kept.expert])
+            // Each load's wait for the ring's one slot, nothing else (a
+            // load waited for its copy too, and an evict freed memory,
+            // which waits for the whole device).
+            #expect(SoftwareCUDA.counter("host_waits") - waits == 2)
+            swapped += 1
+        }
+        // No uploads (a link too slow to pay), so nothing else makes the
+        // copy stream wait for the products.
+        var noUploads = HybridExecutorTests.cost
+        noUploads.hostToDeviceBytesPerSecond = 1
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: checked, cost: noUploads, maxSwapsPerStep: 0, uploadSlots: 1)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        _ = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        #expect(SoftwareCUDA.error == "" && hybrid.lastAcceleratorError == nil)
+        #expect(swapped > 0 && checked.expertsChecked > 0)
+        #expect(checked.worstRelativeDifference < 2e-3, "worst relative difference \(checked.worstRelativeDifference)")
+    }
+
     /// Experts resident, uploaded and on the CPU, with one upload slot so
     /// every layer's uploads queue behind each other through it: each
     /// expert the GPU computed, checked against the CPU's bfloat16 kernels

@@ -116,6 +116,16 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// key, since every layer of every step reads it.
     private var residentCopies: [[DevicePointer]]
     private var residentCount = 0
+    /// Resident experts live in one allocation of as many expert-sized
+    /// slots as the budget holds, made at start-up: a swap allocates and
+    /// frees nothing (`cuMemFree` waits for the whole device). `evicted` is
+    /// recorded on the compute stream when an expert leaves its slot; the
+    /// copy of the next one into a slot waits for it, so products queued
+    /// before still read the old weights, and the host waits for neither.
+    private let residentArea: DevicePointer
+    private var freeResidentSlots: [Int]
+    private let evicted: OpaquePointer?
+    private var evictedRecorded = false
     var residentLayers: Int { residentCopies.count }
     /// The upload ring: `uploadSlots` device slots and as many pinned host
     /// slots, `expertBytes` each. `staged[i]` is recorded on the copy stream
@@ -211,9 +221,10 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
         staged = try events(uploadSlots)
         consumed = try events(uploadSlots)
-        let marks = try events(2)
+        let marks = try events(3)
         routerDone = marks[0]
         sharedExpertDone = marks[1]
+        evicted = marks[2]
         var handle: OpaquePointer?
         try check("cublasCreate_v2", try symbol(blasLib, "cublasCreate_v2", BlasCreate.self)(&handle))
         try check("cublasSetStream_v2", try symbol(blasLib, "cublasSetStream_v2", BlasSetStream.self)(handle, s))
@@ -253,6 +264,11 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         var area: DevicePointer = 0
         try check("cuMemAlloc (upload slots)", memAlloc(&area, staging))
         deviceSlots = area
+        let residentSlots = expertsFitDevice ? budgetBytes / expertBytes : 0
+        var resident: DevicePointer = 0
+        if residentSlots > 0 { try check("cuMemAlloc (resident experts)", memAlloc(&resident, residentSlots * expertBytes)) }
+        residentArea = resident
+        freeResidentSlots = Array((0..<residentSlots).reversed())
         var host: UnsafeMutableRawPointer?
         try check("cuMemHostAlloc (upload slots: \(staging >> 20) MiB pinned)", hostAlloc(&host, staging, 0))
         hostSlots = host!
@@ -266,8 +282,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         guard setCurrent(context) == 0 else { return }
         _ = streamSync(compute)
         _ = streamSync(copy)
-        for p in residentCopies.joined() where p != 0 { _ = memFree(p) }
-        for p in [deviceSlots] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
+        for p in [deviceSlots, residentArea] + dense.weightAllocations + attention.keys + attention.values where p != 0 { _ = memFree(p) }
         for s in [inputs, outputs, gateUp, activations, pointerArrays, routes.index, routes.sums, routing.scratch, routing.rows, residual.share]
             + dense.scratch + attention.buffers + [attention.sequenceKeys, attention.sequenceValues, attention.gemmScores, attention.weights16] {
             release(s)
@@ -278,25 +293,31 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     public func load(_ expert: ResidentExperts.Expert, weights: ExpertWeights) throws {
         guard residentCopies[expert.layer][expert.expert] == 0 else { return }
         try makeCurrent()
-        guard (residentCount + 1) * expertBytes <= expertBudgetBytes else { throw HybridSetupError("resident experts exceed the GPU budget") }
-        var p: DevicePointer = 0
-        try check("cuMemAlloc (expert)", memAlloc(&p, expertBytes))
-        // Through the ring like an upload, then waited for: a swap is rare
-        // (bounded per step) and its expert is next used a step later.
-        let slot = takeSlot()
-        try stage(weights, slot: slot, to: p)
-        try wait(event: staged[slot])
+        guard let slot = freeResidentSlots.popLast() else { throw HybridSetupError("resident experts exceed the GPU budget") }
+        let p = residentArea + DevicePointer(slot * expertBytes)
+        // Through the ring like an upload, into a slot whose last reader
+        // may still be queued; later products wait for the copy on the
+        // device, not the host.
+        if evictedRecorded { try check("cuStreamWaitEvent (evicted)", streamWaitEvent(copy, evicted, 0)) }
+        let ring = takeSlot()
+        try stage(weights, slot: ring, to: p)
+        try check("cuStreamWaitEvent (resident copy)", streamWaitEvent(compute, staged[ring], 0))
         residentCopies[expert.layer][expert.expert] = p
         residentCount += 1
     }
+
+    func isResident(_ expert: ResidentExperts.Expert) -> Bool { residentCopies[expert.layer][expert.expert] != 0 }
 
     public func evict(_ expert: ResidentExperts.Expert) {
         let p = residentCopies[expert.layer][expert.expert]
         guard p != 0 else { return }
         residentCopies[expert.layer][expert.expert] = 0
         residentCount -= 1
+        freeResidentSlots.append(Int((p - residentArea) / DevicePointer(expertBytes)))
         guard setCurrent(context) == 0 else { return }
-        _ = memFree(p)
+        // A failure here leaves the copy stream unordered against the
+        // products: the next CUDA call reports the sticky error.
+        evictedRecorded = eventRecord(evicted, compute) == 0 || evictedRecorded
     }
 
     public func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
