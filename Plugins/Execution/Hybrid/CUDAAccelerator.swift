@@ -116,6 +116,8 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// key, since every layer of every step reads it.
     private var residentCopies: [[DevicePointer]]
     private var residentCount = 0
+    /// `[expert]`: among the layer's uploads (set and cleared by `begin`).
+    private var uploading: [Bool]
     /// Resident experts live in one allocation of as many expert-sized
     /// slots as the budget holds, made at start-up: a swap allocates and
     /// frees nothing (`cuMemFree` waits for the whole device). `evicted` is
@@ -250,6 +252,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         }
         hidden = config.hiddenSize
         residentCopies = Array(repeating: Array(repeating: 0, count: config.numExperts), count: config.numLayers)
+        uploading = Array(repeating: false, count: config.numExperts)
         intermediate = sampleExpert.gate.rows
         expertBytes = sampleExpert.byteCount
         let gpu = devices.list[deviceIndex]
@@ -323,7 +326,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     public func begin(_ work: ExpertWork, experts: [Int], uploads: [Int]) throws {
         try makeCurrent()
         // Resident experts first, so their products run while uploads copy.
-        let order = experts.filter { !uploads.contains($0) } + experts.filter { uploads.contains($0) }
+        for j in uploads { uploading[j] = true }
+        defer { for j in uploads { uploading[j] = false } }
+        let order = experts.filter { !uploading[$0] } + experts.filter { uploading[$0] }
         var rows = 0, rowOfExpert: [Int] = []
         for j in order {
             rowOfExpert.append(rows)
@@ -350,7 +355,7 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         let batched = try residentProductsBatched(work, order: order, count: residentCount, rowOfExpert: rowOfExpert)
         for (i, j) in order.enumerated() where !batched || i >= residentCount {
             let weights: DevicePointer, slot: Int?
-            if uploads.contains(j) {
+            if uploading[j] {
                 let s = takeSlot()
                 weights = deviceSlots + DevicePointer(s * expertBytes)
                 try stage(work.experts[j], slot: s, to: weights)
