@@ -247,7 +247,7 @@ public struct HybridExecution: ExecutionStrategy {
                                        StrategyOption("n_cpu_moe", type: "int", default: "0", help: "llama.cpp --n-cpu-moe N: the experts of the first N layers on the CPU"),
                                        StrategyOption("upload_all", type: "bool", default: "false", help: "upload every non-resident expert with tokens instead of deciding by measured cost (comparison arm)"),
                                        StrategyOption("max_swaps", type: "int", default: "2", help: "resident-set swaps per MoE layer step"),
-                                       StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each"),
+                                       StrategyOption("upload_slots", type: "int", default: "4", help: "slots of the upload ring: pinned host and device staging, one expert each (a layer may upload more: the host waits for a slot, which the plan counts)"),
                                        StrategyOption("dense", type: "bool", default: "true", help: "q/k/v/o projections, router, shared experts, dense MLPs and the LM head on the GPU (weights resident before experts)"),
                                        StrategyOption("attention", type: "bool", default: "true", help: "with dense: attention on the GPU over a copy of the KV cache, when it fits beside the budget"),
                                        StrategyOption("device_combine", type: "bool", default: "true", help: "GPU experts gather their input rows on the GPU (after an on-GPU layer front) and sum their outputs per token there"),
