@@ -128,6 +128,30 @@ ab() {  # step name what A [workload, described]
   log "$1. speed, $3 against hybrid (${6:-64 requests x 256 prompt / 32 output tokens}, all at t=0)"
   "$SY" ab --model "$BIG" ${5:-$WORK} --a "$4" --b "$HYBRID" --save-result "$OUT/ab-$2.json" > "$OUT/ab-$2.txt" 2>&1
   tail -15 "$OUT/ab-$2.txt" | tee -a "$OUT/summary.txt"
+  hybrid_counters "$OUT/ab-$2.json" | tee -a "$OUT/summary.txt"
+}
+# The figures to read first, per arm that ran hybrid: the host's waits for
+# the GPU against the forward time, where the experts' tokens went, what
+# crossed, and the CPU's share of the expert phase.
+hybrid_counters() {
+  python3 - "$1" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    print(f"  no result ({e})"); sys.exit(0)
+for arm in ("a", "b"):
+    for r in d[arm]["runs"]:
+        c = r.get("devices", {}).get("executor_counters", {})
+        if "hybrid_gpu_host_waits" not in c:
+            continue
+        forward = r["engine"]["time_s"]["forward"]
+        wait = c["hybrid_gpu_host_wait_seconds"]
+        print(f"  {arm}: forward {forward:.2f} s, host waiting on the GPU {wait:.2f} s ({wait / forward:.0%}) in {c['hybrid_gpu_host_waits']:.0f} waits;"
+              f" expert tokens resident {c['hybrid_resident_tokens']:.0f}, uploaded {c['hybrid_uploaded_tokens']:.0f}, cpu {c['hybrid_cpu_tokens']:.0f}"
+              f" (hit rate {c['hybrid_resident_hit_rate']:.2f}); host-to-device {c['hybrid_host_to_device_bytes'] / 2**20:.0f} MiB,"
+              f" swaps {c['hybrid_swaps']:.0f}; CPU share of the expert phase {c['hybrid_cpu_time_share']:.2f}; fallbacks {c['hybrid_fallbacks']:.0f}")
+PY
 }
 hybrid_with() { echo "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",$1}'"; }
 ab 3 cpu-vs-hybrid "cpu" "--execution cpu $BF16"
