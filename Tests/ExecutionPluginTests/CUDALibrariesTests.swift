@@ -83,6 +83,22 @@ import Testing
         #expect((try? CUDALibraries.open("libcublas", driverVersion: 13000, searchPath: [dir], systemSearch: false).get().path) == dir + "/libcublas.so.13")
     }
 
+    /// The driver's refusals of the kernels, each with its cause and fix;
+    /// the NVRTC wheel to install is named as PyPI names it for the
+    /// driver's CUDA version.
+    @Test func aRefusedKernelImageNamesTheVersionsAndTheFix() throws {
+        let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+        let h100 = GPUDevice(index: 0, name: "NVIDIA H100", totalBytes: 0, freeBytes: 0, computeCapability: 90)
+        let ptx = CUDAAccelerator.KernelImage(bytes: [], target: "PTX"), cubin = CUDAAccelerator.KernelImage(bytes: [], target: "sm_80")
+        let old12 = CUDAAccelerator.moduleLoadFailure(code: 222, image: ptx, nvrtc: nvrtc, driverVersion: 12040, gpu: h100)
+        #expect(old12.contains("the CUDA 12.4 driver cannot compile the kernels, compiled by NVRTC 13.0"))
+        #expect(old12.contains("pip install 'nvidia-cuda-nvrtc-cu12==12.4.*'"))
+        let old13 = CUDAAccelerator.moduleLoadFailure(code: 218, image: ptx, nvrtc: nvrtc, driverVersion: 13000, gpu: h100)
+        #expect(old13.contains("pip install 'nvidia-cuda-nvrtc==13.0.*'"))
+        let wrong = CUDAAccelerator.moduleLoadFailure(code: 209, image: cubin, nvrtc: nvrtc, driverVersion: 13000, gpu: h100)
+        #expect(wrong.contains("as sm_80 hold no code for NVIDIA H100 (compute 9.0)"))
+    }
+
     @Test func probeWithoutLibrariesReportsEachMissingPiece() throws {
         let dir = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

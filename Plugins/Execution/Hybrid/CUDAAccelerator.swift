@@ -539,8 +539,9 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
         if let capability = computeCapability {
             do {
                 return KernelImage(bytes: try compileKernel(nvrtc: nvrtc, source: source, architecture: capability), target: "sm_\(capability)")
-            } catch let error as NVRTCUnknownArchitecture {
-                _ = error  // an NVRTC older than the GPU: PTX for its newest architecture
+            } catch is NVRTCUnknownArchitecture {
+                // An NVRTC older than the GPU: PTX for its default
+                // architecture, which the driver compiles for this GPU.
             }
         }
         return KernelImage(bytes: try compileKernel(nvrtc: nvrtc, source: source), target: "PTX")
@@ -556,13 +557,15 @@ public final class CUDAAccelerator: ExpertAccelerator, @unchecked Sendable {
     /// Why the driver refused the kernels, and the fix.
     static func moduleLoadFailure(code: Int32, image: KernelImage, nvrtc: OpenedLibrary, driverVersion: Int32, gpu: GPUDevice) -> String {
         let driver = "\(driverVersion / 1000).\(driverVersion % 1000 / 10)"
+        // The CUDA 12 wheels carry the major version in their names.
+        let wheel = driverVersion >= 13000 ? "nvidia-cuda-nvrtc" : "nvidia-cuda-nvrtc-cu\(driverVersion / 1000)"
         let built = "the kernels, compiled by NVRTC \(version(of: nvrtc)) (\(nvrtc.path)) as \(image.target)"
         let capability = gpu.computeCapability.map { "compute \($0 / 10).\($0 % 10)" } ?? "compute capability unknown"
         switch code {
         case 218, 222:  // CUDA_ERROR_INVALID_PTX, CUDA_ERROR_UNSUPPORTED_PTX_VERSION
             return "cuModuleLoadData failed with CUDA error \(code): the CUDA \(driver) driver cannot compile \(built); "
                 + "PTX from an NVRTC newer than the driver does not load. Install an NVRTC no newer than the driver "
-                + "(pip install 'nvidia-cuda-nvrtc==\(driver).*', then point SWITCHYARD_CUDA_LIBRARY_PATH at it) or update the driver"
+                + "(pip install '\(wheel)==\(driver).*', then point SWITCHYARD_CUDA_LIBRARY_PATH at it) or update the driver"
         case 209:  // CUDA_ERROR_NO_BINARY_FOR_GPU
             return "cuModuleLoadData failed with CUDA error 209: \(built) hold no code for \(gpu.name) (\(capability)); "
                 + "this is a bug in choosing the architecture, please report it with `switchyard topology`'s output"
