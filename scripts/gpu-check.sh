@@ -152,7 +152,8 @@ for arm in ("a", "b"):
         print(f"  {arm}: forward {forward:.2f} s, host waiting on the GPU {wait:.2f} s ({wait / forward:.0%}) in {c['hybrid_gpu_host_waits']:.0f} waits;"
               f" expert tokens resident {c['hybrid_resident_tokens']:.0f}, uploaded {c['hybrid_uploaded_tokens']:.0f}, cpu {c['hybrid_cpu_tokens']:.0f}"
               f" (hit rate {c['hybrid_resident_hit_rate']:.2f}); host-to-device {c['hybrid_host_to_device_bytes'] / 2**20:.0f} MiB,"
-              f" swaps {c['hybrid_swaps']:.0f}; CPU share of the expert phase {c['hybrid_cpu_time_share']:.2f}; fallbacks {c['hybrid_fallbacks']:.0f}")
+              f" swaps {c['hybrid_swaps']:.0f}; CPU share of the expert phase {c['hybrid_cpu_time_share']:.2f}; fallbacks {c['hybrid_fallbacks']:.0f};"
+              f" expert phase {c['hybrid_expert_phase_seconds']:.2f} s measured against {c['hybrid_planned_expert_phase_seconds']:.2f} s planned")
 PY
 }
 hybrid_with() { echo "--execution hybrid $BF16 --execution-config '{\"gpu_memory\":\"1GiB\",$1}'"; }

@@ -126,6 +126,27 @@ final class HostAccelerator: ExpertAccelerator, @unchecked Sendable {
         return (model, prompt, reference, sample.byteCount)
     }
 
+    /// The plans' expected time, summed over the layers a forward ran:
+    /// with every expert on the CPU (llama.cpp's `--cpu-moe`), each layer's
+    /// is the CPU's time for its experts' token counts, which one forward's
+    /// counters hold. It stands beside the measured expert phase in the
+    /// results, so a run shows how well the measured figures predict.
+    @Test func plannedExpertTimeIsTheCostModelsForTheLayersRun() throws {
+        let (model, prompt, _, bytes) = try setUp()
+        let device = HostAccelerator(weights: model.weights, budgetBytes: 4 * bytes)
+        let hybrid = try HybridExecutor(weights: model.weights, accelerator: device, cost: Self.cost, mode: .allExpertsOnCPU)
+        model.install(experts: hybrid)
+        defer { model.install(experts: nil) }
+        model.counters.reset()
+        _ = try Generator(model: model, blockSize: 16).allLogits(prompt)
+        let c = model.config, flops = model.weights.routedExpertsByLayer.lazy.compactMap(\.first).first!.flopsPerToken
+        let expected = model.counters.tokens.reduce(0.0) { $0 + Self.cost.cpuSeconds(tokens: $1, bytes: bytes, flopsPerToken: flops) }
+        #expect(c.sparseLayers.contains(true) && expected > 0)
+        #expect(abs(hybrid.siteCounters.plannedSeconds - expected) <= 1e-12 * expected)
+        #expect(hybrid.stats.counters["hybrid_planned_expert_phase_seconds"] == hybrid.siteCounters.plannedSeconds)
+        #expect(hybrid.stats.counters["hybrid_expert_phase_seconds"]! > 0)
+    }
+
     /// Also with a device that holds the layer's rows (`gathers`): the host
     /// gathers only its own experts' rows.
     @Test(arguments: [false, true])

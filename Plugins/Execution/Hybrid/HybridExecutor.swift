@@ -162,6 +162,7 @@ public final class HybridExecutor: ExpertExecutor, @unchecked Sendable {
         if rowsOnDevice && acceleratorTokens > 0 { sites.rowsGatheredOnDevice += acceleratorTokens }
         sites.cpuSeconds += cpuSeconds
         sites.expertPhaseSeconds += seconds
+        sites.plannedSeconds += plan.seconds
         counters.recordAssignments(layer: work.layer, device: 0, tokens: work.assignments - acceleratorTokens)
         counters.recordAssignments(layer: work.layer, device: 1, tokens: acceleratorTokens)
         counters.recordBalance(layer: work.layer, busiest: max(work.assignments - acceleratorTokens, acceleratorTokens),
@@ -214,6 +215,10 @@ public struct HybridSiteCounters: Sendable, Equatable, Codable {
     public var fallbacks = 0
     public var cpuSeconds = 0.0
     public var expertPhaseSeconds = 0.0
+    /// What the plans expected the expert phases to take, from the measured
+    /// figures: against `expertPhaseSeconds`, how well the cost model
+    /// predicts this machine.
+    public var plannedSeconds = 0.0
 
     public init() {}
 
@@ -231,7 +236,8 @@ public struct HybridSiteCounters: Sendable, Equatable, Codable {
         ["hybrid_resident_tokens": Double(residentTokens), "hybrid_uploaded_tokens": Double(uploadedTokens),
          "hybrid_cpu_tokens": Double(cpuTokens), "hybrid_host_to_device_bytes": Double(hostToDeviceBytes),
          "hybrid_swaps": Double(swaps), "hybrid_rows_gathered_on_device": Double(rowsGatheredOnDevice), "hybrid_fallbacks": Double(fallbacks), "hybrid_resident_hit_rate": residentHitRate,
-         "hybrid_cpu_time_share": cpuTimeShare]
+         "hybrid_cpu_time_share": cpuTimeShare,
+         "hybrid_expert_phase_seconds": expertPhaseSeconds, "hybrid_planned_expert_phase_seconds": plannedSeconds]
     }
 }
 
