@@ -44,10 +44,10 @@ log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 : > "$OUT/summary.txt"
 
 # STEPS picks steps, so a device with a per-call time limit can take them
-# over several calls ("1 2", then "3 4 5", then "6 7 8 9"); the 3.2 GB model is
-# made once under WORKDIR and reused by later calls on the same machine.
-# Where the device time is short (a quarter of an hour, start-up included),
-# "1 2 3" first: discovery, correctness, and hybrid against cpu.
+# over several calls ("1 2 3" first: discovery, correctness, and hybrid
+# against cpu, which fit a quarter of an hour of device time with start-up;
+# then "4 5 6", then "7 8 9"); the 3.2 GB model is made once under WORKDIR
+# and reused by later calls on the same machine.
 STEPS=${STEPS:-1 2 3 4 5 6 7 8 9}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 WORKDIR=${WORKDIR:-/tmp/switchyard-gpu-check}
