@@ -35,16 +35,19 @@ struct DeviceAttention {
     /// have; its keys and values gathered contiguous, the scores and their
     /// BF16 weights.
     var gemmMinTokens = 16, gemmSequences = 0
-    /// The batch index and sequence slots last copied to the device, and
-    /// into which buffer (its address and size: a buffer only grows, so a
-    /// new one at a freed one's address still differs): every layer of a
-    /// forward has the same, so only a forward's first layer copies them
-    /// (`indexUploads`, `slotUploads` count the copies). The scratch arrays
-    /// are where the next is built for comparing.
-    var uploadedIndex: [Int32] = [], indexScratch: [Int32] = [], uploadedIndexIn = (device: UInt64(0), bytes: 0)
-    var uploadedSlots: [Int32] = [], slotsScratch: [Int32] = [], uploadedSlotsIn = (device: UInt64(0), bytes: 0)
-    var indexUploads = 0, slotUploads = 0
+    /// The batch index and the sequences' cache slots as last copied to
+    /// the device: every layer of a forward has the same, so only a
+    /// forward's first layer copies them (`uploadOnce`).
+    var index = UploadedInts(), sequenceSlotInts = UploadedInts()
     var sequenceKeys = DeviceScratch(), sequenceValues = DeviceScratch(), gemmScores = DeviceScratch(), weights16 = DeviceScratch()
+
+    /// Int32s last copied into one of the buffers, into which allocation
+    /// (its address and size: a buffer only grows, so a new one at a freed
+    /// one's address still differs), and how many copies were made;
+    /// `scratch` is where the next values are built for comparing.
+    struct UploadedInts {
+        var values: [Int32] = [], scratch: [Int32] = [], into = (device: UInt64(0), bytes: 0), copies = 0
+    }
 
     enum Buffer: Int, CaseIterable {
         case queries, keys, values, index, output, scores, valuePieces
@@ -335,30 +338,17 @@ extension CUDAAccelerator {
         var maxContext = 1
         for i in 0..<t { maxContext = max(maxContext, Int(b.tokenPosition[i]) + 1) }
         let indexCount = 3 * t + b.tableEntries + b.sequences
-        var ints = attention.indexScratch
-        attention.indexScratch = []
-        ints.removeAll(keepingCapacity: true)
-        ints.reserveCapacity(indexCount)
-        for i in 0..<t {
-            let s = Int(b.tokenSequence[i]), p = Int(b.tokenPosition[i])
-            ints.append(b.tables[Int(b.tableStart[s]) + p / bs] * Int32(bs) + Int32(p % bs))
+        let slots = try uploadOnce(.index, \.index, count: indexCount) { ints in
+            for i in 0..<t {
+                let s = Int(b.tokenSequence[i]), p = Int(b.tokenPosition[i])
+                ints.append(b.tables[Int(b.tableStart[s]) + p / bs] * Int32(bs) + Int32(p % bs))
+            }
+            for i in 0..<t { ints.append(b.tokenSequence[i]) }
+            for i in 0..<t { ints.append(b.tokenPosition[i]) }
+            ints.append(contentsOf: UnsafeBufferPointer(start: b.tables, count: b.tableEntries))
+            ints.append(contentsOf: UnsafeBufferPointer(start: b.tableStart, count: b.sequences))
         }
-        for i in 0..<t { ints.append(b.tokenSequence[i]) }
-        for i in 0..<t { ints.append(b.tokenPosition[i]) }
-        ints.append(contentsOf: UnsafeBufferPointer(start: b.tables, count: b.tableEntries))
-        ints.append(contentsOf: UnsafeBufferPointer(start: b.tableStart, count: b.sequences))
-        let index = try buffer(.index, bytes: indexCount * 4)
-        // The same index at the same place: a later layer of this forward.
-        let into = (device: index.device, bytes: attention.buffers[DeviceAttention.Buffer.index.rawValue].bytes)
-        if ints != attention.uploadedIndex || into != attention.uploadedIndexIn {
-            ints.withUnsafeBytes { index.host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            try check("cuMemcpyHtoDAsync (attention index)", copyHtoD(index.device, index.host, indexCount * 4, compute))
-            swap(&ints, &attention.uploadedIndex)
-            attention.uploadedIndexIn = into
-            attention.indexUploads += 1
-        }
-        attention.indexScratch = ints
-        let slots = index.device, tables = slots + UInt64(12 * t)
+        let tables = slots + UInt64(12 * t)
         return DeviceBatchIndex(slots: slots, sequenceOf: slots + UInt64(4 * t), positionOf: slots + UInt64(8 * t), tables: tables,
                                 tableStart: tables + UInt64(4 * b.tableEntries), maxContext: maxContext)
     }
@@ -478,6 +468,30 @@ extension CUDAAccelerator {
         slots.values[arguments.count] = UInt64(count)
         try check("cuLaunchKernel (\(name()))",
                   launch(function, UInt32(blocks), 1, 1, UInt32(threads), 1, 1, 0, compute, slots.addresses, nil))
+    }
+
+    /// `count` Int32s, as `fill` appends them, in `which`'s device buffer:
+    /// copied over (queued on the compute stream) unless the same values
+    /// are already in the same allocation, as for every layer of a forward
+    /// after its first. Returns the device address.
+    func uploadOnce(_ which: DeviceAttention.Buffer, _ uploaded: WritableKeyPath<DeviceAttention, DeviceAttention.UploadedInts>, count: Int,
+                    _ fill: (inout [Int32]) -> Void) throws -> UInt64 {
+        var ints = attention[keyPath: uploaded].scratch
+        attention[keyPath: uploaded].scratch = []
+        ints.removeAll(keepingCapacity: true)
+        ints.reserveCapacity(count)
+        fill(&ints)
+        let buffer = try buffer(which, bytes: count * 4)
+        let into = (device: buffer.device, bytes: attention.buffers[which.rawValue].bytes)
+        if ints != attention[keyPath: uploaded].values || into != attention[keyPath: uploaded].into {
+            ints.withUnsafeBytes { buffer.host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            try check("cuMemcpyHtoDAsync (attention \(which))", copyHtoD(buffer.device, buffer.host, count * 4, compute))
+            swap(&ints, &attention[keyPath: uploaded].values)
+            attention[keyPath: uploaded].into = into
+            attention[keyPath: uploaded].copies += 1
+        }
+        attention[keyPath: uploaded].scratch = ints
+        return buffer.device
     }
 
     /// One pair of pinned host and device buffers of at least `bytes`.

@@ -48,24 +48,12 @@ extension CUDAAccelerator {
     /// (not again for a later layer of the same forward: the same slots).
     func uploadSequenceSlots(_ sequences: [GemmSequence], _ b: AttentionBatch) throws {
         let total = sequences.reduce(0) { $0 + $1.context }, bs = b.blockSize
-        var ints = attention.slotsScratch
-        attention.slotsScratch = []
-        ints.removeAll(keepingCapacity: true)
-        ints.reserveCapacity(total)
-        for s in sequences {
-            let table = b.tables + Int(b.tableStart[Int(b.tokenSequence[s.tokens.lowerBound])])
-            for j in 0..<s.context { ints.append(table[j / bs] * Int32(bs) + Int32(j % bs)) }
+        _ = try uploadOnce(.sequenceSlots, \.sequenceSlotInts, count: total) { ints in
+            for s in sequences {
+                let table = b.tables + Int(b.tableStart[Int(b.tokenSequence[s.tokens.lowerBound])])
+                for j in 0..<s.context { ints.append(table[j / bs] * Int32(bs) + Int32(j % bs)) }
+            }
         }
-        let slots = try buffer(.sequenceSlots, bytes: total * 4)
-        let into = (device: slots.device, bytes: attention.buffers[DeviceAttention.Buffer.sequenceSlots.rawValue].bytes)
-        if ints != attention.uploadedSlots || into != attention.uploadedSlotsIn {
-            ints.withUnsafeBytes { slots.host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            try check("cuMemcpyHtoDAsync (sequence slots)", copyHtoD(slots.device, slots.host, total * 4, compute))
-            swap(&ints, &attention.uploadedSlots)
-            attention.uploadedSlotsIn = into
-            attention.slotUploads += 1
-        }
-        attention.slotsScratch = ints
     }
 
     /// Queues attention for sequence `s` through the products, into its
