@@ -105,7 +105,7 @@ public struct HybridPlanner: Sendable {
                 candidates.append(e)
             }
         }
-        var uploaded = 0, uploads = 0, staging = 0.0
+        var uploaded = 0, staging = 0.0
         let uploadTime = cost.uploadSeconds(bytes: expertBytes)
         if !cpuOnly {
             // Most tokens first (ties: lower expert id), so the experts that
@@ -115,14 +115,14 @@ public struct HybridPlanner: Sendable {
                 let n = tokenCount[e]
                 let onCPU = cost.cpuSeconds(tokens: n, bytes: expertBytes, flopsPerToken: flopsPerToken)
                 let onGPU = uploadTime + cost.gpuSeconds(tokens: n, flopsPerToken: flopsPerToken)
-                let waits = uploads + 1 > uploadSlots ? uploadTime : 0
+                // Past the ring's size the host waits for a slot.
+                let waits = uploaded / expertBytes + 1 > uploadSlots ? uploadTime : 0
                 guard mode == .uploadEveryExpert || max(gpu + onGPU, staging + waits + cpu - onCPU) < max(gpu, staging + cpu) else { continue }
                 sites[e] = .uploaded
                 gpu += onGPU
                 cpu -= onCPU
                 staging += waits
                 uploaded += expertBytes
-                uploads += 1
             }
         }
         return LayerPlan(sites: sites, gpuSeconds: gpu, cpuSeconds: max(0, cpu), stagingSeconds: staging, uploadedBytes: uploaded)
