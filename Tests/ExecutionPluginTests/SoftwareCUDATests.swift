@@ -36,6 +36,36 @@ import Testing
             #expect(try f("cuStreamCreate", A.StreamCreate.self)(&s, 1) == 0)
             return s
         }
+        /// `cublasGemmEx` and a handle whose stream is `stream`.
+        func blas(stream: OpaquePointer?) throws -> (gemm: A.GemmEx, handle: OpaquePointer?) {
+            let library = try CUDALibraries.open(["libcublas.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+            var handle: OpaquePointer?
+            #expect(try A.symbol(library, "cublasCreate_v2", A.BlasCreate.self)(&handle) == 0)
+            #expect(try A.symbol(library, "cublasSetStream_v2", A.BlasSetStream.self)(handle, stream) == 0)
+            return (try A.symbol(library, "cublasGemmEx", A.GemmEx.self), handle)
+        }
+        /// The kernels `names` of `source`, compiled by the device's NVRTC and loaded.
+        func kernels(_ names: [String], source: String) throws -> [OpaquePointer?] {
+            let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
+            let ptx = try A.compileKernel(nvrtc: nvrtc, source: source)
+            var module: OpaquePointer?
+            #expect(try ptx.withUnsafeBytes { try f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) } == 0)
+            let get = try f("cuModuleGetFunction", A.ModuleGetFunction.self)
+            return names.map { name in
+                var function: OpaquePointer?
+                #expect(get(&function, module, name) == 0)
+                return function
+            }
+        }
+        /// Queues `kernel` with device pointers `pointers` and then the
+        /// thread count, as every kernel here takes them.
+        func launch(_ kernel: OpaquePointer?, blocks: UInt32, threads: UInt32, stream: OpaquePointer?, _ pointers: [UInt64]) throws -> Int32 {
+            var values = pointers + [UInt64(blocks) * UInt64(threads)]
+            return try values.withUnsafeMutableBufferPointer { v in
+                var params: [UnsafeMutableRawPointer?] = v.indices.map { UnsafeMutableRawPointer(v.baseAddress! + $0) }
+                return try f("cuLaunchKernel", A.LaunchKernel.self)(kernel, blocks, 1, 1, threads, 1, 1, 0, stream, &params, nil)
+            }
+        }
         func read(_ p: UInt64, count: Int, stream: OpaquePointer?) throws -> [Float] {
             var out = [Float](repeating: 0, count: count)
             let code = try out.withUnsafeMutableBytes { try f("cuMemcpyDtoHAsync", A.CopyDtoH.self)($0.baseAddress!, p, count * 4, stream) }
@@ -75,11 +105,7 @@ import Testing
         defer { SoftwareCUDA.reset() }
         let d = try Driver()
         let s = try d.stream()
-        let blasLibrary = try CUDALibraries.open(["libcublas.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
-        let gemm = try A.symbol(blasLibrary, "cublasGemmEx", A.GemmEx.self)
-        var handle: OpaquePointer?
-        #expect(try A.symbol(blasLibrary, "cublasCreate_v2", A.BlasCreate.self)(&handle) == 0)
-        #expect(try A.symbol(blasLibrary, "cublasSetStream_v2", A.BlasSetStream.self)(handle, s) == 0)
+        let (gemm, handle) = try d.blas(stream: s)
         // W: 2 x 3 row-major, X: 2 tokens x 3; out[t][r] = Σ W[r][k] X[t][k].
         let w: [Float] = [1, 2, 3, 4, 5, 6], x: [Float] = [1, 0, -1, 0.5, 0.25, 2]
         let wBF16 = w.map { UInt16($0.bitPattern >> 16) }, xBF16 = x.map { UInt16($0.bitPattern >> 16) }
@@ -107,11 +133,7 @@ import Testing
         defer { SoftwareCUDA.reset() }
         let d = try Driver()
         let s = try d.stream()
-        let blasLibrary = try CUDALibraries.open(["libcublas.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
-        let gemm = try A.symbol(blasLibrary, "cublasGemmEx", A.GemmEx.self)
-        var handle: OpaquePointer?
-        #expect(try A.symbol(blasLibrary, "cublasCreate_v2", A.BlasCreate.self)(&handle) == 0)
-        #expect(try A.symbol(blasLibrary, "cublasSetStream_v2", A.BlasSetStream.self)(handle, s) == 0)
+        let (gemm, handle) = try d.blas(stream: s)
         let dW = try d.alloc(64), dX = try d.alloc(64), dY = try d.alloc(64)
         var one: Float = 1, zero: Float = 0
         // BF16 inputs may start on any even byte; a Float32 output may not start 2 bytes in.
@@ -130,24 +152,12 @@ import Testing
         await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
             let d = try Driver()
             let s = try d.stream()
-            let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
-            let ptx = try A.compileKernel(nvrtc: nvrtc, source: """
+            let kernel = try d.kernels(["read_inside"], source: """
                 extern "C" __global__ void read_inside(const unsigned short* in, float* out, long long count) {
                     out[0] = *(const float*)(in + 1);
                 }
-                """)
-            var module: OpaquePointer?, f: OpaquePointer?
-            _ = try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) }
-            _ = try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, "read_inside")
-            var input = try d.alloc(16), output = try d.alloc(16), count: Int64 = 1
-            _ = try withUnsafeMutablePointer(to: &input) { i in
-                try withUnsafeMutablePointer(to: &output) { o in
-                    try withUnsafeMutablePointer(to: &count) { c in
-                        var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(i), UnsafeMutableRawPointer(o), UnsafeMutableRawPointer(c)]
-                        return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, 1, 1, 1, 1, 1, 1, 0, s, &params, nil)
-                    }
-                }
-            }
+                """)[0]
+            _ = try d.launch(kernel, blocks: 1, threads: 1, stream: s, [try d.alloc(16), try d.alloc(16)])
             _ = try d.f("cuStreamSynchronize", A.StreamSync.self)(s)
         }.map { result in
             #expect(String(decoding: result.standardErrorContent, as: UTF8.self).contains("kernel read_inside made a misaligned access"))
@@ -174,18 +184,8 @@ import Testing
         await #expect(processExitsWith: expected, observing: [\.standardErrorContent]) { [source = source as String] in
             let d = try Driver()
             let s = try d.stream()
-            let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
-            let ptx = try A.compileKernel(nvrtc: nvrtc, source: source)
-            var module: OpaquePointer?, f: OpaquePointer?
-            _ = try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) }
-            _ = try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, "branchy")
-            var output = try d.alloc(16), count: Int64 = 4
-            _ = try withUnsafeMutablePointer(to: &output) { o in
-                try withUnsafeMutablePointer(to: &count) { c in
-                    var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(o), UnsafeMutableRawPointer(c)]
-                    return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, 1, 1, 1, 4, 1, 1, 0, s, &params, nil)
-                }
-            }
+            let output = try d.alloc(16)
+            _ = try d.launch(try d.kernels(["branchy"], source: source)[0], blocks: 1, threads: 4, stream: s, [output])
             guard try d.f("cuStreamSynchronize", A.StreamSync.self)(s) == 0,
                   try d.read(output, count: 4, stream: s).map({ Int32(bitPattern: $0.bitPattern) }) == [1, 1, 1, 1] else { exit(3) }
         }.map { result in
@@ -257,8 +257,7 @@ import Testing
         defer { SoftwareCUDA.reset() }
         let d = try Driver()
         let s = try d.stream()
-        let nvrtc = try CUDALibraries.open(["libnvrtc.so.13"], searchPath: [try SoftwareCUDA.directory.get()], systemSearch: false).get()
-        let ptx = try A.compileKernel(nvrtc: nvrtc, source: """
+        let kernels = try d.kernels(["last_writer", "last_before_barrier"], source: """
             extern "C" __global__ void last_writer(int* out, long long count) { out[0] = blockIdx.x * blockDim.x + threadIdx.x; }
             extern "C" __global__ void last_before_barrier(int* out, long long count) {
                 __shared__ int seen[1];
@@ -267,26 +266,12 @@ import Testing
                 if (threadIdx.x == 0) out[1 + blockIdx.x] = seen[0];
             }
             """)
-        var module: OpaquePointer?
-        #expect(try ptx.withUnsafeBytes { try d.f("cuModuleLoadData", A.ModuleLoadData.self)(&module, $0.baseAddress!) } == 0)
-        func kernel(_ name: String) throws -> OpaquePointer? {
-            var f: OpaquePointer?
-            #expect(try d.f("cuModuleGetFunction", A.ModuleGetFunction.self)(&f, module, name) == 0)
-            return f
-        }
         let out = try d.alloc(12)
         func run(_ f: OpaquePointer?, blocks: UInt32, threads: UInt32) throws -> [Int32] {
-            var pointer = out, count = Int64(blocks) * Int64(threads)
-            let code = try withUnsafeMutablePointer(to: &pointer) { p in
-                try withUnsafeMutablePointer(to: &count) { c in
-                    var params: [UnsafeMutableRawPointer?] = [UnsafeMutableRawPointer(p), UnsafeMutableRawPointer(c)]
-                    return try d.f("cuLaunchKernel", A.LaunchKernel.self)(f, blocks, 1, 1, threads, 1, 1, 0, s, &params, nil)
-                }
-            }
-            #expect(code == 0)
+            #expect(try d.launch(f, blocks: blocks, threads: threads, stream: s, [out]) == 0)
             return try d.read(out, count: 3, stream: s).map { Int32(bitPattern: $0.bitPattern) }
         }
-        let writer = try kernel("last_writer"), barrier = try kernel("last_before_barrier")
+        let writer = kernels[0], barrier = kernels[1]
         #expect(try run(writer, blocks: 2, threads: 4)[0] == 7)
         #expect(try run(writer, blocks: 2, threads: 4)[0] == 0)
         #expect(try run(writer, blocks: 2, threads: 4)[0] == 7)
